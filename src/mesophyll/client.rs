@@ -1,0 +1,275 @@
+//! The worker's side of Mesophyll: keep one WebSocket to the master open,
+//! hand every request to a [`Handler`], send answers and heartbeats back.
+//!
+//! The client reconnects on its own, with [`Backoff::reconnect`] (about
+//! 100 ms doubling to 10 s, jittered), and resets the backoff once a
+//! connection has stayed up for [`HEALTHY_AFTER`]. A refusal at upgrade
+//! (401 wrong token, 404 unknown id) is final: retrying cannot fix it, and a
+//! supervised worker that exits is respawned with a fresh token.
+//!
+//! This module knows nothing of what the requests mean: the handler does.
+
+use crate::mesophyll::backoff::Backoff;
+use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
+use crate::mesophyll::hub::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
+use crate::mesophyll::message::{ClientMessage, PROTOCOL_VERSION, RemoteError, ServerMessage};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// A connection that stayed up this long resets the reconnect backoff.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+
+/// Answers queued towards the master before the handler waits for room.
+const OUTBOX_DEPTH: usize = 4096;
+
+/// Where and who the worker is.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The hub's address, `host:port`.
+    pub master: String,
+    /// This worker's id.
+    pub worker_id: u32,
+    /// The token the master issued for this worker. Never logged.
+    pub token: String,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("master", &self.master)
+            .field("worker_id", &self.worker_id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why the client stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The master refused the upgrade (401 or 404): retrying cannot help.
+    #[error("the master refused this worker: HTTP {0}")]
+    Refused(u16),
+    /// The master speaks another protocol revision.
+    #[error("the master speaks protocol {theirs}, this worker {ours}")]
+    ProtocolMismatch {
+        /// What the master announced.
+        theirs: u32,
+        /// [`PROTOCOL_VERSION`].
+        ours: u32,
+    },
+}
+
+/// Load figures for the heartbeat.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadFigures {
+    /// Requests running.
+    pub in_flight: u64,
+    /// Tenant VMs alive.
+    pub vms: u64,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+}
+
+/// What runs the requests.
+pub trait Handler: Send + Sync + 'static {
+    /// Takes one request (anything but `Hello`). Called on the connection's
+    /// reader task: it must hand the work off (spawn) and return at once.
+    fn handle(&self, msg: ServerMessage, outbox: Outbox);
+
+    /// Figures for the next heartbeat.
+    fn load(&self) -> LoadFigures;
+}
+
+/// The way back to the master for one connection's answers.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<ClientMessage>,
+}
+
+impl Outbox {
+    /// Sends the answer to `req_id`. When the connection is gone the answer
+    /// is dropped: the master has already failed the request.
+    pub async fn reply(&self, req_id: u64, result: Result<Value, RemoteError>) {
+        let _ = self
+            .tx
+            .send(ClientMessage::DispatchResponse { req_id, result })
+            .await;
+    }
+
+    /// Like [`Outbox::reply`] but never waits: used to refuse work when the
+    /// worker is saturated.
+    pub fn try_reply(&self, req_id: u64, result: Result<Value, RemoteError>) {
+        let _ = self
+            .tx
+            .try_send(ClientMessage::DispatchResponse { req_id, result });
+    }
+}
+
+/// Connects, serves, reconnects, forever, or until the master refuses this
+/// worker (see [`ClientError`]).
+pub async fn run(config: ClientConfig, handler: Arc<dyn Handler>) -> Result<(), ClientError> {
+    let mut backoff = Backoff::reconnect();
+    let bad_frames = Arc::new(AtomicU64::new(0));
+    loop {
+        let started = Instant::now();
+        match session(&config, &handler, &bad_frames).await {
+            Ok(()) => tracing::warn!("connection to the master ended"),
+            Err(SessionError::Fatal(e)) => return Err(e),
+            Err(SessionError::Retry(e)) => tracing::warn!("master unreachable: {e}"),
+        }
+        if started.elapsed() >= HEALTHY_AFTER {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tracing::debug!(?delay, "reconnecting");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+enum SessionError {
+    Fatal(ClientError),
+    Retry(String),
+}
+
+async fn session(
+    config: &ClientConfig,
+    handler: &Arc<dyn Handler>,
+    bad_frames: &AtomicU64,
+) -> Result<(), SessionError> {
+    let url = format!("ws://{}/ws", config.master);
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| SessionError::Retry(e.to_string()))?;
+    let headers = request.headers_mut();
+    headers.insert(WORKER_ID_HEADER, HeaderValue::from(config.worker_id));
+    headers.insert(
+        WORKER_TOKEN_HEADER,
+        HeaderValue::from_str(&config.token)
+            .map_err(|_| SessionError::Fatal(ClientError::Refused(401)))?,
+    );
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME_BYTES + 1024))
+        .max_frame_size(Some(MAX_FRAME_BYTES + 1024));
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true)
+        .await
+        .map_err(|e| match e {
+            tungstenite::Error::Http(resp) if resp.status() == 401 || resp.status() == 404 => {
+                SessionError::Fatal(ClientError::Refused(resp.status().as_u16()))
+            }
+            other => SessionError::Retry(other.to_string()),
+        })?;
+    let (mut sink, mut stream) = socket.split();
+
+    // Hello comes first; everything else waits for it.
+    let (interval, timeout) = loop {
+        match stream.next().await {
+            Some(Ok(Message::Binary(bytes))) => match codec::decode::<ServerMessage>(&bytes) {
+                Ok(ServerMessage::Hello {
+                    protocol,
+                    heartbeat_interval_ms,
+                    heartbeat_timeout_ms,
+                    ..
+                }) => {
+                    if protocol != PROTOCOL_VERSION {
+                        return Err(SessionError::Fatal(ClientError::ProtocolMismatch {
+                            theirs: protocol,
+                            ours: PROTOCOL_VERSION,
+                        }));
+                    }
+                    break (
+                        Duration::from_millis(heartbeat_interval_ms.max(10)),
+                        Duration::from_millis(heartbeat_timeout_ms.max(100)),
+                    );
+                }
+                _ => return Err(SessionError::Retry("first frame was not Hello".into())),
+            },
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(SessionError::Retry(e.to_string())),
+            None => return Err(SessionError::Retry("closed before Hello".into())),
+        }
+    };
+    tracing::info!(master = %config.master, "connected to the master");
+
+    let (tx, mut rx) = mpsc::channel::<ClientMessage>(OUTBOX_DEPTH);
+    let outbox = Outbox { tx };
+    let mut heartbeat = tokio::time::interval(interval);
+    let mut last_from_master = Instant::now();
+    let mut bad_log: Option<Instant> = None;
+
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                last_from_master = Instant::now();
+                match frame {
+                    Some(Ok(Message::Binary(bytes))) => match codec::decode::<ServerMessage>(&bytes) {
+                        Ok(ServerMessage::Hello { .. }) => {}
+                        Ok(msg) => handler.handle(msg, outbox.clone()),
+                        Err(e) => note_bad(bad_frames, &mut bad_log, &e.to_string()),
+                    },
+                    Some(Ok(Message::Text(_))) => note_bad(bad_frames, &mut bad_log, "text frame"),
+                    Some(Ok(Message::Close(_))) | None => return Ok(()),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(SessionError::Retry(e.to_string())),
+                }
+            }
+            Some(msg) = rx.recv() => {
+                let frame = match codec::encode(&msg) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        // An answer too large to send: tell the master why
+                        // instead of leaving it to time out.
+                        let ClientMessage::DispatchResponse { req_id, .. } = msg else { continue };
+                        let refusal = ClientMessage::DispatchResponse {
+                            req_id,
+                            result: Err(RemoteError::new(
+                                crate::mesophyll::message::ErrorKind::BadRequest,
+                                format!("result not sendable: {e}"),
+                            )),
+                        };
+                        codec::encode(&refusal).expect("a short error encodes")
+                    }
+                };
+                if let Err(e) = sink.send(Message::Binary(frame.into())).await {
+                    return Err(SessionError::Retry(e.to_string()));
+                }
+            }
+            _ = heartbeat.tick() => {
+                let load = handler.load();
+                let beat = ClientMessage::Heartbeat {
+                    in_flight: load.in_flight,
+                    vms: load.vms,
+                    rss_bytes: load.rss_bytes,
+                    bad_frames: bad_frames.load(Ordering::Relaxed),
+                };
+                let frame = codec::encode(&beat).expect("Heartbeat encodes");
+                if let Err(e) = sink.send(Message::Binary(frame.into())).await {
+                    return Err(SessionError::Retry(e.to_string()));
+                }
+                // The master sends nothing when idle, so silence alone is no
+                // sign of trouble; a failed send above is. Past the timeout we
+                // also probe with a ping so a half-open socket is noticed.
+                if last_from_master.elapsed() > timeout
+                    && sink.send(Message::Ping(Vec::new().into())).await.is_err()
+                {
+                    return Err(SessionError::Retry("ping failed".into()));
+                }
+            }
+        }
+    }
+}
+
+fn note_bad(count: &AtomicU64, last: &mut Option<Instant>, what: &str) {
+    let total = count.fetch_add(1, Ordering::Relaxed) + 1;
+    if last.is_none_or(|t| t.elapsed() >= crate::mesophyll::hub::BAD_FRAME_LOG_EVERY) {
+        *last = Some(Instant::now());
+        tracing::warn!(total, "ignored a bad frame from the master: {what}");
+    }
+}

@@ -1,0 +1,562 @@
+//! The master's side of Mesophyll: one WebSocket per worker, request/response
+//! correlation over it, and liveness.
+//!
+//! The [`Hub`] knows which worker ids exist and the token each must present
+//! ([`Hub::register_worker`]); a worker connects to `GET /ws` with its id and
+//! token (headers `x-meshplay-worker-id` / `x-meshplay-token`, or the query
+//! parameters `?id=&token=`). Unknown id: 404. Wrong token: 401, compared in
+//! constant time. Nothing about the token is ever logged.
+//!
+//! Per connection:
+//! - a bounded outbound queue ([`HubConfig::send_queue`]); a full queue makes
+//!   the request fail at once with [`HubError::Overloaded`];
+//! - a [`Correlation`] table; when the connection ends, for whatever reason,
+//!   every request pending on it fails at once;
+//! - a liveness clock: any frame counts; after
+//!   [`HubConfig::heartbeat_timeout`] of silence the connection is declared
+//!   dead, closed, and a [`HubEvent::Disconnected`] with
+//!   [`DisconnectReason::HeartbeatTimeout`] tells the supervisor to restart
+//!   the process;
+//! - text frames and undecodable binary frames are counted and logged (at
+//!   most once per [`BAD_FRAME_LOG_EVERY`]), never fatal.
+//!
+//! A worker that connects again replaces its previous connection. Every
+//! connection has a unique serial number and clean-up only removes the slot's
+//! connection if it still carries its own serial, so the old connection's
+//! clean-up can never evict the new one.
+
+use crate::mesophyll::codec::{self, CodecError, MAX_FRAME_BYTES};
+use crate::mesophyll::correlation::{Correlation, WaitError};
+use crate::mesophyll::message::{ClientMessage, PROTOCOL_VERSION, RemoteError, ServerMessage};
+use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dashmap::DashMap;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// Bad frames are logged at most this often per hub (with a running count).
+pub const BAD_FRAME_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Header carrying the worker's id at upgrade.
+pub const WORKER_ID_HEADER: &str = "x-meshplay-worker-id";
+/// Header carrying the worker's token at upgrade.
+pub const WORKER_TOKEN_HEADER: &str = "x-meshplay-token";
+
+/// Timing and sizing of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// How often workers must send a heartbeat (sent to them in `Hello`).
+    pub heartbeat_interval: Duration,
+    /// Silence after which a worker is declared dead.
+    pub heartbeat_timeout: Duration,
+    /// Frames queued for one worker before requests answer "overloaded".
+    pub send_queue: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
+            send_queue: 4096,
+        }
+    }
+}
+
+/// Why a request to a worker produced no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The worker id is not one the hub knows.
+    #[error("no worker {0}")]
+    UnknownWorker(u32),
+    /// The worker is not connected, or its connection ended mid-request.
+    #[error("worker {worker} unavailable: {reason}")]
+    WorkerUnavailable {
+        /// The worker asked.
+        worker: u32,
+        /// What happened to it.
+        reason: String,
+    },
+    /// The worker's outbound queue is full.
+    #[error("worker {0} overloaded: its send queue is full")]
+    Overloaded(u32),
+    /// The worker did not answer within the deadline.
+    #[error("worker {worker} did not answer within {after:?}")]
+    DeadlineExceeded {
+        /// The worker asked.
+        worker: u32,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// The worker answered with an error.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// The request could not be encoded (too large, most likely).
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// No frame within the heartbeat timeout: the worker is presumed hung.
+    HeartbeatTimeout,
+    /// The same worker connected again.
+    Replaced,
+    /// The socket closed or failed.
+    Closed,
+    /// The hub closed it on purpose (shutdown, [`Hub::disconnect`]).
+    Kicked,
+}
+
+/// What the hub tells whoever watches it (the supervisor, the API).
+#[derive(Debug, Clone)]
+pub enum HubEvent {
+    /// A worker completed the upgrade.
+    Connected {
+        /// Which worker.
+        worker: u32,
+        /// The connection's serial number.
+        conn: u64,
+    },
+    /// A worker's connection ended.
+    Disconnected {
+        /// Which worker.
+        worker: u32,
+        /// The connection's serial number.
+        conn: u64,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// The latest load figures a worker reported.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Load {
+    /// Requests running in the worker.
+    pub in_flight: u64,
+    /// Tenant VMs alive.
+    pub vms: u64,
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+}
+
+/// A snapshot of one worker as the hub sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerView {
+    /// The worker id.
+    pub id: u32,
+    /// Whether a connection is up.
+    pub connected: bool,
+    /// Seconds since the last frame, when connected.
+    pub since_last_frame_s: Option<f64>,
+    /// Requests awaiting this worker's answer.
+    pub awaiting: usize,
+    /// The last heartbeat's figures.
+    pub load: Load,
+    /// Connections this worker has made since the master started.
+    pub connections: u64,
+}
+
+struct Slot {
+    token: Vec<u8>,
+    conn: Option<Arc<Connection>>,
+    connections: u64,
+}
+
+/// One live WebSocket to one worker.
+struct Connection {
+    serial: u64,
+    worker: u32,
+    outbound: mpsc::Sender<Vec<u8>>,
+    pending: Arc<Correlation>,
+    opened: Instant,
+    last_frame_ms: AtomicU64,
+    load: Mutex<Load>,
+    close: watch::Sender<Option<DisconnectReason>>,
+}
+
+impl Connection {
+    fn touch(&self) {
+        self.last_frame_ms
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn silence(&self) -> Duration {
+        let last = Duration::from_millis(self.last_frame_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
+
+    fn enqueue(&self, frame: Vec<u8>) -> Result<(), HubError> {
+        self.outbound.try_send(frame).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => HubError::Overloaded(self.worker),
+            mpsc::error::TrySendError::Closed(_) => HubError::WorkerUnavailable {
+                worker: self.worker,
+                reason: "connection closing".into(),
+            },
+        })
+    }
+}
+
+/// The master's end of Mesophyll. Cheap to share (`Arc<Hub>`).
+pub struct Hub {
+    config: HubConfig,
+    slots: DashMap<u32, Slot>,
+    serials: AtomicU64,
+    bad_frames: AtomicU64,
+    bad_frame_log: Mutex<Option<Instant>>,
+    events: broadcast::Sender<HubEvent>,
+}
+
+impl Hub {
+    /// A hub with no workers registered yet.
+    pub fn new(config: HubConfig) -> Arc<Self> {
+        Arc::new(Hub {
+            config,
+            slots: DashMap::new(),
+            serials: AtomicU64::new(1),
+            bad_frames: AtomicU64::new(0),
+            bad_frame_log: Mutex::new(None),
+            events: broadcast::channel(1024).0,
+        })
+    }
+
+    /// The hub's timing.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// Declares worker `id` and the token it must present. Calling it again
+    /// (a respawn with a fresh token) replaces the token; a connection that
+    /// is up stays up until it ends or is [`Hub::disconnect`]ed.
+    pub fn register_worker(&self, id: u32, token: &str) {
+        let mut slot = self.slots.entry(id).or_insert_with(|| Slot {
+            token: Vec::new(),
+            conn: None,
+            connections: 0,
+        });
+        slot.token = token.as_bytes().to_vec();
+    }
+
+    /// Subscribes to connection events.
+    pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
+        self.events.subscribe()
+    }
+
+    /// Total text or undecodable frames received since start.
+    pub fn bad_frames(&self) -> u64 {
+        self.bad_frames.load(Ordering::Relaxed)
+    }
+
+    /// The axum router serving `GET /ws`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/ws", get(upgrade))
+            .with_state(Arc::clone(self))
+    }
+
+    /// Sends `build(req_id)` to `worker` and waits for its answer, at most
+    /// `deadline`.
+    ///
+    /// Fails at once with [`HubError::WorkerUnavailable`] when the worker is
+    /// not connected (or its connection ends while waiting), with
+    /// [`HubError::Overloaded`] when its queue is full, with
+    /// [`HubError::DeadlineExceeded`] when no answer comes in time, and with
+    /// [`HubError::Remote`] when the worker answers with an error.
+    pub async fn request(
+        &self,
+        worker: u32,
+        deadline: Duration,
+        build: impl FnOnce(u64) -> ServerMessage,
+    ) -> Result<Value, HubError> {
+        let conn = self.connection(worker)?;
+        let pending = conn
+            .pending
+            .register()
+            .map_err(|e| unavailable(worker, e))?;
+        let frame = codec::encode(&build(pending.id()))?;
+        conn.enqueue(frame)?;
+        drop(conn);
+        match pending.wait(deadline).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(remote)) => Err(HubError::Remote(remote)),
+            Err(WaitError::DeadlineExceeded(after)) => {
+                Err(HubError::DeadlineExceeded { worker, after })
+            }
+            Err(e) => Err(unavailable(worker, e)),
+        }
+    }
+
+    /// Sends `msg` without waiting for an answer (fire-and-forget dispatch,
+    /// `PluginsChanged`, `Shutdown`). Fails as [`Hub::request`] does, minus
+    /// the deadline.
+    pub fn send(&self, worker: u32, msg: &ServerMessage) -> Result<(), HubError> {
+        let conn = self.connection(worker)?;
+        conn.enqueue(codec::encode(msg)?)
+    }
+
+    /// Sends `msg` to every connected worker; returns how many got it queued.
+    pub fn broadcast(&self, msg: &ServerMessage) -> usize {
+        let ids: Vec<u32> = self.slots.iter().map(|s| *s.key()).collect();
+        ids.into_iter()
+            .filter(|&id| self.send(id, msg).is_ok())
+            .count()
+    }
+
+    /// Closes worker `id`'s connection, if any, failing what is pending on it.
+    pub fn disconnect(&self, id: u32, reason: DisconnectReason) {
+        if let Some(slot) = self.slots.get(&id)
+            && let Some(conn) = &slot.conn
+        {
+            let _ = conn.close.send(Some(reason));
+        }
+    }
+
+    /// Whether worker `id` has a live connection.
+    pub fn is_connected(&self, id: u32) -> bool {
+        self.slots.get(&id).is_some_and(|s| s.conn.is_some())
+    }
+
+    /// A snapshot of every registered worker, by id.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        let mut out: Vec<WorkerView> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let conn = s.conn.as_ref();
+                WorkerView {
+                    id: *s.key(),
+                    connected: conn.is_some(),
+                    since_last_frame_s: conn.map(|c| c.silence().as_secs_f64()),
+                    awaiting: conn.map_or(0, |c| c.pending.len()),
+                    load: conn.map(|c| *c.load.lock().unwrap()).unwrap_or_default(),
+                    connections: s.connections,
+                }
+            })
+            .collect();
+        out.sort_by_key(|w| w.id);
+        out
+    }
+
+    fn connection(&self, worker: u32) -> Result<Arc<Connection>, HubError> {
+        let slot = self
+            .slots
+            .get(&worker)
+            .ok_or(HubError::UnknownWorker(worker))?;
+        slot.conn
+            .clone()
+            .ok_or_else(|| HubError::WorkerUnavailable {
+                worker,
+                reason: "not connected".into(),
+            })
+    }
+
+    /// Checks id and token; returns the status to refuse with, if any.
+    fn authenticate(&self, id: u32, token: &str) -> Result<(), StatusCode> {
+        let slot = self.slots.get(&id).ok_or(StatusCode::NOT_FOUND)?;
+        if slot.token.is_empty() || !bool::from(slot.token.as_slice().ct_eq(token.as_bytes())) {
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        Ok(())
+    }
+
+    fn note_bad_frame(&self, worker: u32, what: &str) {
+        let total = self.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.bad_frame_log.lock().unwrap();
+        if last.is_none_or(|t| t.elapsed() >= BAD_FRAME_LOG_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(worker, total, "ignored a bad frame: {what}");
+        }
+    }
+
+    /// Runs one upgraded connection to its end.
+    async fn serve(self: Arc<Self>, worker: u32, socket: WebSocket) {
+        let serial = self.serials.fetch_add(1, Ordering::Relaxed);
+        let (outbound, mut queue) = mpsc::channel::<Vec<u8>>(self.config.send_queue);
+        let (close, mut closed) = watch::channel(None);
+        let conn = Arc::new(Connection {
+            serial,
+            worker,
+            outbound,
+            pending: Correlation::new(),
+            opened: Instant::now(),
+            last_frame_ms: AtomicU64::new(0),
+            load: Mutex::new(Load::default()),
+            close,
+        });
+
+        let hello = ServerMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            worker_id: worker,
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+            heartbeat_timeout_ms: self.config.heartbeat_timeout.as_millis() as u64,
+        };
+        // The queue is empty and nobody else holds it yet: Hello goes first.
+        let _ = conn.enqueue(codec::encode(&hello).expect("Hello encodes"));
+
+        let replaced = {
+            let Some(mut slot) = self.slots.get_mut(&worker) else {
+                return;
+            };
+            slot.connections += 1;
+            slot.conn.replace(Arc::clone(&conn))
+        };
+        if let Some(old) = replaced {
+            let _ = old.close.send(Some(DisconnectReason::Replaced));
+        }
+        tracing::info!(worker, conn = serial, "worker connected");
+        let _ = self.events.send(HubEvent::Connected {
+            worker,
+            conn: serial,
+        });
+
+        let (mut sink, mut stream) = socket.split();
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = queue.recv().await {
+                if sink.send(Message::Binary(frame.into())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+
+        let check_every = (self.config.heartbeat_timeout / 4).min(Duration::from_millis(250));
+        let mut ticker = tokio::time::interval(check_every);
+        let reason = loop {
+            tokio::select! {
+                frame = stream.next() => match frame {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        conn.touch();
+                        self.on_frame(&conn, &bytes);
+                    }
+                    Some(Ok(Message::Text(_))) => {
+                        conn.touch();
+                        self.note_bad_frame(worker, "text frame");
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => conn.touch(),
+                    Some(Ok(Message::Close(_))) | None => break DisconnectReason::Closed,
+                    Some(Err(e)) => {
+                        tracing::warn!(worker, conn = serial, "connection failed: {e}");
+                        break DisconnectReason::Closed;
+                    }
+                },
+                _ = ticker.tick() => {
+                    if conn.silence() > self.config.heartbeat_timeout {
+                        tracing::warn!(
+                            worker, conn = serial,
+                            "no frame for {:?}: declaring the worker dead",
+                            self.config.heartbeat_timeout
+                        );
+                        break DisconnectReason::HeartbeatTimeout;
+                    }
+                }
+                _ = closed.changed() => {
+                    break closed.borrow().unwrap_or(DisconnectReason::Kicked);
+                }
+            }
+        };
+
+        conn.pending.fail_all(match reason {
+            DisconnectReason::HeartbeatTimeout => "missed its heartbeats",
+            DisconnectReason::Replaced => "reconnected on a new connection",
+            DisconnectReason::Closed => "connection closed",
+            DisconnectReason::Kicked => "disconnected by the master",
+        });
+        if let Some(mut slot) = self.slots.get_mut(&worker)
+            && slot.conn.as_ref().is_some_and(|c| c.serial == serial)
+        {
+            slot.conn = None;
+        }
+        writer.abort();
+        tracing::info!(worker, conn = serial, ?reason, "worker disconnected");
+        let _ = self.events.send(HubEvent::Disconnected {
+            worker,
+            conn: serial,
+            reason,
+        });
+    }
+
+    fn on_frame(&self, conn: &Connection, bytes: &[u8]) {
+        match codec::decode::<ClientMessage>(bytes) {
+            Ok(ClientMessage::DispatchResponse { req_id, result }) => {
+                if !conn.pending.complete(req_id, result) {
+                    tracing::debug!(worker = conn.worker, req_id, "late or unknown response");
+                }
+            }
+            Ok(ClientMessage::Heartbeat {
+                in_flight,
+                vms,
+                rss_bytes,
+                bad_frames: _,
+            }) => {
+                *conn.load.lock().unwrap() = Load {
+                    in_flight,
+                    vms,
+                    rss_bytes,
+                };
+            }
+            Err(e) => self.note_bad_frame(conn.worker, &e.to_string()),
+        }
+    }
+}
+
+fn unavailable(worker: u32, e: WaitError) -> HubError {
+    HubError::WorkerUnavailable {
+        worker,
+        reason: e.to_string(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Credentials {
+    id: Option<String>,
+    token: Option<String>,
+}
+
+async fn upgrade(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let creds = Credentials {
+        id: header(WORKER_ID_HEADER).or_else(|| query.get("id").cloned()),
+        token: header(WORKER_TOKEN_HEADER).or_else(|| query.get("token").cloned()),
+    };
+    let Some(id) = creds.id.and_then(|s| s.parse::<u32>().ok()) else {
+        return (StatusCode::NOT_FOUND, "unknown worker id").into_response();
+    };
+    if let Err(status) = hub.authenticate(id, creds.token.as_deref().unwrap_or("")) {
+        let body = if status == StatusCode::NOT_FOUND {
+            "unknown worker id"
+        } else {
+            "wrong token"
+        };
+        tracing::warn!(worker = id, %status, "refused a worker connection");
+        return (status, body).into_response();
+    }
+    let Ok(ws) = ws else {
+        return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
+    };
+    ws.max_message_size(MAX_FRAME_BYTES + 1024)
+        .max_frame_size(MAX_FRAME_BYTES + 1024)
+        .on_upgrade(move |socket| hub.serve(id, socket))
+}

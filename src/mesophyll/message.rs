@@ -1,0 +1,222 @@
+//! The messages of the Mesophyll protocol, master -> worker and worker -> master.
+//!
+//! Every WebSocket binary frame carries exactly one of these, encoded by
+//! [`crate::mesophyll::codec`] as MessagePack with structs as maps, so that a
+//! field can be added later without breaking an older peer (unknown fields are
+//! ignored, new optional fields default).
+//!
+//! Payload values (event data, results) are JSON-shaped
+//! ([`serde_json::Value`]): what people send through the REST API is what a
+//! script receives, with no lossy step in between.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// The protocol revision spoken by this build. A worker refuses a `Hello`
+/// with another number rather than guessing.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A tenant: the unit that owns a Luau VM, state and KV.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct Tenant {
+    /// What kind of tenant this is (`user`, `guild`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The tenant's id within its kind.
+    pub id: String,
+}
+
+impl Tenant {
+    /// Builds a tenant from its kind and id.
+    pub fn new(kind: impl Into<String>, id: impl Into<String>) -> Self {
+        Tenant {
+            kind: kind.into(),
+            id: id.into(),
+        }
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, self.id)
+    }
+}
+
+/// An event as tenant code sees it: a name and free-form data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Event {
+    /// The event's name; plugins declare which names they handle.
+    pub name: String,
+    /// The event's payload.
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// Master -> worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// First frame on every connection: what the master expects of the worker.
+    Hello {
+        /// Must equal [`PROTOCOL_VERSION`].
+        protocol: u32,
+        /// The id the master knows this connection by.
+        worker_id: u32,
+        /// How often the worker must send a `Heartbeat`.
+        heartbeat_interval_ms: u64,
+        /// After this long without any frame, the master declares the worker dead.
+        heartbeat_timeout_ms: u64,
+    },
+    /// Run every plugin that handles `event` for `tenant`.
+    DispatchEvent {
+        /// `None`: fire-and-forget, the worker sends no answer.
+        req_id: Option<u64>,
+        /// Whose VM runs the handlers.
+        tenant: Tenant,
+        /// What happened.
+        event: Event,
+        /// Wall-clock budget for all the handlers together.
+        deadline_ms: u64,
+    },
+    /// Run ad-hoc Luau in the tenant's VM (internal tooling).
+    RunScript {
+        /// Correlates the `DispatchResponse`.
+        req_id: u64,
+        /// Whose VM runs the script.
+        tenant: Tenant,
+        /// A name for the chunk, shown in error messages.
+        name: String,
+        /// The Luau source.
+        code: String,
+        /// Passed to the script as `...` (its first vararg).
+        event: Event,
+        /// Wall-clock budget for the script.
+        deadline_ms: u64,
+    },
+    /// Drop the tenant's VM; the next event creates a fresh one.
+    DropTenant {
+        /// Correlates the `DispatchResponse`.
+        req_id: u64,
+        /// Whose VM goes.
+        tenant: Tenant,
+    },
+    /// The plugin/filter catalogue changed: reload it.
+    PluginsChanged {
+        /// Monotonic catalogue revision.
+        revision: u64,
+    },
+    /// Finish what is running (up to `grace_ms`) and exit.
+    Shutdown {
+        /// How long in-flight work may still take.
+        grace_ms: u64,
+    },
+}
+
+/// Worker -> master.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// The answer to any request that carried a `req_id`.
+    DispatchResponse {
+        /// The request this answers.
+        req_id: u64,
+        /// The request's outcome.
+        result: Result<Value, RemoteError>,
+    },
+    /// Liveness plus a few load figures.
+    Heartbeat {
+        /// Requests the worker is running now.
+        #[serde(default)]
+        in_flight: u64,
+        /// Tenant VMs alive in the worker.
+        #[serde(default)]
+        vms: u64,
+        /// Resident memory of the worker process, in bytes.
+        #[serde(default)]
+        rss_bytes: u64,
+        /// Frames from the master the worker could not decode.
+        #[serde(default)]
+        bad_frames: u64,
+    },
+}
+
+/// An error that crossed the wire: a stable kind plus a human message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct RemoteError {
+    /// Stable, machine-readable.
+    pub kind: ErrorKind,
+    /// For people; may change between versions.
+    pub message: String,
+}
+
+impl RemoteError {
+    /// Builds an error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        RemoteError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// The stable error kinds of the protocol. The REST API exposes them as the
+/// `code` of its errors, so they are part of the public contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The tenant code ran past its deadline.
+    Timeout,
+    /// The tenant VM ran out of its memory allowance (the VM was recycled).
+    Memory,
+    /// The Luau code raised an error.
+    Runtime,
+    /// The Luau code did not compile.
+    Syntax,
+    /// No plugin handles the event, or the named thing does not exist.
+    NotFound,
+    /// A bounded queue was full; retry later.
+    Overloaded,
+    /// The request itself was malformed.
+    BadRequest,
+    /// The worker is shutting down or otherwise cannot take the request.
+    Unavailable,
+    /// A bug or an unexpected failure inside the worker.
+    Internal,
+    /// A kind this build does not know (sent by a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorKind {
+    /// The kind's wire name (`timeout`, `memory`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Memory => "memory",
+            ErrorKind::Runtime => "runtime",
+            ErrorKind::Syntax => "syntax",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one plugin made of one event: the element type of a
+/// `DispatchEvent`'s result array.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PluginOutcome {
+    /// The plugin's name.
+    pub plugin: String,
+    /// Its handler's return value, or why there is none.
+    pub result: Result<Value, RemoteError>,
+}
