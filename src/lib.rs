@@ -10,3 +10,4 @@
 //! crate builds to; the README's tour shows it running.
 
 pub mod mesophyll;
+pub mod worker;

@@ -1,0 +1,417 @@
+//! The tenants of one worker: one actor task per tenant, owning its VM.
+//!
+//! Jobs for a tenant run one at a time, in arrival order, on that tenant's
+//! task, so a tenant's VM is never entered twice at once, while different
+//! tenants run side by side (and the VM's time slicing keeps a CPU-bound one
+//! from holding a runtime thread).
+//!
+//! - Each tenant's queue is bounded ([`TenantsConfig::queue_depth`]); a full
+//!   queue answers "overloaded" at once.
+//! - A tenant idle for [`TenantsConfig::idle_ttl`] ends its task and frees
+//!   its VM. Past [`TenantsConfig::max_tenants`] live tenants, the least
+//!   recently used idle one is evicted to make room.
+//! - A VM that hit its memory cap (or abandoned a call) is dropped; the next
+//!   job builds a fresh one.
+//! - `DropTenant` travels through the same queue, so jobs queued before it
+//!   finish on the old VM and jobs after it get a fresh one.
+
+use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
+use crate::worker::plugins::Catalogue;
+use crate::worker::vm::{Vm, VmLimits};
+use dashmap::DashMap;
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Sizing of the tenant table.
+#[derive(Debug, Clone)]
+pub struct TenantsConfig {
+    /// The worker's id (scripts see it as `meshplay.worker_id`).
+    pub worker_id: u32,
+    /// Limits of each VM.
+    pub vm: VmLimits,
+    /// Jobs queued per tenant before "overloaded".
+    pub queue_depth: usize,
+    /// Idle time after which a tenant's VM is freed.
+    pub idle_ttl: Duration,
+    /// Live tenants before the least recently used idle one is evicted.
+    pub max_tenants: usize,
+}
+
+impl Default for TenantsConfig {
+    fn default() -> Self {
+        TenantsConfig {
+            worker_id: 0,
+            vm: VmLimits::default(),
+            queue_depth: 256,
+            idle_ttl: Duration::from_secs(600),
+            max_tenants: 50_000,
+        }
+    }
+}
+
+/// One unit of work for a tenant.
+#[derive(Debug)]
+pub enum Job {
+    /// Run every plugin that handles the event.
+    Event {
+        /// The event.
+        event: Event,
+        /// Budget for all handlers together.
+        deadline: Instant,
+    },
+    /// Run ad-hoc Luau.
+    Script {
+        /// Chunk name for error messages.
+        name: String,
+        /// Luau source.
+        code: String,
+        /// The script's `...`.
+        event: Event,
+        /// Budget.
+        deadline: Instant,
+    },
+    /// Drop the VM.
+    Drop,
+}
+
+type Reply = oneshot::Sender<Result<Value, RemoteError>>;
+
+struct Handle {
+    serial: u64,
+    tx: mpsc::Sender<(Job, Option<Reply>)>,
+    last_used: Arc<AtomicU64>,
+}
+
+/// The tenants of this worker.
+pub struct Tenants {
+    config: TenantsConfig,
+    catalogue: RwLock<Arc<Catalogue>>,
+    live: DashMap<Tenant, Handle>,
+    serials: AtomicU64,
+    vms: AtomicU64,
+    /// A logical clock for LRU: bumped on every use (wall-clock time ties
+    /// too easily on a fast path).
+    uses: AtomicU64,
+}
+
+impl Tenants {
+    /// An empty table running `catalogue`'s plugins.
+    pub fn new(config: TenantsConfig, catalogue: Catalogue) -> Arc<Self> {
+        Arc::new(Tenants {
+            config,
+            catalogue: RwLock::new(Arc::new(catalogue)),
+            live: DashMap::new(),
+            serials: AtomicU64::new(0),
+            vms: AtomicU64::new(0),
+            uses: AtomicU64::new(0),
+        })
+    }
+
+    /// Swaps in a new catalogue. Jobs already running keep the plugin
+    /// versions they started with; the next ones see the new catalogue.
+    pub fn set_catalogue(&self, catalogue: Catalogue) {
+        *self.catalogue.write().unwrap() = Arc::new(catalogue);
+    }
+
+    /// VMs alive now.
+    pub fn vms(&self) -> u64 {
+        self.vms.load(Ordering::Relaxed)
+    }
+
+    /// Tenants with a live task.
+    pub fn live(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Queues `job` for `tenant` and waits for its outcome.
+    ///
+    /// Fails at once with [`ErrorKind::Overloaded`] when the tenant's queue is
+    /// full.
+    pub async fn run(self: &Arc<Self>, tenant: Tenant, job: Job) -> Result<Value, RemoteError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(tenant, job, Some(tx))?;
+        rx.await.unwrap_or_else(|_| {
+            Err(RemoteError::new(
+                ErrorKind::Internal,
+                "the tenant's task ended without answering",
+            ))
+        })
+    }
+
+    /// Queues `job` without waiting for it (fire-and-forget dispatch).
+    pub fn submit_detached(self: &Arc<Self>, tenant: Tenant, job: Job) -> Result<(), RemoteError> {
+        self.submit(tenant, job, None)
+    }
+
+    fn submit(
+        self: &Arc<Self>,
+        tenant: Tenant,
+        job: Job,
+        reply: Option<Reply>,
+    ) -> Result<(), RemoteError> {
+        let mut msg = (job, reply);
+        // Two rounds: a task that is just retiring closes its queue; the
+        // second round finds it gone and starts a new one.
+        for _ in 0..2 {
+            let tx = self.sender(&tenant);
+            match tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(RemoteError::new(
+                        ErrorKind::Overloaded,
+                        format!(
+                            "tenant {tenant} has {} jobs queued",
+                            self.config.queue_depth
+                        ),
+                    ));
+                }
+                Err(mpsc::error::TrySendError::Closed(back)) => {
+                    self.live.remove_if(&tenant, |_, h| h.tx.same_channel(&tx));
+                    msg = back;
+                }
+            }
+        }
+        Err(RemoteError::new(
+            ErrorKind::Unavailable,
+            "tenant task unavailable",
+        ))
+    }
+
+    fn tick(&self) -> u64 {
+        self.uses.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn sender(self: &Arc<Self>, tenant: &Tenant) -> mpsc::Sender<(Job, Option<Reply>)> {
+        if let Some(h) = self.live.get(tenant) {
+            h.last_used.store(self.tick(), Ordering::Relaxed);
+            return h.tx.clone();
+        }
+        if self.live.len() >= self.config.max_tenants {
+            self.evict_one();
+        }
+        let entry = self.live.entry(tenant.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(self.config.queue_depth);
+            let serial = self.serials.fetch_add(1, Ordering::Relaxed);
+            let last_used = Arc::new(AtomicU64::new(self.tick()));
+            tokio::spawn(Arc::clone(self).actor(tenant.clone(), serial, rx));
+            Handle {
+                serial,
+                tx,
+                last_used,
+            }
+        });
+        entry.tx.clone()
+    }
+
+    /// Removes the least recently used tenant whose queue is empty; its task
+    /// ends after the job it is running, if any.
+    fn evict_one(&self) {
+        let victim = self
+            .live
+            .iter()
+            .filter(|h| h.tx.capacity() == h.tx.max_capacity())
+            .min_by_key(|h| h.last_used.load(Ordering::Relaxed))
+            .map(|h| (h.key().clone(), h.serial));
+        if let Some((tenant, serial)) = victim {
+            self.live.remove_if(&tenant, |_, h| h.serial == serial);
+        }
+    }
+
+    async fn actor(
+        self: Arc<Self>,
+        tenant: Tenant,
+        serial: u64,
+        mut rx: mpsc::Receiver<(Job, Option<Reply>)>,
+    ) {
+        let mut vm: Option<Vm> = None;
+        loop {
+            let next = tokio::time::timeout(self.config.idle_ttl, rx.recv()).await;
+            let Ok(Some((job, reply))) = next else {
+                // Idle, or evicted (every sender dropped).
+                break;
+            };
+            let outcome = self.execute(&tenant, &mut vm, job).await;
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
+            }
+        }
+        // Only our own entry: a newer task for the same tenant stays.
+        self.live.remove_if(&tenant, |_, h| h.serial == serial);
+        if vm.take().is_some() {
+            self.vms.fetch_sub(1, Ordering::Relaxed);
+        }
+        // Jobs that raced into the queue after we stopped reading.
+        rx.close();
+        while let Ok((_, reply)) = rx.try_recv() {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(RemoteError::new(
+                    ErrorKind::Unavailable,
+                    "the tenant's VM was evicted; retry",
+                )));
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        tenant: &Tenant,
+        slot: &mut Option<Vm>,
+        job: Job,
+    ) -> Result<Value, RemoteError> {
+        match job {
+            Job::Drop => {
+                if slot.take().is_some() {
+                    self.vms.fetch_sub(1, Ordering::Relaxed);
+                }
+                Ok(Value::Bool(true))
+            }
+            Job::Script {
+                name,
+                code,
+                event,
+                deadline,
+            } => {
+                let vm = self.vm(tenant, slot)?;
+                let out = vm.run_script(&name, &code, tenant, &event, deadline).await;
+                self.recycle_if_poisoned(slot);
+                out
+            }
+            Job::Event { event, deadline } => {
+                let catalogue = Arc::clone(&self.catalogue.read().unwrap());
+                let plugins: Vec<_> = catalogue.handling(&event.name).cloned().collect();
+                if plugins.is_empty() {
+                    return Err(RemoteError::new(
+                        ErrorKind::NotFound,
+                        format!("no plugin handles event {:?}", event.name),
+                    ));
+                }
+                let mut outcomes = Vec::with_capacity(plugins.len());
+                for plugin in plugins {
+                    let limit = plugin
+                        .manifest
+                        .limits
+                        .timeout_ms
+                        .map(|ms| Instant::now() + Duration::from_millis(ms));
+                    let deadline = limit.map_or(deadline, |l| l.min(deadline));
+                    let result = match self.vm(tenant, slot) {
+                        Ok(vm) => vm.handle_event(&plugin, tenant, &event, deadline).await,
+                        Err(e) => Err(e),
+                    };
+                    self.recycle_if_poisoned(slot);
+                    outcomes.push(PluginOutcome {
+                        plugin: plugin.manifest.name.clone(),
+                        result,
+                    });
+                }
+                serde_json::to_value(outcomes)
+                    .map_err(|e| RemoteError::new(ErrorKind::Internal, e.to_string()))
+            }
+        }
+    }
+
+    fn vm<'a>(&self, tenant: &Tenant, slot: &'a mut Option<Vm>) -> Result<&'a mut Vm, RemoteError> {
+        if slot.is_none() {
+            *slot = Some(Vm::new(tenant, self.config.worker_id, self.config.vm)?);
+            self.vms.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(slot.as_mut().expect("just filled"))
+    }
+
+    fn recycle_if_poisoned(&self, slot: &mut Option<Vm>) {
+        if slot.as_ref().is_some_and(Vm::is_poisoned) {
+            *slot = None;
+            self.vms.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenants(max: usize) -> Arc<Tenants> {
+        Tenants::new(
+            TenantsConfig {
+                max_tenants: max,
+                queue_depth: 2,
+                ..TenantsConfig::default()
+            },
+            Catalogue::default(),
+        )
+    }
+
+    fn script(code: &str) -> Job {
+        Job::Script {
+            name: "t".into(),
+            code: code.into(),
+            event: Event::default(),
+            deadline: Instant::now() + Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn drop_gives_the_next_job_a_fresh_vm() {
+        let t = tenants(10);
+        let a = Tenant::new("u", "1");
+        t.run(a.clone(), script("x = 1")).await.unwrap();
+        assert_eq!(t.run(a.clone(), script("return x")).await.unwrap(), 1);
+        t.run(a.clone(), Job::Drop).await.unwrap();
+        assert_eq!(
+            t.run(a.clone(), script("return x")).await.unwrap(),
+            Value::Null
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_overloaded_at_once() {
+        let t = tenants(10);
+        let a = Tenant::new("u", "1");
+        // One job running (sleeping), two queued: the fourth is refused.
+        for _ in 0..3 {
+            t.submit_detached(a.clone(), script("time.sleep(300)"))
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+        let err = t.run(a, script("return 1")).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Overloaded);
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_the_least_recently_used_tenant_is_evicted() {
+        let t = tenants(2);
+        for id in ["1", "2", "3"] {
+            t.run(Tenant::new("u", id), script("x = 1")).await.unwrap();
+        }
+        assert_eq!(t.live(), 2);
+        // Tenant 1 was evicted: its VM is fresh.
+        assert_eq!(
+            t.run(Tenant::new("u", "1"), script("return x"))
+                .await
+                .unwrap(),
+            Value::Null
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_nobody_handles_is_not_found() {
+        let t = tenants(2);
+        let err = t
+            .run(
+                Tenant::new("u", "1"),
+                Job::Event {
+                    event: Event {
+                        name: "nope".into(),
+                        data: Value::Null,
+                    },
+                    deadline: Instant::now() + Duration::from_secs(1),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,541 @@
+//! One tenant's Luau VM: a sandboxed `mlua::Lua` with a memory cap and a
+//! deadline on every call.
+//!
+//! **Sandbox.** Only the safe standard libraries are opened (no `debug`, no
+//! `loadstring`); mlua's filesystem `require` is removed; after the host API
+//! is installed the globals are frozen (`Lua::sandbox`), so code can neither
+//! change the shared libraries nor reach another tenant (each tenant has its
+//! own `Lua`). Each plugin runs in its own environment table, and ad-hoc
+//! scripts (RunScript) share one "script environment" per VM, which lives as
+//! long as the VM: what a script sets there, the next script sees, until the
+//! VM is dropped.
+//!
+//! **Deadlines.** Luau calls an interrupt at safepoints (loop back-edges,
+//! calls). Ours only loads one atomic flag, so hot loops stay cheap. A
+//! process-wide watchdog thread sets that flag: every [`SLICE`] to "yield", which
+//! makes the interrupt hand the thread back to tokio (a CPU-bound tenant
+//! cannot starve the others of the same worker), and at the deadline to
+//! "expired", which makes the interrupt raise a timeout error at every
+//! safepoint until the call unwinds, `pcall` or not. Awaited host calls stop
+//! at the deadline too ([`Clock::remaining`]). As a last resort a call still
+//! running [`BACKSTOP`] past its deadline is abandoned and the VM marked
+//! poisoned.
+//!
+//! **Memory.** `Lua::set_memory_limit` caps the VM's heap; an allocation over
+//! it fails with a memory error, and the VM is marked poisoned so that the
+//! owner drops it and builds a fresh one for the next call.
+
+use crate::mesophyll::message::{ErrorKind, Event, RemoteError, Tenant};
+use crate::worker::host;
+use crate::worker::plugins::Plugin;
+use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, VmState};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a VM runs before the watchdog asks it to yield to other tasks.
+pub const SLICE: Duration = Duration::from_millis(5);
+
+/// How long past its deadline a call may still take to unwind before it is
+/// abandoned (and its VM poisoned).
+pub const BACKSTOP: Duration = Duration::from_secs(1);
+
+const RUN: u8 = 0;
+const YIELD: u8 = 1;
+const EXPIRED: u8 = 2;
+
+/// Limits applied to every VM of a worker.
+#[derive(Debug, Clone, Copy)]
+pub struct VmLimits {
+    /// Heap cap per VM, in bytes.
+    pub memory_bytes: usize,
+}
+
+impl Default for VmLimits {
+    fn default() -> Self {
+        VmLimits {
+            memory_bytes: 20 * 1024 * 1024,
+        }
+    }
+}
+
+/// The error a call raises when its deadline has passed.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+pub struct DeadlineExceeded;
+
+/// The per-VM flag the interrupt reads, and the running call's deadline.
+#[derive(Debug)]
+pub struct Clock {
+    flag: AtomicU8,
+    deadline: Mutex<Instant>,
+}
+
+impl Clock {
+    fn new() -> Arc<Self> {
+        Arc::new(Clock {
+            flag: AtomicU8::new(RUN),
+            deadline: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Time left before the running call's deadline (zero when none runs).
+    pub fn remaining(&self) -> Duration {
+        self.deadline
+            .lock()
+            .unwrap()
+            .saturating_duration_since(Instant::now())
+    }
+
+    fn expired(&self) -> bool {
+        self.flag.load(Ordering::Relaxed) == EXPIRED
+    }
+
+    /// Arms the clock for one call; the returned guard disarms it.
+    fn arm(self: &Arc<Self>, deadline: Instant) -> Armed {
+        *self.deadline.lock().unwrap() = deadline;
+        self.flag.store(RUN, Ordering::Relaxed);
+        Watchdog::get().arm(Arc::clone(self))
+    }
+
+    /// One watchdog tick: ask the VM to yield, or expire its call.
+    fn tick(&self, now: Instant) {
+        if now >= *self.deadline.lock().unwrap() {
+            self.flag.store(EXPIRED, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .flag
+                .compare_exchange(RUN, YIELD, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The process-wide watchdog: one OS thread that ticks every armed clock
+/// every [`SLICE`].
+///
+/// It is a thread and not a tokio task on purpose: a VM spinning in
+/// `while true do end` holds its tokio worker thread until the interrupt
+/// yields, and the interrupt only yields once the flag is set. A task would
+/// wait for the very thread it is meant to free (and on a busy runtime the
+/// timer driver may not run at all). The thread sleeps on a condition
+/// variable while no call is running, so an idle worker costs nothing.
+struct Watchdog {
+    armed: Mutex<HashMap<u64, Arc<Clock>>>,
+    wake: Condvar,
+    next: AtomicU64,
+}
+
+impl Watchdog {
+    fn get() -> &'static Watchdog {
+        static WATCHDOG: OnceLock<&'static Watchdog> = OnceLock::new();
+        WATCHDOG.get_or_init(|| {
+            let dog: &'static Watchdog = Box::leak(Box::new(Watchdog {
+                armed: Mutex::new(HashMap::new()),
+                wake: Condvar::new(),
+                next: AtomicU64::new(0),
+            }));
+            std::thread::Builder::new()
+                .name("meshplay-watchdog".into())
+                .spawn(move || dog.run())
+                .expect("cannot start the VM watchdog thread");
+            dog
+        })
+    }
+
+    fn arm(&'static self, clock: Arc<Clock>) -> Armed {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.armed.lock().unwrap().insert(id, clock);
+        self.wake.notify_one();
+        Armed { dog: self, id }
+    }
+
+    fn run(&self) {
+        loop {
+            {
+                let mut armed = self.armed.lock().unwrap();
+                while armed.is_empty() {
+                    armed = self.wake.wait(armed).unwrap();
+                }
+                let now = Instant::now();
+                for clock in armed.values() {
+                    clock.tick(now);
+                }
+            }
+            std::thread::sleep(SLICE);
+        }
+    }
+}
+
+/// Keeps a clock armed for the duration of one call.
+struct Armed {
+    dog: &'static Watchdog,
+    id: u64,
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        self.dog.armed.lock().unwrap().remove(&self.id);
+    }
+}
+
+/// A tenant's VM.
+pub struct Vm {
+    lua: Lua,
+    clock: Arc<Clock>,
+    script_env: Table,
+    handlers: HashMap<String, (usize, Table)>,
+    poisoned: bool,
+}
+
+impl Vm {
+    /// Builds a fresh sandboxed VM for `tenant`.
+    ///
+    /// Fails only if the Luau state cannot be set up (out of memory, most
+    /// likely), as an [`ErrorKind::Internal`] error.
+    pub fn new(tenant: &Tenant, worker_id: u32, limits: VmLimits) -> Result<Vm, RemoteError> {
+        Self::build(tenant, worker_id, limits)
+            .map_err(|e| RemoteError::new(ErrorKind::Internal, format!("cannot create a VM: {e}")))
+    }
+
+    fn build(tenant: &Tenant, worker_id: u32, limits: VmLimits) -> mlua::Result<Vm> {
+        let libs = StdLib::COROUTINE
+            | StdLib::TABLE
+            | StdLib::OS
+            | StdLib::STRING
+            | StdLib::UTF8
+            | StdLib::BIT
+            | StdLib::MATH
+            | StdLib::BUFFER
+            | StdLib::VECTOR;
+        let lua = Lua::new_with(libs, LuaOptions::default())?;
+        let globals = lua.globals();
+        for name in ["require", "loadstring", "getfenv", "setfenv"] {
+            globals.raw_set(name, mlua::Nil)?;
+        }
+        let clock = Clock::new();
+        host::install(&lua, tenant, worker_id, &clock)?;
+
+        let flag = Arc::clone(&clock);
+        lua.set_interrupt(move |_| match flag.flag.load(Ordering::Relaxed) {
+            RUN => Ok(VmState::Continue),
+            YIELD => {
+                flag.flag.store(RUN, Ordering::Relaxed);
+                Ok(VmState::Yield)
+            }
+            _ => Err(mlua::Error::external(DeadlineExceeded)),
+        });
+        lua.sandbox(true)?;
+        lua.set_memory_limit(limits.memory_bytes)?;
+        let script_env = environment(&lua)?;
+        Ok(Vm {
+            lua,
+            clock,
+            script_env,
+            handlers: HashMap::new(),
+            poisoned: false,
+        })
+    }
+
+    /// True once the VM hit its memory cap or abandoned a call: drop it.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Bytes the VM's heap uses now.
+    pub fn used_memory(&self) -> usize {
+        self.lua.used_memory()
+    }
+
+    /// Runs `plugin`'s handler for `event`, which must finish by `deadline`.
+    ///
+    /// The handler is `handlers[event.name](event, ctx)`, where the table of
+    /// handlers is what the plugin's entry chunk returned (evaluated once per
+    /// VM and plugin version).
+    pub async fn handle_event(
+        &mut self,
+        plugin: &Arc<Plugin>,
+        tenant: &Tenant,
+        event: &Event,
+        deadline: Instant,
+    ) -> Result<Value, RemoteError> {
+        let _watchdog = self.clock.arm(deadline);
+        let key = Arc::as_ptr(plugin) as usize;
+        let handlers = match self.handlers.get(&plugin.manifest.name) {
+            Some((loaded, table)) if *loaded == key => table.clone(),
+            _ => {
+                let env = environment(&self.lua).map_err(|e| self.classify(e))?;
+                let chunk = self
+                    .lua
+                    .load(&plugin.bytecode[..])
+                    .set_name(format!("@{}", plugin.manifest.name))
+                    .set_environment(env);
+                let table: Table = self.guarded(chunk.call_async(()), deadline).await?;
+                self.handlers
+                    .insert(plugin.manifest.name.clone(), (key, table.clone()));
+                table
+            }
+        };
+        let handler: Option<Function> = handlers
+            .get(event.name.as_str())
+            .map_err(|e| self.classify(e))?;
+        let Some(handler) = handler else {
+            return Err(RemoteError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "plugin {} declares event {:?} but its entry returns no handler for it",
+                    plugin.manifest.name, event.name
+                ),
+            ));
+        };
+        let args = (self.event_table(tenant, event)?, self.ctx_table(plugin)?);
+        let out: mlua::Value = self.guarded(handler.call_async(args), deadline).await?;
+        self.to_json(out)
+    }
+
+    /// Runs ad-hoc `code` in the VM's script environment, with the event as
+    /// its first vararg (`local event = ...`).
+    pub async fn run_script(
+        &mut self,
+        name: &str,
+        code: &str,
+        tenant: &Tenant,
+        event: &Event,
+        deadline: Instant,
+    ) -> Result<Value, RemoteError> {
+        let _watchdog = self.clock.arm(deadline);
+        let chunk = self
+            .lua
+            .load(code)
+            .set_name(format!("={name}"))
+            .set_environment(self.script_env.clone());
+        let arg = self.event_table(tenant, event)?;
+        let out: mlua::Value = self.guarded(chunk.call_async(arg), deadline).await?;
+        self.to_json(out)
+    }
+
+    async fn guarded<T>(
+        &mut self,
+        call: impl Future<Output = mlua::Result<T>>,
+        deadline: Instant,
+    ) -> Result<T, RemoteError> {
+        match tokio::time::timeout_at(deadline + BACKSTOP, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.classify(e)),
+            Err(_) => {
+                self.poisoned = true;
+                Err(RemoteError::new(
+                    ErrorKind::Timeout,
+                    "the call did not unwind after its deadline; the VM was dropped",
+                ))
+            }
+        }
+    }
+
+    fn classify(&mut self, e: mlua::Error) -> RemoteError {
+        if self.clock.expired() || e.downcast_ref::<DeadlineExceeded>().is_some() {
+            return RemoteError::new(ErrorKind::Timeout, "ran past its deadline");
+        }
+        match innermost(&e) {
+            mlua::Error::MemoryError(m) => {
+                self.poisoned = true;
+                RemoteError::new(ErrorKind::Memory, format!("out of memory: {m}"))
+            }
+            mlua::Error::SyntaxError { message, .. } => {
+                RemoteError::new(ErrorKind::Syntax, message.clone())
+            }
+            mlua::Error::RuntimeError(m) => RemoteError::new(ErrorKind::Runtime, m.clone()),
+            other => RemoteError::new(ErrorKind::Runtime, other.to_string()),
+        }
+    }
+
+    fn event_table(&self, tenant: &Tenant, event: &Event) -> Result<mlua::Value, RemoteError> {
+        let build = || -> mlua::Result<mlua::Value> {
+            let t = self.lua.create_table()?;
+            t.set("name", event.name.as_str())?;
+            t.set("data", self.lua.to_value_with(&event.data, to_lua())?)?;
+            let who = self.lua.create_table()?;
+            who.set("type", tenant.kind.as_str())?;
+            who.set("id", tenant.id.as_str())?;
+            t.set("tenant", who)?;
+            Ok(mlua::Value::Table(t))
+        };
+        build().map_err(|e| RemoteError::new(ErrorKind::BadRequest, format!("event: {e}")))
+    }
+
+    fn ctx_table(&self, plugin: &Plugin) -> Result<Table, RemoteError> {
+        let build = || -> mlua::Result<Table> {
+            let t = self.lua.create_table()?;
+            t.set("plugin", plugin.manifest.name.as_str())?;
+            t.set("version", plugin.manifest.version.as_str())?;
+            Ok(t)
+        };
+        build().map_err(|e| RemoteError::new(ErrorKind::Internal, e.to_string()))
+    }
+
+    fn to_json(&self, v: mlua::Value) -> Result<Value, RemoteError> {
+        let opts = mlua::serde::DeserializeOptions::new().sort_keys(true);
+        self.lua.from_value_with(v, opts).map_err(|e| {
+            RemoteError::new(
+                ErrorKind::Runtime,
+                format!("the returned value cannot be sent: {e}"),
+            )
+        })
+    }
+}
+
+fn to_lua() -> mlua::serde::SerializeOptions {
+    mlua::serde::SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false)
+}
+
+/// A fresh environment that reads through to the frozen globals.
+fn environment(lua: &Lua) -> mlua::Result<Table> {
+    let env = lua.create_table()?;
+    let meta = lua.create_table()?;
+    meta.set("__index", lua.globals())?;
+    env.set_metatable(Some(meta))?;
+    Ok(env)
+}
+
+fn innermost(e: &mlua::Error) -> &mlua::Error {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => innermost(cause),
+        mlua::Error::WithContext { cause, .. } => innermost(cause),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm() -> Vm {
+        Vm::new(&Tenant::new("t", "1"), 0, VmLimits::default()).unwrap()
+    }
+
+    async fn run(vm: &mut Vm, code: &str, ms: u64) -> Result<Value, RemoteError> {
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        vm.run_script(
+            "test",
+            code,
+            &Tenant::new("t", "1"),
+            &Event::default(),
+            deadline,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn scripts_return_json() {
+        let mut vm = vm();
+        let v = run(&mut vm, "return { a = 1, b = {1, 2}, c = 'x' }", 1000)
+            .await
+            .unwrap();
+        assert_eq!(v, serde_json::json!({"a": 1, "b": [1, 2], "c": "x"}));
+    }
+
+    #[tokio::test]
+    async fn a_runaway_loop_times_out_even_under_pcall_and_the_vm_lives_on() {
+        let mut vm = vm();
+        let err = run(
+            &mut vm,
+            "while true do pcall(function() while true do end end) end",
+            100,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+        assert!(!vm.is_poisoned());
+        assert_eq!(run(&mut vm, "return 2 + 2", 1000).await.unwrap(), 4);
+        // The interrupt still works for the next runaway in the same VM.
+        let err = run(&mut vm, "while true do end", 100).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_spinning_vm_yields_its_thread_to_other_vms() {
+        // One thread for both: the quick call can only finish first if the
+        // spinning one hands the thread back while it runs.
+        let mut slow = vm();
+        let mut quick = vm();
+        let order = std::sync::Mutex::new(Vec::new());
+        let spin = async {
+            let r = run(&mut slow, "while true do end", 500).await;
+            order.lock().unwrap().push("slow");
+            r
+        };
+        let fast = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let r = run(&mut quick, "return 1", 1000).await;
+            order.lock().unwrap().push("quick");
+            r
+        };
+        let (s, q) = tokio::join!(spin, fast);
+        assert_eq!(s.unwrap_err().kind, ErrorKind::Timeout);
+        assert_eq!(q.unwrap(), 1);
+        assert_eq!(*order.lock().unwrap(), ["quick", "slow"]);
+    }
+
+    #[tokio::test]
+    async fn a_memory_bomb_is_a_memory_error_that_poisons_the_vm() {
+        let mut vm = vm();
+        let err = run(
+            &mut vm,
+            "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) .. i end",
+            10_000,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Memory, "{err}");
+        assert!(vm.is_poisoned());
+    }
+
+    #[tokio::test]
+    async fn there_is_no_require_and_the_globals_are_frozen() {
+        let mut vm = vm();
+        let err = run(&mut vm, "return require('os')", 1000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Runtime);
+        let err = run(&mut vm, "string.rep = nil", 1000).await.unwrap_err();
+        assert!(err.message.contains("readonly"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn script_globals_persist_within_a_vm_only() {
+        let mut vm1 = vm();
+        run(&mut vm1, "counter = 41", 1000).await.unwrap();
+        assert_eq!(run(&mut vm1, "return counter + 1", 1000).await.unwrap(), 42);
+        let mut vm2 = vm();
+        assert_eq!(
+            run(&mut vm2, "return counter", 1000).await.unwrap(),
+            Value::Null
+        );
+    }
+
+    #[tokio::test]
+    async fn runtime_errors_carry_the_line() {
+        let mut vm = vm();
+        let err = run(&mut vm, "local x = 1\nerror('boom')", 1000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Runtime);
+        assert!(
+            err.message.contains("test:2") && err.message.contains("boom"),
+            "{err}"
+        );
+        let err = run(&mut vm, "return (", 1000).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Syntax, "{err}");
+    }
+
+    #[tokio::test]
+    async fn sleeping_past_the_deadline_is_a_timeout() {
+        let mut vm = vm();
+        let err = run(&mut vm, "time.sleep(60000)", 100).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+    }
+}
