@@ -9,5 +9,9 @@
 //! `../shared/DESIGN.md` (in the repository's parent) is the contract this
 //! crate builds to; the README's tour shows it running.
 
+pub mod api_client;
+pub mod cli;
+pub mod master;
 pub mod mesophyll;
+pub mod rest;
 pub mod worker;

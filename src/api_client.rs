@@ -1,0 +1,308 @@
+//! A typed client for the REST API, used by the CLI, the examples and the
+//! integration tests.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), meshplay::api_client::ApiClientError> {
+//! use meshplay::api_client::ApiClient;
+//! use meshplay::rest::DispatchRequest;
+//!
+//! // Finds the running master through its data directory.
+//! let client = ApiClient::from_data_dir(&meshplay::master::datadir::default_path())?;
+//! let answer = client
+//!     .dispatch("user", "42", &DispatchRequest {
+//!         name: "echo".into(),
+//!         data: serde_json::json!({"x": 1}),
+//!         wait: true,
+//!         timeout_ms: None,
+//!     })
+//!     .await?;
+//! println!("{answer:?}");
+//! # Ok(()) }
+//! ```
+//!
+//! Every error response of the API becomes [`ApiClientError::Api`] with its
+//! status, code and message; anything that never got an answer is
+//! [`ApiClientError::Connect`].
+
+use crate::master::datadir::{DataDir, DataDirError};
+use crate::rest::{
+    Accepted, DispatchRequest, Dispatched, Dropped, ErrorBody, Health, ScriptRequest, ScriptResult,
+    Version, Workers,
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// What went wrong talking to the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiClientError {
+    /// The master's address or token could not be found.
+    #[error(
+        "cannot find the master: {0} (is `meshplay serve` running? --api-addr and --api-token override)"
+    )]
+    Locate(#[from] DataDirError),
+    /// No answer: the master is not running or the network failed.
+    #[error("cannot reach the master at {addr}: {message}")]
+    Connect {
+        /// Where we tried.
+        addr: SocketAddr,
+        /// Why it failed.
+        message: String,
+    },
+    /// The API answered with an error.
+    #[error("{status}: {code}: {message}")]
+    Api {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The stable error code.
+        code: String,
+        /// The API's message.
+        message: String,
+    },
+    /// The API answered something this client does not understand.
+    #[error("unexpected answer ({status}): {message}")]
+    Decode {
+        /// The HTTP status.
+        status: StatusCode,
+        /// What did not parse.
+        message: String,
+    },
+}
+
+impl ApiClientError {
+    /// The API's error code, for [`ApiClientError::Api`].
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ApiClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when the API answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ApiClientError::Api { status, .. } | ApiClientError::Decode { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a dispatch: results when waited for, an acknowledgement
+/// otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DispatchOutcome {
+    /// 200: every plugin's result.
+    Done(Dispatched),
+    /// 202: queued on its worker.
+    Accepted(Accepted),
+}
+
+/// A REST API client. Cheap to clone; connections are pooled.
+#[derive(Clone)]
+pub struct ApiClient {
+    addr: SocketAddr,
+    token: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("addr", &self.addr)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl ApiClient {
+    /// A client for the API at `addr` with bearer `token`.
+    pub fn new(addr: SocketAddr, token: impl Into<String>) -> Self {
+        ApiClient {
+            addr,
+            token: token.into(),
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// A client for the master whose data directory is `dir`: its address
+    /// from `endpoint.json`, its token from `admin-token`.
+    pub fn from_data_dir(dir: &Path) -> Result<Self, ApiClientError> {
+        let dir = DataDir::at(dir);
+        let endpoint = dir.endpoint()?;
+        Ok(Self::new(endpoint.api_addr, dir.admin_token()?))
+    }
+
+    /// The API's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `GET /api/system/version`.
+    pub async fn version(&self) -> Result<Version, ApiClientError> {
+        self.call(Method::GET, "/api/system/version", None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<Health, ApiClientError> {
+        self.call(Method::GET, "/healthz", None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `GET /api/v1/workers`.
+    pub async fn workers(&self) -> Result<Workers, ApiClientError> {
+        self.call(Method::GET, "/api/v1/workers", None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `POST /api/v1/tenants/{kind}/{id}/events`.
+    pub async fn dispatch(
+        &self,
+        kind: &str,
+        id: &str,
+        req: &DispatchRequest,
+    ) -> Result<DispatchOutcome, ApiClientError> {
+        let path = format!("/api/v1/tenants/{}/{}/events", segment(kind), segment(id));
+        let (status, body) = self.raw(Method::POST, &path, Some(req)).await?;
+        if status == StatusCode::ACCEPTED {
+            decode(status, &body).map(DispatchOutcome::Accepted)
+        } else {
+            decode(status, &body).map(DispatchOutcome::Done)
+        }
+    }
+
+    /// `POST /api/v1/tenants/{kind}/{id}/scripts`.
+    pub async fn run_script(
+        &self,
+        kind: &str,
+        id: &str,
+        req: &ScriptRequest,
+    ) -> Result<ScriptResult, ApiClientError> {
+        let path = format!("/api/v1/tenants/{}/{}/scripts", segment(kind), segment(id));
+        self.call(Method::POST, &path, Some(req))
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `DELETE /api/v1/tenants/{kind}/{id}/vm`.
+    pub async fn drop_tenant(&self, kind: &str, id: &str) -> Result<Dropped, ApiClientError> {
+        let path = format!("/api/v1/tenants/{}/{}/vm", segment(kind), segment(id));
+        self.call(Method::DELETE, &path, None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(StatusCode, T), ApiClientError> {
+        let (status, bytes) = self.raw(method, path, body).await?;
+        decode(status, &bytes).map(|v| (status, v))
+    }
+
+    /// Sends one request; an error status becomes [`ApiClientError::Api`].
+    async fn raw<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(StatusCode, Bytes), ApiClientError> {
+        let connect = |message: String| ApiClientError::Connect {
+            addr: self.addr,
+            message,
+        };
+        let payload = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b).expect("request types always serialise")),
+            None => Bytes::new(),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path))
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(payload))
+            .map_err(|e| connect(e.to_string()))?;
+        let res = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| connect(chain(&e)))?;
+        let status = res.status();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| connect(e.to_string()))?
+            .to_bytes();
+        if status.is_success() {
+            return Ok((status, bytes));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(e) => Err(ApiClientError::Api {
+                status,
+                code: e.error.code,
+                message: e.error.message,
+            }),
+            Err(_) => Err(ApiClientError::Decode {
+                status,
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated (hyper's own message alone is
+/// just "client error (Connect)").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, ApiClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiClientError::Decode {
+        status,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(super::segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(super::segment("user-42_x.y"), "user-42_x.y");
+    }
+}

@@ -1,0 +1,464 @@
+//! The `meshplay` command line: `serve` runs a master, the other commands
+//! talk to a running master's REST API, and the hidden `--worker` mode is
+//! how the master starts its workers.
+//!
+//! Client commands find the master by themselves: its address in
+//! `<data-dir>/endpoint.json`, its token in `<data-dir>/admin-token`;
+//! `--api-addr` and `--api-token` (or `MESHPLAY_API_ADDR`,
+//! `MESHPLAY_API_TOKEN`) override. They print for people by default and the
+//! API's JSON with `--json`.
+//!
+//! Exit codes: 0 success; 1 an error (printed to stderr); 2 bad usage; 3 the
+//! request went through but at least one plugin answered with an error.
+
+use crate::api_client::{ApiClient, ApiClientError, DispatchOutcome};
+use crate::master::supervisor::SupervisorConfig;
+use crate::master::{self, MasterConfig, datadir};
+use crate::mesophyll::client::ClientConfig;
+use crate::mesophyll::hub::HubConfig;
+use crate::mesophyll::message::Event;
+use crate::rest::{DispatchRequest, ScriptRequest};
+use crate::worker::tenants::TenantsConfig;
+use crate::worker::vm::VmLimits;
+use crate::worker::{self, PARENT_ENV, TOKEN_ENV, WorkerConfig};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Meshplay: a master/worker plugin host for Luau adapters.
+#[derive(Debug, Parser)]
+#[command(name = "meshplay", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+/// The worker mode's flags (the master passes them; people rarely do).
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// Run as a worker process.
+    #[arg(long, hide = true, requires_all = ["worker_id", "master"])]
+    worker: bool,
+    /// This worker's id.
+    #[arg(long, hide = true)]
+    worker_id: Option<u32>,
+    /// The master's Mesophyll address, host:port.
+    #[arg(long, hide = true)]
+    master: Option<String>,
+    /// The worker's token (better: the MESHPLAY_WORKER_TOKEN environment
+    /// variable, which `ps` does not show).
+    #[arg(long, hide = true, env = TOKEN_ENV, hide_env_values = true)]
+    token: Option<String>,
+    /// The plugin folder.
+    #[arg(long = "plugins", hide = true, default_value = "plugins")]
+    plugins_dir: PathBuf,
+    /// Heap cap of each tenant VM, in MiB.
+    #[arg(long, hide = true, default_value_t = 20)]
+    vm_memory_mb: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a master with its workers.
+    Serve(ServeArgs),
+    /// List the workers and their state.
+    Workers(ClientArgs),
+    /// Send an event to a tenant and print each plugin's answer.
+    Dispatch(DispatchArgs),
+    /// Run a Luau file in a tenant's VM and print what it returns.
+    RunScript(ScriptArgs),
+    /// Drop a tenant's VM (its next event gets a fresh one).
+    Drop(TenantArgs),
+    /// Print the running master's version.
+    Version(ClientArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where the master keeps its token and state [default: ~/.meshplay].
+    #[arg(long, env = "MESHPLAY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Worker processes (the shard count).
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+    /// How many of the workers (the highest ids) you start yourself; their
+    /// tokens are written to <data-dir>/worker-token-<id>.
+    #[arg(long, default_value_t = 0)]
+    external_workers: u32,
+    /// The REST API's address (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:9081")]
+    api_addr: SocketAddr,
+    /// The Mesophyll hub's address (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:9082")]
+    mesophyll_addr: SocketAddr,
+    /// The plugin folder.
+    #[arg(long = "plugins", default_value = "plugins")]
+    plugins_dir: PathBuf,
+    /// The API's bearer token [default: <data-dir>/admin-token, created on
+    /// first start].
+    #[arg(long, env = "MESHPLAY_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// How often workers send heartbeats.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_interval_ms: u64,
+    /// Silence after which a worker is declared dead and restarted.
+    #[arg(long, default_value_t = 5000)]
+    heartbeat_timeout_ms: u64,
+    /// How long workers may finish their work on shutdown.
+    #[arg(long, default_value_t = 5000)]
+    shutdown_grace_ms: u64,
+    /// Heap cap of each tenant VM, in MiB.
+    #[arg(long, default_value_t = 20)]
+    vm_memory_mb: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ClientArgs {
+    /// The master's data directory, to find its address and token
+    /// [default: ~/.meshplay].
+    #[arg(long, env = "MESHPLAY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The REST API's address (overrides the data directory).
+    #[arg(long, env = "MESHPLAY_API_ADDR")]
+    api_addr: Option<SocketAddr>,
+    /// The API token (overrides the data directory).
+    #[arg(long, env = "MESHPLAY_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Print the API's JSON instead of text for people.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct TenantArgs {
+    /// The tenant's type (user, guild, ...).
+    #[arg(value_name = "TYPE")]
+    kind: String,
+    /// The tenant's id.
+    id: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+struct DispatchArgs {
+    #[command(flatten)]
+    tenant: TenantArgs,
+    /// The event's name.
+    event: String,
+    /// The event's data, as JSON.
+    #[arg(long, default_value = "null")]
+    data: String,
+    /// Return once the event is queued instead of waiting for the results.
+    #[arg(long)]
+    no_wait: bool,
+    /// Budget for all the plugins together.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct ScriptArgs {
+    #[command(flatten)]
+    tenant: TenantArgs,
+    /// The Luau file to run.
+    file: PathBuf,
+    /// Data of the event the script receives as `...`, as JSON.
+    #[arg(long, default_value = "null")]
+    data: String,
+    /// Budget for the script.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+}
+
+/// A failure of the command line, printed as `error: ...`.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Api(#[from] ApiClientError),
+    #[error(transparent)]
+    Master(#[from] master::MasterError),
+    #[error(transparent)]
+    Worker(#[from] crate::mesophyll::client::ClientError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Parses the command line, runs it, and returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, Some(Command::Serve(_)) | None);
+    init_tracing(if quiet { "warn" } else { "info" });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(CliError::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let Some(command) = cli.command else {
+        if cli.worker.worker {
+            return run_worker(cli.worker).await;
+        }
+        return Err(CliError::Usage(
+            "no command given; try `meshplay serve` or `meshplay --help`".into(),
+        ));
+    };
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Workers(c) => workers(&c).await,
+        Command::Dispatch(args) => dispatch(args).await,
+        Command::RunScript(args) => run_script(args).await,
+        Command::Drop(t) => {
+            let dropped = client(&t.client)?.drop_tenant(&t.kind, &t.id).await?;
+            if t.client.json {
+                print_json(&dropped);
+            } else {
+                println!(
+                    "dropped the VM of {} on worker {}",
+                    dropped.tenant, dropped.worker
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version(c) => {
+            let v = client(&c)?.version().await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                println!("{} {} (protocol {})", v.name, v.version, v.protocol);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
+    let (Some(worker_id), Some(master)) = (args.worker_id, args.master) else {
+        return Err(CliError::Usage(
+            "--worker needs --worker-id and --master".into(),
+        ));
+    };
+    let Some(token) = args.token.filter(|t| !t.is_empty()) else {
+        return Err(CliError::Usage(format!(
+            "--worker needs a token: --token or {TOKEN_ENV}"
+        )));
+    };
+    let parent_pid = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse().ok());
+    let config = WorkerConfig {
+        client: ClientConfig {
+            master,
+            worker_id,
+            token,
+        },
+        plugins_dir: args.plugins_dir,
+        tenants: TenantsConfig {
+            worker_id,
+            vm: VmLimits {
+                memory_bytes: args.vm_memory_mb * 1024 * 1024,
+            },
+            ..TenantsConfig::default()
+        },
+        parent_pid,
+    };
+    let span = tracing::info_span!("worker", id = worker_id);
+    tracing::Instrument::instrument(worker::run(config), span).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Usage(format!("cannot find my own executable: {e}")))?;
+    let mut supervisor = SupervisorConfig::new(exe, String::new(), args.plugins_dir.clone());
+    supervisor.worker_args = vec!["--vm-memory-mb".into(), args.vm_memory_mb.to_string()];
+    let config = MasterConfig {
+        data_dir: args.data_dir.unwrap_or_else(datadir::default_path),
+        workers: args.workers,
+        external_workers: args.external_workers,
+        api_addr: args.api_addr,
+        mesophyll_addr: args.mesophyll_addr,
+        plugins_dir: args.plugins_dir,
+        api_token: args.api_token,
+        hub: HubConfig {
+            heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
+            heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms),
+            ..HubConfig::default()
+        },
+        supervisor,
+        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+    };
+    master::serve(config, signals()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop me with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn client(args: &ClientArgs) -> Result<ApiClient, CliError> {
+    let dir = datadir::DataDir::at(args.data_dir.clone().unwrap_or_else(datadir::default_path));
+    let addr = match args.api_addr {
+        Some(a) => a,
+        None => dir.endpoint().map_err(ApiClientError::from)?.api_addr,
+    };
+    let token = match &args.api_token {
+        Some(t) => t.clone(),
+        None => dir.admin_token().map_err(ApiClientError::from)?,
+    };
+    Ok(ApiClient::new(addr, token))
+}
+
+fn print_json<T: Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("API types always serialise")
+    );
+}
+
+fn parse_json(what: &str, text: &str) -> Result<serde_json::Value, CliError> {
+    serde_json::from_str(text).map_err(|e| CliError::Usage(format!("{what} is not JSON: {e}")))
+}
+
+async fn workers(args: &ClientArgs) -> Result<ExitCode, CliError> {
+    let w = client(args)?.workers().await?;
+    if args.json {
+        print_json(&w);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<4} {:<12} {:<8} {:>8} {:>10} {:>9} {:>6} {:>9}",
+        "ID", "STATE", "PID", "RESTARTS", "HEARTBEAT", "IN-FLIGHT", "VMS", "RSS"
+    );
+    for w in &w.workers {
+        let state = serde_json::to_value(w.state).expect("a state serialises");
+        println!(
+            "{:<4} {:<12} {:<8} {:>8} {:>10} {:>9} {:>6} {:>9}",
+            w.id,
+            state.as_str().unwrap_or("?"),
+            w.pid.map_or_else(
+                || if w.managed {
+                    "-".into()
+                } else {
+                    "external".into()
+                },
+                |p| p.to_string()
+            ),
+            w.restarts,
+            w.since_heartbeat_s
+                .map_or("-".into(), |s| format!("{s:.1}s ago")),
+            w.in_flight,
+            w.vms,
+            format!("{:.1}M", w.rss_bytes as f64 / (1024.0 * 1024.0)),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch(args: DispatchArgs) -> Result<ExitCode, CliError> {
+    let t = &args.tenant;
+    let req = DispatchRequest {
+        name: args.event,
+        data: parse_json("--data", &args.data)?,
+        wait: !args.no_wait,
+        timeout_ms: args.timeout_ms,
+    };
+    let outcome = client(&t.client)?.dispatch(&t.kind, &t.id, &req).await?;
+    match outcome {
+        DispatchOutcome::Accepted(a) => {
+            if t.client.json {
+                print_json(&a);
+            } else {
+                println!("queued for {} on worker {}", a.tenant, a.worker);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DispatchOutcome::Done(d) => {
+            let failed = d.results.iter().any(|r| r.error.is_some());
+            if t.client.json {
+                print_json(&d);
+            } else {
+                for r in &d.results {
+                    match (&r.value, &r.error) {
+                        (_, Some(e)) => println!("{}: error ({}): {}", r.plugin, e.code, e.message),
+                        (v, None) => println!(
+                            "{}: {}",
+                            r.plugin,
+                            serde_json::to_string(v.as_ref().unwrap_or(&serde_json::Value::Null))
+                                .expect("JSON values serialise")
+                        ),
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+async fn run_script(args: ScriptArgs) -> Result<ExitCode, CliError> {
+    let t = &args.tenant;
+    let code = std::fs::read_to_string(&args.file)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", args.file.display())))?;
+    let req = ScriptRequest {
+        name: args
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned()),
+        code,
+        event: Some(Event {
+            name: "script".into(),
+            data: parse_json("--data", &args.data)?,
+        }),
+        timeout_ms: args.timeout_ms,
+    };
+    let out = client(&t.client)?.run_script(&t.kind, &t.id, &req).await?;
+    if t.client.json {
+        print_json(&out);
+    } else {
+        print_json(&out.result);
+    }
+    Ok(ExitCode::SUCCESS)
+}

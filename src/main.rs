@@ -1,0 +1,6 @@
+//! The `meshplay` binary: everything lives in the library; see
+//! [`meshplay::cli`].
+
+fn main() -> std::process::ExitCode {
+    meshplay::cli::main()
+}

@@ -1,0 +1,397 @@
+//! The REST API: what applications, tooling and the CLI talk to.
+//!
+//! ```text
+//! GET    /api/system/version                    no auth
+//! GET    /healthz                               no auth
+//! GET    /api/v1/workers
+//! POST   /api/v1/tenants/{type}/{id}/events     DispatchRequest -> 200 Dispatched | 202 Accepted
+//! POST   /api/v1/tenants/{type}/{id}/scripts    ScriptRequest   -> 200 ScriptResult
+//! DELETE /api/v1/tenants/{type}/{id}/vm                         -> 200 Dropped
+//! ```
+//!
+//! Bodies are JSON, or MessagePack with `content-type: application/msgpack`;
+//! answers are JSON ([`crate::rest`] has every shape). `/api/v1` wants
+//! `authorization: Bearer <admin token>`, compared in constant time.
+//!
+//! Status codes: 400 bad body or tenant, 401 no or wrong token, 404 no such
+//! route or no plugin for the event, 413 body over [`MAX_BODY_BYTES`], 422
+//! the script failed (runtime, syntax, memory), 503 the owning worker is down
+//! or overloaded, 504 the tenant code or the worker ran past the deadline.
+
+use crate::master::shard;
+use crate::master::supervisor::Supervisor;
+use crate::mesophyll::hub::{Hub, HubError};
+use crate::mesophyll::message::{
+    ErrorKind, Event, PROTOCOL_VERSION, PluginOutcome, RemoteError, ServerMessage, Tenant,
+};
+use crate::rest::{
+    self, Accepted, DispatchRequest, Dispatched, Dropped, ErrorBody, ErrorDetail, Health,
+    MAX_BODY_BYTES, MAX_TIMEOUT_MS, ScriptRequest, ScriptResult, Version, WorkerInfo, WorkerState,
+    Workers,
+};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// The longest tenant type or id, in bytes.
+pub const MAX_TENANT_PART: usize = 256;
+
+/// How much longer the master waits for a worker than the tenant code's own
+/// deadline, so that the worker's precise "timeout" arrives before the hub's
+/// blunt "deadline exceeded".
+const ANSWER_SLACK: Duration = Duration::from_secs(1);
+
+/// What the handlers share.
+pub struct ApiState {
+    /// The Mesophyll hub.
+    pub hub: Arc<Hub>,
+    /// The supervisor of the spawned workers.
+    pub supervisor: Arc<Supervisor>,
+    /// Workers in total (spawned and external): the shard count.
+    pub workers: u32,
+    /// The admin bearer token.
+    pub token: String,
+}
+
+/// The API's router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let v1 = Router::new()
+        .route("/workers", get(workers))
+        .route("/tenants/{type}/{id}/events", post(dispatch))
+        .route("/tenants/{type}/{id}/scripts", post(run_script))
+        .route("/tenants/{type}/{id}/vm", delete(drop_vm))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authorize,
+        ));
+    Router::new()
+        .route("/api/system/version", get(version))
+        .route("/healthz", get(health))
+        .nest("/api/v1", v1)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(state)
+}
+
+/// An error answer: a status, a stable code and a message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: ErrorDetail,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            detail: ErrorDetail {
+                code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, Json(ErrorBody { error: self.detail })).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer".parse().expect("static header"),
+            );
+        }
+        res
+    }
+}
+
+impl From<RemoteError> for ApiError {
+    fn from(e: RemoteError) -> Self {
+        let status = match e.kind {
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Memory | ErrorKind::Runtime | ErrorKind::Syntax => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Overloaded | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal | ErrorKind::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError {
+            status,
+            detail: e.into(),
+        }
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        match e {
+            HubError::Remote(remote) => remote.into(),
+            HubError::UnknownWorker(_) | HubError::WorkerUnavailable { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "worker_unavailable",
+                e.to_string(),
+            ),
+            HubError::Overloaded(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+            }
+            HubError::DeadlineExceeded { .. } => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "deadline_exceeded",
+                e.to_string(),
+            ),
+            HubError::Codec(c) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", c.to_string())
+            }
+        }
+    }
+}
+
+async fn authorize(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t) if bool::from(t.as_bytes().ct_eq(state.token.as_bytes())) => {
+            Ok(next.run(req).await)
+        }
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong bearer token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `authorization: Bearer <token>` (see admin-token in the data directory)",
+        )),
+    }
+}
+
+/// A request body in JSON or MessagePack, with errors as [`ApiError`]s.
+struct Payload<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Payload<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let msgpack = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.starts_with("application/msgpack") || v.starts_with("application/x-msgpack")
+            });
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the body is over {MAX_BODY_BYTES} bytes"),
+                )
+            })?;
+        let parsed = if msgpack {
+            rmp_serde::from_slice(&bytes).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+        };
+        parsed
+            .map(Payload)
+            .map_err(|e| ApiError::bad_request(format!("malformed body: {e}")))
+    }
+}
+
+fn tenant(kind: String, id: String) -> Result<Tenant, ApiError> {
+    for (what, part) in [("type", &kind), ("id", &id)] {
+        if part.is_empty() || part.len() > MAX_TENANT_PART || part.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "tenant {what} must be 1-{MAX_TENANT_PART} bytes without control characters"
+            )));
+        }
+    }
+    Ok(Tenant::new(kind, id))
+}
+
+fn timeout(ms: Option<u64>) -> Result<Duration, ApiError> {
+    match ms.unwrap_or(rest::DEFAULT_TIMEOUT_MS) {
+        0 => Err(ApiError::bad_request("timeout_ms must be positive")),
+        ms if ms > MAX_TIMEOUT_MS => Err(ApiError::bad_request(format!(
+            "timeout_ms must be at most {MAX_TIMEOUT_MS}"
+        ))),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
+async fn version() -> Json<Version> {
+    Json(Version {
+        name: "meshplay".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: PROTOCOL_VERSION,
+    })
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Json<Health> {
+    let connected = state.hub.workers().iter().filter(|w| w.connected).count() as u32;
+    Json(Health {
+        status: if connected == state.workers {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .into(),
+        workers: state.workers,
+        connected,
+    })
+}
+
+async fn workers(State(state): State<Arc<ApiState>>) -> Json<Workers> {
+    let workers = state
+        .hub
+        .workers()
+        .into_iter()
+        .map(|w| {
+            let managed = state.supervisor.status(w.id);
+            let lifecycle = match managed {
+                _ if w.connected => WorkerState::Running,
+                Some(s) => s.state,
+                None => WorkerState::Disconnected,
+            };
+            WorkerInfo {
+                id: w.id,
+                state: lifecycle,
+                managed: managed.is_some(),
+                pid: managed.and_then(|s| s.pid),
+                restarts: managed.map_or(0, |s| s.restarts),
+                since_heartbeat_s: w.since_last_frame_s,
+                in_flight: w.awaiting as u64,
+                vms: w.load.vms,
+                rss_bytes: w.load.rss_bytes,
+            }
+        })
+        .collect();
+    Json(Workers {
+        workers,
+        bad_frames: state.hub.bad_frames(),
+    })
+}
+
+async fn dispatch(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id)): Path<(String, String)>,
+    Payload(req): Payload<DispatchRequest>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(kind, id)?;
+    if req.name.is_empty() {
+        return Err(ApiError::bad_request("the event needs a name"));
+    }
+    let budget = timeout(req.timeout_ms)?;
+    let worker = shard::worker_for(&tenant, state.workers);
+    let event = Event {
+        name: req.name,
+        data: req.data,
+    };
+    let deadline_ms = budget.as_millis() as u64;
+    if !req.wait {
+        state.hub.send(
+            worker,
+            &ServerMessage::DispatchEvent {
+                req_id: None,
+                tenant: tenant.clone(),
+                event,
+                deadline_ms,
+            },
+        )?;
+        return Ok((StatusCode::ACCEPTED, Json(Accepted { tenant, worker })).into_response());
+    }
+    let value = state
+        .hub
+        .request(worker, budget + ANSWER_SLACK, |req_id| {
+            ServerMessage::DispatchEvent {
+                req_id: Some(req_id),
+                tenant: tenant.clone(),
+                event,
+                deadline_ms,
+            }
+        })
+        .await?;
+    let outcomes: Vec<PluginOutcome> = serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_worker_answer",
+            format!("worker {worker} answered something that is not a result list: {e}"),
+        )
+    })?;
+    Ok(Json(Dispatched {
+        tenant,
+        worker,
+        results: outcomes.into_iter().map(Into::into).collect(),
+    })
+    .into_response())
+}
+
+async fn run_script(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id)): Path<(String, String)>,
+    Payload(req): Payload<ScriptRequest>,
+) -> Result<Json<ScriptResult>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    let budget = timeout(req.timeout_ms)?;
+    let worker = shard::worker_for(&tenant, state.workers);
+    let result = state
+        .hub
+        .request(worker, budget + ANSWER_SLACK, |req_id| {
+            ServerMessage::RunScript {
+                req_id,
+                tenant: tenant.clone(),
+                name: req.name.unwrap_or_else(|| "script".into()),
+                code: req.code,
+                event: req.event.unwrap_or_default(),
+                deadline_ms: budget.as_millis() as u64,
+            }
+        })
+        .await?;
+    Ok(Json(ScriptResult {
+        tenant,
+        worker,
+        result,
+    }))
+}
+
+async fn drop_vm(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Json<Dropped>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    let worker = shard::worker_for(&tenant, state.workers);
+    state
+        .hub
+        .request(
+            worker,
+            Duration::from_millis(rest::DEFAULT_TIMEOUT_MS),
+            |req_id| ServerMessage::DropTenant {
+                req_id,
+                tenant: tenant.clone(),
+            },
+        )
+        .await?;
+    Ok(Json(Dropped { tenant, worker }))
+}

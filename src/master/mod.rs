@@ -1,0 +1,171 @@
+//! The master process: the REST API, the Mesophyll hub, and the supervisor
+//! of the worker processes.
+//!
+//! - [`datadir`]: the data directory (admin token, `endpoint.json`);
+//! - [`shard`]: which worker owns a tenant;
+//! - [`supervisor`]: spawning, watching and restarting workers;
+//! - [`api`]: the REST API.
+//!
+//! [`serve`] wires them together: it binds both ports (port 0 picks a free
+//! one; the chosen addresses land in `endpoint.json`), starts the workers,
+//! and runs until its `shutdown` future completes, then stops the workers
+//! within the grace period.
+
+pub mod api;
+pub mod datadir;
+pub mod shard;
+pub mod supervisor;
+
+use crate::mesophyll::hub::{Hub, HubConfig};
+use datadir::{DataDir, DataDirError, Endpoint};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use supervisor::{SpawnError, Supervisor, SupervisorConfig};
+use tokio::net::TcpListener;
+
+/// Everything `meshplay serve` needs.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// The data directory (created if missing).
+    pub data_dir: PathBuf,
+    /// Workers in total: the shard count.
+    pub workers: u32,
+    /// How many of them (the highest ids) someone else starts. Their tokens
+    /// are written to `worker-token-<id>` in the data directory.
+    pub external_workers: u32,
+    /// Where the REST API listens.
+    pub api_addr: SocketAddr,
+    /// Where the Mesophyll hub listens.
+    pub mesophyll_addr: SocketAddr,
+    /// The plugin folder the workers load.
+    pub plugins_dir: PathBuf,
+    /// The admin token; `None` reads or creates `admin-token`.
+    pub api_token: Option<String>,
+    /// Heartbeat timing and queue sizes of the hub.
+    pub hub: HubConfig,
+    /// How the workers are spawned (the executable, extra arguments).
+    pub supervisor: SupervisorConfig,
+    /// How long workers may take to finish their work on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the master could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// The data directory is unusable.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    /// A port could not be bound.
+    #[error("cannot listen on {addr} for the {what}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The worker executable cannot be run.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// The configuration makes no sense.
+    #[error("{0}")]
+    Config(String),
+}
+
+async fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), MasterError> {
+    let err = |source| MasterError::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
+
+/// Runs a master until `shutdown` completes.
+///
+/// Fails before serving when the data directory, a port or the worker
+/// executable is unusable; once serving, it only returns on shutdown.
+pub async fn serve(
+    config: MasterConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), MasterError> {
+    if config.workers == 0 || config.external_workers > config.workers {
+        return Err(MasterError::Config(format!(
+            "--workers must be at least 1 and at least --external-workers ({} > {})",
+            config.external_workers, config.workers
+        )));
+    }
+    let dir = DataDir::create(&config.data_dir)?;
+    let token = match &config.api_token {
+        Some(t) if !t.is_empty() => t.clone(),
+        _ => dir.admin_token_or_create()?,
+    };
+    let (hub_listener, mesophyll_addr) = bind("Mesophyll hub", config.mesophyll_addr).await?;
+    let (api_listener, api_addr) = bind("REST API", config.api_addr).await?;
+
+    let hub = Hub::new(config.hub.clone());
+    let spawned = config.workers - config.external_workers;
+    for id in spawned..config.workers {
+        let worker_token = datadir::fresh_token();
+        let path = dir.write_worker_token(id, &worker_token)?;
+        hub.register_worker(id, &worker_token);
+        tracing::info!(worker = id, token_file = %path.display(), "external worker expected");
+    }
+    let hub_router = hub.router();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(hub_listener, hub_router).await {
+            tracing::error!("the Mesophyll hub stopped: {e}");
+        }
+    });
+
+    let mut sup_config = config.supervisor.clone();
+    sup_config.master = mesophyll_addr.to_string();
+    sup_config.plugins_dir = config.plugins_dir.clone();
+    let supervisor = Supervisor::start(sup_config, Arc::clone(&hub), spawned).await?;
+
+    let state = Arc::new(api::ApiState {
+        hub: Arc::clone(&hub),
+        supervisor: Arc::clone(&supervisor),
+        workers: config.workers,
+        token,
+    });
+    let app = api::router(state);
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api_task = tokio::spawn(async move {
+        let serve = axum::serve(api_listener, app).with_graceful_shutdown(async {
+            let _ = api_stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("the REST API stopped: {e}");
+        }
+    });
+
+    let pid = std::process::id();
+    dir.write_endpoint(&Endpoint {
+        api_addr,
+        mesophyll_addr,
+        pid,
+    })?;
+    tracing::info!(
+        api = %api_addr,
+        mesophyll = %mesophyll_addr,
+        workers = config.workers,
+        plugins = %config.plugins_dir.display(),
+        data_dir = %dir.path().display(),
+        "meshplay master ready"
+    );
+
+    shutdown.await;
+    tracing::info!(grace = ?config.shutdown_grace, "shutting down");
+    dir.remove_endpoint(pid);
+    let _ = api_stop.send(());
+    supervisor.shutdown(config.shutdown_grace).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! The REST API's request and response bodies, shared by the server
+//! ([`crate::master::api`]) and the typed client ([`crate::api_client`]) so
+//! the two cannot drift apart.
+//!
+//! Everything here is JSON on the wire (MessagePack is accepted for request
+//! bodies). Errors always have the shape of [`ErrorBody`]: a stable `code`
+//! for programs and a `message` for people.
+
+use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How long a waiting dispatch or a script may run when the caller does not
+/// say.
+pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+
+/// The longest `timeout_ms` the API accepts.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
+/// The largest request body the API reads, in bytes.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// `GET /api/system/version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    /// Always `meshplay`.
+    pub name: String,
+    /// The crate version of the running master.
+    pub version: String,
+    /// The Mesophyll protocol revision it speaks.
+    pub protocol: u32,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` when every worker is connected, `degraded` otherwise.
+    pub status: String,
+    /// Workers the master expects.
+    pub workers: u32,
+    /// Workers connected to the hub now.
+    pub connected: u32,
+}
+
+/// The life-cycle state of one worker, as the master sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Spawned (or expected), not connected yet.
+    Starting,
+    /// Connected to the hub.
+    Running,
+    /// Dead; waiting out its back-off before the next spawn.
+    Restarting,
+    /// Started by someone else (`--external-workers`) and not connected.
+    Disconnected,
+    /// The master is shutting down.
+    Stopped,
+}
+
+/// One row of `GET /api/v1/workers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The worker id (its shard number).
+    pub id: u32,
+    /// Where it is in its life cycle.
+    pub state: WorkerState,
+    /// Whether the master spawned it (false for `--external-workers`).
+    pub managed: bool,
+    /// The process id, for a worker the master spawned and that runs now.
+    pub pid: Option<u32>,
+    /// How many times the master has restarted it.
+    pub restarts: u32,
+    /// Seconds since its last frame (heartbeat or answer), when connected.
+    pub since_heartbeat_s: Option<f64>,
+    /// Requests the master awaits from it now.
+    pub in_flight: u64,
+    /// Tenant VMs alive in it, from its last heartbeat.
+    pub vms: u64,
+    /// Its resident memory, from its last heartbeat.
+    pub rss_bytes: u64,
+}
+
+/// `GET /api/v1/workers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workers {
+    /// Every worker, by id.
+    pub workers: Vec<WorkerInfo>,
+    /// Frames the hub could not decode since the master started (all
+    /// workers together). They are dropped, never fatal.
+    pub bad_frames: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /api/v1/tenants/{type}/{id}/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchRequest {
+    /// The event's name.
+    pub name: String,
+    /// Its payload.
+    #[serde(default)]
+    pub data: Value,
+    /// Wait for the plugins' results (200) or return at once (202).
+    #[serde(default = "yes")]
+    pub wait: bool,
+    /// Budget for all the plugins together ([`DEFAULT_TIMEOUT_MS`] when
+    /// absent).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// One plugin's answer in a [`Dispatched`]: exactly one of `value` and
+/// `error` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginResult {
+    /// The plugin.
+    pub plugin: String,
+    /// What its handler returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// Why it returned nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+impl From<PluginOutcome> for PluginResult {
+    fn from(o: PluginOutcome) -> Self {
+        match o.result {
+            Ok(v) => PluginResult {
+                plugin: o.plugin,
+                value: Some(v),
+                error: None,
+            },
+            Err(e) => PluginResult {
+                plugin: o.plugin,
+                value: None,
+                error: Some(e.into()),
+            },
+        }
+    }
+}
+
+/// 200 answer of a waiting dispatch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dispatched {
+    /// Who got the event.
+    pub tenant: Tenant,
+    /// The worker that ran it.
+    pub worker: u32,
+    /// One entry per plugin that handles the event, in catalogue order.
+    pub results: Vec<PluginResult>,
+}
+
+/// 202 answer of a fire-and-forget dispatch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// Who gets the event.
+    pub tenant: Tenant,
+    /// The worker it was queued to.
+    pub worker: u32,
+}
+
+/// `POST /api/v1/tenants/{type}/{id}/scripts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptRequest {
+    /// Chunk name shown in error messages (`script` when absent).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The Luau source.
+    pub code: String,
+    /// Passed to the script as `...`.
+    #[serde(default)]
+    pub event: Option<Event>,
+    /// Budget ([`DEFAULT_TIMEOUT_MS`] when absent).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// 200 answer of a script.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScriptResult {
+    /// Who ran it.
+    pub tenant: Tenant,
+    /// The worker that ran it.
+    pub worker: u32,
+    /// What the script returned (`null` for nothing).
+    pub result: Value,
+}
+
+/// 200 answer of `DELETE /api/v1/tenants/{type}/{id}/vm`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// Whose VM went.
+    pub tenant: Tenant,
+    /// The worker that held it.
+    pub worker: u32,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// A stable `code` and a human `message`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `unauthorized`, `not_found`, `bad_request`,
+    /// `too_large`, `worker_unavailable`, `overloaded`, `deadline_exceeded`,
+    /// or a tenant-code error kind (`timeout`, `memory`, `runtime`,
+    /// `syntax`, ...).
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+impl From<RemoteError> for ErrorDetail {
+    fn from(e: RemoteError) -> Self {
+        ErrorDetail {
+            code: e.kind.as_str().to_owned(),
+            message: e.message,
+        }
+    }
+}
+
+impl ErrorDetail {
+    /// The tenant-code error kind this code names, if it names one.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        serde_json::from_value(Value::String(self.code.clone()))
+            .ok()
+            .filter(|k| *k != ErrorKind::Unknown)
+    }
+}
