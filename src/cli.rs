@@ -297,7 +297,16 @@ async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
 async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Usage(format!("cannot find my own executable: {e}")))?;
-    let mut supervisor = SupervisorConfig::new(exe, String::new(), args.plugins_dir.clone());
+    // Workers get an absolute path, so the folder they load does not depend
+    // on their working directory.
+    let plugins_dir = match args.plugins_dir.canonicalize() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(dir = %args.plugins_dir.display(), "no plugin folder ({e}); no plugins will run");
+            args.plugins_dir.clone()
+        }
+    };
+    let mut supervisor = SupervisorConfig::new(exe, String::new(), plugins_dir.clone());
     supervisor.worker_args = vec!["--vm-memory-mb".into(), args.vm_memory_mb.to_string()];
     let config = MasterConfig {
         data_dir: args.data_dir.unwrap_or_else(datadir::default_path),
@@ -305,7 +314,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         external_workers: args.external_workers,
         api_addr: args.api_addr,
         mesophyll_addr: args.mesophyll_addr,
-        plugins_dir: args.plugins_dir,
+        plugins_dir,
         api_token: args.api_token,
         hub: HubConfig {
             heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),

@@ -414,4 +414,41 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
     }
+
+    fn event(name: &str, data: Value) -> Job {
+        Job::Event {
+            event: Event {
+                name: name.into(),
+                data,
+            },
+            deadline: Instant::now() + Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_shipped_greeter_counts_members_and_explains_bad_input() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
+        let (catalogue, errors) = Catalogue::load(&dir);
+        assert!(errors.is_empty(), "{errors:?}");
+        let t = Tenants::new(TenantsConfig::default(), catalogue);
+        let guild = Tenant::new("guild", "7");
+        let join = |name: &str| event("member_join", serde_json::json!({ "name": name }));
+        t.run(guild.clone(), join("Ada")).await.unwrap();
+        let out = t.run(guild.clone(), join("Grace")).await.unwrap();
+        let out: Vec<PluginOutcome> = serde_json::from_value(out).unwrap();
+        assert_eq!(out.len(), 1);
+        let v = out[0].result.clone().unwrap();
+        assert_eq!(v["message"], "Welcome, Grace! You are member #2 here.");
+        assert_eq!(v["by"], "greeter 1.0.0");
+
+        let out = t
+            .run(guild, event("member_join", Value::Null))
+            .await
+            .unwrap();
+        let out: Vec<PluginOutcome> = serde_json::from_value(out).unwrap();
+        let err = out[0].result.clone().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Runtime);
+        assert!(err.message.starts_with("greeter:13:"), "{err}");
+        assert!(err.message.contains("needs data.name"), "{err}");
+    }
 }
