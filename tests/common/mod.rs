@@ -1,0 +1,278 @@
+//! The integration tests' harness: a real `meshplay serve` (the binary cargo
+//! built), on loopback ports the OS picks, with a data directory in a fresh
+//! temporary folder. Several tests can run side by side.
+//!
+//! The master's log goes to `master.log` in its data directory and is
+//! printed when a test fails.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use meshplay::api_client::ApiClient;
+use meshplay::master::datadir::{DataDir, Endpoint};
+use meshplay::master::shard;
+use meshplay::mesophyll::message::Tenant;
+use meshplay::rest::{WorkerInfo, WorkerState};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const EXE: &str = env!("CARGO_BIN_EXE_meshplay");
+
+/// How a test wants its master.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub workers: u32,
+    pub external: u32,
+    pub heartbeat_timeout_ms: u64,
+    pub extra: Vec<String>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            workers: 2,
+            external: 0,
+            heartbeat_timeout_ms: 3000,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A running master and its workers.
+pub struct Master {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub endpoint: Endpoint,
+    pub client: ApiClient,
+    pub opts: Opts,
+}
+
+pub fn plugins_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins")
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`
+/// with `what`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Master {
+    pub async fn start(opts: Opts) -> Master {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("master.log")).unwrap();
+        let child = Command::new(EXE)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--workers", &opts.workers.to_string()])
+            .args(["--external-workers", &opts.external.to_string()])
+            .args([
+                "--api-addr",
+                "127.0.0.1:0",
+                "--mesophyll-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--plugins")
+            .arg(plugins_dir())
+            .args(["--heartbeat-interval-ms", "200"])
+            .args([
+                "--heartbeat-timeout-ms",
+                &opts.heartbeat_timeout_ms.to_string(),
+            ])
+            .args(&opts.extra)
+            .env("RUST_LOG", "info")
+            .env_remove("MESHPLAY_API_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let data = DataDir::at(dir.path());
+        let mut master = Master {
+            child,
+            endpoint: Endpoint {
+                api_addr: "127.0.0.1:1".parse().unwrap(),
+                mesophyll_addr: "127.0.0.1:1".parse().unwrap(),
+                pid: 0,
+            },
+            client: ApiClient::new("127.0.0.1:1".parse().unwrap(), ""),
+            dir,
+            opts,
+        };
+        master.endpoint = eventually(Duration::from_secs(30), "endpoint.json", || {
+            let e = data.endpoint().ok();
+            async move { e }
+        })
+        .await;
+        master.client = ApiClient::from_data_dir(master.dir.path()).unwrap();
+        let managed = master.opts.workers - master.opts.external;
+        master.wait_connected(managed).await;
+        master
+    }
+
+    /// Waits until `n` workers are running.
+    pub async fn wait_connected(&self, n: u32) {
+        let client = self.client.clone();
+        eventually(Duration::from_secs(30), "workers to connect", || {
+            let client = client.clone();
+            async move {
+                let h = client.health().await.ok()?;
+                (h.connected >= n).then_some(())
+            }
+        })
+        .await;
+    }
+
+    pub async fn worker(&self, id: u32) -> WorkerInfo {
+        let w = self.client.workers().await.unwrap();
+        w.workers.into_iter().find(|w| w.id == id).unwrap()
+    }
+
+    /// Waits until worker `id` runs again after a restart, with a new pid.
+    pub async fn wait_restarted(&self, id: u32, old_pid: u32, limit: Duration) -> WorkerInfo {
+        let client = self.client.clone();
+        eventually(limit, "the worker to be restarted", || {
+            let client = client.clone();
+            async move {
+                let w = client.workers().await.ok()?;
+                let w = w.workers.into_iter().find(|w| w.id == id)?;
+                (w.state == WorkerState::Running
+                    && w.restarts >= 1
+                    && w.pid.is_some_and(|p| p != old_pid))
+                .then_some(w)
+            }
+        })
+        .await
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn admin_token(&self) -> String {
+        DataDir::at(self.dir.path()).admin_token().unwrap()
+    }
+
+    /// Runs the CLI against this master; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(EXE)
+            .args(args)
+            .env("MESHPLAY_DATA_DIR", self.dir.path())
+            .env_remove("MESHPLAY_API_TOKEN")
+            .env_remove("MESHPLAY_API_ADDR")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("master.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the master to exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        signal(self.child.id(), libc::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- master.log ----\n{}\n--------------------", self.log());
+        }
+        if self.child.try_wait().ok().flatten().is_none() && self.stop().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+/// Whether process `pid` still exists (zombies count as gone).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next();
+            state != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// `n` tenants of type `kind` that worker `worker` of `workers` owns.
+pub fn tenants_on(kind: &str, worker: u32, workers: u32, n: usize) -> Vec<Tenant> {
+    (0..)
+        .map(|i| Tenant::new(kind, format!("t{i}")))
+        .filter(|t| shard::worker_for(t, workers) == worker)
+        .take(n)
+        .collect()
+}
+
+/// A raw HTTP request, for what the typed client will not send (bad bodies,
+/// missing tokens). Returns the status and the body parsed as JSON (or the
+/// body as a JSON string when it is not JSON).
+pub async fn raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", content_type);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let res = client
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, json)
+}

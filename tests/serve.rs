@@ -1,0 +1,411 @@
+//! `meshplay serve` end to end: dispatch, scripts, VM life cycle, limits, the
+//! API's auth and errors, and the CLI, against a real master and real worker
+//! processes.
+
+mod common;
+
+use common::{Master, Opts, raw, tenants_on};
+use meshplay::api_client::{ApiClient, DispatchOutcome};
+use meshplay::mesophyll::message::Event;
+use meshplay::rest::{DispatchRequest, Dispatched, ScriptRequest};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn event(name: &str, data: Value, wait: bool) -> DispatchRequest {
+    DispatchRequest {
+        name: name.into(),
+        data,
+        wait,
+        timeout_ms: None,
+    }
+}
+
+fn script(code: &str, timeout_ms: u64) -> ScriptRequest {
+    ScriptRequest {
+        name: Some("t".into()),
+        code: code.into(),
+        event: None,
+        timeout_ms: Some(timeout_ms),
+    }
+}
+
+async fn done(client: &ApiClient, kind: &str, id: &str, req: &DispatchRequest) -> Dispatched {
+    match client.dispatch(kind, id, req).await.unwrap() {
+        DispatchOutcome::Done(d) => d,
+        other => panic!("expected results, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_with_and_without_wait() {
+    let m = Master::start(Opts::default()).await;
+    let c = &m.client;
+
+    let d = done(c, "user", "42", &event("echo", json!({"x": 1}), true)).await;
+    assert_eq!(d.results.len(), 1);
+    assert_eq!(d.results[0].plugin, "echo");
+    assert_eq!(
+        d.results[0].value,
+        Some(json!({"tenant": {"type": "user", "id": "42"}, "data": {"x": 1}}))
+    );
+    assert_eq!(d.worker, meshplay::master::shard::worker_for(&d.tenant, 2));
+
+    // Fire-and-forget: 202 at once; the event still runs, in order, before
+    // the next one for the same tenant (the count shows it).
+    let join = |name: &str| json!({ "name": name });
+    match c
+        .dispatch("guild", "9", &event("member_join", join("Ada"), false))
+        .await
+        .unwrap()
+    {
+        DispatchOutcome::Accepted(a) => assert_eq!(a.tenant.id, "9"),
+        other => panic!("expected 202, got {other:?}"),
+    }
+    let d = done(c, "guild", "9", &event("member_join", join("Grace"), true)).await;
+    assert_eq!(d.results[0].value.as_ref().unwrap()["members"], 2);
+
+    // A plugin's error is that plugin's result, not a failed request.
+    let d = done(c, "guild", "9", &event("member_join", Value::Null, true)).await;
+    let err = d.results[0].error.as_ref().unwrap();
+    assert_eq!(err.code, "runtime");
+    assert!(err.message.contains("greeter:13"), "{err:?}");
+
+    // An event nobody handles.
+    let err = c
+        .dispatch("user", "42", &event("nope", Value::Null, true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("not_found"), "{err}");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_finds_the_master_by_itself() {
+    let m = Master::start(Opts::default()).await;
+    let (code, out, err) = m.cli(&["dispatch", "user", "42", "echo", "--data", r#"{"x":1}"#]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        r#"echo: {"data":{"x":1},"tenant":{"id":"42","type":"user"}}"#
+    );
+
+    let (code, out, _) = m.cli(&["dispatch", "user", "42", "echo", "--no-wait", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["tenant"]["id"], "42");
+
+    // A plugin error: exit code 3 and the error on stdout.
+    let (code, out, _) = m.cli(&["dispatch", "guild", "1", "member_join"]);
+    assert_eq!(code, 3);
+    assert!(
+        out.starts_with("greeter: error (runtime): greeter:13:"),
+        "{out}"
+    );
+
+    let file = m.data_dir().join("hello.luau");
+    std::fs::write(
+        &file,
+        "local e = ...\nreturn { who = meshplay.tenant.id, got = e.data }",
+    )
+    .unwrap();
+    let (code, out, err) = m.cli(&[
+        "run-script",
+        "user",
+        "7",
+        file.to_str().unwrap(),
+        "--data",
+        "[1,2]",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"who": "7", "got": [1, 2]})
+    );
+
+    let (code, out, _) = m.cli(&["workers"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("running")).count(),
+        2,
+        "{out}"
+    );
+
+    let (code, out, _) = m.cli(&["drop", "user", "7"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("dropped the VM of user:7"), "{out}");
+
+    // Bad input to the CLI itself.
+    let (code, _, err) = m.cli(&["dispatch", "user", "1", "echo", "--data", "{nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--data is not JSON"), "{err}");
+    let (code, _, err) = m.cli(&["workers", "--api-token", "wrong"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unauthorized"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_run_in_the_tenant_vm_and_drop_gives_a_fresh_one() {
+    let m = Master::start(Opts::default()).await;
+    let c = &m.client;
+    let run =
+        |code: &'static str| async move { c.run_script("user", "5", &script(code, 2000)).await };
+
+    assert_eq!(
+        run("counter = 41 return counter + 1").await.unwrap().result,
+        42
+    );
+    assert_eq!(run("return counter").await.unwrap().result, 41);
+    // Another tenant has its own VM.
+    let other = c
+        .run_script("user", "6", &script("return counter", 2000))
+        .await
+        .unwrap();
+    assert_eq!(other.result, Value::Null);
+
+    c.drop_tenant("user", "5").await.unwrap();
+    assert_eq!(run("return counter").await.unwrap().result, Value::Null);
+
+    // The event arrives as `...`.
+    let mut req = script("local e = ... return e.data.n * 2", 2000);
+    req.event = Some(Event {
+        name: "calc".into(),
+        data: json!({"n": 21}),
+    });
+    assert_eq!(c.run_script("user", "5", &req).await.unwrap().result, 42);
+
+    let err = run("return (").await.unwrap_err();
+    assert_eq!(err.code(), Some("syntax"), "{err}");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(422));
+    let err = run("error('boom')").await.unwrap_err();
+    assert_eq!(err.code(), Some("runtime"));
+    assert!(err.to_string().contains("t:1: boom"), "{err}");
+    let err = run("return require('os')").await.unwrap_err();
+    assert_eq!(err.code(), Some("runtime"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_script_times_out_and_the_worker_answers_the_next_event() {
+    let m = Master::start(Opts::default()).await;
+    let c = &m.client;
+    let err = c
+        .run_script("user", "1", &script("while true do end", 300))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("timeout"), "{err}");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(504));
+    // pcall does not save a runaway either.
+    let err = c
+        .run_script(
+            "user",
+            "1",
+            &script(
+                "while true do pcall(function() while true do end end) end",
+                300,
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("timeout"), "{err}");
+
+    let d = done(c, "user", "1", &event("echo", json!("after"), true)).await;
+    assert_eq!(d.results[0].value.as_ref().unwrap()["data"], "after");
+    // The VM lived on: a runaway is not a reason to lose the tenant's state.
+    c.run_script("user", "1", &script("kept = true", 1000))
+        .await
+        .unwrap();
+    let _ = c
+        .run_script("user", "1", &script("while true do end", 200))
+        .await;
+    assert_eq!(
+        c.run_script("user", "1", &script("return kept", 1000))
+            .await
+            .unwrap()
+            .result,
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bomb_gets_a_memory_error_and_a_fresh_vm() {
+    let m = Master::start(Opts::default()).await;
+    let c = &m.client;
+    c.run_script("user", "1", &script("before = 1", 1000))
+        .await
+        .unwrap();
+    let err = c
+        .run_script(
+            "user",
+            "1",
+            &script(
+                "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 4096) .. i end",
+                20_000,
+            ),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("memory"), "{err}");
+    // The VM was recycled: the old global is gone, the tenant still works.
+    assert_eq!(
+        c.run_script("user", "1", &script("return before", 1000))
+            .await
+            .unwrap()
+            .result,
+        Value::Null
+    );
+    let w = m
+        .worker(meshplay::master::shard::worker_for(
+            &meshplay::mesophyll::message::Tenant::new("user", "1"),
+            2,
+        ))
+        .await;
+    assert_eq!(w.restarts, 0, "the worker itself must survive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tenant_does_not_delay_another_tenant_of_the_same_worker() {
+    let m = Master::start(Opts::default()).await;
+    // More CPU-bound tenants than the worker has threads, all on worker 0,
+    // plus one quick tenant on the same worker.
+    let tenants = tenants_on("user", 0, 2, 5);
+    let (busy, quick) = tenants.split_at(4);
+    let spin = "local t = time.now_ms() while time.now_ms() - t < 2500 do end return 'done'";
+    let mut slow = Vec::new();
+    for t in busy {
+        let c = m.client.clone();
+        let t = t.clone();
+        slow.push(tokio::spawn(async move {
+            let r = c.run_script(&t.kind, &t.id, &script(spin, 10_000)).await;
+            (r, Instant::now())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let q = &quick[0];
+    let d = done(&m.client, &q.kind, &q.id, &event("echo", json!(1), true)).await;
+    let quick_done = Instant::now();
+    assert_eq!(d.worker, 0);
+    for s in slow {
+        let (r, finished) = s.await.unwrap();
+        assert_eq!(r.unwrap().result, "done");
+        assert!(
+            quick_done < finished,
+            "the quick tenant waited for a busy one"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_checks_its_token_and_its_input() {
+    let m = Master::start(Opts::default()).await;
+    let api = m.endpoint.api_addr;
+    let token = m.admin_token();
+    let good = Some(token.as_str());
+
+    let (s, v) = raw(
+        api,
+        "GET",
+        "/api/system/version",
+        None,
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["name"], "meshplay");
+    let (s, v) = raw(api, "GET", "/healthz", None, "application/json", vec![]).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
+
+    let (s, v) = raw(
+        api,
+        "GET",
+        "/api/v1/workers",
+        None,
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (s, _) = raw(
+        api,
+        "GET",
+        "/api/v1/workers",
+        Some("wrong"),
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(s, 401);
+    let wrong = ApiClient::new(api, "x".repeat(64));
+    assert_eq!(
+        wrong.workers().await.unwrap_err().code(),
+        Some("unauthorized")
+    );
+
+    let events = "/api/v1/tenants/user/1/events";
+    let (s, v) = raw(
+        api,
+        "POST",
+        events,
+        good,
+        "application/json",
+        b"{\"name\":".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{v}"
+    );
+    let (s, v) = raw(
+        api,
+        "POST",
+        events,
+        good,
+        "application/json",
+        br#"{"name":"echo","wiat":true}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(s, 400, "an unknown field is a mistake worth reporting: {v}");
+    let (s, v) = raw(
+        api,
+        "POST",
+        events,
+        good,
+        "application/json",
+        br#"{"name":"echo","timeout_ms":0}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let big = format!(r#"{{"name":"echo","data":"{}"}}"#, "x".repeat(2 << 20));
+    let (s, v) = raw(
+        api,
+        "POST",
+        events,
+        good,
+        "application/json",
+        big.into_bytes(),
+    )
+    .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (413, Some("too_large")));
+    let (s, v) = raw(
+        api,
+        "GET",
+        "/api/v1/nothing",
+        good,
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
+
+    // MessagePack bodies are accepted too.
+    let body = rmp_serde::to_vec_named(&event("echo", json!({"m": true}), true)).unwrap();
+    let (s, v) = raw(api, "POST", events, good, "application/msgpack", body).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["results"][0]["value"]["data"]["m"], true);
+
+    // After all that, the API still serves.
+    done(&m.client, "user", "1", &event("echo", json!(2), true)).await;
+}
