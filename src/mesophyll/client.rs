@@ -91,7 +91,14 @@ pub trait Handler: Send + Sync + 'static {
 /// The way back to the master for one connection's answers.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<ClientMessage>,
+    tx: mpsc::Sender<Outgoing>,
+}
+
+/// What the connection's writer takes, in order.
+enum Outgoing {
+    Message(ClientMessage),
+    /// Close the socket cleanly, after everything queued before, and stop.
+    Close,
 }
 
 impl Outbox {
@@ -100,7 +107,10 @@ impl Outbox {
     pub async fn reply(&self, req_id: u64, result: Result<Value, RemoteError>) {
         let _ = self
             .tx
-            .send(ClientMessage::DispatchResponse { req_id, result })
+            .send(Outgoing::Message(ClientMessage::DispatchResponse {
+                req_id,
+                result,
+            }))
             .await;
     }
 
@@ -109,7 +119,17 @@ impl Outbox {
     pub fn try_reply(&self, req_id: u64, result: Result<Value, RemoteError>) {
         let _ = self
             .tx
-            .try_send(ClientMessage::DispatchResponse { req_id, result });
+            .try_send(Outgoing::Message(ClientMessage::DispatchResponse {
+                req_id,
+                result,
+            }));
+    }
+
+    /// Sends what is queued, closes the connection with a WebSocket close
+    /// frame, and makes [`run`] return `Ok(())` instead of reconnecting: the
+    /// end of an orderly shutdown.
+    pub async fn close(&self) {
+        let _ = self.tx.send(Outgoing::Close).await;
     }
 }
 
@@ -123,6 +143,7 @@ pub async fn run(config: ClientConfig, handler: Arc<dyn Handler>) -> Result<(), 
         match session(&config, &handler, &bad_frames).await {
             Ok(()) => tracing::warn!("connection to the master ended"),
             Err(SessionError::Fatal(e)) => return Err(e),
+            Err(SessionError::Closed) => return Ok(()),
             Err(SessionError::Retry(e)) => tracing::warn!("master unreachable: {e}"),
         }
         if started.elapsed() >= HEALTHY_AFTER {
@@ -136,6 +157,8 @@ pub async fn run(config: ClientConfig, handler: Arc<dyn Handler>) -> Result<(), 
 
 enum SessionError {
     Fatal(ClientError),
+    /// The handler closed the connection on purpose.
+    Closed,
     Retry(String),
 }
 
@@ -198,7 +221,7 @@ async fn session(
     };
     tracing::info!(master = %config.master, "connected to the master");
 
-    let (tx, mut rx) = mpsc::channel::<ClientMessage>(OUTBOX_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX_DEPTH);
     let outbox = Outbox { tx };
     let mut heartbeat = tokio::time::interval(interval);
     let mut last_from_master = Instant::now();
@@ -220,7 +243,15 @@ async fn session(
                     Some(Err(e)) => return Err(SessionError::Retry(e.to_string())),
                 }
             }
-            Some(msg) = rx.recv() => {
+            Some(out) = rx.recv() => {
+                let msg = match out {
+                    Outgoing::Message(msg) => msg,
+                    Outgoing::Close => {
+                        let _ = sink.send(Message::Close(None)).await;
+                        let _ = sink.close().await;
+                        return Err(SessionError::Closed);
+                    }
+                };
                 let frame = match codec::encode(&msg) {
                     Ok(frame) => frame,
                     Err(e) => {

@@ -208,6 +208,11 @@ impl Handler for Runtime {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                     tracing::info!("shutting down");
+                    // Answers already queued go out before the close frame;
+                    // then `run` returns and the process ends.
+                    outbox.close().await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tracing::warn!("the connection did not close in time; exiting anyway");
                     std::process::exit(0);
                 });
             }
