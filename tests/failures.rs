@@ -115,15 +115,7 @@ async fn a_stopped_worker_is_declared_dead_within_the_heartbeat_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_master_is_killed_its_workers_go_too() {
     let mut m = Master::start(Opts::default()).await;
-    let pids: Vec<u32> = m
-        .client
-        .workers()
-        .await
-        .unwrap()
-        .workers
-        .iter()
-        .filter_map(|w| w.pid)
-        .collect();
+    let pids = m.worker_pids().await;
     assert_eq!(pids.len(), 2);
     m.child.kill().unwrap();
     m.child.wait().unwrap();
@@ -137,15 +129,7 @@ async fn when_the_master_is_killed_its_workers_go_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_master_and_its_workers_cleanly() {
     let mut m = Master::start(Opts::default()).await;
-    let pids: Vec<u32> = m
-        .client
-        .workers()
-        .await
-        .unwrap()
-        .workers
-        .iter()
-        .filter_map(|w| w.pid)
-        .collect();
+    let pids = m.worker_pids().await;
     let status = m.stop().expect("the master did not stop");
     assert!(status.success(), "{status:?}");
     assert!(pids.iter().all(|&p| !alive(p)));

@@ -298,111 +298,64 @@ async fn the_api_checks_its_token_and_its_input() {
     let m = Master::start(Opts::default()).await;
     let api = m.endpoint.api_addr;
     let token = m.admin_token();
-    let good = Some(token.as_str());
+    let get = |path: &'static str, token: Option<String>| async move {
+        raw(
+            api,
+            "GET",
+            path,
+            token.as_deref(),
+            "application/json",
+            vec![],
+        )
+        .await
+    };
+    let code = |v: &Value| v["error"]["code"].as_str().map(str::to_owned);
 
-    let (s, v) = raw(
-        api,
-        "GET",
-        "/api/system/version",
-        None,
-        "application/json",
-        vec![],
-    )
-    .await;
-    assert_eq!(s, 200);
-    assert_eq!(v["name"], "meshplay");
-    let (s, v) = raw(api, "GET", "/healthz", None, "application/json", vec![]).await;
+    let (s, v) = get("/api/system/version", None).await;
+    assert_eq!((s, v["name"].as_str()), (200, Some("meshplay")));
+    let (s, v) = get("/healthz", None).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("ok")));
-
-    let (s, v) = raw(
-        api,
-        "GET",
-        "/api/v1/workers",
-        None,
-        "application/json",
-        vec![],
-    )
-    .await;
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (401, Some("unauthorized"))
-    );
-    let (s, _) = raw(
-        api,
-        "GET",
-        "/api/v1/workers",
-        Some("wrong"),
-        "application/json",
-        vec![],
-    )
-    .await;
+    let (s, v) = get("/api/v1/workers", None).await;
+    assert_eq!((s, code(&v).as_deref()), (401, Some("unauthorized")));
+    let (s, _) = get("/api/v1/workers", Some("wrong".into())).await;
     assert_eq!(s, 401);
     let wrong = ApiClient::new(api, "x".repeat(64));
     assert_eq!(
         wrong.workers().await.unwrap_err().code(),
         Some("unauthorized")
     );
+    let (s, v) = get("/api/v1/nothing", Some(token.clone())).await;
+    assert_eq!((s, code(&v).as_deref()), (404, Some("not_found")));
 
     let events = "/api/v1/tenants/user/1/events";
-    let (s, v) = raw(
-        api,
-        "POST",
-        events,
-        good,
+    let post = |kind: &'static str, body: Vec<u8>| {
+        let token = token.clone();
+        async move { raw(api, "POST", events, Some(&token), kind, body).await }
+    };
+    let json_body = |b: &str| b.as_bytes().to_vec();
+    let (s, v) = post("application/json", json_body(r#"{"name":"#)).await;
+    assert_eq!((s, code(&v).as_deref()), (400, Some("bad_request")), "{v}");
+    let (s, v) = post(
         "application/json",
-        b"{\"name\":".to_vec(),
-    )
-    .await;
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (400, Some("bad_request")),
-        "{v}"
-    );
-    let (s, v) = raw(
-        api,
-        "POST",
-        events,
-        good,
-        "application/json",
-        br#"{"name":"echo","wiat":true}"#.to_vec(),
+        json_body(r#"{"name":"echo","wiat":true}"#),
     )
     .await;
     assert_eq!(s, 400, "an unknown field is a mistake worth reporting: {v}");
-    let (s, v) = raw(
-        api,
-        "POST",
-        events,
-        good,
+    let (s, v) = post(
         "application/json",
-        br#"{"name":"echo","timeout_ms":0}"#.to_vec(),
+        json_body(r#"{"name":"echo","timeout_ms":0}"#),
     )
     .await;
     assert_eq!(s, 400, "{v}");
     let big = format!(r#"{{"name":"echo","data":"{}"}}"#, "x".repeat(2 << 20));
-    let (s, v) = raw(
-        api,
-        "POST",
-        events,
-        good,
-        "application/json",
-        big.into_bytes(),
-    )
-    .await;
-    assert_eq!((s, v["error"]["code"].as_str()), (413, Some("too_large")));
-    let (s, v) = raw(
-        api,
-        "GET",
-        "/api/v1/nothing",
-        good,
-        "application/json",
-        vec![],
-    )
-    .await;
-    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")));
+    let (s, v) = post("application/json", big.into_bytes()).await;
+    assert_eq!((s, code(&v).as_deref()), (413, Some("too_large")));
+    let (s, v) = post("application/msgpack", vec![0x81, 0xa4]).await;
+    assert_eq!((s, code(&v).as_deref()), (400, Some("bad_request")), "{v}");
 
     // MessagePack bodies are accepted too.
     let body = rmp_serde::to_vec_named(&event("echo", json!({"m": true}), true)).unwrap();
-    let (s, v) = raw(api, "POST", events, good, "application/msgpack", body).await;
+    let (s, v) = post("application/msgpack", body).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["results"][0]["value"]["data"]["m"], true);
 

@@ -160,6 +160,12 @@ impl Master {
         .await
     }
 
+    /// The pids of the workers the master spawned and that run now.
+    pub async fn worker_pids(&self) -> Vec<u32> {
+        let w = self.client.workers().await.unwrap();
+        w.workers.iter().filter_map(|w| w.pid).collect()
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
