@@ -144,6 +144,18 @@ async fn sigterm_stops_the_master_and_its_workers_cleanly() {
     );
 }
 
+/// A master with workers 0 (spawned) and 1 (external), and worker 1's token.
+async fn with_external_worker_1() -> (Master, String) {
+    let m = Master::start(Opts {
+        workers: 2,
+        external: 1,
+        ..Opts::default()
+    })
+    .await;
+    let token = DataDir::at(m.data_dir()).worker_token(1).unwrap();
+    (m, token)
+}
+
 async fn ws_connect(
     addr: std::net::SocketAddr,
     id: &str,
@@ -167,14 +179,8 @@ fn http_status(e: tungstenite::Error) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_refuses_wrong_tokens_and_unknown_workers() {
-    let m = Master::start(Opts {
-        workers: 2,
-        external: 1,
-        ..Opts::default()
-    })
-    .await;
+    let (m, good) = with_external_worker_1().await;
     let hub = m.endpoint.mesophyll_addr;
-    let good = DataDir::at(m.data_dir()).worker_token(1).unwrap();
     let wrong = "x".repeat(64);
 
     assert_eq!(
@@ -212,13 +218,7 @@ async fn the_hub_refuses_wrong_tokens_and_unknown_workers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_frames_are_counted_and_do_not_close_the_connection() {
-    let m = Master::start(Opts {
-        workers: 2,
-        external: 1,
-        ..Opts::default()
-    })
-    .await;
-    let token = DataDir::at(m.data_dir()).worker_token(1).unwrap();
+    let (m, token) = with_external_worker_1().await;
     let mut ws = ws_connect(m.endpoint.mesophyll_addr, "1", &token)
         .await
         .unwrap();
@@ -292,13 +292,7 @@ async fn garbage_frames_are_counted_and_do_not_close_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_started_by_hand_with_token_on_the_command_line_serves() {
-    let m = Master::start(Opts {
-        workers: 2,
-        external: 1,
-        ..Opts::default()
-    })
-    .await;
-    let token = DataDir::at(m.data_dir()).worker_token(1).unwrap();
+    let (m, token) = with_external_worker_1().await;
     let mut worker = std::process::Command::new(common::EXE)
         .args(["--worker", "--worker-id", "1", "--master"])
         .arg(m.endpoint.mesophyll_addr.to_string())
