@@ -291,6 +291,40 @@ async fn garbage_frames_are_counted_and_do_not_close_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_ends_only_that_connection() {
+    let (m, token) = with_external_worker_1().await;
+    let hub = m.endpoint.mesophyll_addr;
+    let mut ws = ws_connect(hub, "1", &token).await.unwrap();
+    ws.next().await.unwrap().unwrap(); // Hello
+    let huge = vec![0u8; codec::MAX_FRAME_BYTES + 64 * 1024];
+    let _ = ws.send(Message::binary(huge)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the hub should end a connection that sends an oversized frame"
+    );
+
+    // The same worker may come back at once, and the master is unharmed.
+    let mut ws = ws_connect(hub, "1", &token).await.unwrap();
+    let hello: ServerMessage =
+        codec::decode(&ws.next().await.unwrap().unwrap().into_data()).unwrap();
+    assert!(matches!(hello, ServerMessage::Hello { worker_id: 1, .. }));
+    let t = tenants_on("user", 0, 2, 1).remove(0);
+    m.client
+        .dispatch(&t.kind, &t.id, &echo(json!(0)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_started_by_hand_with_token_on_the_command_line_serves() {
     let (m, token) = with_external_worker_1().await;
     let mut worker = std::process::Command::new(common::EXE)

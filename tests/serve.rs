@@ -262,6 +262,29 @@ async fn a_memory_bomb_gets_a_memory_error_and_a_fresh_vm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_too_large_to_send_is_a_clear_error() {
+    let m = Master::start(Opts::default()).await;
+    let c = &m.client;
+    let err = c
+        .run_script(
+            "user",
+            "1",
+            &script("return string.rep('x', 5 * 1024 * 1024)", 5000),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("too_large"), "{err}");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(422));
+    assert_eq!(
+        c.run_script("user", "1", &script("return 1", 1000))
+            .await
+            .unwrap()
+            .result,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_tenant_does_not_delay_another_tenant_of_the_same_worker() {
     let m = Master::start(Opts::default()).await;
     // More CPU-bound tenants than the worker has threads, all on worker 0,
@@ -358,6 +381,19 @@ async fn the_api_checks_its_token_and_its_input() {
     let (s, v) = post("application/msgpack", body).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["results"][0]["value"]["data"]["m"], true);
+
+    // A tenant id that is too long.
+    let long = format!("/api/v1/tenants/user/{}/events", "x".repeat(300));
+    let (s, v) = raw(
+        api,
+        "POST",
+        &long,
+        Some(&token),
+        "application/json",
+        json_body(r#"{"name":"echo"}"#),
+    )
+    .await;
+    assert_eq!((s, code(&v).as_deref()), (400, Some("bad_request")), "{v}");
 
     // After all that, the API still serves.
     done(&m.client, "user", "1", &event("echo", json!(2), true)).await;

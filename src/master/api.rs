@@ -119,7 +119,7 @@ impl From<RemoteError> for ApiError {
     fn from(e: RemoteError) -> Self {
         let status = match e.kind {
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::Memory | ErrorKind::Runtime | ErrorKind::Syntax => {
+            ErrorKind::Memory | ErrorKind::Runtime | ErrorKind::Syntax | ErrorKind::TooLarge => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ErrorKind::NotFound => StatusCode::NOT_FOUND,

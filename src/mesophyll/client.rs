@@ -261,8 +261,8 @@ async fn session(
                         let refusal = ClientMessage::DispatchResponse {
                             req_id,
                             result: Err(RemoteError::new(
-                                crate::mesophyll::message::ErrorKind::BadRequest,
-                                format!("result not sendable: {e}"),
+                                crate::mesophyll::message::ErrorKind::TooLarge,
+                                format!("the result cannot be sent: {e}"),
                             )),
                         };
                         codec::encode(&refusal).expect("a short error encodes")

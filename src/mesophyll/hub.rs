@@ -18,7 +18,12 @@
 //!   [`DisconnectReason::HeartbeatTimeout`] tells the supervisor to restart
 //!   the process;
 //! - text frames and undecodable binary frames are counted and logged (at
-//!   most once per [`BAD_FRAME_LOG_EVERY`]), never fatal.
+//!   most once per [`BAD_FRAME_LOG_EVERY`]), never fatal;
+//! - a frame over [`MAX_FRAME_BYTES`] is the one exception: it cannot be
+//!   skipped without reading it whole, so it ends the connection (its pending
+//!   requests fail at once; a real worker reconnects). Honest workers never
+//!   send one: their encoder refuses oversized answers and sends an error
+//!   instead.
 //!
 //! A worker that connects again replaces its previous connection. Every
 //! connection has a unique serial number and clean-up only removes the slot's

@@ -178,6 +178,8 @@ pub enum ErrorKind {
     Overloaded,
     /// The request itself was malformed.
     BadRequest,
+    /// A value (an event, a result) exceeds a size limit.
+    TooLarge,
     /// The worker is shutting down or otherwise cannot take the request.
     Unavailable,
     /// A bug or an unexpected failure inside the worker.
@@ -198,6 +200,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::TooLarge => "too_large",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
             ErrorKind::Unknown => "unknown",
