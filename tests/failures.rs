@@ -42,7 +42,14 @@ async fn a_killed_worker_fails_its_pending_requests_at_once_and_is_restarted() {
         };
         c.run_script(&kind, &id, &req).await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill only once the request is on the worker's connection.
+    eventually(
+        Duration::from_secs(10),
+        "the request to be in flight",
+        || async { (m.worker(0).await.in_flight >= 1).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     signal(pid, libc::SIGKILL);
 
     // It fails because the worker is gone, not because a deadline passed.
