@@ -25,9 +25,10 @@
 //! [`ApiClientError::Connect`].
 
 use crate::master::datadir::{DataDir, DataDirError};
+use crate::mesophyll::db::{KvRecord, TenantState, TenantStateEntry};
 use crate::rest::{
-    Accepted, DispatchRequest, Dispatched, Dropped, ErrorBody, Health, ScriptRequest, ScriptResult,
-    Version, Workers,
+    Accepted, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, Health, KvPage,
+    ScriptRequest, ScriptResult, Version, Workers,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -142,7 +143,11 @@ impl ApiClient {
         ApiClient {
             addr,
             token: token.into(),
-            http: Client::builder(TokioExecutor::new()).build_http(),
+            http: {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                Client::builder(TokioExecutor::new()).build(connector)
+            },
         }
     }
 
@@ -213,6 +218,100 @@ impl ApiClient {
     pub async fn drop_tenant(&self, kind: &str, id: &str) -> Result<Dropped, ApiClientError> {
         let path = format!("/api/v1/tenants/{}/{}/vm", segment(kind), segment(id));
         self.call(Method::DELETE, &path, None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    fn tenant_path(kind: &str, id: &str, rest: &str) -> String {
+        format!("/api/v1/tenants/{}/{}/{rest}", segment(kind), segment(id))
+    }
+
+    /// `GET /api/v1/tenants/{kind}/{id}/state`.
+    pub async fn tenant_state(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Result<TenantStateEntry, ApiClientError> {
+        let path = Self::tenant_path(kind, id, "state");
+        self.call(Method::GET, &path, None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `PUT /api/v1/tenants/{kind}/{id}/state`.
+    pub async fn put_tenant_state(
+        &self,
+        kind: &str,
+        id: &str,
+        state: &TenantState,
+    ) -> Result<TenantStateEntry, ApiClientError> {
+        let path = Self::tenant_path(kind, id, "state");
+        self.call(Method::PUT, &path, Some(state))
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `GET /api/v1/tenants/{kind}/{id}/kv/{scope}/{key}`: `None` when the key
+    /// does not exist.
+    pub async fn kv_get(
+        &self,
+        kind: &str,
+        id: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<KvRecord>, ApiClientError> {
+        let path = Self::tenant_path(kind, id, &format!("kv/{}/{}", segment(scope), segment(key)));
+        match self.call(Method::GET, &path, None::<&()>).await {
+            Ok((_, v)) => Ok(Some(v)),
+            Err(e) if e.code() == Some("not_found") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /api/v1/tenants/{kind}/{id}/kv/{scope}/{key}`.
+    pub async fn kv_set(
+        &self,
+        kind: &str,
+        id: &str,
+        scope: &str,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<KvRecord, ApiClientError> {
+        let path = Self::tenant_path(kind, id, &format!("kv/{}/{}", segment(scope), segment(key)));
+        self.call(Method::PUT, &path, Some(value))
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `DELETE /api/v1/tenants/{kind}/{id}/kv/{scope}/{key}`.
+    pub async fn kv_delete(
+        &self,
+        kind: &str,
+        id: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Deleted, ApiClientError> {
+        let path = Self::tenant_path(kind, id, &format!("kv/{}/{}", segment(scope), segment(key)));
+        self.call(Method::DELETE, &path, None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `GET /api/v1/tenants/{kind}/{id}/kv?scope=&pattern=`: one page.
+    pub async fn kv_find(
+        &self,
+        kind: &str,
+        id: &str,
+        scope: &str,
+        pattern: &str,
+        after: Option<&str>,
+    ) -> Result<KvPage, ApiClientError> {
+        let mut query = format!("kv?scope={}&pattern={}", segment(scope), segment(pattern));
+        if let Some(a) = after {
+            query.push_str(&format!("&after={}", segment(a)));
+        }
+        let path = Self::tenant_path(kind, id, &query);
+        self.call(Method::GET, &path, None::<&()>)
             .await
             .map(|(_, v)| v)
     }

@@ -6,6 +6,7 @@
 //! bodies). Errors always have the shape of [`ErrorBody`]: a stable `code`
 //! for programs and a `message` for people.
 
+use crate::mesophyll::db::KvRecord;
 use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -199,6 +200,22 @@ pub struct Dropped {
     pub tenant: Tenant,
     /// The worker that held it.
     pub worker: u32,
+}
+
+/// `GET /api/v1/tenants/{type}/{id}/kv`: one page of records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvPage {
+    /// The records, in key order.
+    pub records: Vec<KvRecord>,
+    /// Pass as `after` for the next page; absent on the last one.
+    pub next: Option<String>,
+}
+
+/// `DELETE .../kv/{scope}/{key}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// Whether there was a value to delete.
+    pub deleted: bool,
 }
 
 /// The body of every error response.

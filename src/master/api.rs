@@ -7,6 +7,12 @@
 //! POST   /api/v1/tenants/{type}/{id}/events     DispatchRequest -> 200 Dispatched | 202 Accepted
 //! POST   /api/v1/tenants/{type}/{id}/scripts    ScriptRequest   -> 200 ScriptResult
 //! DELETE /api/v1/tenants/{type}/{id}/vm                         -> 200 Dropped
+//! GET    /api/v1/tenants/{type}/{id}/state                      -> 200 TenantStateEntry
+//! PUT    /api/v1/tenants/{type}/{id}/state      TenantState     -> 200 TenantStateEntry
+//! GET    /api/v1/tenants/{type}/{id}/kv?scope=&pattern=&limit=&after= -> 200 KvPage
+//! GET    /api/v1/tenants/{type}/{id}/kv/{scope}/{key}           -> 200 KvRecord | 404
+//! PUT    /api/v1/tenants/{type}/{id}/kv/{scope}/{key}  any JSON -> 200 KvRecord
+//! DELETE /api/v1/tenants/{type}/{id}/kv/{scope}/{key}           -> 200 Deleted
 //! ```
 //!
 //! Bodies are JSON, or MessagePack with `content-type: application/msgpack`;
@@ -18,18 +24,22 @@
 //! the script failed (runtime, syntax, memory), 503 the owning worker is down
 //! or overloaded, 504 the tenant code or the worker ran past the deadline.
 
+use crate::master::db;
 use crate::master::shard;
+use crate::master::store::{Store, StoreError};
 use crate::master::supervisor::Supervisor;
+use crate::mesophyll::db::KvRecord;
+use crate::mesophyll::db::{DEFAULT_SCOPE, KvOp, KvReply, TenantState, TenantStateEntry};
 use crate::mesophyll::hub::{Hub, HubError};
 use crate::mesophyll::message::{
     ErrorKind, Event, PROTOCOL_VERSION, PluginOutcome, RemoteError, ServerMessage, Tenant,
 };
 use crate::rest::{
-    self, Accepted, DispatchRequest, Dispatched, Dropped, ErrorBody, ErrorDetail, Health,
-    MAX_BODY_BYTES, MAX_TIMEOUT_MS, ScriptRequest, ScriptResult, Version, WorkerInfo, WorkerState,
-    Workers,
+    self, Accepted, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, ErrorDetail, Health,
+    KvPage, MAX_BODY_BYTES, MAX_TIMEOUT_MS, ScriptRequest, ScriptResult, Version, WorkerInfo,
+    WorkerState, Workers,
 };
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -58,6 +68,8 @@ pub struct ApiState {
     pub workers: u32,
     /// The admin bearer token.
     pub token: String,
+    /// The store, for tenant state and KV browsing.
+    pub store: Arc<dyn Store>,
 }
 
 /// The API's router.
@@ -67,6 +79,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/tenants/{type}/{id}/events", post(dispatch))
         .route("/tenants/{type}/{id}/scripts", post(run_script))
         .route("/tenants/{type}/{id}/vm", delete(drop_vm))
+        .route("/tenants/{type}/{id}/state", get(get_state).put(put_state))
+        .route("/tenants/{type}/{id}/kv", get(find_kv))
+        .route(
+            "/tenants/{type}/{id}/kv/{scope}/{key}",
+            get(get_kv).put(put_kv).delete(delete_kv),
+        )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             authorize,
@@ -123,6 +141,7 @@ impl From<RemoteError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::NotSubscribed => StatusCode::CONFLICT,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::Overloaded | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal | ErrorKind::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
@@ -155,6 +174,18 @@ impl From<HubError> for ApiError {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", c.to_string())
             }
         }
+    }
+}
+
+impl From<db::DbError> for ApiError {
+    fn from(e: db::DbError) -> Self {
+        ApiError::new(e.status(), &e.body().code, e.body().message.clone())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        db::DbError::from(e).into()
     }
 }
 
@@ -394,4 +425,116 @@ async fn drop_vm(
         )
         .await?;
     Ok(Json(Dropped { tenant, worker }))
+}
+
+async fn get_state(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Json<TenantStateEntry>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    let current = state.store.tenant_state(&tenant)?.unwrap_or_default();
+    Ok(Json(TenantStateEntry {
+        tenant,
+        state: current,
+    }))
+}
+
+async fn put_state(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id)): Path<(String, String)>,
+    Payload(new): Payload<TenantState>,
+) -> Result<Json<TenantStateEntry>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    state.store.put_tenant_state(&tenant, &new).await?;
+    // The owning worker applies it to the next event; if it is down now, it
+    // reloads every state of its shard when it reconnects.
+    let worker = shard::worker_for(&tenant, state.workers);
+    let _ = state.hub.send(
+        worker,
+        &ServerMessage::TenantStateChanged {
+            tenant: tenant.clone(),
+            state: Some(new.clone()),
+        },
+    );
+    Ok(Json(TenantStateEntry { tenant, state: new }))
+}
+
+/// `GET .../kv` query.
+#[derive(serde::Deserialize)]
+struct FindQuery {
+    scope: Option<String>,
+    pattern: Option<String>,
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+async fn find_kv(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id)): Path<(String, String)>,
+    Query(q): Query<FindQuery>,
+) -> Result<Json<KvPage>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    let op = KvOp::Find {
+        scope: q.scope.unwrap_or_else(|| DEFAULT_SCOPE.into()),
+        pattern: q.pattern.unwrap_or_else(|| "%".into()),
+        limit: q.limit,
+        after: q.after,
+    };
+    match db::run_kv(state.store.as_ref(), &tenant, op).await? {
+        KvReply::Found { records, next } => Ok(Json(KvPage { records, next })),
+        _ => unreachable!("Find answers Found"),
+    }
+}
+
+async fn get_kv(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id, scope, key)): Path<(String, String, String, String)>,
+) -> Result<Json<KvRecord>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    match db::run_kv(
+        state.store.as_ref(),
+        &tenant,
+        KvOp::Get {
+            scope: scope.clone(),
+            key: key.clone(),
+        },
+    )
+    .await?
+    {
+        KvReply::Record(Some(r)) => Ok(Json(r)),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no key {key:?} in scope {scope:?} of {tenant}"),
+        )),
+    }
+}
+
+async fn put_kv(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id, scope, key)): Path<(String, String, String, String)>,
+    Payload(value): Payload<serde_json::Value>,
+) -> Result<Json<KvRecord>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    match db::run_kv(
+        state.store.as_ref(),
+        &tenant,
+        KvOp::Set { scope, key, value },
+    )
+    .await?
+    {
+        KvReply::Stored(r) => Ok(Json(r)),
+        _ => unreachable!("Set answers Stored"),
+    }
+}
+
+async fn delete_kv(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id, scope, key)): Path<(String, String, String, String)>,
+) -> Result<Json<Deleted>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    match db::run_kv(state.store.as_ref(), &tenant, KvOp::Delete { scope, key }).await? {
+        KvReply::Deleted(deleted) => Ok(Json(Deleted { deleted })),
+        _ => unreachable!("Delete answers Deleted"),
+    }
 }

@@ -3,6 +3,8 @@
 //!
 //! - [`datadir`]: the data directory (admin token, `endpoint.json`);
 //! - [`shard`]: which worker owns a tenant;
+//! - [`store`]: the sled store (tenant KV, global KV, tenant states);
+//! - [`db`]: the DB endpoints workers call on the Mesophyll port;
 //! - [`supervisor`]: spawning, watching and restarting workers;
 //! - [`api`]: the REST API.
 //!
@@ -13,16 +15,20 @@
 
 pub mod api;
 pub mod datadir;
+pub mod db;
 pub mod shard;
+pub mod store;
 pub mod supervisor;
 
 use crate::mesophyll::hub::{Hub, HubConfig};
+use axum::serve::ListenerExt;
 use datadir::{DataDir, DataDirError, Endpoint};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use store::{SledStore, Store, StoreError};
 use supervisor::{SpawnError, Supervisor, SupervisorConfig};
 use tokio::net::TcpListener;
 
@@ -68,12 +74,23 @@ pub enum MasterError {
         /// Why.
         source: std::io::Error,
     },
+    /// The store cannot be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
     /// The worker executable cannot be run.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
     /// The configuration makes no sense.
     #[error("{0}")]
     Config(String),
+}
+
+/// Small request/response exchanges must not wait for Nagle's algorithm
+/// (40 ms per round trip with delayed ACKs).
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::warn!("cannot set TCP_NODELAY: {e}");
+    }
 }
 
 async fn bind(
@@ -116,9 +133,14 @@ pub async fn serve(
         hub.register_worker(id, &worker_token);
         tracing::info!(worker = id, token_file = %path.display(), "external worker expected");
     }
-    let hub_router = hub.router();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("store"))?);
+    let hub_router = hub.router().merge(db::router(Arc::new(db::DbState {
+        hub: Arc::clone(&hub),
+        store: Arc::clone(&store),
+        workers: config.workers,
+    })));
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(hub_listener, hub_router).await {
+        if let Err(e) = axum::serve(hub_listener.tap_io(no_delay), hub_router).await {
             tracing::error!("the Mesophyll hub stopped: {e}");
         }
     });
@@ -133,11 +155,12 @@ pub async fn serve(
         supervisor: Arc::clone(&supervisor),
         workers: config.workers,
         token,
+        store,
     });
     let app = api::router(state);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_task = tokio::spawn(async move {
-        let serve = axum::serve(api_listener, app).with_graceful_shutdown(async {
+        let serve = axum::serve(api_listener.tap_io(no_delay), app).with_graceful_shutdown(async {
             let _ = api_stopped.await;
         });
         if let Err(e) = serve.await {

@@ -86,6 +86,11 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Figures for the next heartbeat.
     fn load(&self) -> LoadFigures;
+
+    /// Called after every (re)connection, once `Hello` is in: the place to
+    /// resynchronise what may have changed while disconnected. Must not
+    /// block (spawn).
+    fn connected(&self) {}
 }
 
 /// The way back to the master for one connection's answers.
@@ -220,6 +225,7 @@ async fn session(
         }
     };
     tracing::info!(master = %config.master, "connected to the master");
+    handler.connected();
 
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX_DEPTH);
     let outbox = Outbox { tx };

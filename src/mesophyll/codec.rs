@@ -104,7 +104,22 @@ mod tests {
                 event,
                 deadline_ms: 1000,
             },
-            ServerMessage::DropTenant { req_id: 8, tenant },
+            ServerMessage::DropTenant {
+                req_id: 8,
+                tenant: tenant.clone(),
+            },
+            ServerMessage::TenantStateChanged {
+                tenant: tenant.clone(),
+                state: Some(crate::mesophyll::db::TenantState {
+                    events: Some(vec!["echo".into()]),
+                    plugins: None,
+                    data: json!({"lang": "en"}),
+                }),
+            },
+            ServerMessage::TenantStateChanged {
+                tenant,
+                state: None,
+            },
             ServerMessage::PluginsChanged { revision: 12 },
             ServerMessage::Shutdown { grace_ms: 3000 },
         ]

@@ -100,6 +100,15 @@ pub enum ServerMessage {
         /// Whose VM goes.
         tenant: Tenant,
     },
+    /// A tenant's state changed (or was removed: `None`); the owning worker
+    /// applies it to the next events. A worker also reloads every state of
+    /// its shard when it (re)connects, so a missed one heals.
+    TenantStateChanged {
+        /// Whose state.
+        tenant: Tenant,
+        /// The new state.
+        state: Option<crate::mesophyll::db::TenantState>,
+    },
     /// The plugin/filter catalogue changed: reload it.
     PluginsChanged {
         /// Monotonic catalogue revision.
@@ -180,6 +189,8 @@ pub enum ErrorKind {
     BadRequest,
     /// A value (an event, a result) exceeds a size limit.
     TooLarge,
+    /// The tenant's state does not subscribe it to the event.
+    NotSubscribed,
     /// The worker is shutting down or otherwise cannot take the request.
     Unavailable,
     /// A bug or an unexpected failure inside the worker.
@@ -201,6 +212,7 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::TooLarge => "too_large",
+            ErrorKind::NotSubscribed => "not_subscribed",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
             ErrorKind::Unknown => "unknown",

@@ -12,11 +12,15 @@
 //! orphans.
 
 pub mod host;
+pub mod kv;
 pub mod plugins;
 pub mod tenants;
 pub mod vm;
 
+use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::client::{self, ClientConfig, ClientError, Handler, LoadFigures, Outbox};
+use crate::mesophyll::db::TenantStateEntry;
+use crate::mesophyll::db_client::{DbClient, DbError};
 use crate::mesophyll::message::{ErrorKind, RemoteError, ServerMessage};
 use plugins::Catalogue;
 use std::path::PathBuf;
@@ -36,6 +40,9 @@ pub const PARENT_ENV: &str = "MESHPLAY_PARENT_PID";
 /// The longest deadline a worker accepts for one request; longer ones are
 /// cut to this.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How long one load of the tenant states may take.
+const STATES_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How a worker is started.
 #[derive(Debug, Clone)]
@@ -67,13 +74,43 @@ pub async fn run(config: WorkerConfig) -> Result<(), ClientError> {
         dir = %config.plugins_dir.display(),
         "plugins loaded"
     );
+    let db = DbClient::new(
+        &config.client.master,
+        config.client.worker_id,
+        &config.client.token,
+    );
+    // States first: an event must never run before its tenant's state is
+    // known. The master serves both, so this also waits for it to be up.
+    let states = load_states(&db).await?;
+    tracing::info!(tenants = states.len(), "tenant states loaded");
+    let tenants = Tenants::new(config.tenants.clone(), catalogue, Some(db.clone()));
+    tenants.replace_states(states);
     let runtime = Arc::new(Runtime {
-        tenants: Tenants::new(config.tenants.clone(), catalogue),
+        db,
+        first_connect: AtomicBool::new(true),
+        tenants,
         plugins_dir: config.plugins_dir.clone(),
         in_flight: Arc::new(AtomicU64::new(0)),
         stopping: AtomicBool::new(false),
     });
     client::run(config.client, runtime).await
+}
+
+/// The states of this worker's shard, retried with backoff until the master
+/// answers. Refused credentials are fatal.
+async fn load_states(db: &DbClient) -> Result<Vec<TenantStateEntry>, ClientError> {
+    let mut backoff = Backoff::reconnect();
+    loop {
+        match db.tenant_states(STATES_DEADLINE).await {
+            Ok(states) => return Ok(states),
+            Err(DbError::Refused(status)) => return Err(ClientError::Refused(status)),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(?delay, "cannot load tenant states yet: {e}");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
 }
 
 async fn watch_parent(parent: u32) {
@@ -90,6 +127,10 @@ async fn watch_parent(parent: u32) {
 }
 
 struct Runtime {
+    db: DbClient,
+    /// The states were loaded just before the first connection; reload
+    /// only on later ones.
+    first_connect: AtomicBool,
     tenants: Arc<Tenants>,
     plugins_dir: PathBuf,
     in_flight: Arc<AtomicU64>,
@@ -187,6 +228,10 @@ impl Handler for Runtime {
             ServerMessage::DropTenant { req_id, tenant } => {
                 self.answer(req_id, tenant, Job::Drop, outbox);
             }
+            ServerMessage::TenantStateChanged { tenant, state } => {
+                tracing::debug!(%tenant, "tenant state changed");
+                self.tenants.set_state(tenant, state);
+            }
             ServerMessage::PluginsChanged { revision } => {
                 let (catalogue, errors) = Catalogue::load(&self.plugins_dir);
                 for e in &errors {
@@ -218,6 +263,23 @@ impl Handler for Runtime {
             }
             ServerMessage::Hello { .. } => {}
         }
+    }
+
+    fn connected(&self) {
+        if self.first_connect.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let db = self.db.clone();
+        let tenants = Arc::clone(&self.tenants);
+        tokio::spawn(async move {
+            match db.tenant_states(STATES_DEADLINE).await {
+                Ok(states) => {
+                    tracing::info!(tenants = states.len(), "tenant states reloaded");
+                    tenants.replace_states(states);
+                }
+                Err(e) => tracing::error!("cannot reload tenant states: {e}"),
+            }
+        });
     }
 
     fn load(&self) -> LoadFigures {

@@ -15,6 +15,8 @@
 //! - `DropTenant` travels through the same queue, so jobs queued before it
 //!   finish on the old VM and jobs after it get a fresh one.
 
+use crate::mesophyll::db::{TenantState, TenantStateEntry};
+use crate::mesophyll::db_client::DbClient;
 use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
 use crate::worker::plugins::Catalogue;
 use crate::worker::vm::{Vm, VmLimits};
@@ -89,6 +91,8 @@ struct Handle {
 /// The tenants of this worker.
 pub struct Tenants {
     config: TenantsConfig,
+    db: Option<DbClient>,
+    states: DashMap<Tenant, TenantState>,
     catalogue: RwLock<Arc<Catalogue>>,
     live: DashMap<Tenant, Handle>,
     serials: AtomicU64,
@@ -100,9 +104,11 @@ pub struct Tenants {
 
 impl Tenants {
     /// An empty table running `catalogue`'s plugins.
-    pub fn new(config: TenantsConfig, catalogue: Catalogue) -> Arc<Self> {
+    pub fn new(config: TenantsConfig, catalogue: Catalogue, db: Option<DbClient>) -> Arc<Self> {
         Arc::new(Tenants {
             config,
+            db,
+            states: DashMap::new(),
             catalogue: RwLock::new(Arc::new(catalogue)),
             live: DashMap::new(),
             serials: AtomicU64::new(0),
@@ -115,6 +121,29 @@ impl Tenants {
     /// versions they started with; the next ones see the new catalogue.
     pub fn set_catalogue(&self, catalogue: Catalogue) {
         *self.catalogue.write().unwrap() = Arc::new(catalogue);
+    }
+
+    /// Sets (or, with `None`, clears) one tenant's state; the tenant's next
+    /// event sees it.
+    pub fn set_state(&self, tenant: Tenant, state: Option<TenantState>) {
+        match state {
+            Some(s) => {
+                self.states.insert(tenant, s);
+            }
+            None => {
+                self.states.remove(&tenant);
+            }
+        }
+    }
+
+    /// Replaces every tenant state with `entries` (a full reload).
+    pub fn replace_states(&self, entries: Vec<TenantStateEntry>) {
+        let fresh: std::collections::HashSet<Tenant> =
+            entries.iter().map(|e| e.tenant.clone()).collect();
+        self.states.retain(|t, _| fresh.contains(t));
+        for e in entries {
+            self.states.insert(e.tenant, e.state);
+        }
     }
 
     /// VMs alive now.
@@ -281,8 +310,22 @@ impl Tenants {
                 out
             }
             Job::Event { event, deadline } => {
+                let state = self.states.get(tenant).map(|s| s.clone());
+                if let Some(events) = state.as_ref().and_then(|s| s.events.as_ref())
+                    && !events.contains(&event.name)
+                {
+                    return Err(RemoteError::new(
+                        ErrorKind::NotSubscribed,
+                        format!("tenant {tenant} is not subscribed to {:?}", event.name),
+                    ));
+                }
+                let chosen = state.as_ref().and_then(|s| s.plugins.as_ref());
                 let catalogue = Arc::clone(&self.catalogue.read().unwrap());
-                let plugins: Vec<_> = catalogue.handling(&event.name).cloned().collect();
+                let plugins: Vec<_> = catalogue
+                    .handling(&event.name)
+                    .filter(|p| chosen.is_none_or(|c| c.contains(&p.manifest.name)))
+                    .cloned()
+                    .collect();
                 if plugins.is_empty() {
                     return Err(RemoteError::new(
                         ErrorKind::NotFound,
@@ -315,7 +358,12 @@ impl Tenants {
 
     fn vm<'a>(&self, tenant: &Tenant, slot: &'a mut Option<Vm>) -> Result<&'a mut Vm, RemoteError> {
         if slot.is_none() {
-            *slot = Some(Vm::new(tenant, self.config.worker_id, self.config.vm)?);
+            *slot = Some(Vm::new(
+                tenant,
+                self.config.worker_id,
+                self.config.vm,
+                self.db.as_ref(),
+            )?);
             self.vms.fetch_add(1, Ordering::Relaxed);
         }
         Ok(slot.as_mut().expect("just filled"))
@@ -341,6 +389,7 @@ mod tests {
                 ..TenantsConfig::default()
             },
             Catalogue::default(),
+            None,
         )
     }
 
@@ -430,7 +479,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
         let (catalogue, errors) = Catalogue::load(&dir);
         assert!(errors.is_empty(), "{errors:?}");
-        let t = Tenants::new(TenantsConfig::default(), catalogue);
+        let t = Tenants::new(TenantsConfig::default(), catalogue, None);
         let guild = Tenant::new("guild", "7");
         let join = |name: &str| event("member_join", serde_json::json!({ "name": name }));
         t.run(guild.clone(), join("Ada")).await.unwrap();

@@ -25,9 +25,10 @@
 //! it fails with a memory error, and the VM is marked poisoned so that the
 //! owner drops it and builds a fresh one for the next call.
 
+use crate::mesophyll::db_client::DbClient;
 use crate::mesophyll::message::{ErrorKind, Event, RemoteError, Tenant};
-use crate::worker::host;
 use crate::worker::plugins::Plugin;
+use crate::worker::{host, kv};
 use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, VmState};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -194,13 +195,24 @@ impl Vm {
     /// Builds a fresh sandboxed VM for `tenant`.
     ///
     /// Fails only if the Luau state cannot be set up (out of memory, most
-    /// likely), as an [`ErrorKind::Internal`] error.
-    pub fn new(tenant: &Tenant, worker_id: u32, limits: VmLimits) -> Result<Vm, RemoteError> {
-        Self::build(tenant, worker_id, limits)
+    /// likely), as an [`ErrorKind::Internal`] error. `db` gives scripts
+    /// the `kv` API; without it `kv` calls fail with a clear error.
+    pub fn new(
+        tenant: &Tenant,
+        worker_id: u32,
+        limits: VmLimits,
+        db: Option<&DbClient>,
+    ) -> Result<Vm, RemoteError> {
+        Self::build(tenant, worker_id, limits, db)
             .map_err(|e| RemoteError::new(ErrorKind::Internal, format!("cannot create a VM: {e}")))
     }
 
-    fn build(tenant: &Tenant, worker_id: u32, limits: VmLimits) -> mlua::Result<Vm> {
+    fn build(
+        tenant: &Tenant,
+        worker_id: u32,
+        limits: VmLimits,
+        db: Option<&DbClient>,
+    ) -> mlua::Result<Vm> {
         let libs = StdLib::COROUTINE
             | StdLib::TABLE
             | StdLib::OS
@@ -217,6 +229,7 @@ impl Vm {
         }
         let clock = Clock::new();
         host::install(&lua, tenant, worker_id, &clock)?;
+        kv::install(&lua, tenant, &clock, db)?;
 
         let flag = Arc::clone(&clock);
         lua.set_interrupt(move |_| match flag.flag.load(Ordering::Relaxed) {
@@ -414,7 +427,7 @@ mod tests {
     use super::*;
 
     fn vm() -> Vm {
-        Vm::new(&Tenant::new("t", "1"), 0, VmLimits::default()).unwrap()
+        Vm::new(&Tenant::new("t", "1"), 0, VmLimits::default(), None).unwrap()
     }
 
     async fn run(vm: &mut Vm, code: &str, ms: u64) -> Result<Value, RemoteError> {

@@ -44,7 +44,9 @@ impl Default for Opts {
 /// A running master and its workers.
 pub struct Master {
     pub child: Child,
-    pub dir: tempfile::TempDir,
+    /// Shared so that a test can start another master on the same data
+    /// directory after killing this one.
+    pub dir: std::sync::Arc<tempfile::TempDir>,
     pub endpoint: Endpoint,
     pub client: ApiClient,
     pub opts: Opts,
@@ -73,8 +75,16 @@ where
 
 impl Master {
     pub async fn start(opts: Opts) -> Master {
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("master.log")).unwrap();
+        Self::start_in(opts, std::sync::Arc::new(tempfile::tempdir().unwrap())).await
+    }
+
+    /// Starts a master on an existing data directory.
+    pub async fn start_in(opts: Opts, dir: std::sync::Arc<tempfile::TempDir>) -> Master {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("master.log"))
+            .unwrap();
         let child = Command::new(EXE)
             .arg("serve")
             .arg("--data-dir")
@@ -114,8 +124,10 @@ impl Master {
             dir,
             opts,
         };
+        let pid = master.child.id();
         master.endpoint = eventually(Duration::from_secs(30), "endpoint.json", || {
-            let e = data.endpoint().ok();
+            // A killed master's file may still be there: wait for ours.
+            let e = data.endpoint().ok().filter(|e| e.pid == pid);
             async move { e }
         })
         .await;

@@ -1,0 +1,388 @@
+//! The DB endpoints on the Mesophyll port: workers read and write the store
+//! here, over HTTP/2 (prior knowledge) with MessagePack bodies. The wire
+//! types are in [`crate::mesophyll::db`].
+//!
+//! Every call is authenticated like the WebSocket (worker id and token
+//! headers; 404 unknown worker, 401 wrong token), and a worker may only
+//! touch the tenants of its own shard: the same [`shard::worker_for`] that
+//! routes events decides, so routing and access can never disagree (403
+//! otherwise). A malformed body is a 400 for that request only; the
+//! connection and its other streams carry on.
+
+use crate::master::shard;
+use crate::master::store::{Store, StoreError};
+use crate::mesophyll::db::{
+    DEFAULT_FIND_LIMIT, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, MAX_DB_BODY_BYTES,
+    MAX_FIND_LIMIT, MAX_KEY_BYTES, MAX_SCOPE_BYTES, MAX_VALUE_BYTES, PublicGlobalOp,
+    TenantStateEntry, like, like_prefix, valid_global_key,
+};
+use crate::mesophyll::hub::{Hub, WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
+use crate::mesophyll::message::Tenant;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// What the DB handlers share.
+pub struct DbState {
+    /// Who may call (worker ids and tokens).
+    pub hub: Arc<Hub>,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The shard count.
+    pub workers: u32,
+}
+
+/// The `/db/...` routes.
+pub fn router(state: Arc<DbState>) -> Router {
+    Router::new()
+        .route("/db/tenant-states", get(tenant_states))
+        .route("/db/tenant-state", post(put_tenant_state))
+        .route("/db/kv", post(kv))
+        .route("/db/public-global-kv", post(public_global))
+        .route("/db/global-kv", post(global))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_DB_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A DB error: a status and a MessagePack [`DbErrorBody`].
+#[derive(Debug)]
+pub struct DbError {
+    status: StatusCode,
+    body: DbErrorBody,
+}
+
+impl DbError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        DbError {
+            status,
+            body: DbErrorBody {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code and the message.
+    pub fn body(&self) -> &DbErrorBody {
+        &self.body
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+}
+
+impl From<StoreError> for DbError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Exists(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for DbError {
+    fn into_response(self) -> Response {
+        msgpack(self.status, &self.body)
+    }
+}
+
+fn msgpack<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    let bytes = rmp_serde::to_vec_named(v).expect("DB answers always encode");
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/msgpack")],
+        bytes,
+    )
+        .into_response()
+}
+
+fn ok<T: Serialize>(v: &T) -> Response {
+    msgpack(StatusCode::OK, v)
+}
+
+/// Checks the caller's credentials; returns its worker id.
+fn caller(state: &DbState, headers: &HeaderMap) -> Result<u32, DbError> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let id = text(WORKER_ID_HEADER)
+        .and_then(|s| s.parse::<u32>().ok())
+        .ok_or_else(|| {
+            DbError::new(StatusCode::NOT_FOUND, "unknown_worker", "unknown worker id")
+        })?;
+    match state
+        .hub
+        .authenticate(id, text(WORKER_TOKEN_HEADER).unwrap_or(""))
+    {
+        Ok(()) => Ok(id),
+        Err(StatusCode::NOT_FOUND) => Err(DbError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_worker",
+            "unknown worker id",
+        )),
+        Err(_) => Err(DbError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong token",
+        )),
+    }
+}
+
+/// Checks that `tenant` belongs to worker `id`'s shard.
+fn owned(state: &DbState, id: u32, tenant: &Tenant) -> Result<(), DbError> {
+    let owner = shard::worker_for(tenant, state.workers);
+    if owner == id {
+        Ok(())
+    } else {
+        Err(DbError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("tenant {tenant} belongs to worker {owner}, not {id}"),
+        ))
+    }
+}
+
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DbError> {
+    rmp_serde::from_slice(bytes).map_err(|e| DbError::bad(format!("malformed body: {e}")))
+}
+
+#[derive(serde::Deserialize)]
+struct TenantQuery {
+    tenant_type: Option<String>,
+    tenant_id: Option<String>,
+}
+
+fn tenant_of(q: TenantQuery) -> Result<Tenant, DbError> {
+    match (q.tenant_type, q.tenant_id) {
+        (Some(kind), Some(id)) if !kind.is_empty() && !id.is_empty() => Ok(Tenant::new(kind, id)),
+        _ => Err(DbError::bad("tenant_type and tenant_id are required")),
+    }
+}
+
+fn check_scope_key(scope: &str, key: &str) -> Result<(), DbError> {
+    if scope.is_empty() || scope.len() > MAX_SCOPE_BYTES {
+        return Err(DbError::bad(format!(
+            "a scope is 1-{MAX_SCOPE_BYTES} bytes"
+        )));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(DbError::too_large(format!(
+            "key of {} bytes; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    if key.is_empty() {
+        return Err(DbError::bad("a key cannot be empty"));
+    }
+    Ok(())
+}
+
+fn check_value(value: &serde_json::Value) -> Result<(), DbError> {
+    let size = rmp_serde::to_vec_named(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_VALUE_BYTES {
+        return Err(DbError::too_large(format!(
+            "value of {size} bytes; the limit is {MAX_VALUE_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn tenant_states(
+    State(state): State<Arc<DbState>>,
+    headers: HeaderMap,
+) -> Result<Response, DbError> {
+    let id = caller(&state, &headers)?;
+    let mine: Vec<TenantStateEntry> = state
+        .store
+        .tenant_states()?
+        .into_iter()
+        .filter(|e| shard::worker_for(&e.tenant, state.workers) == id)
+        .collect();
+    Ok(ok(&mine))
+}
+
+async fn put_tenant_state(
+    State(state): State<Arc<DbState>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, DbError> {
+    let id = caller(&state, &headers)?;
+    let entry: TenantStateEntry = body(&bytes)?;
+    owned(&state, id, &entry.tenant)?;
+    check_value(&entry.state.data)?;
+    state
+        .store
+        .put_tenant_state(&entry.tenant, &entry.state)
+        .await?;
+    Ok(ok(&entry))
+}
+
+async fn kv(
+    State(state): State<Arc<DbState>>,
+    headers: HeaderMap,
+    Query(q): Query<TenantQuery>,
+    bytes: Bytes,
+) -> Result<Response, DbError> {
+    let id = caller(&state, &headers)?;
+    let tenant = tenant_of(q)?;
+    owned(&state, id, &tenant)?;
+    let op: KvOp = body(&bytes)?;
+    let reply = run_kv(state.store.as_ref(), &tenant, op).await?;
+    Ok(ok(&reply))
+}
+
+/// Runs one KV operation for `tenant` (after auth and shard checks): the
+/// DB endpoint and the REST API share it.
+pub async fn run_kv(store: &dyn Store, tenant: &Tenant, op: KvOp) -> Result<KvReply, DbError> {
+    Ok(match op {
+        KvOp::Get { scope, key } => {
+            check_scope_key(&scope, &key)?;
+            KvReply::Record(store.kv_get(tenant, &scope, &key)?)
+        }
+        KvOp::Set { scope, key, value } => {
+            check_scope_key(&scope, &key)?;
+            check_value(&value)?;
+            KvReply::Stored(store.kv_set(tenant, &scope, &key, value, now_ms()).await?)
+        }
+        KvOp::Delete { scope, key } => {
+            check_scope_key(&scope, &key)?;
+            KvReply::Deleted(store.kv_delete(tenant, &scope, &key).await?)
+        }
+        KvOp::Find {
+            scope,
+            pattern,
+            limit,
+            after,
+        } => {
+            check_scope_key(&scope, "-")?;
+            let limit = limit.unwrap_or(DEFAULT_FIND_LIMIT).clamp(1, MAX_FIND_LIMIT) as usize;
+            let mut records = Vec::new();
+            let mut more = false;
+            store.kv_scan(
+                tenant,
+                &scope,
+                &like_prefix(&pattern),
+                after.as_deref(),
+                &mut |r| {
+                    if !like(&pattern, &r.key) {
+                        return true;
+                    }
+                    if records.len() == limit {
+                        more = true;
+                        return false;
+                    }
+                    records.push(r);
+                    true
+                },
+            )?;
+            let next = if more {
+                records.last().map(|r| r.key.clone())
+            } else {
+                None
+            };
+            KvReply::Found { records, next }
+        }
+        KvOp::ListScopes {} => KvReply::Scopes(store.kv_scopes(tenant)?),
+    })
+}
+
+async fn public_global(
+    State(state): State<Arc<DbState>>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Response, DbError> {
+    caller(&state, &headers)?;
+    let op: PublicGlobalOp = body(&bytes)?;
+    let reply = match op {
+        PublicGlobalOp::Get {
+            key,
+            version,
+            scope,
+        } => GlobalReply::Entry(
+            state
+                .store
+                .global_get(&scope, &key, version)?
+                .filter(|e| e.public),
+        ),
+        PublicGlobalOp::Find { scope, query } => {
+            let mut out = Vec::new();
+            state.store.global_scan(&scope, &mut |e| {
+                if e.public && e.key.contains(&query) {
+                    out.push(e);
+                }
+                out.len() < MAX_FIND_LIMIT as usize
+            })?;
+            GlobalReply::Entries(out)
+        }
+    };
+    Ok(ok(&reply))
+}
+
+async fn global(
+    State(state): State<Arc<DbState>>,
+    headers: HeaderMap,
+    Query(q): Query<TenantQuery>,
+    bytes: Bytes,
+) -> Result<Response, DbError> {
+    let id = caller(&state, &headers)?;
+    let tenant = tenant_of(q)?;
+    owned(&state, id, &tenant)?;
+    let op: GlobalOp = body(&bytes)?;
+    let reply = match op {
+        GlobalOp::Create { mut entry } => {
+            if !valid_global_key(&entry.key) {
+                return Err(DbError::bad(format!(
+                    "global key {:?} must be 3-64 characters of [A-Za-z0-9._-]",
+                    entry.key
+                )));
+            }
+            check_scope_key(&entry.scope, &entry.key)?;
+            check_value(&entry.value)?;
+            entry.owner = Some(tenant);
+            entry.created_at = now_ms();
+            GlobalReply::Created(state.store.global_create(entry).await?)
+        }
+        GlobalOp::Delete {
+            key,
+            version,
+            scope,
+        } => match state.store.global_get(&scope, &key, version)? {
+            None => GlobalReply::Deleted(false),
+            Some(e) if e.owner.as_ref() != Some(&tenant) => {
+                return Err(DbError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("{scope}/{key} version {version} belongs to another tenant"),
+                ));
+            }
+            Some(_) => {
+                GlobalReply::Deleted(state.store.global_delete(&scope, &key, version).await?)
+            }
+        },
+    };
+    Ok(ok(&reply))
+}

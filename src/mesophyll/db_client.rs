@@ -1,0 +1,237 @@
+//! The worker's client for the DB endpoints: HTTP/2 with prior knowledge,
+//! one multiplexed connection to the master, MessagePack bodies.
+//!
+//! hyper's pooled client keeps that one connection, multiplexes concurrent
+//! calls over it, and opens a new one when it breaks, so a restarted master
+//! is picked up by the next call. Every call has a deadline (the caller's,
+//! for a script: its remaining time); none waits forever.
+
+use crate::mesophyll::db::{
+    DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, PublicGlobalOp, TenantStateEntry,
+};
+use crate::mesophyll::hub::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
+use crate::mesophyll::message::Tenant;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::time::Duration;
+
+/// Why a DB call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DbError {
+    /// The master refused our credentials (401/404): fatal for a worker.
+    #[error("the master refused this worker's credentials ({0})")]
+    Refused(u16),
+    /// The tenant is outside this worker's shard (403).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The request was malformed (400).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A key or value over its limit (413).
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The global key exists already (409).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store failed (500).
+    #[error("store error: {0}")]
+    Store(String),
+    /// No answer: the master is unreachable or the connection broke.
+    #[error("master unreachable: {0}")]
+    Transport(String),
+    /// No answer within the deadline.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The DB client of one worker. Cheap to clone.
+#[derive(Clone)]
+pub struct DbClient {
+    base: String,
+    worker_id: String,
+    token: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl fmt::Debug for DbClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbClient")
+            .field("base", &self.base)
+            .field("worker_id", &self.worker_id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+fn query_tenant(t: &Tenant) -> String {
+    fn enc(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+    format!("tenant_type={}&tenant_id={}", enc(&t.kind), enc(&t.id))
+}
+
+impl DbClient {
+    /// A client for the master at `master` (`host:port`), as worker `id`.
+    pub fn new(master: &str, worker_id: u32, token: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        DbClient {
+            base: format!("http://{master}"),
+            worker_id: worker_id.to_string(),
+            token: token.to_owned(),
+            http,
+        }
+    }
+
+    /// The states of every tenant in this worker's shard.
+    pub async fn tenant_states(
+        &self,
+        deadline: Duration,
+    ) -> Result<Vec<TenantStateEntry>, DbError> {
+        self.call(
+            Method::GET,
+            "/db/tenant-states".into(),
+            None::<&()>,
+            deadline,
+        )
+        .await
+    }
+
+    /// Upserts one tenant's state.
+    pub async fn put_tenant_state(
+        &self,
+        entry: &TenantStateEntry,
+        deadline: Duration,
+    ) -> Result<TenantStateEntry, DbError> {
+        self.call(
+            Method::POST,
+            "/db/tenant-state".into(),
+            Some(entry),
+            deadline,
+        )
+        .await
+    }
+
+    /// One tenant KV operation.
+    pub async fn kv(
+        &self,
+        tenant: &Tenant,
+        op: &KvOp,
+        deadline: Duration,
+    ) -> Result<KvReply, DbError> {
+        let path = format!("/db/kv?{}", query_tenant(tenant));
+        self.call(Method::POST, path, Some(op), deadline).await
+    }
+
+    /// One global KV operation on behalf of `tenant`.
+    pub async fn global(
+        &self,
+        tenant: &Tenant,
+        op: &GlobalOp,
+        deadline: Duration,
+    ) -> Result<GlobalReply, DbError> {
+        let path = format!("/db/global-kv?{}", query_tenant(tenant));
+        self.call(Method::POST, path, Some(op), deadline).await
+    }
+
+    /// One read of the public global KV.
+    pub async fn public_global(
+        &self,
+        op: &PublicGlobalOp,
+        deadline: Duration,
+    ) -> Result<GlobalReply, DbError> {
+        self.call(
+            Method::POST,
+            "/db/public-global-kv".into(),
+            Some(op),
+            deadline,
+        )
+        .await
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<&B>,
+        deadline: Duration,
+    ) -> Result<T, DbError> {
+        let payload = match body {
+            Some(b) => Bytes::from(
+                rmp_serde::to_vec_named(b).map_err(|e| DbError::BadRequest(e.to_string()))?,
+            ),
+            None => Bytes::new(),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path))
+            .header(WORKER_ID_HEADER, &self.worker_id)
+            .header(WORKER_TOKEN_HEADER, &self.token)
+            .header("content-type", "application/msgpack")
+            .body(Full::new(payload))
+            .map_err(|e| DbError::BadRequest(e.to_string()))?;
+        let exchange = async {
+            let res = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| DbError::Transport(chain(&e)))?;
+            let status = res.status();
+            let bytes = res
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| DbError::Transport(e.to_string()))?
+                .to_bytes();
+            Ok::<_, DbError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| DbError::Timeout(deadline))??;
+        if status.is_success() {
+            return rmp_serde::from_slice(&bytes)
+                .map_err(|e| DbError::Transport(format!("undecodable answer: {e}")));
+        }
+        let message = rmp_serde::from_slice::<DbErrorBody>(&bytes)
+            .map(|b| b.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => DbError::Refused(status.as_u16()),
+            StatusCode::FORBIDDEN => DbError::Forbidden(message),
+            StatusCode::BAD_REQUEST => DbError::BadRequest(message),
+            StatusCode::PAYLOAD_TOO_LARGE => DbError::TooLarge(message),
+            StatusCode::CONFLICT => DbError::Conflict(message),
+            _ => DbError::Store(message),
+        })
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
