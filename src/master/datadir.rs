@@ -10,6 +10,7 @@
 //!                             removed when it stops
 //!   worker-token-<id>         the token of an external worker
 //!                             (`--external-workers`), mode 0600
+//!   store/                    the sled store (see `master::store`)
 //! ```
 //!
 //! The CLI reads `endpoint.json` and `admin-token` so that `meshplay
