@@ -9,7 +9,7 @@ use common::{Master, Opts, eventually, tenants_on};
 use http_body_util::{BodyExt, Full};
 use meshplay::api_client::{ApiClient, DispatchOutcome};
 use meshplay::master::datadir::DataDir;
-use meshplay::mesophyll::db::{KvOp, KvReply, TenantState};
+use meshplay::mesophyll::db::{KvOp, KvReply, TenantState, TenantStateEntry};
 use meshplay::rest::{DispatchRequest, ScriptRequest};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -410,7 +410,13 @@ impl H2 {
     }
 
     async fn post(&mut self, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
-        let req = hyper::Request::post(format!("http://meshplay{path}"))
+        self.request("POST", path, body).await
+    }
+
+    async fn request(&mut self, method: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://meshplay{path}"))
             .header("x-meshplay-worker-id", &self.id)
             .header("x-meshplay-token", &self.token)
             .header("content-type", "application/msgpack")
@@ -504,9 +510,120 @@ async fn the_db_endpoints_check_shard_credentials_and_bodies() {
     let (s, _) = h2.post(&q(&mine), big).await;
     assert_eq!(s, 413);
 
+    // Tenant states: only the caller's shard, both ways.
+    let entry = |t: &meshplay::mesophyll::message::Tenant| {
+        rmp_serde::to_vec_named(&TenantStateEntry {
+            tenant: t.clone(),
+            state: TenantState {
+                events: Some(vec!["echo".into()]),
+                ..TenantState::default()
+            },
+        })
+        .unwrap()
+    };
+    assert_eq!(h2.post("/db/tenant-state", entry(&mine)).await.0, 200);
+    assert_eq!(h2.post("/db/tenant-state", entry(&theirs)).await.0, 403);
+    m.client
+        .put_tenant_state(&theirs.kind, &theirs.id, &TenantState::default())
+        .await
+        .unwrap();
+    let (s, body) = h2.request("GET", "/db/tenant-states", vec![]).await;
+    assert_eq!(s, 200);
+    let states: Vec<TenantStateEntry> = rmp_serde::from_slice(&body).unwrap();
+    assert_eq!(states.len(), 1, "only its own shard: {states:?}");
+    assert_eq!(states[0].tenant, mine);
+
     // Wrong credentials.
     let mut wrong = H2::connect(hub, 1, &"x".repeat(64)).await;
     assert_eq!(wrong.post(&q(&mine), get.clone()).await.0, 401);
     let mut unknown = H2::connect(hub, 7, &token).await;
     assert_eq!(unknown.post(&q(&mine), get).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_entries_are_shared_read_only_and_owned() {
+    let m = Master::start(Opts::default()).await;
+    let c = &m.client;
+    let (a, b) = (
+        tenants_on("user", 0, 2, 1).remove(0),
+        tenants_on("user", 1, 2, 1).remove(0),
+    );
+    let made = script(
+        c,
+        &a.kind,
+        &a.id,
+        "local e = global_kv.create{ key = 'greetings', scope = 'lists', value = {'hi', 'hello'}, public = true }
+         global_kv.create{ key = 'private-notes', scope = 'lists', value = 1 }
+         return e.owner",
+    )
+    .await
+    .unwrap();
+    assert_eq!(made, json!({"type": a.kind, "id": a.id}));
+
+    // Another tenant, on another worker, reads the public entry only.
+    let v = script(
+        c,
+        &b.kind,
+        &b.id,
+        "local found = global_kv.find('lists')
+         return { value = global_kv.get('greetings', 1, 'lists').value, n = #found,
+                  private = global_kv.get('private-notes', 1, 'lists') }",
+    )
+    .await
+    .unwrap();
+    assert_eq!(v, json!({"value": ["hi", "hello"], "n": 1}));
+
+    // Not its owner: may not delete. Duplicates and bad keys are refused.
+    let err = script(
+        c,
+        &b.kind,
+        &b.id,
+        "global_kv.delete('greetings', 1, 'lists')",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("global_kv.delete: forbidden"),
+        "{err}"
+    );
+    let err = script(
+        c,
+        &a.kind,
+        &a.id,
+        "global_kv.create{ key = 'greetings', scope = 'lists', value = 2 }",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("global_kv.create: conflict"),
+        "{err}"
+    );
+    let err = script(
+        c,
+        &a.kind,
+        &a.id,
+        "global_kv.create{ key = 'a b', value = 2 }",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("3-64 characters"), "{err}");
+
+    let v = script(
+        c,
+        &a.kind,
+        &a.id,
+        "return global_kv.delete('greetings', 1, 'lists')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(v, true);
+    let v = script(
+        c,
+        &b.kind,
+        &b.id,
+        "return global_kv.get('greetings', 1, 'lists') == nil",
+    )
+    .await
+    .unwrap();
+    assert_eq!(v, true);
 }
