@@ -352,7 +352,7 @@ impl ApiClient {
             .http
             .request(req)
             .await
-            .map_err(|e| connect(chain(&e)))?;
+            .map_err(|e| connect(crate::report::chain(&e)))?;
         let status = res.status();
         let bytes = res
             .into_body()
@@ -375,19 +375,6 @@ impl ApiClient {
             }),
         }
     }
-}
-
-/// An error and its sources, `: `-separated (hyper's own message alone is
-/// just "client error (Connect)").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, ApiClientError> {

@@ -13,5 +13,6 @@ pub mod api_client;
 pub mod cli;
 pub mod master;
 pub mod mesophyll;
+pub mod report;
 pub mod rest;
 pub mod worker;

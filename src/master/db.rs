@@ -142,6 +142,15 @@ fn caller(state: &DbState, headers: &HeaderMap) -> Result<u32, DbError> {
     }
 }
 
+/// Checks the caller's credentials and that the tenant named in the query
+/// belongs to its shard.
+fn caller_for(state: &DbState, headers: &HeaderMap, q: TenantQuery) -> Result<Tenant, DbError> {
+    let id = caller(state, headers)?;
+    let tenant = tenant_of(q)?;
+    owned(state, id, &tenant)?;
+    Ok(tenant)
+}
+
 /// Checks that `tenant` belongs to worker `id`'s shard.
 fn owned(state: &DbState, id: u32, tenant: &Tenant) -> Result<(), DbError> {
     let owner = shard::worker_for(tenant, state.workers);
@@ -247,9 +256,7 @@ async fn kv(
     Query(q): Query<TenantQuery>,
     bytes: Bytes,
 ) -> Result<Response, DbError> {
-    let id = caller(&state, &headers)?;
-    let tenant = tenant_of(q)?;
-    owned(&state, id, &tenant)?;
+    let tenant = caller_for(&state, &headers, q)?;
     let op: KvOp = body(&bytes)?;
     let reply = run_kv(state.store.as_ref(), &tenant, op).await?;
     Ok(ok(&reply))
@@ -348,9 +355,7 @@ async fn global(
     Query(q): Query<TenantQuery>,
     bytes: Bytes,
 ) -> Result<Response, DbError> {
-    let id = caller(&state, &headers)?;
-    let tenant = tenant_of(q)?;
-    owned(&state, id, &tenant)?;
+    let tenant = caller_for(&state, &headers, q)?;
     let op: GlobalOp = body(&bytes)?;
     let reply = match op {
         GlobalOp::Create { mut entry } => {

@@ -194,7 +194,7 @@ impl DbClient {
                 .http
                 .request(req)
                 .await
-                .map_err(|e| DbError::Transport(chain(&e)))?;
+                .map_err(|e| DbError::Transport(crate::report::chain(&e)))?;
             let status = res.status();
             let bytes = res
                 .into_body()
@@ -223,15 +223,4 @@ impl DbClient {
             _ => DbError::Store(message),
         })
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
