@@ -11,6 +11,7 @@
 //! parent and exits when the parent is gone, so a killed master leaves no
 //! orphans.
 
+pub mod filters;
 pub mod host;
 pub mod kv;
 pub mod plugins;
