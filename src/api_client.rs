@@ -27,8 +27,8 @@
 use crate::master::datadir::{DataDir, DataDirError};
 use crate::mesophyll::db::{KvRecord, TenantState, TenantStateEntry};
 use crate::rest::{
-    Accepted, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, Health, KvPage,
-    ScriptRequest, ScriptResult, Version, Workers,
+    Accepted, Changed, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, FilterList,
+    Health, KvPage, PluginList, PluginUpload, ScriptRequest, ScriptResult, Version, Workers,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -222,6 +222,57 @@ impl ApiClient {
             .map(|(_, v)| v)
     }
 
+    /// `GET /api/v1/plugins`.
+    pub async fn plugins(&self) -> Result<PluginList, ApiClientError> {
+        self.call(Method::GET, "/api/v1/plugins", None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `PUT /api/v1/plugins/{name}`.
+    pub async fn put_plugin(
+        &self,
+        name: &str,
+        upload: &PluginUpload,
+    ) -> Result<Changed, ApiClientError> {
+        let path = format!("/api/v1/plugins/{}", segment(name));
+        self.call(Method::PUT, &path, Some(upload))
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `DELETE /api/v1/plugins/{name}`.
+    pub async fn delete_plugin(&self, name: &str) -> Result<Changed, ApiClientError> {
+        let path = format!("/api/v1/plugins/{}", segment(name));
+        self.call(Method::DELETE, &path, None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `GET /api/v1/filters`.
+    pub async fn filters(&self) -> Result<FilterList, ApiClientError> {
+        self.call(Method::GET, "/api/v1/filters", None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `PUT /api/v1/filters/{name}` with the module's bytes.
+    pub async fn put_filter(&self, name: &str, module: Vec<u8>) -> Result<Changed, ApiClientError> {
+        let path = format!("/api/v1/filters/{}", segment(name));
+        let (status, bytes) = self
+            .send(Method::PUT, &path, "application/wasm", Bytes::from(module))
+            .await?;
+        decode(status, &bytes)
+    }
+
+    /// `DELETE /api/v1/filters/{name}`.
+    pub async fn delete_filter(&self, name: &str) -> Result<Changed, ApiClientError> {
+        let path = format!("/api/v1/filters/{}", segment(name));
+        self.call(Method::DELETE, &path, None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
     fn tenant_path(kind: &str, id: &str, rest: &str) -> String {
         format!("/api/v1/tenants/{}/{}/{rest}", segment(kind), segment(id))
     }
@@ -333,19 +384,31 @@ impl ApiClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<(StatusCode, Bytes), ApiClientError> {
-        let connect = |message: String| ApiClientError::Connect {
-            addr: self.addr,
-            message,
-        };
         let payload = match body {
             Some(b) => Bytes::from(serde_json::to_vec(b).expect("request types always serialise")),
             None => Bytes::new(),
+        };
+        self.send(method, path, "application/json", payload).await
+    }
+
+    /// Sends one request with a body of `content_type`; an error status
+    /// becomes [`ApiClientError::Api`].
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        payload: Bytes,
+    ) -> Result<(StatusCode, Bytes), ApiClientError> {
+        let connect = |message: String| ApiClientError::Connect {
+            addr: self.addr,
+            message,
         };
         let req = Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.addr, path))
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, content_type)
             .body(Full::new(payload))
             .map_err(|e| connect(e.to_string()))?;
         let res = self

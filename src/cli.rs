@@ -18,6 +18,7 @@ use crate::mesophyll::client::ClientConfig;
 use crate::mesophyll::hub::HubConfig;
 use crate::mesophyll::message::Event;
 use crate::rest::{DispatchRequest, ScriptRequest};
+use crate::worker::filters::FilterLimits;
 use crate::worker::tenants::TenantsConfig;
 use crate::worker::vm::VmLimits;
 use crate::worker::{self, PARENT_ENV, TOKEN_ENV, WorkerConfig};
@@ -54,12 +55,15 @@ struct WorkerArgs {
     /// variable, which `ps` does not show).
     #[arg(long, hide = true, env = TOKEN_ENV, hide_env_values = true)]
     token: Option<String>,
-    /// The plugin folder.
-    #[arg(long = "plugins", hide = true, default_value = "plugins")]
-    plugins_dir: PathBuf,
+    /// Where compiled filters are cached.
+    #[arg(long, hide = true)]
+    cache_dir: Option<PathBuf>,
     /// Heap cap of each tenant VM, in MiB.
     #[arg(long, hide = true, default_value_t = 20)]
     vm_memory_mb: usize,
+    /// Linear memory cap of each filter instance, in MiB.
+    #[arg(long, hide = true, default_value_t = 16)]
+    filter_memory_mb: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,8 +81,57 @@ enum Command {
     /// Read and write a tenant's KV store.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// List, upload and remove plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// List, upload and remove WASM filters.
+    #[command(subcommand)]
+    Filters(FiltersCommand),
     /// Print the running master's version.
     Version(ClientArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// The plugins in force and what they offer.
+    List(ClientArgs),
+    /// Upload the plugin in folder DIR (its plugin.toml and .luau files).
+    Push {
+        /// The plugin's folder.
+        dir: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove an uploaded plugin.
+    Rm {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FiltersCommand {
+    /// The filters in force.
+    List(ClientArgs),
+    /// Upload FILE.wasm as filter NAME (default: the file's stem).
+    Push {
+        /// The module.
+        file: PathBuf,
+        /// The filter's name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove an uploaded filter.
+    Rm {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,9 +190,12 @@ struct ServeArgs {
     /// The Mesophyll hub's address (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:9082")]
     mesophyll_addr: SocketAddr,
-    /// The plugin folder.
+    /// The plugin folder: the plugins loaded at start (uploads add to them).
     #[arg(long = "plugins", default_value = "plugins")]
     plugins_dir: PathBuf,
+    /// The filter folder: `<name>.wasm` modules loaded at start.
+    #[arg(long = "filters", default_value = "filters/dist")]
+    filters_dir: PathBuf,
     /// The API's bearer token [default: <data-dir>/admin-token, created on
     /// first start].
     #[arg(long, env = "MESHPLAY_API_TOKEN", hide_env_values = true)]
@@ -225,7 +281,7 @@ enum CliError {
     #[error(transparent)]
     Master(#[from] master::MasterError),
     #[error(transparent)]
-    Worker(#[from] crate::mesophyll::client::ClientError),
+    Worker(#[from] crate::worker::WorkerError),
     #[error("{0}")]
     Usage(String),
 }
@@ -258,9 +314,12 @@ pub fn main() -> ExitCode {
 fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for people: a log file should be greppable.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -291,6 +350,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Kv(k) => kv(k).await,
+        Command::Plugins(p) => plugins_cmd(p).await,
+        Command::Filters(f) => filters_cmd(f).await,
         Command::Version(c) => {
             let v = client(&c)?.version().await?;
             if c.json {
@@ -321,9 +382,12 @@ async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
             worker_id,
             token,
         },
-        plugins_dir: args.plugins_dir,
+        cache_dir: args.cache_dir,
+        filter_limits: FilterLimits {
+            memory_bytes: args.filter_memory_mb * 1024 * 1024,
+            ..FilterLimits::default()
+        },
         tenants: TenantsConfig {
-            worker_id,
             vm: VmLimits {
                 memory_bytes: args.vm_memory_mb * 1024 * 1024,
             },
@@ -339,16 +403,13 @@ async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
 async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Usage(format!("cannot find my own executable: {e}")))?;
-    // Workers get an absolute path, so the folder they load does not depend
-    // on their working directory.
-    let plugins_dir = match args.plugins_dir.canonicalize() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(dir = %args.plugins_dir.display(), "no plugin folder ({e}); no plugins will run");
-            args.plugins_dir.clone()
+    for (what, dir) in [("plugin", &args.plugins_dir), ("filter", &args.filters_dir)] {
+        if !dir.is_dir() {
+            tracing::warn!(dir = %dir.display(), "no {what} folder; only uploaded {what}s will run");
         }
-    };
-    let mut supervisor = SupervisorConfig::new(exe, String::new(), plugins_dir.clone());
+    }
+    // The master fills in where the workers cache compiled filters.
+    let mut supervisor = SupervisorConfig::new(exe, String::new(), PathBuf::new());
     supervisor.worker_args = vec!["--vm-memory-mb".into(), args.vm_memory_mb.to_string()];
     let config = MasterConfig {
         data_dir: args.data_dir.unwrap_or_else(datadir::default_path),
@@ -356,7 +417,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         external_workers: args.external_workers,
         api_addr: args.api_addr,
         mesophyll_addr: args.mesophyll_addr,
-        plugins_dir,
+        plugins_dir: args.plugins_dir,
+        filters_dir: args.filters_dir,
         api_token: args.api_token,
         hub: HubConfig {
             heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
@@ -581,6 +643,116 @@ async fn kv(cmd: KvCommand) -> Result<ExitCode, CliError> {
                     println!("(more: --after {next})");
                 }
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_changed(c: &ClientArgs, what: &str, changed: &crate::rest::Changed) {
+    if c.json {
+        print_json(changed);
+    } else {
+        println!("{what}; catalogue revision {}", changed.revision);
+    }
+}
+
+async fn plugins_cmd(cmd: PluginsCommand) -> Result<ExitCode, CliError> {
+    match cmd {
+        PluginsCommand::List(c) => {
+            let list = client(&c)?.plugins().await?;
+            if c.json {
+                print_json(&list);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for p in &list.plugins {
+                let source = serde_json::to_value(p.source).expect("a source serialises");
+                println!(
+                    "{} {} ({}): events {}{}{}",
+                    p.name,
+                    p.version,
+                    source.as_str().unwrap_or("?"),
+                    p.events.join(", "),
+                    if p.filters.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; filters {}", p.filters.join(" -> "))
+                    },
+                    if p.operations.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; offers {}",
+                            p.operations
+                                .iter()
+                                .map(|o| o.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                );
+            }
+        }
+        PluginsCommand::Push { dir, client: c } => {
+            let bundle = crate::worker::plugins::read_bundle(&dir)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let manifest: toml::Table = toml::from_str(&bundle.manifest).map_err(|e| {
+                CliError::Usage(format!("{}: {e}", dir.join("plugin.toml").display()))
+            })?;
+            let Some(name) = manifest.get("name").and_then(|n| n.as_str()) else {
+                return Err(CliError::Usage("plugin.toml has no name".into()));
+            };
+            let upload = crate::rest::PluginUpload {
+                manifest: bundle.manifest.clone(),
+                files: bundle.files,
+            };
+            let changed = client(&c)?.put_plugin(name, &upload).await?;
+            print_changed(&c, &format!("plugin {name} uploaded"), &changed);
+        }
+        PluginsCommand::Rm { name, client: c } => {
+            let changed = client(&c)?.delete_plugin(&name).await?;
+            print_changed(&c, &format!("plugin {name} removed"), &changed);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn filters_cmd(cmd: FiltersCommand) -> Result<ExitCode, CliError> {
+    match cmd {
+        FiltersCommand::List(c) => {
+            let list = client(&c)?.filters().await?;
+            if c.json {
+                print_json(&list);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for f in &list.filters {
+                let source = serde_json::to_value(f.source).expect("a source serialises");
+                println!(
+                    "{} ({}): {} bytes, sha256 {}",
+                    f.name,
+                    source.as_str().unwrap_or("?"),
+                    f.size,
+                    &f.sha256[..16]
+                );
+            }
+        }
+        FiltersCommand::Push {
+            file,
+            name,
+            client: c,
+        } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let name = name.unwrap_or_else(|| {
+                file.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            let changed = client(&c)?.put_filter(&name, bytes).await?;
+            print_changed(&c, &format!("filter {name} uploaded"), &changed);
+        }
+        FiltersCommand::Rm { name, client: c } => {
+            let changed = client(&c)?.delete_filter(&name).await?;
+            print_changed(&c, &format!("filter {name} removed"), &changed);
         }
     }
     Ok(ExitCode::SUCCESS)

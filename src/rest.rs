@@ -6,6 +6,7 @@
 //! bodies). Errors always have the shape of [`ErrorBody`]: a stable `code`
 //! for programs and a `message` for people.
 
+pub use crate::master::catalogue::{FilterInfo, PluginInfo, Source};
 use crate::mesophyll::db::KvRecord;
 use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
 use serde::{Deserialize, Serialize};
@@ -216,6 +217,41 @@ pub struct KvPage {
 pub struct Deleted {
     /// Whether there was a value to delete.
     pub deleted: bool,
+}
+
+/// `PUT /api/v1/plugins/{name}`: a plugin as files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginUpload {
+    /// `plugin.toml`, as text.
+    pub manifest: String,
+    /// Its `.luau` files by name, as text.
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// The answer to a catalogue change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Changed {
+    /// The catalogue's new revision (workers reload to it).
+    pub revision: u64,
+}
+
+/// `GET /api/v1/plugins`: the capability registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginList {
+    /// The catalogue revision.
+    pub revision: u64,
+    /// Every plugin in force, with what it offers.
+    pub plugins: Vec<PluginInfo>,
+}
+
+/// `GET /api/v1/filters`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterList {
+    /// The catalogue revision.
+    pub revision: u64,
+    /// Every filter in force.
+    pub filters: Vec<FilterInfo>,
 }
 
 /// The body of every error response.

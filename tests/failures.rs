@@ -337,8 +337,6 @@ async fn a_worker_started_by_hand_with_token_on_the_command_line_serves() {
     let mut worker = std::process::Command::new(common::EXE)
         .args(["--worker", "--worker-id", "1", "--master"])
         .arg(m.endpoint.mesophyll_addr.to_string())
-        .arg("--plugins")
-        .arg(common::plugins_dir())
         .args(["--token", &token])
         .env_remove("MESHPLAY_WORKER_TOKEN")
         .stderr(std::process::Stdio::null())

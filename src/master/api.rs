@@ -13,7 +13,16 @@
 //! GET    /api/v1/tenants/{type}/{id}/kv/{scope}/{key}           -> 200 KvRecord | 404
 //! PUT    /api/v1/tenants/{type}/{id}/kv/{scope}/{key}  any JSON -> 200 KvRecord
 //! DELETE /api/v1/tenants/{type}/{id}/kv/{scope}/{key}           -> 200 Deleted
+//! GET    /api/v1/plugins                                        -> 200 PluginList
+//! PUT    /api/v1/plugins/{name}  PluginUpload                   -> 200 Changed | 400
+//! DELETE /api/v1/plugins/{name}                                 -> 200 Changed | 404 | 409
+//! GET    /api/v1/filters                                        -> 200 FilterList
+//! PUT    /api/v1/filters/{name}  the module's bytes             -> 200 Changed | 400
+//! DELETE /api/v1/filters/{name}                                 -> 200 Changed | 404 | 409
 //! ```
+//!
+//! A catalogue change is stored, then broadcast to the workers
+//! (`PluginsChanged`); they reload without restarting.
 //!
 //! Bodies are JSON, or MessagePack with `content-type: application/msgpack`;
 //! answers are JSON ([`crate::rest`] has every shape). `/api/v1` wants
@@ -24,6 +33,7 @@
 //! the script failed (runtime, syntax, memory), 503 the owning worker is down
 //! or overloaded, 504 the tenant code or the worker ran past the deadline.
 
+use crate::master::catalogue::{Catalogue, CatalogueError};
 use crate::master::db;
 use crate::master::shard;
 use crate::master::store::{Store, StoreError};
@@ -35,9 +45,9 @@ use crate::mesophyll::message::{
     ErrorKind, Event, PROTOCOL_VERSION, PluginOutcome, RemoteError, ServerMessage, Tenant,
 };
 use crate::rest::{
-    self, Accepted, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, ErrorDetail, Health,
-    KvPage, MAX_BODY_BYTES, MAX_TIMEOUT_MS, ScriptRequest, ScriptResult, Version, WorkerInfo,
-    WorkerState, Workers,
+    self, Accepted, Changed, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, ErrorDetail,
+    FilterList, Health, KvPage, MAX_BODY_BYTES, MAX_TIMEOUT_MS, PluginList, PluginUpload,
+    ScriptRequest, ScriptResult, Version, WorkerInfo, WorkerState, Workers,
 };
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -49,6 +59,9 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
+
+/// The largest filter module the API accepts.
+pub const MAX_FILTER_BYTES: usize = 8 * 1024 * 1024;
 
 /// The longest tenant type or id, in bytes.
 pub const MAX_TENANT_PART: usize = 256;
@@ -70,6 +83,8 @@ pub struct ApiState {
     pub token: String,
     /// The store, for tenant state and KV browsing.
     pub store: Arc<dyn Store>,
+    /// Plugins and filters.
+    pub catalogue: Arc<Catalogue>,
 }
 
 /// The API's router.
@@ -80,6 +95,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/tenants/{type}/{id}/scripts", post(run_script))
         .route("/tenants/{type}/{id}/vm", delete(drop_vm))
         .route("/tenants/{type}/{id}/state", get(get_state).put(put_state))
+        .route("/plugins", get(list_plugins))
+        .route(
+            "/plugins/{name}",
+            axum::routing::put(put_plugin).delete(delete_plugin),
+        )
+        .route("/filters", get(list_filters))
+        .route(
+            "/filters/{name}",
+            axum::routing::put(put_filter)
+                .delete(delete_filter)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_FILTER_BYTES)),
+        )
         .route("/tenants/{type}/{id}/kv", get(find_kv))
         .route(
             "/tenants/{type}/{id}/kv/{scope}/{key}",
@@ -137,9 +164,12 @@ impl From<RemoteError> for ApiError {
     fn from(e: RemoteError) -> Self {
         let status = match e.kind {
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::Memory | ErrorKind::Runtime | ErrorKind::Syntax | ErrorKind::TooLarge => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ErrorKind::Memory
+            | ErrorKind::Runtime
+            | ErrorKind::Syntax
+            | ErrorKind::TooLarge
+            | ErrorKind::Rejected
+            | ErrorKind::Filter => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::NotSubscribed => StatusCode::CONFLICT,
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
@@ -180,6 +210,18 @@ impl From<HubError> for ApiError {
 impl From<db::DbError> for ApiError {
     fn from(e: db::DbError) -> Self {
         ApiError::new(e.status(), &e.body().code, e.body().message.clone())
+    }
+}
+
+impl From<CatalogueError> for ApiError {
+    fn from(e: CatalogueError) -> Self {
+        match e {
+            CatalogueError::Invalid(m) => ApiError::bad_request(m),
+            CatalogueError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            CatalogueError::FromFolder(m) => ApiError::new(StatusCode::CONFLICT, "from_folder", m),
+            CatalogueError::InUse(m) => ApiError::new(StatusCode::CONFLICT, "in_use", m),
+            CatalogueError::Store(e) => e.into(),
+        }
     }
 }
 
@@ -537,4 +579,64 @@ async fn delete_kv(
         KvReply::Deleted(deleted) => Ok(Json(Deleted { deleted })),
         _ => unreachable!("Delete answers Deleted"),
     }
+}
+
+async fn list_plugins(State(state): State<Arc<ApiState>>) -> Result<Json<PluginList>, ApiError> {
+    Ok(Json(PluginList {
+        revision: state.catalogue.revision(),
+        plugins: state.catalogue.plugins()?,
+    }))
+}
+
+async fn list_filters(State(state): State<Arc<ApiState>>) -> Result<Json<FilterList>, ApiError> {
+    Ok(Json(FilterList {
+        revision: state.catalogue.revision(),
+        filters: state.catalogue.filters()?,
+    }))
+}
+
+/// Tells every worker about a new catalogue revision.
+fn changed(state: &ApiState, revision: u64) -> Json<Changed> {
+    let told = state
+        .hub
+        .broadcast(&ServerMessage::PluginsChanged { revision });
+    tracing::info!(revision, workers = told, "catalogue changed");
+    Json(Changed { revision })
+}
+
+async fn put_plugin(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Payload(upload): Payload<PluginUpload>,
+) -> Result<Json<Changed>, ApiError> {
+    let revision = state
+        .catalogue
+        .put_plugin(&name, upload.manifest, upload.files)
+        .await?;
+    Ok(changed(&state, revision))
+}
+
+async fn delete_plugin(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Changed>, ApiError> {
+    let revision = state.catalogue.delete_plugin(&name).await?;
+    Ok(changed(&state, revision))
+}
+
+async fn put_filter(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Changed>, ApiError> {
+    let revision = state.catalogue.put_filter(&name, body.to_vec()).await?;
+    Ok(changed(&state, revision))
+}
+
+async fn delete_filter(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Changed>, ApiError> {
+    let revision = state.catalogue.delete_filter(&name).await?;
+    Ok(changed(&state, revision))
 }

@@ -9,6 +9,7 @@
 //! otherwise). A malformed body is a 400 for that request only; the
 //! connection and its other streams carry on.
 
+use crate::master::catalogue::Catalogue;
 use crate::master::shard;
 use crate::master::store::{Store, StoreError};
 use crate::mesophyll::db::{
@@ -36,6 +37,8 @@ pub struct DbState {
     pub store: Arc<dyn Store>,
     /// The shard count.
     pub workers: u32,
+    /// The plugins and filters the workers run.
+    pub catalogue: Arc<Catalogue>,
 }
 
 /// The `/db/...` routes.
@@ -46,6 +49,7 @@ pub fn router(state: Arc<DbState>) -> Router {
         .route("/db/kv", post(kv))
         .route("/db/public-global-kv", post(public_global))
         .route("/db/global-kv", post(global))
+        .route("/db/catalogue", get(catalogue))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DB_BODY_BYTES))
         .with_state(state)
 }
@@ -218,6 +222,14 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+async fn catalogue(
+    State(state): State<Arc<DbState>>,
+    headers: HeaderMap,
+) -> Result<Response, DbError> {
+    caller(&state, &headers)?;
+    Ok(ok(&state.catalogue.snapshot()?))
 }
 
 async fn tenant_states(

@@ -14,6 +14,7 @@
 //! within the grace period.
 
 pub mod api;
+pub mod catalogue;
 pub mod datadir;
 pub mod db;
 pub mod shard;
@@ -22,6 +23,7 @@ pub mod supervisor;
 
 use crate::mesophyll::hub::{Hub, HubConfig};
 use axum::serve::ListenerExt;
+use catalogue::Catalogue;
 use datadir::{DataDir, DataDirError, Endpoint};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,8 +48,10 @@ pub struct MasterConfig {
     pub api_addr: SocketAddr,
     /// Where the Mesophyll hub listens.
     pub mesophyll_addr: SocketAddr,
-    /// The plugin folder the workers load.
+    /// The plugin folder (the shipped defaults; uploads add to it).
     pub plugins_dir: PathBuf,
+    /// The filter folder (`<name>.wasm` files).
+    pub filters_dir: PathBuf,
     /// The admin token; `None` reads or creates `admin-token`.
     pub api_token: Option<String>,
     /// Heartbeat timing and queue sizes of the hub.
@@ -134,10 +138,18 @@ pub async fn serve(
         tracing::info!(worker = id, token_file = %path.display(), "external worker expected");
     }
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("store"))?);
+    let (catalogue, problems) =
+        Catalogue::load(&config.plugins_dir, &config.filters_dir, Arc::clone(&store))
+            .map_err(|e| MasterError::Config(format!("cannot start the filter engine: {e}")))?;
+    for p in &problems {
+        tracing::error!("not loaded: {p}");
+    }
+    let catalogue = Arc::new(catalogue);
     let hub_router = hub.router().merge(db::router(Arc::new(db::DbState {
         hub: Arc::clone(&hub),
         store: Arc::clone(&store),
         workers: config.workers,
+        catalogue: Arc::clone(&catalogue),
     })));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(hub_listener.tap_io(no_delay), hub_router).await {
@@ -147,7 +159,7 @@ pub async fn serve(
 
     let mut sup_config = config.supervisor.clone();
     sup_config.master = mesophyll_addr.to_string();
-    sup_config.plugins_dir = config.plugins_dir.clone();
+    sup_config.cache_dir = dir.path().join("cache").join("filters");
     let supervisor = Supervisor::start(sup_config, Arc::clone(&hub), spawned).await?;
 
     let state = Arc::new(api::ApiState {
@@ -156,6 +168,7 @@ pub async fn serve(
         workers: config.workers,
         token,
         store,
+        catalogue,
     });
     let app = api::router(state);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();

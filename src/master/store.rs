@@ -9,7 +9,7 @@
 //! | `kv` | type, id, scope, key | [`KvRecord`] |
 //! | `global_kv` | scope, key, version (big-endian) | [`GlobalEntry`] |
 //! | `tenant_states` | type, id | [`TenantState`] |
-//! | `catalogue` | (reserved for uploaded plugins and filters) | |
+//! | `catalogue` | `plugin/<name>`, `filter/<name>` | uploaded [`crate::mesophyll::db::PluginBundle`] (MessagePack) or module bytes |
 //!
 //! Key parts are joined with an order-preserving encoding (a 0 byte becomes
 //! `00 ff`, each part ends with `00 01`), so a tenant's keys, and a scope's
@@ -123,6 +123,14 @@ pub trait Store: Send + Sync + 'static {
         key: &'a str,
         version: u32,
     ) -> StoreFuture<'a, bool>;
+    /// Every uploaded plugin or filter: `(key, bytes)`, keys like
+    /// `plugin/<name>` and `filter/<name>`.
+    fn catalogue_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Stores one catalogue entry.
+    fn catalogue_put<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> StoreFuture<'a, ()>;
+    /// Removes one catalogue entry; true when it existed.
+    fn catalogue_delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+
     /// Entries of `scope`, in key order, while `keep` wants more.
     fn global_scan(
         &self,
@@ -179,6 +187,7 @@ pub struct SledStore {
     kv: sled::Tree,
     global: sled::Tree,
     states: sled::Tree,
+    catalogue: sled::Tree,
     commits: mpsc::Sender<Waiter>,
 }
 
@@ -197,7 +206,7 @@ impl SledStore {
         let kv = db.open_tree("kv")?;
         let global = db.open_tree("global_kv")?;
         let states = db.open_tree("tenant_states")?;
-        db.open_tree("catalogue")?;
+        let catalogue = db.open_tree("catalogue")?;
         let (commits, queue) = mpsc::channel(64 * 1024);
         tokio::spawn(committer(db.clone(), queue));
         Ok(SledStore {
@@ -205,6 +214,7 @@ impl SledStore {
             kv,
             global,
             states,
+            catalogue,
             commits,
         })
     }
@@ -416,6 +426,25 @@ impl Store for SledStore {
         })
     }
 
+    fn catalogue_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.catalogue_entries_impl()
+    }
+
+    fn catalogue_put<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.catalogue.insert(key.as_bytes(), bytes)?;
+            self.durable().await
+        })
+    }
+
+    fn catalogue_delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let existed = self.catalogue.remove(key.as_bytes())?.is_some();
+            self.durable().await?;
+            Ok(existed)
+        })
+    }
+
     fn global_create(&self, entry: GlobalEntry) -> StoreFuture<'_, GlobalEntry> {
         Box::pin(async move {
             let k = Self::global_key(&entry.scope, &entry.key, entry.version);
@@ -474,6 +503,18 @@ impl Store for SledStore {
             }
         }
         Ok(())
+    }
+}
+
+impl SledStore {
+    fn catalogue_entries_impl(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.catalogue
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            })
+            .collect()
     }
 }
 

@@ -5,7 +5,7 @@
 //!
 //! 1. make a fresh token, register it with the hub (which from then on
 //!    refuses the old one), spawn `meshplay --worker --worker-id I --master
-//!    ADDR --plugins DIR` with the token in [`TOKEN_ENV`] (never on the
+//!    ADDR --cache-dir DIR` with the token in [`TOKEN_ENV`] (never on the
 //!    command line, where `ps` would show it);
 //! 2. wait until the child exits, or the hub declares it dead (no frame for
 //!    the heartbeat timeout: a hung or stopped process), or it does not
@@ -40,8 +40,8 @@ pub struct SupervisorConfig {
     pub exe: PathBuf,
     /// Where workers connect (`host:port` of the hub).
     pub master: String,
-    /// The plugin folder the workers load.
-    pub plugins_dir: PathBuf,
+    /// Where workers cache compiled filters.
+    pub cache_dir: PathBuf,
     /// Extra arguments for every worker (limits, log settings).
     pub worker_args: Vec<String>,
     /// First restart delay.
@@ -56,11 +56,11 @@ pub struct SupervisorConfig {
 
 impl SupervisorConfig {
     /// Defaults for `exe` connecting to `master`.
-    pub fn new(exe: PathBuf, master: String, plugins_dir: PathBuf) -> Self {
+    pub fn new(exe: PathBuf, master: String, cache_dir: PathBuf) -> Self {
         SupervisorConfig {
             exe,
             master,
-            plugins_dir,
+            cache_dir,
             worker_args: Vec::new(),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
@@ -204,8 +204,8 @@ impl Watcher {
             .arg(self.id.to_string())
             .arg("--master")
             .arg(&self.config.master)
-            .arg("--plugins")
-            .arg(&self.config.plugins_dir)
+            .arg("--cache-dir")
+            .arg(&self.config.cache_dir)
             .args(&self.config.worker_args)
             .env(TOKEN_ENV, token)
             .env(PARENT_ENV, std::process::id().to_string())

@@ -8,6 +8,7 @@
 //! POST /db/kv?tenant_type=&tenant_id=   KvOp      -> KvReply
 //! POST /db/public-global-kv             PublicGlobalOp -> GlobalReply
 //! POST /db/global-kv?tenant_type=&tenant_id=  GlobalOp -> GlobalReply
+//! GET  /db/catalogue                              -> CatalogueSnapshot
 //! ```
 //!
 //! Every call carries the worker's id and token (the same headers as the
@@ -217,6 +218,39 @@ pub enum GlobalReply {
     Entry(Option<GlobalEntry>),
     /// `Find`: the matches, in key order.
     Entries(Vec<GlobalEntry>),
+}
+
+/// One plugin as it travels: its manifest and its Luau files, as text.
+/// What they mean is the worker's business, not the protocol's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginBundle {
+    /// The plugin's name (its folder, or the upload's name).
+    pub name: String,
+    /// `plugin.toml`, verbatim.
+    pub manifest: String,
+    /// The `.luau` files by name (`init.luau` -> source).
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// One filter module as it travels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterModule {
+    /// The filter's name.
+    pub name: String,
+    /// The module's bytes.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// `GET /db/catalogue`: every plugin and filter the workers run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogueSnapshot {
+    /// Grows with every change; `PluginsChanged` carries the same number.
+    pub revision: u64,
+    /// The plugins.
+    pub plugins: Vec<PluginBundle>,
+    /// The filters.
+    pub filters: Vec<FilterModule>,
 }
 
 /// The body of every DB error.

@@ -7,7 +7,8 @@
 //! for a script: its remaining time); none waits forever.
 
 use crate::mesophyll::db::{
-    DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, PublicGlobalOp, TenantStateEntry,
+    CatalogueSnapshot, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, PublicGlobalOp,
+    TenantStateEntry,
 };
 use crate::mesophyll::hub::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::message::Tenant;
@@ -114,6 +115,12 @@ impl DbClient {
             deadline,
         )
         .await
+    }
+
+    /// Every plugin and filter, as the master has them now.
+    pub async fn catalogue(&self, deadline: Duration) -> Result<CatalogueSnapshot, DbError> {
+        self.call(Method::GET, "/db/catalogue".into(), None::<&()>, deadline)
+            .await
     }
 
     /// Upserts one tenant's state.

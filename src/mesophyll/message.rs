@@ -191,6 +191,11 @@ pub enum ErrorKind {
     TooLarge,
     /// The tenant's state does not subscribe it to the event.
     NotSubscribed,
+    /// A filter rejected the event (the message says which and why).
+    Rejected,
+    /// A filter failed (trap, timeout, bad verdict) and its plugin's policy
+    /// is to reject.
+    Filter,
     /// The worker is shutting down or otherwise cannot take the request.
     Unavailable,
     /// A bug or an unexpected failure inside the worker.
@@ -213,6 +218,8 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::NotSubscribed => "not_subscribed",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Filter => "filter",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
             ErrorKind::Unknown => "unknown",

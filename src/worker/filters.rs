@@ -252,9 +252,10 @@ impl FilterEngine {
         let mut from_cache = false;
         let mut module = None;
         if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
-            // SAFETY: only this process writes the cache, from modules it
-            // compiled itself with an engine of the same hash (the file name
-            // says so); wasmtime also checks the engine's compatibility.
+            // SAFETY: only Meshplay workers write this directory (inside the
+            // operator's data directory), each file atomically by rename,
+            // from a module compiled by an engine of the hash the file name
+            // carries; wasmtime also checks the engine's compatibility.
             match unsafe { Module::deserialize_file(&self.engine, path) } {
                 Ok(m) => {
                     from_cache = true;

@@ -1,20 +1,29 @@
-//! What a tenant's Luau code sees of the host: the `meshplay`, `log` and
-//! `time` globals. `plugins/README.md` documents them for plugin authors;
+//! What a tenant's Luau code sees of the host: the `meshplay`, `log`,
+//! `time` and `filters` globals (`kv` and `global_kv` are in
+//! [`crate::worker::kv`]). `plugins/README.md` documents them for plugin authors;
 //! keep the two in step.
 //!
 //! Every host function that waits (`time.sleep`) waits at most until the
 //! running call's deadline, so an awaited host call cannot stretch a script
 //! past its budget.
 
-use crate::mesophyll::message::Tenant;
+use crate::mesophyll::message::{Event, Tenant};
+use crate::worker::filters::Verdict;
+use crate::worker::services::Services;
 use crate::worker::vm::{Clock, DeadlineExceeded};
+use mlua::LuaSerdeExt;
 use mlua::{Lua, Table, Value, Variadic};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Installs the host API into `lua`'s globals (before they are frozen by
 /// the sandbox).
-pub fn install(lua: &Lua, tenant: &Tenant, worker_id: u32, clock: &Arc<Clock>) -> mlua::Result<()> {
+pub fn install(
+    lua: &Lua,
+    tenant: &Tenant,
+    clock: &Arc<Clock>,
+    services: &Arc<Services>,
+) -> mlua::Result<()> {
     let globals = lua.globals();
 
     let meshplay = lua.create_table()?;
@@ -23,13 +32,80 @@ pub fn install(lua: &Lua, tenant: &Tenant, worker_id: u32, clock: &Arc<Clock>) -
     t.set("id", tenant.id.as_str())?;
     t.set_readonly(true);
     meshplay.set("tenant", t)?;
-    meshplay.set("worker_id", worker_id)?;
+    meshplay.set("worker_id", services.worker_id)?;
     meshplay.set("version", env!("CARGO_PKG_VERSION"))?;
     globals.set("meshplay", meshplay)?;
 
     globals.set("log", log_table(lua, tenant)?)?;
     globals.set("time", time_table(lua, clock)?)?;
+    globals.set("filters", filters_table(lua, tenant, clock, services)?)?;
     Ok(())
+}
+
+/// `filters.run(name, event [, config])`: runs a filter of the current
+/// catalogue on `event` (`{ name = ..., data = ... }`) for this tenant and
+/// returns its verdict, `{ verdict = "continue", event = ... }` or
+/// `{ verdict = "reject", reason = ... }`. A failing filter raises an error.
+fn filters_table(
+    lua: &Lua,
+    tenant: &Tenant,
+    clock: &Arc<Clock>,
+    services: &Arc<Services>,
+) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let services = Arc::clone(services);
+    let clock = Arc::clone(clock);
+    let tenant = tenant.clone();
+    t.set(
+        "run",
+        lua.create_function(
+            move |lua, (name, event, config): (String, Value, Option<Value>)| {
+                let event: Event = lua.from_value(event).map_err(|e| {
+                    mlua::Error::runtime(format!(
+                        "filters.run: the event must be {{ name, data }}: {e}"
+                    ))
+                })?;
+                let config: serde_json::Value = match config {
+                    Some(c) => lua.from_value(c).map_err(|e| {
+                        mlua::Error::runtime(format!("filters.run: bad config: {e}"))
+                    })?,
+                    None => serde_json::Value::Null,
+                };
+                let remaining = clock.remaining();
+                if remaining.is_zero() {
+                    return Err(mlua::Error::external(DeadlineExceeded));
+                }
+                let timeout = remaining.min(crate::worker::filters::DEFAULT_TIMEOUT);
+                let catalogue = services.catalogue();
+                let verdict = services
+                    .run_filter(&catalogue, &name, &tenant, &event, &config, Some(timeout))
+                    .map_err(|e| mlua::Error::runtime(format!("filters.run: {name} {e}")))?;
+                let out = lua.create_table()?;
+                match verdict {
+                    Verdict::Continue { event: next } => {
+                        out.set("verdict", "continue")?;
+                        let next = next.unwrap_or(event);
+                        out.set(
+                            "event",
+                            lua.to_value_with(
+                                &next,
+                                mlua::serde::SerializeOptions::new()
+                                    .serialize_none_to_null(false)
+                                    .serialize_unit_to_null(false),
+                            )?,
+                        )?;
+                    }
+                    Verdict::Reject { reason } => {
+                        out.set("verdict", "reject")?;
+                        out.set("reason", reason)?;
+                    }
+                }
+                Ok(out)
+            },
+        )?,
+    )?;
+    t.set_readonly(true);
+    Ok(t)
 }
 
 fn log_table(lua: &Lua, tenant: &Tenant) -> mlua::Result<Table> {

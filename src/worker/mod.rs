@@ -1,6 +1,9 @@
 //! A worker process: connects to the master's hub and runs tenant code.
 //!
 //! - [`plugins`]: the catalogue of Luau adapters, compiled once;
+//! - [`filters`]: the wasmtime runtime of WASM filters;
+//! - [`services`]: what every tenant and VM of the worker shares;
+//! - [`kv`]: the store API scripts see;
 //! - [`vm`]: one sandboxed Luau VM, with its memory cap and deadlines;
 //! - [`host`]: the API a script sees;
 //! - [`tenants`]: one actor per tenant, so that tenants never wait on each
@@ -15,15 +18,19 @@ pub mod filters;
 pub mod host;
 pub mod kv;
 pub mod plugins;
+pub mod services;
 pub mod tenants;
 pub mod vm;
 
 use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::client::{self, ClientConfig, ClientError, Handler, LoadFigures, Outbox};
-use crate::mesophyll::db::TenantStateEntry;
+use crate::mesophyll::db::CatalogueSnapshot;
 use crate::mesophyll::db_client::{DbClient, DbError};
 use crate::mesophyll::message::{ErrorKind, RemoteError, ServerMessage};
+use filters::{FilterEngine, FilterError, FilterLimits};
 use plugins::Catalogue;
+use services::Services;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,76 +49,133 @@ pub const PARENT_ENV: &str = "MESHPLAY_PARENT_PID";
 /// cut to this.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(600);
 
-/// How long one load of the tenant states may take.
-const STATES_DEADLINE: Duration = Duration::from_secs(10);
+/// How long one load of the catalogue or the tenant states may take.
+const LOAD_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How a worker is started.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Where the master's hub listens, and who this worker is.
     pub client: ClientConfig,
-    /// The plugin folder.
-    pub plugins_dir: PathBuf,
+    /// Where compiled filters are cached (`None`: compile every time).
+    pub cache_dir: Option<PathBuf>,
+    /// Memory and pool size of filter instances.
+    pub filter_limits: FilterLimits,
     /// Tenant table sizing and VM limits.
     pub tenants: TenantsConfig,
     /// Exit when the parent process is no longer this pid.
     pub parent_pid: Option<u32>,
 }
 
+/// Why a worker stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The master refused it, or speaks another protocol.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The filter runtime could not start.
+    #[error("cannot start the filter runtime: {0}")]
+    Filters(#[from] FilterError),
+}
+
 /// Runs a worker until the master refuses it or tells it to shut down.
 ///
-/// Returns [`ClientError`] when the master refuses this worker's credentials
-/// or speaks another protocol.
-pub async fn run(config: WorkerConfig) -> Result<(), ClientError> {
+/// Before it takes any request it loads, from the master, the catalogue
+/// (plugins and filters) and the states of its shard's tenants, retrying
+/// until the master answers. Fails when the master refuses this worker's
+/// credentials or the filter runtime cannot start.
+pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     if let Some(parent) = config.parent_pid {
         tokio::spawn(watch_parent(parent));
     }
-    let (catalogue, errors) = Catalogue::load(&config.plugins_dir);
-    for e in &errors {
-        tracing::error!("plugin not loaded: {e}");
-    }
-    tracing::info!(
-        plugins = catalogue.all().len(),
-        dir = %config.plugins_dir.display(),
-        "plugins loaded"
-    );
-    let db = DbClient::new(
-        &config.client.master,
-        config.client.worker_id,
-        &config.client.token,
-    );
-    // States first: an event must never run before its tenant's state is
-    // known. The master serves both, so this also waits for it to be up.
-    let states = load_states(&db).await?;
+    let worker_id = config.client.worker_id;
+    let db = DbClient::new(&config.client.master, worker_id, &config.client.token);
+    let engine = FilterEngine::new(config.cache_dir.clone(), config.filter_limits.clone())?;
+    let snapshot = retry("the catalogue", || db.catalogue(LOAD_DEADLINE)).await?;
+    let catalogue = build_catalogue(&engine, snapshot, &Catalogue::default()).await;
+    // States too before the first event: an event must never run before
+    // its tenant's state is known.
+    let states = retry("the tenant states", || db.tenant_states(LOAD_DEADLINE)).await?;
     tracing::info!(tenants = states.len(), "tenant states loaded");
-    let tenants = Tenants::new(config.tenants.clone(), catalogue, Some(db.clone()));
+    let revision = catalogue.revision;
+    let services = Services::new(worker_id, Some(db.clone()), Some(engine), catalogue);
+    let tenants = Tenants::new(config.tenants.clone(), Arc::clone(&services));
     tenants.replace_states(states);
     let runtime = Arc::new(Runtime {
         db,
+        services,
+        reloading: Arc::new(tokio::sync::Mutex::new(())),
+        wanted: Arc::new(AtomicU64::new(revision)),
+        settled: Arc::new(tokio::sync::watch::Sender::new(revision)),
         first_connect: AtomicBool::new(true),
         tenants,
-        plugins_dir: config.plugins_dir.clone(),
         in_flight: Arc::new(AtomicU64::new(0)),
         stopping: AtomicBool::new(false),
     });
-    client::run(config.client, runtime).await
+    Ok(client::run(config.client, runtime).await?)
 }
 
-/// The states of this worker's shard, retried with backoff until the master
-/// answers. Refused credentials are fatal.
-async fn load_states(db: &DbClient) -> Result<Vec<TenantStateEntry>, ClientError> {
+/// Calls `load` until it succeeds, with backoff; refused credentials are
+/// fatal.
+async fn retry<T, F, Fut>(what: &str, mut load: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbError>>,
+{
     let mut backoff = Backoff::reconnect();
     loop {
-        match db.tenant_states(STATES_DEADLINE).await {
-            Ok(states) => return Ok(states),
+        match load().await {
+            Ok(v) => return Ok(v),
             Err(DbError::Refused(status)) => return Err(ClientError::Refused(status)),
             Err(e) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(?delay, "cannot load tenant states yet: {e}");
+                tracing::warn!(?delay, "cannot load {what} yet: {e}");
                 tokio::time::sleep(delay).await;
             }
         }
     }
+}
+
+/// Compiles a catalogue snapshot, reusing the filters of `previous` whose
+/// bytes did not change. Broken plugins and filters are logged and left out.
+async fn build_catalogue(
+    engine: &FilterEngine,
+    snapshot: CatalogueSnapshot,
+    previous: &Catalogue,
+) -> Catalogue {
+    let mut filters = HashMap::new();
+    for module in snapshot.filters {
+        if let Some(old) = previous.filter(&module.name)
+            && old.sha256 == filters::sha256_hex(&module.bytes)
+        {
+            filters.insert(module.name, Arc::clone(old));
+            continue;
+        }
+        let engine = engine.clone();
+        let name = module.name.clone();
+        // Compiling takes a while: off the async threads.
+        let compiled =
+            tokio::task::spawn_blocking(move || engine.compile(&module.name, &module.bytes)).await;
+        match compiled {
+            Ok(Ok(f)) => {
+                tracing::info!(filter = %name, cached = f.from_cache, sha256 = %f.sha256, "filter loaded");
+                filters.insert(name, Arc::new(f));
+            }
+            Ok(Err(e)) => tracing::error!(filter = %name, "filter not loaded: {e}"),
+            Err(e) => tracing::error!(filter = %name, "filter compilation panicked: {e}"),
+        }
+    }
+    let (catalogue, errors) = Catalogue::build(&snapshot.plugins, filters, snapshot.revision);
+    for e in &errors {
+        tracing::error!("plugin not loaded: {e}");
+    }
+    tracing::info!(
+        revision = snapshot.revision,
+        plugins = catalogue.all().len(),
+        filters = catalogue.filters().len(),
+        "catalogue loaded"
+    );
+    catalogue
 }
 
 async fn watch_parent(parent: u32) {
@@ -129,11 +193,22 @@ async fn watch_parent(parent: u32) {
 
 struct Runtime {
     db: DbClient,
+    services: Arc<Services>,
+    /// One catalogue reload at a time, so an older snapshot never lands
+    /// after a newer one.
+    reloading: Arc<tokio::sync::Mutex<()>>,
+    /// The newest revision the master announced. Requests that arrive
+    /// after an announcement wait until a reload has settled at least that
+    /// revision, so that whoever changed the catalogue sees the change in
+    /// their next event; requests already running keep their catalogue.
+    wanted: Arc<AtomicU64>,
+    /// The newest revision a reload settled (loaded, or gave up on: a
+    /// failed reload must not hold events forever).
+    settled: Arc<tokio::sync::watch::Sender<u64>>,
     /// The states were loaded just before the first connection; reload
     /// only on later ones.
     first_connect: AtomicBool,
     tenants: Arc<Tenants>,
-    plugins_dir: PathBuf,
     in_flight: Arc<AtomicU64>,
     stopping: AtomicBool,
 }
@@ -159,6 +234,50 @@ fn deadline(ms: u64) -> Instant {
 }
 
 impl Runtime {
+    /// Fetches the catalogue and swaps it in if it is newer than ours.
+    fn reload_catalogue(&self) {
+        let db = self.db.clone();
+        let services = Arc::clone(&self.services);
+        let lock = Arc::clone(&self.reloading);
+        let wanted = Arc::clone(&self.wanted);
+        let settled = Arc::clone(&self.settled);
+        tokio::spawn(async move {
+            let _one_at_a_time = lock.lock().await;
+            // Read before fetching: the snapshot is at least this new.
+            let target = wanted.load(Ordering::SeqCst);
+            match db.catalogue(LOAD_DEADLINE).await {
+                Ok(snapshot) => {
+                    let current = services.catalogue();
+                    if snapshot.revision > current.revision
+                        && let Some(engine) = services.engine.as_ref()
+                    {
+                        let next = build_catalogue(engine, snapshot, &current).await;
+                        services.set_catalogue(next);
+                    }
+                }
+                Err(e) => tracing::error!(
+                    revision = target,
+                    "cannot reload the catalogue, events go on with the old one: {e}"
+                ),
+            }
+            settled.send_modify(|s| *s = (*s).max(target));
+        });
+    }
+
+    /// `None` when the catalogue announced before now is in force, else a
+    /// future that resolves once it is.
+    fn catalogue_pending(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let wanted = self.wanted.load(Ordering::SeqCst);
+        let mut settled = self.settled.subscribe();
+        if *settled.borrow() >= wanted {
+            return None;
+        }
+        Some(async move {
+            // An error means the runtime is going away: nothing to wait for.
+            let _ = settled.wait_for(|s| *s >= wanted).await;
+        })
+    }
+
     fn answer(
         &self,
         req_id: u64,
@@ -168,7 +287,11 @@ impl Runtime {
     ) {
         let guard = InFlight::new(&self.in_flight);
         let tenants = Arc::clone(&self.tenants);
+        let pending = self.catalogue_pending();
         tokio::spawn(async move {
+            if let Some(reload) = pending {
+                reload.await;
+            }
             let result = tenants.run(tenant, job).await;
             outbox.reply(req_id, result).await;
             drop(guard);
@@ -204,8 +327,22 @@ impl Handler for Runtime {
                 match req_id {
                     Some(req_id) => self.answer(req_id, tenant, job, outbox),
                     None => {
-                        if let Err(e) = self.tenants.submit_detached(tenant.clone(), job) {
-                            tracing::warn!(%tenant, "fire-and-forget event dropped: {e}");
+                        let tenants = Arc::clone(&self.tenants);
+                        let submit = move || {
+                            if let Err(e) = tenants.submit_detached(tenant.clone(), job) {
+                                tracing::warn!(%tenant, "fire-and-forget event dropped: {e}");
+                            }
+                        };
+                        // Waiting only when a reload is under way keeps a
+                        // tenant's fire-and-forget events in order otherwise.
+                        match self.catalogue_pending() {
+                            None => submit(),
+                            Some(reload) => {
+                                tokio::spawn(async move {
+                                    reload.await;
+                                    submit();
+                                });
+                            }
                         }
                     }
                 }
@@ -234,16 +371,9 @@ impl Handler for Runtime {
                 self.tenants.set_state(tenant, state);
             }
             ServerMessage::PluginsChanged { revision } => {
-                let (catalogue, errors) = Catalogue::load(&self.plugins_dir);
-                for e in &errors {
-                    tracing::error!("plugin not loaded: {e}");
-                }
-                tracing::info!(
-                    revision,
-                    plugins = catalogue.all().len(),
-                    "plugins reloaded"
-                );
-                self.tenants.set_catalogue(catalogue);
+                tracing::info!(revision, "the catalogue changed");
+                self.wanted.fetch_max(revision, Ordering::SeqCst);
+                self.reload_catalogue();
             }
             ServerMessage::Shutdown { grace_ms } => {
                 self.stopping.store(true, Ordering::Relaxed);
@@ -270,10 +400,12 @@ impl Handler for Runtime {
         if self.first_connect.swap(false, Ordering::Relaxed) {
             return;
         }
+        // Whatever changed while we were away.
+        self.reload_catalogue();
         let db = self.db.clone();
         let tenants = Arc::clone(&self.tenants);
         tokio::spawn(async move {
-            match db.tenant_states(STATES_DEADLINE).await {
+            match db.tenant_states(LOAD_DEADLINE).await {
                 Ok(states) => {
                     tracing::info!(tenants = states.len(), "tenant states reloaded");
                     tenants.replace_states(states);

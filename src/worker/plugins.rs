@@ -1,29 +1,44 @@
-//! The plugin catalogue as a worker sees it: manifests and compiled Luau.
+//! The plugin catalogue as a worker sees it: manifests, compiled Luau, and
+//! the compiled filters the plugins apply.
 //!
 //! A plugin is a folder `plugins/<name>/` with a `plugin.toml`:
 //!
 //! ```toml
-//! name = "echo"             # [a-z0-9_-]{1,64}, unique
+//! name = "guestbook"        # [a-z0-9_-]{1,64}, unique
 //! version = "1.0.0"
-//! description = "Answers with what it was sent"
-//! events = ["echo"]         # event names it handles
+//! description = "What it does, in one line"
+//! events = ["sign"]         # event names it handles
 //! entry = "init.luau"       # optional, default init.luau
+//! operations = [            # optional: what it offers, for the
+//!   { name = "sign", description = "Sign the guestbook" },  # capability registry
+//! ]
 //! [limits]
 //! timeout_ms = 2000         # optional cap on one handler call
+//! [[filters]]               # optional, run in order before the handlers
+//! name = "redact"
+//! config = { min_digits = 8 }   # passed to the filter as its config
+//! on_error = "reject"       # or "continue": what a failing filter means
+//! timeout_ms = 50           # optional, the filter's deadline
+//! events = ["sign"]         # optional, the events it applies to (all)
 //! ```
 //!
-//! and its entry file, a chunk that returns a table of handlers keyed by
-//! event name. Sources are compiled to Luau bytecode once, here, so a syntax
-//! error is found at load (the plugin is skipped and the error logged) and
-//! creating a tenant VM costs no compilation.
+//! and its `.luau` files; the entry is a chunk that returns a table of
+//! handlers keyed by event name. Plugins travel from the master to the
+//! workers as [`PluginBundle`]s (manifest and files as text); here they are
+//! checked and compiled to Luau bytecode once, so a syntax error is found
+//! at load (the plugin is skipped and the error logged) and creating a
+//! tenant VM costs no compilation.
 
+use crate::mesophyll::db::PluginBundle;
+use crate::worker::filters::CompiledFilter;
 use mlua::chunk::Compiler;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What `plugin.toml` declares.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Unique name, `[a-z0-9_-]{1,64}`.
@@ -35,9 +50,15 @@ pub struct Manifest {
     pub description: String,
     /// Event names this plugin handles.
     pub events: Vec<String>,
-    /// The entry file, relative to the plugin's folder.
+    /// The entry file, among the plugin's files.
     #[serde(default = "default_entry")]
     pub entry: String,
+    /// What the plugin offers, for the master's capability registry.
+    #[serde(default)]
+    pub operations: Vec<Operation>,
+    /// Filters that run, in order, before the handlers.
+    #[serde(default)]
+    pub filters: Vec<FilterUse>,
     /// Per-plugin limits.
     #[serde(default)]
     pub limits: PluginLimits,
@@ -47,8 +68,60 @@ fn default_entry() -> String {
     "init.luau".into()
 }
 
+/// One operation a plugin offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// What a failing filter (trap, timeout, bad verdict) means for the plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The plugin does not run; its result is the filter's error.
+    #[default]
+    Reject,
+    /// The error is logged and the event goes on as it was.
+    Continue,
+}
+
+/// One filter a plugin applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterUse {
+    /// The filter's name in the catalogue.
+    pub name: String,
+    /// Its configuration.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// What its failure means.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Its deadline ([`crate::worker::filters::DEFAULT_TIMEOUT`] when
+    /// absent).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// The events it applies to; all the plugin's events when absent.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+}
+
+impl FilterUse {
+    /// Whether this filter runs before events named `event`.
+    pub fn applies_to(&self, event: &str) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|events| events.iter().any(|e| e == event))
+    }
+}
+
 /// Limits a plugin asks for; the worker's own limits still apply on top.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginLimits {
     /// Cap on one handler call, in milliseconds.
@@ -62,8 +135,6 @@ pub struct Plugin {
     pub manifest: Manifest,
     /// Luau bytecode of the entry file.
     pub bytecode: Vec<u8>,
-    /// Where it was loaded from.
-    pub dir: PathBuf,
 }
 
 impl Plugin {
@@ -84,73 +155,42 @@ pub enum PluginError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// `plugin.toml` is not a valid manifest.
-    #[error("{path}: {source}")]
-    Manifest {
-        /// The manifest file.
-        path: PathBuf,
-        /// What is wrong with it.
-        source: toml::de::Error,
-    },
-    /// The manifest parses but says something impossible.
-    #[error("{path}: {message}")]
+    /// The plugin is not valid; `plugin` names it (folder or upload).
+    #[error("plugin {plugin}: {message}")]
     Invalid {
-        /// The manifest file.
-        path: PathBuf,
+        /// Which plugin.
+        plugin: String,
         /// What is wrong.
         message: String,
     },
-    /// The entry file does not compile.
-    #[error("{path}: {message}")]
-    Syntax {
-        /// The entry file.
-        path: PathBuf,
-        /// The compiler's message.
-        message: String,
-    },
 }
 
-/// All the plugins a worker runs, sorted by name.
+/// All the plugins and filters a worker runs, plugins sorted by name. A job
+/// holds one `Arc<Catalogue>` from start to end, so a change of catalogue
+/// never swaps a plugin or filter under a running event.
 #[derive(Debug, Default)]
 pub struct Catalogue {
     plugins: Vec<Arc<Plugin>>,
+    filters: HashMap<String, Arc<CompiledFilter>>,
+    /// The master's revision this catalogue was built from.
+    pub revision: u64,
 }
 
 impl Catalogue {
-    /// Loads every plugin folder under `dir`. A broken plugin is reported in
-    /// the second value and left out; the others still load. A missing `dir`
-    /// is an empty catalogue.
-    pub fn load(dir: &Path) -> (Catalogue, Vec<PluginError>) {
-        let mut plugins = Vec::new();
+    /// Builds a catalogue from `bundles` and already compiled `filters`. A
+    /// broken plugin is reported in the second value and left out.
+    pub fn build(
+        bundles: &[PluginBundle],
+        filters: HashMap<String, Arc<CompiledFilter>>,
+        revision: u64,
+    ) -> (Catalogue, Vec<PluginError>) {
+        let mut plugins: Vec<Arc<Plugin>> = Vec::new();
         let mut errors = Vec::new();
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return (Catalogue::default(), errors);
-            }
-            Err(source) => {
-                errors.push(PluginError::Io {
-                    path: dir.to_path_buf(),
-                    source,
-                });
-                return (Catalogue::default(), errors);
-            }
-        };
-        let mut dirs: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.join("plugin.toml").is_file())
-            .collect();
-        dirs.sort();
-        for dir in dirs {
-            match load_one(&dir) {
-                Ok(p)
-                    if plugins
-                        .iter()
-                        .any(|q: &Arc<Plugin>| q.manifest.name == p.manifest.name) =>
-                {
+        for b in bundles {
+            match build(b) {
+                Ok(p) if plugins.iter().any(|q| q.manifest.name == p.manifest.name) => {
                     errors.push(PluginError::Invalid {
-                        path: dir.join("plugin.toml"),
+                        plugin: b.name.clone(),
                         message: format!("duplicate plugin name {:?}", p.manifest.name),
                     })
                 }
@@ -159,7 +199,23 @@ impl Catalogue {
             }
         }
         plugins.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
-        (Catalogue { plugins }, errors)
+        (
+            Catalogue {
+                plugins,
+                filters,
+                revision,
+            },
+            errors,
+        )
+    }
+
+    /// Loads every plugin folder under `dir`, without filters (tests and
+    /// tools; workers get theirs from the master).
+    pub fn load(dir: &Path) -> (Catalogue, Vec<PluginError>) {
+        let (bundles, mut errors) = read_bundles(dir);
+        let (catalogue, more) = Self::build(&bundles, HashMap::new(), 0);
+        errors.extend(more);
+        (catalogue, errors)
     }
 
     /// The plugins that handle `event`, in name order.
@@ -171,9 +227,19 @@ impl Catalogue {
     pub fn all(&self) -> &[Arc<Plugin>] {
         &self.plugins
     }
+
+    /// The filter called `name`.
+    pub fn filter(&self, name: &str) -> Option<&Arc<CompiledFilter>> {
+        self.filters.get(name)
+    }
+
+    /// Every filter, by name.
+    pub fn filters(&self) -> &HashMap<String, Arc<CompiledFilter>> {
+        &self.filters
+    }
 }
 
-/// Whether `name` is a valid plugin name.
+/// Whether `name` is a valid plugin or filter name.
 pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -181,20 +247,76 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn load_one(dir: &Path) -> Result<Plugin, PluginError> {
+/// Reads every folder under `dir` that holds a `plugin.toml`: the manifest
+/// and the `.luau` files next to it. A missing `dir` has no plugins.
+pub fn read_bundles(dir: &Path) -> (Vec<PluginBundle>, Vec<PluginError>) {
+    let mut bundles = Vec::new();
+    let mut errors = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (bundles, errors),
+        Err(source) => {
+            errors.push(PluginError::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
+            return (bundles, errors);
+        }
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("plugin.toml").is_file())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        match read_bundle(&dir) {
+            Ok(b) => bundles.push(b),
+            Err(e) => errors.push(e),
+        }
+    }
+    (bundles, errors)
+}
+
+/// Reads one plugin folder.
+pub fn read_bundle(dir: &Path) -> Result<PluginBundle, PluginError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PluginError::Io { path, source }
+    };
     let manifest_path = dir.join("plugin.toml");
-    let text = std::fs::read_to_string(&manifest_path).map_err(|source| PluginError::Io {
-        path: manifest_path.clone(),
-        source,
-    })?;
-    let manifest: Manifest = toml::from_str(&text).map_err(|source| PluginError::Manifest {
-        path: manifest_path.clone(),
-        source,
-    })?;
+    let manifest = std::fs::read_to_string(&manifest_path).map_err(io(&manifest_path))?;
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.extension().is_some_and(|e| e == "luau") && path.is_file() {
+            let name = path
+                .file_name()
+                .expect("a file has a name")
+                .to_string_lossy()
+                .into_owned();
+            files.insert(name, std::fs::read_to_string(&path).map_err(io(&path))?);
+        }
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(PluginBundle {
+        name,
+        manifest,
+        files,
+    })
+}
+
+/// Checks and compiles one bundle.
+pub fn build(bundle: &PluginBundle) -> Result<Plugin, PluginError> {
     let invalid = |message: String| PluginError::Invalid {
-        path: manifest_path.clone(),
+        plugin: bundle.name.clone(),
         message,
     };
+    let manifest: Manifest = toml::from_str(&bundle.manifest)
+        .map_err(|e| invalid(format!("plugin.toml: {}", e.message())))?;
     if !valid_name(&manifest.name) {
         return Err(invalid(format!(
             "name {:?} is not [a-z0-9_-]{{1,64}}",
@@ -204,27 +326,20 @@ fn load_one(dir: &Path) -> Result<Plugin, PluginError> {
     if manifest.events.is_empty() {
         return Err(invalid("handles no events".into()));
     }
-    let entry = Path::new(&manifest.entry);
-    if entry.is_absolute() || entry.components().any(|c| c.as_os_str() == "..") {
-        return Err(invalid(format!(
-            "entry {:?} leaves the plugin folder",
-            manifest.entry
-        )));
+    for f in &manifest.filters {
+        if !valid_name(&f.name) {
+            return Err(invalid(format!("filter name {:?} is not valid", f.name)));
+        }
     }
-    let entry_path = dir.join(entry);
-    let source = std::fs::read(&entry_path).map_err(|source| PluginError::Io {
-        path: entry_path.clone(),
-        source,
+    let source = bundle.files.get(&manifest.entry).ok_or_else(|| {
+        invalid(format!(
+            "no entry file {:?} among its files",
+            manifest.entry
+        ))
     })?;
-    let bytecode = compile(&source).map_err(|message| PluginError::Syntax {
-        path: entry_path,
-        message,
-    })?;
-    Ok(Plugin {
-        manifest,
-        bytecode,
-        dir: dir.to_path_buf(),
-    })
+    let bytecode = compile(source.as_bytes())
+        .map_err(|message| invalid(format!("{}: {message}", manifest.entry)))?;
+    Ok(Plugin { manifest, bytecode })
 }
 
 /// Compiles Luau source to bytecode; the error is the compiler's message.
@@ -281,22 +396,46 @@ mod tests {
         assert!(
             errors
                 .iter()
-                .any(|e| matches!(e, PluginError::Syntax { .. }))
+                .any(|e| e.to_string().contains("plugin b: init.luau:")),
+            "{errors:?}"
         );
     }
 
     #[test]
-    fn an_entry_outside_the_folder_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        write(
-            tmp.path(),
-            "a",
-            "name='a'\nversion='1'\nevents=['x']\nentry='../../etc/passwd'",
-            "",
+    fn an_entry_that_is_not_among_the_files_is_refused() {
+        let bundle = PluginBundle {
+            name: "a".into(),
+            manifest: "name='a'\nversion='1'\nevents=['x']\nentry='../../etc/passwd'".into(),
+            files: BTreeMap::new(),
+        };
+        let err = build(&bundle).unwrap_err();
+        assert!(err.to_string().contains("no entry file"), "{err}");
+    }
+
+    #[test]
+    fn manifests_declare_filters_and_operations() {
+        let bundle = PluginBundle {
+            name: "g".into(),
+            manifest: r#"
+                name = "g"
+                version = "1"
+                events = ["sign"]
+                operations = [{ name = "sign", description = "Sign it" }]
+                [[filters]]
+                name = "redact"
+                config = { min_digits = 8 }
+                on_error = "continue"
+            "#
+            .into(),
+            files: BTreeMap::from([("init.luau".to_string(), "return {}".to_string())]),
+        };
+        let p = build(&bundle).unwrap();
+        assert_eq!(p.manifest.operations[0].name, "sign");
+        assert_eq!(
+            p.manifest.filters[0].config,
+            serde_json::json!({"min_digits": 8})
         );
-        let (cat, errors) = Catalogue::load(tmp.path());
-        assert!(cat.all().is_empty());
-        assert!(errors[0].to_string().contains("leaves the plugin folder"));
+        assert_eq!(p.manifest.filters[0].on_error, OnError::Continue);
     }
 
     #[test]

@@ -16,14 +16,15 @@
 //!   finish on the old VM and jobs after it get a fresh one.
 
 use crate::mesophyll::db::{TenantState, TenantStateEntry};
-use crate::mesophyll::db_client::DbClient;
 use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
-use crate::worker::plugins::Catalogue;
+use crate::worker::filters::Verdict;
+use crate::worker::plugins::{Catalogue, OnError, Plugin};
+use crate::worker::services::Services;
 use crate::worker::vm::{Vm, VmLimits};
 use dashmap::DashMap;
 use serde_json::Value;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -31,8 +32,6 @@ use tokio::time::Instant;
 /// Sizing of the tenant table.
 #[derive(Debug, Clone)]
 pub struct TenantsConfig {
-    /// The worker's id (scripts see it as `meshplay.worker_id`).
-    pub worker_id: u32,
     /// Limits of each VM.
     pub vm: VmLimits,
     /// Jobs queued per tenant before "overloaded".
@@ -46,7 +45,6 @@ pub struct TenantsConfig {
 impl Default for TenantsConfig {
     fn default() -> Self {
         TenantsConfig {
-            worker_id: 0,
             vm: VmLimits::default(),
             queue_depth: 256,
             idle_ttl: Duration::from_secs(600),
@@ -91,9 +89,8 @@ struct Handle {
 /// The tenants of this worker.
 pub struct Tenants {
     config: TenantsConfig,
-    db: Option<DbClient>,
+    services: Arc<Services>,
     states: DashMap<Tenant, TenantState>,
-    catalogue: RwLock<Arc<Catalogue>>,
     live: DashMap<Tenant, Handle>,
     serials: AtomicU64,
     vms: AtomicU64,
@@ -103,24 +100,17 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    /// An empty table running `catalogue`'s plugins.
-    pub fn new(config: TenantsConfig, catalogue: Catalogue, db: Option<DbClient>) -> Arc<Self> {
+    /// An empty table running the plugins of `services`' catalogue.
+    pub fn new(config: TenantsConfig, services: Arc<Services>) -> Arc<Self> {
         Arc::new(Tenants {
             config,
-            db,
+            services,
             states: DashMap::new(),
-            catalogue: RwLock::new(Arc::new(catalogue)),
             live: DashMap::new(),
             serials: AtomicU64::new(0),
             vms: AtomicU64::new(0),
             uses: AtomicU64::new(0),
         })
-    }
-
-    /// Swaps in a new catalogue. Jobs already running keep the plugin
-    /// versions they started with; the next ones see the new catalogue.
-    pub fn set_catalogue(&self, catalogue: Catalogue) {
-        *self.catalogue.write().unwrap() = Arc::new(catalogue);
     }
 
     /// Sets (or, with `None`, clears) one tenant's state; the tenant's next
@@ -320,7 +310,7 @@ impl Tenants {
                     ));
                 }
                 let chosen = state.as_ref().and_then(|s| s.plugins.as_ref());
-                let catalogue = Arc::clone(&self.catalogue.read().unwrap());
+                let catalogue = self.services.catalogue();
                 let plugins: Vec<_> = catalogue
                     .handling(&event.name)
                     .filter(|p| chosen.is_none_or(|c| c.contains(&p.manifest.name)))
@@ -340,9 +330,12 @@ impl Tenants {
                         .timeout_ms
                         .map(|ms| Instant::now() + Duration::from_millis(ms));
                     let deadline = limit.map_or(deadline, |l| l.min(deadline));
-                    let result = match self.vm(tenant, slot) {
-                        Ok(vm) => vm.handle_event(&plugin, tenant, &event, deadline).await,
-                        Err(e) => Err(e),
+                    let result = match self.filtered(&catalogue, &plugin, tenant, &event) {
+                        Err(refusal) => Err(refusal),
+                        Ok(event) => match self.vm(tenant, slot) {
+                            Ok(vm) => vm.handle_event(&plugin, tenant, &event, deadline).await,
+                            Err(e) => Err(e),
+                        },
                     };
                     self.recycle_if_poisoned(slot);
                     outcomes.push(PluginOutcome {
@@ -356,14 +349,51 @@ impl Tenants {
         }
     }
 
+    /// Runs `plugin`'s filters in order: the event its handler gets, or why
+    /// it gets none (a reject, or a failing filter whose policy is
+    /// "reject").
+    fn filtered(
+        &self,
+        catalogue: &Catalogue,
+        plugin: &Plugin,
+        tenant: &Tenant,
+        event: &Event,
+    ) -> Result<Event, RemoteError> {
+        let mut event = event.clone();
+        for f in &plugin.manifest.filters {
+            if !f.applies_to(&event.name) {
+                continue;
+            }
+            let timeout = f.timeout_ms.map(Duration::from_millis);
+            match self
+                .services
+                .run_filter(catalogue, &f.name, tenant, &event, &f.config, timeout)
+            {
+                Ok(Verdict::Continue { event: Some(next) }) => event = next,
+                Ok(Verdict::Continue { event: None }) => {}
+                Ok(Verdict::Reject { reason }) => {
+                    return Err(RemoteError::new(
+                        ErrorKind::Rejected,
+                        format!("{}: {reason}", f.name),
+                    ));
+                }
+                Err(e) if f.on_error == OnError::Continue => {
+                    tracing::warn!(%tenant, filter = %f.name, plugin = %plugin.manifest.name, "filter failed, going on: {e}");
+                }
+                Err(e) => {
+                    return Err(RemoteError::new(
+                        ErrorKind::Filter,
+                        format!("filter {} {e}", f.name),
+                    ));
+                }
+            }
+        }
+        Ok(event)
+    }
+
     fn vm<'a>(&self, tenant: &Tenant, slot: &'a mut Option<Vm>) -> Result<&'a mut Vm, RemoteError> {
         if slot.is_none() {
-            *slot = Some(Vm::new(
-                tenant,
-                self.config.worker_id,
-                self.config.vm,
-                self.db.as_ref(),
-            )?);
+            *slot = Some(Vm::new(tenant, self.config.vm, &self.services)?);
             self.vms.fetch_add(1, Ordering::Relaxed);
         }
         Ok(slot.as_mut().expect("just filled"))
@@ -388,8 +418,7 @@ mod tests {
                 queue_depth: 2,
                 ..TenantsConfig::default()
             },
-            Catalogue::default(),
-            None,
+            Services::bare(),
         )
     }
 
@@ -479,7 +508,10 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
         let (catalogue, errors) = Catalogue::load(&dir);
         assert!(errors.is_empty(), "{errors:?}");
-        let t = Tenants::new(TenantsConfig::default(), catalogue, None);
+        let t = Tenants::new(
+            TenantsConfig::default(),
+            Services::new(0, None, None, catalogue),
+        );
         let guild = Tenant::new("guild", "7");
         let join = |name: &str| event("member_join", serde_json::json!({ "name": name }));
         t.run(guild.clone(), join("Ada")).await.unwrap();

@@ -25,9 +25,9 @@
 //! it fails with a memory error, and the VM is marked poisoned so that the
 //! owner drops it and builds a fresh one for the next call.
 
-use crate::mesophyll::db_client::DbClient;
 use crate::mesophyll::message::{ErrorKind, Event, RemoteError, Tenant};
 use crate::worker::plugins::Plugin;
+use crate::worker::services::Services;
 use crate::worker::{host, kv};
 use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, VmState};
 use serde_json::Value;
@@ -195,24 +195,18 @@ impl Vm {
     /// Builds a fresh sandboxed VM for `tenant`.
     ///
     /// Fails only if the Luau state cannot be set up (out of memory, most
-    /// likely), as an [`ErrorKind::Internal`] error. `db` gives scripts
-    /// the `kv` API; without it `kv` calls fail with a clear error.
+    /// likely), as an [`ErrorKind::Internal`] error. Without a store in
+    /// `services`, `kv` calls fail with a clear error.
     pub fn new(
         tenant: &Tenant,
-        worker_id: u32,
         limits: VmLimits,
-        db: Option<&DbClient>,
+        services: &Arc<Services>,
     ) -> Result<Vm, RemoteError> {
-        Self::build(tenant, worker_id, limits, db)
+        Self::build(tenant, limits, services)
             .map_err(|e| RemoteError::new(ErrorKind::Internal, format!("cannot create a VM: {e}")))
     }
 
-    fn build(
-        tenant: &Tenant,
-        worker_id: u32,
-        limits: VmLimits,
-        db: Option<&DbClient>,
-    ) -> mlua::Result<Vm> {
+    fn build(tenant: &Tenant, limits: VmLimits, services: &Arc<Services>) -> mlua::Result<Vm> {
         let libs = StdLib::COROUTINE
             | StdLib::TABLE
             | StdLib::OS
@@ -228,8 +222,8 @@ impl Vm {
             globals.raw_set(name, mlua::Nil)?;
         }
         let clock = Clock::new();
-        host::install(&lua, tenant, worker_id, &clock)?;
-        kv::install(&lua, tenant, &clock, db)?;
+        host::install(&lua, tenant, &clock, services)?;
+        kv::install(&lua, tenant, &clock, services.db.as_ref())?;
 
         let flag = Arc::clone(&clock);
         lua.set_interrupt(move |_| match flag.flag.load(Ordering::Relaxed) {
@@ -427,7 +421,12 @@ mod tests {
     use super::*;
 
     fn vm() -> Vm {
-        Vm::new(&Tenant::new("t", "1"), 0, VmLimits::default(), None).unwrap()
+        Vm::new(
+            &Tenant::new("t", "1"),
+            VmLimits::default(),
+            &Services::bare(),
+        )
+        .unwrap()
     }
 
     async fn run(vm: &mut Vm, code: &str, ms: u64) -> Result<Value, RemoteError> {

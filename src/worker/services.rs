@@ -1,0 +1,86 @@
+//! What every tenant actor and VM of a worker shares: who the worker is,
+//! its store client, its filter engine, and the current catalogue.
+//!
+//! The catalogue is swapped whole ([`Services::set_catalogue`]); whoever
+//! holds the previous `Arc<Catalogue>` (a running event) keeps using it, so
+//! events finish on the plugin and filter versions they started with.
+
+use crate::mesophyll::db_client::DbClient;
+use crate::mesophyll::message::{Event, Tenant};
+use crate::worker::filters::{DEFAULT_TIMEOUT, FilterEngine, FilterError, FilterInput, Verdict};
+use crate::worker::plugins::Catalogue;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// The shared services of one worker.
+pub struct Services {
+    /// The worker's id (scripts see it as `meshplay.worker_id`).
+    pub worker_id: u32,
+    /// The store; `None` in unit tests, where `kv` calls fail clearly.
+    pub db: Option<DbClient>,
+    /// The filter runtime; `None` where filters are not wanted (tests).
+    pub engine: Option<FilterEngine>,
+    catalogue: RwLock<Arc<Catalogue>>,
+}
+
+impl Services {
+    /// Services running `catalogue`.
+    pub fn new(
+        worker_id: u32,
+        db: Option<DbClient>,
+        engine: Option<FilterEngine>,
+        catalogue: Catalogue,
+    ) -> Arc<Self> {
+        Arc::new(Services {
+            worker_id,
+            db,
+            engine,
+            catalogue: RwLock::new(Arc::new(catalogue)),
+        })
+    }
+
+    /// Services with no store, no filters and no plugins (unit tests).
+    pub fn bare() -> Arc<Self> {
+        Self::new(0, None, None, Catalogue::default())
+    }
+
+    /// The catalogue now.
+    pub fn catalogue(&self) -> Arc<Catalogue> {
+        Arc::clone(&self.catalogue.read().unwrap())
+    }
+
+    /// Swaps in a new catalogue for the next events.
+    pub fn set_catalogue(&self, catalogue: Catalogue) {
+        *self.catalogue.write().unwrap() = Arc::new(catalogue);
+    }
+
+    /// Runs filter `name` of `catalogue` on `event`, within `timeout`
+    /// ([`DEFAULT_TIMEOUT`] when `None`). Runs on the calling thread: a
+    /// filter call is bounded by its deadline, tens of milliseconds.
+    pub fn run_filter(
+        &self,
+        catalogue: &Catalogue,
+        name: &str,
+        tenant: &Tenant,
+        event: &Event,
+        config: &serde_json::Value,
+        timeout: Option<Duration>,
+    ) -> Result<Verdict, FilterError> {
+        let filter = catalogue
+            .filter(name)
+            .ok_or_else(|| FilterError::Missing(name.to_owned()))?;
+        let engine = self
+            .engine
+            .as_ref()
+            .ok_or_else(|| FilterError::Missing(name.to_owned()))?;
+        engine.run(
+            filter,
+            &FilterInput {
+                tenant,
+                event,
+                config,
+            },
+            timeout.unwrap_or(DEFAULT_TIMEOUT),
+        )
+    }
+}
