@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Master, Opts, eventually, tenants_on};
+use common::{Master, Opts, event, eventually, tenants_on};
 use http_body_util::{BodyExt, Full};
 use meshplay::api_client::{ApiClient, DispatchOutcome};
 use meshplay::master::datadir::DataDir;
@@ -13,15 +13,6 @@ use meshplay::mesophyll::db::{KvOp, KvReply, TenantState, TenantStateEntry};
 use meshplay::rest::{DispatchRequest, ScriptRequest};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-fn event(name: &str, data: Value) -> DispatchRequest {
-    DispatchRequest {
-        name: name.into(),
-        data,
-        wait: true,
-        timeout_ms: Some(10_000),
-    }
-}
 
 async fn first_value(c: &ApiClient, kind: &str, id: &str, req: &DispatchRequest) -> Value {
     match c.dispatch(kind, id, req).await.unwrap() {

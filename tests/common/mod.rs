@@ -18,6 +18,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A waiting dispatch of event `name` with `data`, with a 10 s budget.
+pub fn event(name: &str, data: serde_json::Value) -> meshplay::rest::DispatchRequest {
+    meshplay::rest::DispatchRequest {
+        name: name.into(),
+        data,
+        wait: true,
+        timeout_ms: Some(10_000),
+    }
+}
+
 /// The binary under test.
 pub const EXE: &str = env!("CARGO_BIN_EXE_meshplay");
 
@@ -54,6 +64,11 @@ pub struct Master {
 
 pub fn plugins_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins")
+}
+
+/// The built example filters that ship with the repository.
+pub fn filters_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("filters/dist")
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or panics after `limit`
@@ -99,6 +114,8 @@ impl Master {
             ])
             .arg("--plugins")
             .arg(plugins_dir())
+            .arg("--filters")
+            .arg(filters_dir())
             .args(["--heartbeat-interval-ms", "200"])
             .args([
                 "--heartbeat-timeout-ms",
