@@ -212,6 +212,9 @@ struct ServeArgs {
     /// Heap cap of each tenant VM, in MiB.
     #[arg(long, default_value_t = 20)]
     vm_memory_mb: usize,
+    /// Linear memory cap of each WASM filter instance, in MiB.
+    #[arg(long, default_value_t = 16)]
+    filter_memory_mb: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -410,7 +413,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     }
     // The master fills in where the workers cache compiled filters.
     let mut supervisor = SupervisorConfig::new(exe, String::new(), PathBuf::new());
-    supervisor.worker_args = vec!["--vm-memory-mb".into(), args.vm_memory_mb.to_string()];
+    supervisor.worker_args = vec![
+        "--vm-memory-mb".into(),
+        args.vm_memory_mb.to_string(),
+        "--filter-memory-mb".into(),
+        args.filter_memory_mb.to_string(),
+    ];
     let config = MasterConfig {
         data_dir: args.data_dir.unwrap_or_else(datadir::default_path),
         workers: args.workers,

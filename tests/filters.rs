@@ -357,6 +357,11 @@ async fn uploads_change_the_next_events_without_restarting_workers() {
              config = {{ words = [\"no\"], fields = [\"text\"] }}\n"
         )
     };
+    // The greeter keeps a count in its VM: unrelated changes must not
+    // reset it.
+    let greet = event("member_join", json!({"name": "Ada"}));
+    assert_eq!(value(c, &ids[0], "greeter", &greet).await["members"], 1);
+
     // The filter "gate" starts as keyword-block.
     c.put_filter("gate", built("keyword-block")).await.unwrap();
     c.put_plugin(
@@ -389,6 +394,8 @@ async fn uploads_change_the_next_events_without_restarting_workers() {
         let v = value(c, id, "tagger", &event("tag", json!({"text": "say yes"}))).await;
         assert_eq!(v, "v2:say yes");
     }
+
+    assert_eq!(value(c, &ids[0], "greeter", &greet).await["members"], 2);
 
     // A new version of the filter: "gate" becomes require-fields.
     c.put_filter("gate", built("require-fields")).await.unwrap();

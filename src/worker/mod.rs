@@ -165,7 +165,8 @@ async fn build_catalogue(
             Err(e) => tracing::error!(filter = %name, "filter compilation panicked: {e}"),
         }
     }
-    let (catalogue, errors) = Catalogue::build(&snapshot.plugins, filters, snapshot.revision);
+    let (catalogue, errors) =
+        Catalogue::build(&snapshot.plugins, filters, snapshot.revision, previous);
     for e in &errors {
         tracing::error!("plugin not loaded: {e}");
     }

@@ -135,6 +135,8 @@ pub struct Plugin {
     pub manifest: Manifest,
     /// Luau bytecode of the entry file.
     pub bytecode: Vec<u8>,
+    /// What it was built from, to tell an unchanged plugin on reload.
+    pub bundle: PluginBundle,
 }
 
 impl Plugin {
@@ -179,14 +181,23 @@ pub struct Catalogue {
 impl Catalogue {
     /// Builds a catalogue from `bundles` and already compiled `filters`. A
     /// broken plugin is reported in the second value and left out.
+    ///
+    /// A plugin whose bundle is the same as in `previous` keeps its very
+    /// `Arc`: tenant VMs key their loaded handlers by it, so an unrelated
+    /// change does not reset a plugin's state in every VM.
     pub fn build(
         bundles: &[PluginBundle],
         filters: HashMap<String, Arc<CompiledFilter>>,
         revision: u64,
+        previous: &Catalogue,
     ) -> (Catalogue, Vec<PluginError>) {
         let mut plugins: Vec<Arc<Plugin>> = Vec::new();
         let mut errors = Vec::new();
         for b in bundles {
+            if let Some(same) = previous.plugins.iter().find(|p| p.bundle == *b) {
+                plugins.push(Arc::clone(same));
+                continue;
+            }
             match build(b) {
                 Ok(p) if plugins.iter().any(|q| q.manifest.name == p.manifest.name) => {
                     errors.push(PluginError::Invalid {
@@ -213,7 +224,7 @@ impl Catalogue {
     /// tools; workers get theirs from the master).
     pub fn load(dir: &Path) -> (Catalogue, Vec<PluginError>) {
         let (bundles, mut errors) = read_bundles(dir);
-        let (catalogue, more) = Self::build(&bundles, HashMap::new(), 0);
+        let (catalogue, more) = Self::build(&bundles, HashMap::new(), 0, &Catalogue::default());
         errors.extend(more);
         (catalogue, errors)
     }
@@ -339,7 +350,11 @@ pub fn build(bundle: &PluginBundle) -> Result<Plugin, PluginError> {
     })?;
     let bytecode = compile(source.as_bytes())
         .map_err(|message| invalid(format!("{}: {message}", manifest.entry)))?;
-    Ok(Plugin { manifest, bytecode })
+    Ok(Plugin {
+        manifest,
+        bytecode,
+        bundle: bundle.clone(),
+    })
 }
 
 /// Compiles Luau source to bytecode; the error is the compiler's message.

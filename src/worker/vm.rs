@@ -187,7 +187,9 @@ pub struct Vm {
     lua: Lua,
     clock: Arc<Clock>,
     script_env: Table,
-    handlers: HashMap<String, (usize, Table)>,
+    /// Each plugin's handler table, with the plugin it came from: holding
+    /// the `Arc` (not its address) means a new version is always noticed.
+    handlers: HashMap<String, (Arc<Plugin>, Table)>,
     poisoned: bool,
 }
 
@@ -269,9 +271,8 @@ impl Vm {
         deadline: Instant,
     ) -> Result<Value, RemoteError> {
         let _watchdog = self.clock.arm(deadline);
-        let key = Arc::as_ptr(plugin) as usize;
         let handlers = match self.handlers.get(&plugin.manifest.name) {
-            Some((loaded, table)) if *loaded == key => table.clone(),
+            Some((loaded, table)) if Arc::ptr_eq(loaded, plugin) => table.clone(),
             _ => {
                 let env = environment(&self.lua).map_err(|e| self.classify(e))?;
                 let chunk = self
@@ -280,8 +281,10 @@ impl Vm {
                     .set_name(format!("@{}", plugin.manifest.name))
                     .set_environment(env);
                 let table: Table = self.guarded(chunk.call_async(()), deadline).await?;
-                self.handlers
-                    .insert(plugin.manifest.name.clone(), (key, table.clone()));
+                self.handlers.insert(
+                    plugin.manifest.name.clone(),
+                    (Arc::clone(plugin), table.clone()),
+                );
                 table
             }
         };
