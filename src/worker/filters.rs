@@ -236,8 +236,7 @@ impl FilterEngine {
     /// Checks that `bytes` are a filter this host can run, without caching
     /// anything: what the master does before it accepts an upload.
     pub fn validate(&self, bytes: &[u8]) -> Result<(), FilterError> {
-        let module = Module::from_binary(&self.engine, bytes)
-            .map_err(|e| FilterError::Invalid(format!("{e:#}")))?;
+        let module = parse(&self.engine, bytes)?;
         check_abi(&module)
     }
 
@@ -267,8 +266,7 @@ impl FilterEngine {
         let module = match module {
             Some(m) => m,
             None => {
-                let m = Module::from_binary(&self.engine, bytes)
-                    .map_err(|e| FilterError::Invalid(format!("{e:#}")))?;
+                let m = parse(&self.engine, bytes)?;
                 if let Some(path) = &cached {
                     write_cache(path, &m);
                 }
@@ -349,6 +347,23 @@ impl FilterEngine {
             },
         }
     }
+}
+
+/// Compiles `bytes`, with an error fit for one line of an API answer.
+fn parse(engine: &Engine, bytes: &[u8]) -> Result<Module, FilterError> {
+    if !bytes.starts_with(b"\0asm") {
+        let what = if bytes.trim_ascii_start().starts_with(b"(module") {
+            "WebAssembly text (.wat); compile it to a binary .wasm first"
+        } else {
+            "the file does not start with the WebAssembly magic bytes \\0asm"
+        };
+        return Err(FilterError::Invalid(what.into()));
+    }
+    Module::from_binary(engine, bytes).map_err(|e| {
+        // wasmtime's messages may span lines (debug-printed byte arrays).
+        let message = format!("{e:#}");
+        FilterError::Invalid(message.split_whitespace().collect::<Vec<_>>().join(" "))
+    })
 }
 
 fn classify(e: wasmtime::Error, timeout: Duration) -> FilterError {
@@ -559,6 +574,13 @@ mod tests {
         assert!(matches!(err, FilterError::Invalid(_)), "{err}");
         let err = e.validate(&fixture("no-abi-marker.wat")).unwrap_err();
         assert!(err.to_string().contains("meshplay_abi_v1"), "{err}");
+        let text = b"  (module (memory 1))".to_vec();
+        let err = e.validate(&text).unwrap_err();
+        assert!(err.to_string().contains(".wat"), "{err}");
+        // Valid magic, broken body: wasmtime's reason, on one line.
+        let err = e.validate(b"\0asm\x01\0\0\0\x01\xff").unwrap_err();
+        assert!(matches!(err, FilterError::Invalid(_)), "{err}");
+        assert!(!err.to_string().contains('\n'), "{err}");
     }
 
     #[test]

@@ -55,8 +55,12 @@ impl Services {
     }
 
     /// Runs filter `name` of `catalogue` on `event`, within `timeout`
-    /// ([`DEFAULT_TIMEOUT`] when `None`). Runs on the calling thread: a
-    /// filter call is bounded by its deadline, tens of milliseconds.
+    /// ([`DEFAULT_TIMEOUT`] when `None`).
+    ///
+    /// Runs on the calling thread. On a multi-threaded tokio runtime (a
+    /// worker's) the thread first hands its other tasks to the rest of the
+    /// runtime, so a filter that spins to its deadline stalls only the
+    /// tenant it runs for.
     pub fn run_filter(
         &self,
         catalogue: &Catalogue,
@@ -73,14 +77,18 @@ impl Services {
             .engine
             .as_ref()
             .ok_or_else(|| FilterError::Missing(name.to_owned()))?;
-        engine.run(
-            filter,
-            &FilterInput {
-                tenant,
-                event,
-                config,
-            },
-            timeout.unwrap_or(DEFAULT_TIMEOUT),
-        )
+        let input = FilterInput {
+            tenant,
+            event,
+            config,
+        };
+        let call = || engine.run(filter, &input, timeout.unwrap_or(DEFAULT_TIMEOUT));
+        let multi_threaded = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_threaded {
+            tokio::task::block_in_place(call)
+        } else {
+            call()
+        }
     }
 }
