@@ -89,6 +89,97 @@ enum Command {
     Filters(FiltersCommand),
     /// Print the running master's version.
     Version(ClientArgs),
+    /// Measure throughput, latency and memory against the raw limits.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Echo events through the REST API (and, with --direct, the hub).
+    Dispatch(BenchDispatchArgs),
+    /// Get, durable Set and Find over the DB endpoints, as a worker.
+    Kv(BenchKvArgs),
+    /// A worker's RSS per idle tenant.
+    Memory(BenchMemoryArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchCommon {
+    /// Callers at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long each figure runs (`10s`, `500ms`, `1m`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Skip the raw limits (they run by default).
+    #[arg(long)]
+    no_baseline: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct BenchDispatchArgs {
+    #[command(flatten)]
+    common: BenchCommon,
+    /// Workers of the master the benchmark starts.
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+    /// Distinct tenants the events go to.
+    #[arg(long, default_value_t = 100)]
+    tenants: u32,
+    /// Also dispatch straight through the hub, without HTTP in front.
+    #[arg(long)]
+    direct: bool,
+    /// Target this running master's REST API instead of starting one.
+    #[arg(long)]
+    api_addr: Option<SocketAddr>,
+    /// Its token (default: the one in --data-dir).
+    #[arg(long)]
+    api_token: Option<String>,
+    /// Its data directory, for the token [default: ~/.meshplay].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct BenchKvArgs {
+    #[command(flatten)]
+    common: BenchCommon,
+    /// Bytes of each value set.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+struct BenchMemoryArgs {
+    /// Tenant counts to reach, in order.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000u64, 10000])]
+    tenants: Vec<u64>,
+    /// Events in flight while waking them.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `10s`, `250ms`, `2m`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = n.parse().map_err(|_| format!("not a duration: {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit in {s:?}: use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,6 +376,8 @@ enum CliError {
     Master(#[from] master::MasterError),
     #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
     #[error("{0}")]
     Usage(String),
 }
@@ -355,6 +448,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Kv(k) => kv(k).await,
         Command::Plugins(p) => plugins_cmd(p).await,
         Command::Filters(f) => filters_cmd(f).await,
+        Command::Bench(b) => bench_cmd(b).await,
         Command::Version(c) => {
             let v = client(&c)?.version().await?;
             if c.json {
@@ -762,6 +856,53 @@ async fn filters_cmd(cmd: FiltersCommand) -> Result<ExitCode, CliError> {
             let changed = client(&c)?.delete_filter(&name).await?;
             print_changed(&c, &format!("filter {name} removed"), &changed);
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_cmd(cmd: BenchCommand) -> Result<ExitCode, CliError> {
+    use crate::bench;
+    use std::io::IsTerminal;
+    let progress = |json: bool| !json && std::io::stderr().is_terminal();
+    let (report, json) = match cmd {
+        BenchCommand::Dispatch(a) => {
+            let target = match a.api_addr {
+                Some(addr) => Some(client(&ClientArgs {
+                    data_dir: a.data_dir,
+                    api_addr: Some(addr),
+                    api_token: a.api_token,
+                    json: false,
+                })?),
+                None => None,
+            };
+            let opts = bench::dispatch::Options {
+                workers: a.workers,
+                concurrency: a.common.concurrency,
+                tenants: a.tenants,
+                duration: a.common.duration,
+                direct: a.direct,
+                baseline: !a.common.no_baseline,
+                target,
+                progress: progress(a.common.json),
+            };
+            (bench::dispatch::run(opts).await?, a.common.json)
+        }
+        BenchCommand::Kv(a) => {
+            let opts = bench::kv::Options {
+                concurrency: a.common.concurrency,
+                duration: a.common.duration,
+                value_len: a.value_bytes,
+                baseline: !a.common.no_baseline,
+                progress: progress(a.common.json),
+            };
+            (bench::kv::run(opts).await?, a.common.json)
+        }
+        BenchCommand::Memory(a) => (bench::memory::run(&a.tenants, a.concurrency).await?, a.json),
+    };
+    if json {
+        report.print_json();
+    } else {
+        report.print();
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@
 //! crate builds to; the README's tour shows it running.
 
 pub mod api_client;
+pub mod bench;
 pub mod cli;
 pub mod master;
 pub mod mesophyll;

@@ -8,7 +8,7 @@
 //! - [`supervisor`]: spawning, watching and restarting workers;
 //! - [`api`]: the REST API.
 //!
-//! [`serve`] wires them together: it binds both ports (port 0 picks a free
+//! [`start`] wires them together (and [`serve`] runs it until a signal): it binds both ports (port 0 picks a free
 //! one; the chosen addresses land in `endpoint.json`), starts the workers,
 //! and runs until its `shutdown` future completes, then stops the workers
 //! within the grace period.
@@ -115,6 +115,50 @@ pub async fn serve(
     config: MasterConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), MasterError> {
+    let running = start(config).await?;
+    shutdown.await;
+    running.stop().await;
+    Ok(())
+}
+
+/// A master that serves, started by [`start`]; [`Running::stop`] ends it.
+pub struct Running {
+    /// Where the REST API listens.
+    pub api_addr: SocketAddr,
+    /// Where the Mesophyll hub listens.
+    pub mesophyll_addr: SocketAddr,
+    /// The admin token.
+    pub token: String,
+    /// The hub: the master's own path to the workers (benchmarks use it to
+    /// dispatch without HTTP in front).
+    pub hub: Arc<Hub>,
+    /// The supervisor of the spawned workers.
+    pub supervisor: Arc<Supervisor>,
+    dir: DataDir,
+    grace: Duration,
+    api_stop: tokio::sync::oneshot::Sender<()>,
+    api_task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the API, tells the workers to finish within the grace period,
+    /// and waits for them.
+    pub async fn stop(self) {
+        tracing::info!(grace = ?self.grace, "shutting down");
+        self.dir.remove_endpoint(std::process::id());
+        let _ = self.api_stop.send(());
+        self.supervisor.shutdown(self.grace).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.api_task).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Starts a master: binds both ports, opens the store, loads the catalogue,
+/// spawns the workers and serves until [`Running::stop`].
+///
+/// Fails when the data directory, a port or the worker executable is
+/// unusable, or the configuration makes no sense.
+pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     if config.workers == 0 || config.external_workers > config.workers {
         return Err(MasterError::Config(format!(
             "--workers must be at least 1 and at least --external-workers ({} > {})",
@@ -166,7 +210,7 @@ pub async fn serve(
         hub: Arc::clone(&hub),
         supervisor: Arc::clone(&supervisor),
         workers: config.workers,
-        token,
+        token: token.clone(),
         store,
         catalogue,
     });
@@ -196,12 +240,15 @@ pub async fn serve(
         "meshplay master ready"
     );
 
-    shutdown.await;
-    tracing::info!(grace = ?config.shutdown_grace, "shutting down");
-    dir.remove_endpoint(pid);
-    let _ = api_stop.send(());
-    supervisor.shutdown(config.shutdown_grace).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(Running {
+        api_addr,
+        mesophyll_addr,
+        token,
+        hub,
+        supervisor,
+        dir,
+        grace: config.shutdown_grace,
+        api_stop,
+        api_task,
+    })
 }

@@ -44,6 +44,9 @@ pub struct SupervisorConfig {
     pub cache_dir: PathBuf,
     /// Extra arguments for every worker (limits, log settings).
     pub worker_args: Vec<String>,
+    /// `RUST_LOG` for the workers when the master's own is not set
+    /// (`None`: theirs defaults as the master's does).
+    pub worker_log: Option<String>,
     /// First restart delay.
     pub backoff_initial: Duration,
     /// Longest restart delay.
@@ -62,6 +65,7 @@ impl SupervisorConfig {
             master,
             cache_dir,
             worker_args: Vec::new(),
+            worker_log: None,
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             healthy_after: Duration::from_secs(30),
@@ -214,6 +218,11 @@ impl Watcher {
             // the master, which then stops them in order.
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(level) = &self.config.worker_log
+            && std::env::var_os("RUST_LOG").is_none()
+        {
+            cmd.env("RUST_LOG", level);
+        }
         // SAFETY: prctl is async-signal-safe and touches no memory of ours.
         unsafe {
             cmd.pre_exec(|| {

@@ -1,0 +1,233 @@
+//! `meshplay bench dispatch`: echo events through the REST API and, with
+//! `--direct`, straight through the hub (the master's own dispatch path,
+//! without HTTP and JSON in front), against the raw WebSocket echo and a
+//! bare Luau call measured in the same run.
+
+use crate::api_client::{ApiClient, DispatchOutcome};
+use crate::bench::figures::{Check, Figure, Report};
+use crate::bench::load::{Load, drive};
+use crate::bench::{BenchError, InProcess, baseline};
+use crate::master::shard;
+use crate::mesophyll::codec;
+use crate::mesophyll::hub::{Hub, HubError};
+use crate::mesophyll::message::{Event, ServerMessage, Tenant};
+use crate::rest::DispatchRequest;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Workers of the master this benchmark starts.
+    pub workers: u32,
+    /// Callers at once.
+    pub concurrency: usize,
+    /// Distinct tenants the events go to, round robin.
+    pub tenants: u32,
+    /// How long each figure runs.
+    pub duration: Duration,
+    /// Also measure straight through the hub.
+    pub direct: bool,
+    /// Measure the raw limits too.
+    pub baseline: bool,
+    /// A running master to target instead of starting one (REST only).
+    pub target: Option<ApiClient>,
+    /// Print progress lines.
+    pub progress: bool,
+}
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn tenant(n: u64, tenants: u32) -> Tenant {
+    Tenant {
+        kind: "user".into(),
+        id: format!("bench-{}", n % u64::from(tenants.max(1))),
+    }
+}
+
+fn request(n: u64) -> DispatchRequest {
+    DispatchRequest {
+        name: "echo".into(),
+        data: serde_json::json!(n),
+        wait: true,
+        timeout_ms: Some(DEADLINE.as_millis() as u64),
+    }
+}
+
+fn message(req_id: u64, n: u64, tenants: u32) -> ServerMessage {
+    ServerMessage::DispatchEvent {
+        req_id: Some(req_id),
+        tenant: tenant(n, tenants),
+        event: Event {
+            name: "echo".into(),
+            data: serde_json::json!(n),
+        },
+        deadline_ms: DEADLINE.as_millis() as u64,
+    }
+}
+
+async fn via_rest(client: &ApiClient, n: u64, tenants: u32) -> Result<(), String> {
+    let t = tenant(n, tenants);
+    match client.dispatch(&t.kind, &t.id, &request(n)).await {
+        Ok(DispatchOutcome::Done(d)) => match d.results.first() {
+            Some(r) if r.error.is_none() => Ok(()),
+            Some(r) => Err(r.error.as_ref().map_or("error".into(), |e| e.code.clone())),
+            None => Err("no_result".into()),
+        },
+        Ok(DispatchOutcome::Accepted(_)) => Err("accepted".into()),
+        Err(e) => Err(e.code().unwrap_or("transport").to_owned()),
+    }
+}
+
+async fn via_hub(hub: &Hub, workers: u32, n: u64, tenants: u32) -> Result<(), String> {
+    let worker = shard::worker_for(&tenant(n, tenants), workers);
+    match hub
+        .request(worker, DEADLINE, |id| message(id, n, tenants))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(HubError::Remote(e)) => Err(e.kind.as_str().to_owned()),
+        Err(HubError::Overloaded(_)) => Err("overloaded".into()),
+        Err(HubError::DeadlineExceeded { .. }) => Err("deadline_exceeded".into()),
+        Err(_) => Err("worker_unavailable".into()),
+    }
+}
+
+/// Runs the benchmark and returns its report.
+///
+/// Fails when its master does not start, a baseline cannot run, or (with a
+/// target) the target does not answer the warm-up.
+pub async fn run(opts: Options) -> Result<Report, BenchError> {
+    if opts.target.is_some() && opts.direct {
+        return Err(BenchError::Usage(
+            "--direct needs the master this benchmark starts; drop --api-addr".into(),
+        ));
+    }
+    let load = |label: &str| Load {
+        label: label.into(),
+        concurrency: opts.concurrency,
+        duration: opts.duration,
+        progress: opts.progress,
+    };
+    let (client, local) = match &opts.target {
+        Some(c) => (c.clone(), None),
+        None => {
+            let m = InProcess::start(opts.workers, 0).await?;
+            let c = ApiClient::new(m.master.api_addr, m.master.token.clone());
+            (c, Some(m))
+        }
+    };
+    let tenants = opts.tenants;
+
+    // Every tenant's VM exists before anything is timed.
+    for n in 0..u64::from(tenants) {
+        if let Err(kind) = via_rest(&client, n, tenants).await {
+            return Err(BenchError::Target(format!("warm-up event failed: {kind}")));
+        }
+    }
+
+    let mut figures = Vec::new();
+    let mut checks = Vec::new();
+    let rest_client = client.clone();
+    let rest = drive(&load("dispatch/rest"), move |n| {
+        let c = rest_client.clone();
+        async move { via_rest(&c, n, tenants).await }
+    })
+    .await;
+    let rest = Figure::new("dispatch/rest", &rest);
+
+    let direct = match (&local, opts.direct) {
+        (Some(m), true) => {
+            let hub = Arc::clone(&m.master.hub);
+            let workers = m.workers;
+            let d = drive(&load("dispatch/direct"), move |n| {
+                let hub = Arc::clone(&hub);
+                async move { via_hub(&hub, workers, n, tenants).await }
+            })
+            .await;
+            Some(Figure::new("dispatch/direct", &d))
+        }
+        _ => None,
+    };
+
+    let limits = if opts.baseline {
+        let frame = codec::encode(&message(1, 1, tenants))
+            .map_err(|e| BenchError::Target(e.to_string()))?;
+        let ws = baseline::ws_echo(&load("baseline/ws-echo"), opts.workers as usize, frame).await?;
+        let luau = tokio::task::spawn_blocking({
+            let d = opts.duration.min(Duration::from_secs(2));
+            move || baseline::luau_call(d)
+        })
+        .await
+        .map_err(|e| BenchError::Target(e.to_string()))??;
+        Some((
+            Figure::new("baseline/ws-echo", &ws),
+            Figure::new("baseline/luau-call", &luau),
+        ))
+    } else {
+        None
+    };
+
+    if let (Some(d), Some((ws, luau))) = (&direct, &limits) {
+        let ratio = d.rate / ws.rate.max(1e-9);
+        checks.push(Check {
+            name: "direct throughput / ws-echo throughput".into(),
+            value: ratio,
+            target: ">= 0.5".into(),
+            met: ratio >= 0.5,
+        });
+        let bound = 2.0 * (ws.p50_us + luau.p50_us);
+        checks.push(Check {
+            name: "direct p50 / (ws-echo p50 + luau call p50)".into(),
+            value: d.p50_us / (ws.p50_us + luau.p50_us).max(1e-9),
+            target: "<= 2".into(),
+            met: d.p50_us <= bound,
+        });
+    }
+    match (&direct, &limits) {
+        (Some(d), _) => {
+            let ratio = rest.rate / d.rate.max(1e-9);
+            checks.push(Check {
+                name: "rest throughput / direct throughput".into(),
+                value: ratio,
+                target: ">= 0.4".into(),
+                met: ratio >= 0.4,
+            });
+            figures.push(rest.against(d));
+        }
+        (None, Some((ws, _))) => figures.push(rest.against(ws)),
+        (None, None) => figures.push(rest),
+    }
+    if let Some(d) = direct {
+        figures.push(match &limits {
+            Some((ws, _)) => d.against(ws),
+            None => d,
+        });
+    }
+    if let Some((ws, luau)) = limits {
+        figures.push(ws);
+        figures.push(luau);
+    }
+    if let Some(m) = local {
+        m.stop().await;
+    }
+    let params = BTreeMap::from([
+        ("workers".to_string(), opts.workers.to_string()),
+        ("concurrency".to_string(), opts.concurrency.to_string()),
+        ("tenants".to_string(), tenants.to_string()),
+        ("duration".to_string(), format!("{:?}", opts.duration)),
+        (
+            "target".to_string(),
+            opts.target
+                .as_ref()
+                .map_or("in-process master".to_string(), |c| c.addr().to_string()),
+        ),
+    ]);
+    Ok(Report {
+        bench: "dispatch".into(),
+        params,
+        figures,
+        checks,
+    })
+}

@@ -1,0 +1,177 @@
+//! `meshplay bench kv`: Get, durable Set and Find over the DB endpoints, as a
+//! worker calls them (HTTP/2, MessagePack, worker credentials), against a
+//! bare HTTP/2 echo with the same concurrency and bare sled.
+
+use crate::bench::figures::{Check, Figure, Report};
+use crate::bench::load::{Load, drive};
+use crate::bench::{BenchError, InProcess, baseline};
+use crate::master::datadir::DataDir;
+use crate::mesophyll::db::{KvOp, KvReply};
+use crate::mesophyll::db_client::{DbClient, DbError};
+use crate::mesophyll::message::Tenant;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Callers at once.
+    pub concurrency: usize,
+    /// How long each figure runs.
+    pub duration: Duration,
+    /// Bytes of each value set.
+    pub value_len: usize,
+    /// Measure the raw limits too.
+    pub baseline: bool,
+    /// Print progress lines.
+    pub progress: bool,
+}
+
+const DEADLINE: Duration = Duration::from_secs(10);
+const KEYS: u64 = 500;
+const TENANTS: u64 = 8;
+
+fn tenant(n: u64) -> Tenant {
+    Tenant {
+        kind: "user".into(),
+        id: format!("bench-{}", n % TENANTS),
+    }
+}
+
+fn kind(e: &DbError) -> String {
+    match e {
+        DbError::Timeout(_) => "timeout",
+        DbError::TooLarge(_) => "too_large",
+        DbError::Forbidden(_) | DbError::Refused(_) => "refused",
+        DbError::Transport(_) => "transport",
+        _ => "store",
+    }
+    .into()
+}
+
+async fn op(db: &DbClient, n: u64, op: KvOp) -> Result<(), String> {
+    match db.kv(&tenant(n), &op, DEADLINE).await {
+        Ok(KvReply::Found { .. } | KvReply::Record(Some(_)) | KvReply::Stored(_)) => Ok(()),
+        Ok(_) => Err("unexpected".into()),
+        Err(e) => Err(kind(&e)),
+    }
+}
+
+/// Runs the benchmark and returns its report.
+///
+/// Fails when its master does not start or a baseline cannot run.
+pub async fn run(opts: Options) -> Result<Report, BenchError> {
+    let load = |label: &str| Load {
+        label: label.into(),
+        concurrency: opts.concurrency,
+        duration: opts.duration,
+        progress: opts.progress,
+    };
+    // One worker, left to us: its credentials are how this benchmark calls.
+    let m = InProcess::start(1, 1).await?;
+    let token = DataDir::at(m.data_dir())
+        .worker_token(0)
+        .map_err(|e| BenchError::Target(e.to_string()))?;
+    let db = DbClient::new(&m.master.mesophyll_addr.to_string(), 0, &token);
+    let value = serde_json::Value::String("x".repeat(opts.value_len));
+    let set = |n: u64, value: &serde_json::Value| KvOp::Set {
+        scope: "bench".into(),
+        key: format!("k{:04}", (n / TENANTS) % KEYS),
+        value: value.clone(),
+    };
+    // Every key exists before Get and Find are timed.
+    {
+        use futures::{StreamExt, TryStreamExt};
+        futures::stream::iter(0..KEYS * TENANTS)
+            .map(|n| op(&db, n, set(n, &value)))
+            .buffer_unordered(64)
+            .try_collect::<Vec<()>>()
+            .await
+            .map_err(BenchError::Target)?;
+    }
+
+    let (d, v) = (db.clone(), value.clone());
+    let sets = drive(&load("kv/set"), move |n| {
+        let (d, op_) = (d.clone(), set(n, &v));
+        async move { op(&d, n, op_).await }
+    })
+    .await;
+    let d = db.clone();
+    let gets = drive(&load("kv/get"), move |n| {
+        let d = d.clone();
+        let get = KvOp::Get {
+            scope: "bench".into(),
+            key: format!("k{:04}", (n / TENANTS) % KEYS),
+        };
+        async move { op(&d, n, get).await }
+    })
+    .await;
+    let d = db.clone();
+    let finds = drive(&load("kv/find"), move |n| {
+        let d = d.clone();
+        let find = KvOp::Find {
+            scope: "bench".into(),
+            pattern: format!("k0{}%", n % 5),
+            limit: Some(100),
+            after: None,
+        };
+        async move { op(&d, n, find).await }
+    })
+    .await;
+    m.stop().await;
+
+    let mut figures = Vec::new();
+    let mut checks = Vec::new();
+    let set = Figure::new("kv/set (durable)", &sets);
+    let get = Figure::new("kv/get", &gets);
+    let find = Figure::new("kv/find (100 keys)", &finds);
+    checks.push(Check {
+        name: format!("durable set ops/s with {} writers", opts.concurrency),
+        value: set.rate,
+        target: ">= 20000 (at 64 writers)".into(),
+        met: set.rate >= 20_000.0,
+    });
+    if opts.baseline {
+        let body = crate::mesophyll::codec::encode(&KvOp::Get {
+            scope: "bench".into(),
+            key: "k0000".into(),
+        })
+        .map_err(|e| BenchError::Target(e.to_string()))?;
+        let h2 = Figure::new(
+            "baseline/h2-echo",
+            &baseline::h2_echo(&load("baseline/h2-echo"), body).await?,
+        );
+        let (sled_set, sled_get) = tokio::task::spawn_blocking({
+            let (d, len) = (opts.duration, opts.value_len);
+            move || baseline::sled_ops(d, len)
+        })
+        .await
+        .map_err(|e| BenchError::Target(e.to_string()))??;
+        let sled_set = Figure::new("baseline/sled-set+flush", &sled_set);
+        let sled_get = Figure::new("baseline/sled-get", &sled_get);
+        checks.push(Check {
+            name: "kv get / h2 echo (same concurrency)".into(),
+            value: get.rate / h2.rate.max(1e-9),
+            target: ">= 0.5".into(),
+            met: get.rate >= 0.5 * h2.rate,
+        });
+        figures.push(set.against(&sled_set));
+        figures.push(get.against(&h2));
+        figures.push(find.against(&h2));
+        figures.extend([h2, sled_set, sled_get]);
+    } else {
+        figures.extend([set, get, find]);
+    }
+    let params = BTreeMap::from([
+        ("concurrency".to_string(), opts.concurrency.to_string()),
+        ("duration".to_string(), format!("{:?}", opts.duration)),
+        ("value_bytes".to_string(), opts.value_len.to_string()),
+        ("keys".to_string(), (KEYS * TENANTS).to_string()),
+    ]);
+    Ok(Report {
+        bench: "kv".into(),
+        params,
+        figures,
+        checks,
+    })
+}

@@ -1,0 +1,120 @@
+//! `meshplay bench`: how close Meshplay comes to the bare building blocks it
+//! is made of, measured on the machine it runs on.
+//!
+//! - [`dispatch`]: events through the REST API and straight through the hub;
+//! - [`kv`]: the DB endpoints from a worker's view;
+//! - [`memory`]: a worker's RSS per idle tenant;
+//! - [`baseline`]: the raw limits (WebSocket echo, HTTP/2 echo, sled,
+//!   wasmtime, mlua) measured in the same run;
+//! - [`load`]: the load generator all of them share;
+//! - [`figures`]: what gets printed, with each figure's ratio to its limit.
+//!
+//! Benchmarks start their own master in this process (the hub is then at
+//! hand for `--direct`) with worker processes of this same executable, on a
+//! temporary data directory with the echo plugin, on free loopback ports.
+
+pub mod baseline;
+pub mod dispatch;
+pub mod figures;
+pub mod kv;
+pub mod load;
+pub mod memory;
+
+use crate::master::supervisor::SupervisorConfig;
+use crate::master::{self, MasterConfig, MasterError, Running};
+use crate::mesophyll::hub::HubConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The master it needs did not start.
+    #[error("cannot start a master: {0}")]
+    Master(#[from] MasterError),
+    /// Its temporary directory could not be made.
+    #[error("cannot prepare a temporary directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// The workers did not connect in time.
+    #[error("the workers did not connect within {0:?}")]
+    Workers(Duration),
+    /// A raw limit could not be measured.
+    #[error(transparent)]
+    Baseline(#[from] baseline::BaselineError),
+    /// The target master refused or failed a call.
+    #[error("{0}")]
+    Target(String),
+    /// The options make no sense.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// A master started for a benchmark, with the temporary directory it lives
+/// in (removed on drop).
+pub struct InProcess {
+    /// The running master.
+    pub master: Running,
+    /// Its worker count.
+    pub workers: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    /// Starts a master with `workers` workers, `external` of which (the
+    /// highest ids) are left for the caller, and waits until the spawned
+    /// ones are connected.
+    pub async fn start(workers: u32, external: u32) -> Result<InProcess, BenchError> {
+        let dir = tempfile::Builder::new()
+            .prefix("meshplay-bench")
+            .tempdir()?;
+        let echo = dir.path().join("plugins/echo");
+        std::fs::create_dir_all(&echo)?;
+        std::fs::write(
+            echo.join("plugin.toml"),
+            "name = \"echo\"\nversion = \"1.0.0\"\nevents = [\"echo\"]\n",
+        )?;
+        std::fs::write(echo.join("init.luau"), baseline::ECHO_HANDLER)?;
+        let exe = std::env::current_exe()?;
+        let mut supervisor = SupervisorConfig::new(exe, String::new(), PathBuf::new());
+        supervisor.worker_log = Some("warn".into());
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let master = master::start(MasterConfig {
+            data_dir: dir.path().join("data"),
+            workers,
+            external_workers: external,
+            api_addr: loopback,
+            mesophyll_addr: loopback,
+            plugins_dir: dir.path().join("plugins"),
+            filters_dir: dir.path().join("filters"),
+            api_token: None,
+            hub: HubConfig::default(),
+            supervisor,
+            shutdown_grace: Duration::from_secs(2),
+        })
+        .await?;
+        let limit = Duration::from_secs(30);
+        let until = tokio::time::Instant::now() + limit;
+        while (0..workers - external).any(|id| !master.hub.is_connected(id)) {
+            if tokio::time::Instant::now() > until {
+                master.stop().await;
+                return Err(BenchError::Workers(limit));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(InProcess {
+            master,
+            workers,
+            _dir: dir,
+        })
+    }
+
+    /// Where the data directory is (worker tokens of external workers).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+
+    /// Stops the master and its workers.
+    pub async fn stop(self) {
+        self.master.stop().await;
+    }
+}
