@@ -102,6 +102,24 @@ enum BenchCommand {
     Kv(BenchKvArgs),
     /// A worker's RSS per idle tenant.
     Memory(BenchMemoryArgs),
+    /// The example filters: fresh instance + call, against a live instance.
+    Filter(BenchFilterArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchFilterArgs {
+    /// Where the modules are.
+    #[arg(long, default_value = "filters/dist")]
+    filters: PathBuf,
+    /// How long each figure runs.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Skip the bare calls.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -898,6 +916,14 @@ async fn bench_cmd(cmd: BenchCommand) -> Result<ExitCode, CliError> {
             (bench::kv::run(opts).await?, a.common.json)
         }
         BenchCommand::Memory(a) => (bench::memory::run(&a.tenants, a.concurrency).await?, a.json),
+        BenchCommand::Filter(a) => {
+            let report = tokio::task::spawn_blocking(move || {
+                bench::filter::run(&a.filters, a.duration, !a.no_baseline)
+            })
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))??;
+            (report, a.json)
+        }
     };
     if json {
         report.print_json();

@@ -3,6 +3,7 @@
 //!
 //! - [`dispatch`]: events through the REST API and straight through the hub;
 //! - [`kv`]: the DB endpoints from a worker's view;
+//! - [`filter`]: a filter call as workers make it, against a bare call;
 //! - [`memory`]: a worker's RSS per idle tenant;
 //! - [`baseline`]: the raw limits (WebSocket echo, HTTP/2 echo, sled,
 //!   wasmtime, mlua) measured in the same run;
@@ -16,6 +17,7 @@
 pub mod baseline;
 pub mod dispatch;
 pub mod figures;
+pub mod filter;
 pub mod kv;
 pub mod load;
 pub mod memory;

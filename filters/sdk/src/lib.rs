@@ -25,6 +25,13 @@
 use serde::{Deserialize, Serialize};
 pub use serde_json::{Value, json};
 
+#[cfg(all(target_arch = "wasm32", feature = "bump"))]
+pub mod bump;
+
+#[cfg(all(target_arch = "wasm32", feature = "bump"))]
+#[global_allocator]
+static ALLOCATOR: bump::Bump = bump::Bump::new();
+
 /// The ABI version this SDK speaks; its marker export is
 /// `meshplay_abi_v1`.
 pub const ABI_VERSION: u32 = 1;
