@@ -51,7 +51,7 @@ fn vm_benches(c: &mut Criterion) {
         data: json!({"x": 1}),
     };
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
-    rt.block_on(vm.handle_event(&echo, &t, &event, deadline()))
+    rt.block_on(vm.handle_event(&echo, &event, deadline()))
         .unwrap();
     eprintln!(
         "a VM after its first echo event: used_memory = {} bytes",
@@ -59,7 +59,7 @@ fn vm_benches(c: &mut Criterion) {
     );
     c.bench_function("vm/handle_event/echo", |b| {
         b.iter(|| {
-            rt.block_on(vm.handle_event(&echo, &t, black_box(&event), deadline()))
+            rt.block_on(vm.handle_event(&echo, black_box(&event), deadline()))
                 .unwrap()
         })
     });

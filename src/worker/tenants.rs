@@ -295,7 +295,7 @@ impl Tenants {
                 deadline,
             } => {
                 let vm = self.vm(tenant, slot)?;
-                let out = vm.run_script(&name, &code, tenant, &event, deadline).await;
+                let out = vm.run_script(&name, &code, &event, deadline).await;
                 self.recycle_if_poisoned(slot);
                 out
             }
@@ -333,7 +333,7 @@ impl Tenants {
                     let result = match self.filtered(&catalogue, &plugin, tenant, &event) {
                         Err(refusal) => Err(refusal),
                         Ok(event) => match self.vm(tenant, slot) {
-                            Ok(vm) => vm.handle_event(&plugin, tenant, &event, deadline).await,
+                            Ok(vm) => vm.handle_event(&plugin, &event, deadline).await,
                             Err(e) => Err(e),
                         },
                     };

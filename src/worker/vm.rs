@@ -187,9 +187,13 @@ pub struct Vm {
     lua: Lua,
     clock: Arc<Clock>,
     script_env: Table,
-    /// Each plugin's handler table, with the plugin it came from: holding
-    /// the `Arc` (not its address) means a new version is always noticed.
-    handlers: HashMap<String, (Arc<Plugin>, Table)>,
+    /// Each plugin's handler table and its (read-only) `ctx`, with the
+    /// plugin they came from: holding the `Arc` (not its address) means a
+    /// new version is always noticed.
+    handlers: HashMap<String, (Arc<Plugin>, Table, Table)>,
+    /// `event.tenant`, read-only: the same for every event of this VM, so
+    /// built once rather than per event.
+    tenant_table: Table,
     poisoned: bool,
 }
 
@@ -239,11 +243,16 @@ impl Vm {
         lua.sandbox(true)?;
         lua.set_memory_limit(limits.memory_bytes)?;
         let script_env = environment(&lua)?;
+        let tenant_table = lua.create_table()?;
+        tenant_table.set("type", tenant.kind.as_str())?;
+        tenant_table.set("id", tenant.id.as_str())?;
+        tenant_table.set_readonly(true);
         Ok(Vm {
             lua,
             clock,
             script_env,
             handlers: HashMap::new(),
+            tenant_table,
             poisoned: false,
         })
     }
@@ -266,13 +275,14 @@ impl Vm {
     pub async fn handle_event(
         &mut self,
         plugin: &Arc<Plugin>,
-        tenant: &Tenant,
         event: &Event,
         deadline: Instant,
     ) -> Result<Value, RemoteError> {
         let _watchdog = self.clock.arm(deadline);
-        let handlers = match self.handlers.get(&plugin.manifest.name) {
-            Some((loaded, table)) if Arc::ptr_eq(loaded, plugin) => table.clone(),
+        let (handlers, ctx) = match self.handlers.get(&plugin.manifest.name) {
+            Some((loaded, table, ctx)) if Arc::ptr_eq(loaded, plugin) => {
+                (table.clone(), ctx.clone())
+            }
             _ => {
                 let env = environment(&self.lua).map_err(|e| self.classify(e))?;
                 let chunk = self
@@ -281,11 +291,12 @@ impl Vm {
                     .set_name(format!("@{}", plugin.manifest.name))
                     .set_environment(env);
                 let table: Table = self.guarded(chunk.call_async(()), deadline).await?;
+                let ctx = self.ctx_table(plugin)?;
                 self.handlers.insert(
                     plugin.manifest.name.clone(),
-                    (Arc::clone(plugin), table.clone()),
+                    (Arc::clone(plugin), table.clone(), ctx.clone()),
                 );
-                table
+                (table, ctx)
             }
         };
         let handler: Option<Function> = handlers
@@ -300,7 +311,7 @@ impl Vm {
                 ),
             ));
         };
-        let args = (self.event_table(tenant, event)?, self.ctx_table(plugin)?);
+        let args = (self.event_table(event)?, ctx);
         let out: mlua::Value = self.guarded(handler.call_async(args), deadline).await?;
         self.to_json(out)
     }
@@ -311,7 +322,6 @@ impl Vm {
         &mut self,
         name: &str,
         code: &str,
-        tenant: &Tenant,
         event: &Event,
         deadline: Instant,
     ) -> Result<Value, RemoteError> {
@@ -321,7 +331,7 @@ impl Vm {
             .load(code)
             .set_name(format!("={name}"))
             .set_environment(self.script_env.clone());
-        let arg = self.event_table(tenant, event)?;
+        let arg = self.event_table(event)?;
         let out: mlua::Value = self.guarded(chunk.call_async(arg), deadline).await?;
         self.to_json(out)
     }
@@ -361,15 +371,12 @@ impl Vm {
         }
     }
 
-    fn event_table(&self, tenant: &Tenant, event: &Event) -> Result<mlua::Value, RemoteError> {
+    fn event_table(&self, event: &Event) -> Result<mlua::Value, RemoteError> {
         let build = || -> mlua::Result<mlua::Value> {
-            let t = self.lua.create_table()?;
-            t.set("name", event.name.as_str())?;
-            t.set("data", self.lua.to_value_with(&event.data, to_lua())?)?;
-            let who = self.lua.create_table()?;
-            who.set("type", tenant.kind.as_str())?;
-            who.set("id", tenant.id.as_str())?;
-            t.set("tenant", who)?;
+            let t = self.lua.create_table_with_capacity(0, 3)?;
+            t.raw_set("name", event.name.as_str())?;
+            t.raw_set("data", self.lua.to_value_with(&event.data, to_lua())?)?;
+            t.raw_set("tenant", &self.tenant_table)?;
             Ok(mlua::Value::Table(t))
         };
         build().map_err(|e| RemoteError::new(ErrorKind::BadRequest, format!("event: {e}")))
@@ -380,6 +387,8 @@ impl Vm {
             let t = self.lua.create_table()?;
             t.set("plugin", plugin.manifest.name.as_str())?;
             t.set("version", plugin.manifest.version.as_str())?;
+            // Shared by every event of this plugin in this VM.
+            t.set_readonly(true);
             Ok(t)
         };
         build().map_err(|e| RemoteError::new(ErrorKind::Internal, e.to_string()))
@@ -434,14 +443,8 @@ mod tests {
 
     async fn run(vm: &mut Vm, code: &str, ms: u64) -> Result<Value, RemoteError> {
         let deadline = Instant::now() + Duration::from_millis(ms);
-        vm.run_script(
-            "test",
-            code,
-            &Tenant::new("t", "1"),
-            &Event::default(),
-            deadline,
-        )
-        .await
+        vm.run_script("test", code, &Event::default(), deadline)
+            .await
     }
 
     #[tokio::test]
