@@ -104,9 +104,21 @@ pub async fn ws_echo(
         let pipe = Arc::new(Pipe {
             order: Mutex::new((out_tx, VecDeque::new())),
         });
+        // Batched like the hub's writer: the same transport, at its best.
         tokio::spawn(async move {
-            while let Some(frame) = out_rx.recv().await {
-                if sink.send(Message::binary(frame)).await.is_err() {
+            'conn: while let Some(frame) = out_rx.recv().await {
+                let mut next = Some(frame);
+                let mut fed = 0;
+                while let Some(frame) = next.take() {
+                    if sink.feed(Message::binary(frame)).await.is_err() {
+                        break 'conn;
+                    }
+                    fed += 1;
+                    if fed < crate::mesophyll::codec::WRITE_BATCH {
+                        next = out_rx.try_recv().ok();
+                    }
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             }

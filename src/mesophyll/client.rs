@@ -10,7 +10,7 @@
 //! This module knows nothing of what the requests mean: the handler does.
 
 use crate::mesophyll::backoff::Backoff;
-use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
+use crate::mesophyll::codec::{self, MAX_FRAME_BYTES, WRITE_BATCH};
 use crate::mesophyll::hub::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::message::{ClientMessage, PROTOCOL_VERSION, RemoteError, ServerMessage};
 use futures::{SinkExt, StreamExt};
@@ -250,31 +250,30 @@ async fn session(
                 }
             }
             Some(out) = rx.recv() => {
-                let msg = match out {
-                    Outgoing::Message(msg) => msg,
-                    Outgoing::Close => {
-                        let _ = sink.send(Message::Close(None)).await;
-                        let _ = sink.close().await;
-                        return Err(SessionError::Closed);
+                // Answers that queued up while one was written go out in one
+                // flush: one write syscall for many when the worker is busy.
+                let mut next = Some(out);
+                let mut fed = 0;
+                while let Some(out) = next.take() {
+                    let msg = match out {
+                        Outgoing::Message(msg) => msg,
+                        Outgoing::Close => {
+                            let _ = sink.flush().await;
+                            let _ = sink.send(Message::Close(None)).await;
+                            let _ = sink.close().await;
+                            return Err(SessionError::Closed);
+                        }
+                    };
+                    let Some(frame) = answer_frame(msg) else { continue };
+                    if let Err(e) = sink.feed(Message::Binary(frame.into())).await {
+                        return Err(SessionError::Retry(e.to_string()));
                     }
-                };
-                let frame = match codec::encode(&msg) {
-                    Ok(frame) => frame,
-                    Err(e) => {
-                        // An answer too large to send: tell the master why
-                        // instead of leaving it to time out.
-                        let ClientMessage::DispatchResponse { req_id, .. } = msg else { continue };
-                        let refusal = ClientMessage::DispatchResponse {
-                            req_id,
-                            result: Err(RemoteError::new(
-                                crate::mesophyll::message::ErrorKind::TooLarge,
-                                format!("the result cannot be sent: {e}"),
-                            )),
-                        };
-                        codec::encode(&refusal).expect("a short error encodes")
+                    fed += 1;
+                    if fed < WRITE_BATCH {
+                        next = rx.try_recv().ok();
                     }
-                };
-                if let Err(e) = sink.send(Message::Binary(frame.into())).await {
+                }
+                if let Err(e) = sink.flush().await {
                     return Err(SessionError::Retry(e.to_string()));
                 }
             }
@@ -308,5 +307,26 @@ fn note_bad(count: &AtomicU64, last: &mut Option<Instant>, what: &str) {
     if last.is_none_or(|t| t.elapsed() >= crate::mesophyll::hub::BAD_FRAME_LOG_EVERY) {
         *last = Some(Instant::now());
         tracing::warn!(total, "ignored a bad frame from the master: {what}");
+    }
+}
+
+/// Encodes an outgoing message; an answer too large to send becomes a
+/// `too_large` error for the master instead of being left to time out.
+fn answer_frame(msg: ClientMessage) -> Option<Vec<u8>> {
+    match codec::encode(&msg) {
+        Ok(frame) => Some(frame),
+        Err(e) => {
+            let ClientMessage::DispatchResponse { req_id, .. } = msg else {
+                return None;
+            };
+            let refusal = ClientMessage::DispatchResponse {
+                req_id,
+                result: Err(RemoteError::new(
+                    crate::mesophyll::message::ErrorKind::TooLarge,
+                    format!("the result cannot be sent: {e}"),
+                )),
+            };
+            Some(codec::encode(&refusal).expect("a short error encodes"))
+        }
     }
 }

@@ -30,7 +30,7 @@
 //! connection if it still carries its own serial, so the old connection's
 //! clean-up can never evict the new one.
 
-use crate::mesophyll::codec::{self, CodecError, MAX_FRAME_BYTES};
+use crate::mesophyll::codec::{self, CodecError, MAX_FRAME_BYTES, WRITE_BATCH};
 use crate::mesophyll::correlation::{Correlation, WaitError};
 use crate::mesophyll::message::{ClientMessage, PROTOCOL_VERSION, RemoteError, ServerMessage};
 use axum::Router;
@@ -432,8 +432,21 @@ impl Hub {
 
         let (mut sink, mut stream) = socket.split();
         let writer = tokio::spawn(async move {
-            while let Some(frame) = queue.recv().await {
-                if sink.send(Message::Binary(frame.into())).await.is_err() {
+            // Frames queued while one was written go out in one flush: one
+            // write syscall for many requests when the hub is busy.
+            'conn: while let Some(frame) = queue.recv().await {
+                let mut next = Some(frame);
+                let mut fed = 0;
+                while let Some(frame) = next.take() {
+                    if sink.feed(Message::Binary(frame.into())).await.is_err() {
+                        break 'conn;
+                    }
+                    fed += 1;
+                    if fed < WRITE_BATCH {
+                        next = queue.try_recv().ok();
+                    }
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             }
