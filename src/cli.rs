@@ -903,7 +903,11 @@ async fn bench_cmd(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 target,
                 progress: progress(a.common.json),
             };
-            (bench::dispatch::run(opts).await?, a.common.json)
+            let report = bench::dispatch::run(opts).await.map_err(|e| match e {
+                bench::BenchError::Usage(m) => CliError::Usage(m),
+                e => e.into(),
+            })?;
+            (report, a.common.json)
         }
         BenchCommand::Kv(a) => {
             let opts = bench::kv::Options {

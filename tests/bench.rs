@@ -1,0 +1,150 @@
+//! `meshplay bench` runs end to end with real processes and reports what it
+//! measured. Nothing here holds a figure to a speed: a shared machine is too
+//! noisy for that. It checks that every figure ran, counted its calls and
+//! its errors, and carries the ratio to its limit.
+
+mod common;
+
+use serde_json::Value;
+use std::process::Command;
+
+fn bench(args: &[&str]) -> (i32, Value, String) {
+    let out = Command::new(common::EXE)
+        .arg("bench")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+fn figure<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no figure {name} in {report:#}"))
+}
+
+fn ran_clean(f: &Value) {
+    assert!(f["ok"].as_u64().unwrap() > 0, "{f}");
+    assert_eq!(f["errors"], serde_json::json!({}), "{f}");
+    let (p50, p99, max) = (
+        f["p50_us"].as_f64().unwrap(),
+        f["p99_us"].as_f64().unwrap(),
+        f["max_us"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{f}");
+}
+
+#[test]
+fn dispatch_measures_rest_direct_and_the_raw_limits() {
+    let (code, r, err) = bench(&[
+        "dispatch",
+        "--direct",
+        "--duration",
+        "300ms",
+        "--concurrency",
+        "4",
+        "--tenants",
+        "5",
+        "--workers",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "dispatch/rest",
+        "dispatch/direct",
+        "baseline/ws-echo",
+        "baseline/luau-call",
+    ] {
+        ran_clean(figure(&r, name));
+    }
+    let rest = figure(&r, "dispatch/rest");
+    assert_eq!(rest["vs"]["limit"], "dispatch/direct");
+    let ratio = rest["vs"]["rate_ratio"].as_f64().unwrap();
+    let expected =
+        rest["rate"].as_f64().unwrap() / figure(&r, "dispatch/direct")["rate"].as_f64().unwrap();
+    assert!((ratio - expected).abs() < 1e-9, "{ratio} vs {expected}");
+    assert_eq!(
+        figure(&r, "dispatch/direct")["vs"]["limit"],
+        "baseline/ws-echo"
+    );
+    let checks: Vec<&str> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(checks.len(), 3, "{checks:?}");
+}
+
+#[test]
+fn dispatch_refuses_direct_against_a_remote_master() {
+    let out = Command::new(common::EXE)
+        .args([
+            "bench",
+            "dispatch",
+            "--direct",
+            "--api-addr",
+            "127.0.0.1:9",
+            "--api-token",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--direct needs the master"), "{err}");
+}
+
+#[test]
+fn kv_measures_the_db_endpoints_h2_and_sled() {
+    let (code, r, err) = bench(&["kv", "--duration", "300ms", "--concurrency", "8", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "kv/set (durable)",
+        "kv/get",
+        "kv/find (100 keys)",
+        "baseline/h2-echo",
+        "baseline/sled-set+flush",
+        "baseline/sled-get",
+    ] {
+        ran_clean(figure(&r, name));
+    }
+    assert_eq!(figure(&r, "kv/get")["vs"]["limit"], "baseline/h2-echo");
+}
+
+#[test]
+fn filter_measures_each_example_filter_against_a_live_instance() {
+    let (code, r, err) = bench(&["filter", "--duration", "200ms", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    for name in ["redact", "keyword-block", "require-fields"] {
+        ran_clean(figure(&r, &format!("filter/{name}")));
+        ran_clean(figure(&r, &format!("baseline/wasm-call/{name}")));
+    }
+}
+
+#[test]
+fn memory_reports_rss_per_tenant_at_each_step() {
+    let (code, r, err) = bench(&["memory", "--tenants", "20,60", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let checks = r["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2, "{r:#}");
+    assert!(
+        checks[1]["name"]
+            .as_str()
+            .unwrap()
+            .contains("60 tenants (60 VMs"),
+        "{r:#}"
+    );
+    for c in checks {
+        assert!(c["value"].as_f64().unwrap() > 0.0, "{c}");
+    }
+}
