@@ -194,7 +194,16 @@ pub struct Vm {
     /// `event.tenant`, read-only: the same for every event of this VM, so
     /// built once rather than per event.
     tenant_table: Table,
+    /// The event table's keys, interned once: creating a Lua string hashes
+    /// it, and the profile showed that per event.
+    keys: EventKeys,
     poisoned: bool,
+}
+
+struct EventKeys {
+    name: mlua::LuaString,
+    data: mlua::LuaString,
+    tenant: mlua::LuaString,
 }
 
 impl Vm {
@@ -249,12 +258,18 @@ impl Vm {
         tenant_table.set("type", tenant.kind.as_str())?;
         tenant_table.set("id", tenant.id.as_str())?;
         tenant_table.set_readonly(true);
+        let keys = EventKeys {
+            name: lua.create_string("name")?,
+            data: lua.create_string("data")?,
+            tenant: lua.create_string("tenant")?,
+        };
         Ok(Vm {
             lua,
             clock,
             script_env,
             handlers: HashMap::new(),
             tenant_table,
+            keys,
             poisoned: false,
         })
     }
@@ -376,9 +391,12 @@ impl Vm {
     fn event_table(&self, event: &Event) -> Result<mlua::Value, RemoteError> {
         let build = || -> mlua::Result<mlua::Value> {
             let t = self.lua.create_table_with_capacity(0, 3)?;
-            t.raw_set("name", event.name.as_str())?;
-            t.raw_set("data", self.lua.to_value_with(&event.data, to_lua())?)?;
-            t.raw_set("tenant", &self.tenant_table)?;
+            t.raw_set(&self.keys.name, event.name.as_str())?;
+            t.raw_set(
+                &self.keys.data,
+                self.lua.to_value_with(&event.data, to_lua())?,
+            )?;
+            t.raw_set(&self.keys.tenant, &self.tenant_table)?;
             Ok(mlua::Value::Table(t))
         };
         build().map_err(|e| RemoteError::new(ErrorKind::BadRequest, format!("event: {e}")))
