@@ -511,7 +511,16 @@ async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
         parent_pid,
     };
     let span = tracing::info_span!("worker", id = worker_id);
-    tracing::Instrument::instrument(worker::run(config), span).await?;
+    // On the runtime's worker threads, not this one (where `block_on` would
+    // poll it): the session then wakes the tenant tasks it feeds, and is
+    // woken by them, without crossing to a thread outside the pool.
+    let session = tokio::spawn(tracing::Instrument::instrument(worker::run(config), span));
+    match session.await {
+        Ok(result) => result?,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels it, and then we exit anyway.
+        Err(_) => {}
+    }
     Ok(ExitCode::SUCCESS)
 }
 
