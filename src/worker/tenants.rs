@@ -23,6 +23,7 @@ use crate::worker::services::Services;
 use crate::worker::vm::{Vm, VmLimits};
 use dashmap::DashMap;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -352,14 +353,16 @@ impl Tenants {
     /// Runs `plugin`'s filters in order: the event its handler gets, or why
     /// it gets none (a reject, or a failing filter whose policy is
     /// "reject").
-    fn filtered(
+    fn filtered<'e>(
         &self,
         catalogue: &Catalogue,
         plugin: &Plugin,
         tenant: &Tenant,
-        event: &Event,
-    ) -> Result<Event, RemoteError> {
-        let mut event = event.clone();
+        event: &'e Event,
+    ) -> Result<Cow<'e, Event>, RemoteError> {
+        // Borrowed until a filter rewrites it: most plugins have no filters,
+        // and their events are not copied.
+        let mut event = Cow::Borrowed(event);
         for f in &plugin.manifest.filters {
             if !f.applies_to(&event.name) {
                 continue;
@@ -369,7 +372,7 @@ impl Tenants {
                 .services
                 .run_filter(catalogue, &f.name, tenant, &event, &f.config, timeout)
             {
-                Ok(Verdict::Continue { event: Some(next) }) => event = next,
+                Ok(Verdict::Continue { event: Some(next) }) => event = Cow::Owned(next),
                 Ok(Verdict::Continue { event: None }) => {}
                 Ok(Verdict::Reject { reason }) => {
                     return Err(RemoteError::new(
