@@ -17,7 +17,7 @@ use crate::mesophyll::db::{CatalogueSnapshot, FilterModule, PluginBundle};
 use crate::worker::filters::{FilterEngine, FilterLimits, sha256_hex};
 use crate::worker::plugins::{self, Operation, valid_name};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,6 +91,12 @@ const FILTER: &str = "filter/";
 struct Uploads {
     plugins: BTreeMap<String, PluginBundle>,
     filters: BTreeMap<String, Vec<u8>>,
+}
+
+/// The names of the uploads among a snapshot's entries.
+struct Uploaded {
+    plugins: BTreeSet<String>,
+    filters: BTreeSet<String>,
 }
 
 /// The catalogue.
@@ -194,11 +200,21 @@ impl Catalogue {
 
     /// Every plugin and filter in force, uploads over folders.
     pub fn snapshot(&self) -> Result<CatalogueSnapshot, StoreError> {
+        self.merged().map(|(snapshot, _)| snapshot)
+    }
+
+    /// The snapshot, and which of its names are uploads: one read of the
+    /// store for both.
+    fn merged(&self) -> Result<(CatalogueSnapshot, Uploaded), StoreError> {
         let revision = self.revision();
         let Uploads {
             plugins: mut up_plugins,
             filters: mut up_filters,
         } = self.uploads()?;
+        let uploaded = Uploaded {
+            plugins: up_plugins.keys().cloned().collect(),
+            filters: up_filters.keys().cloned().collect(),
+        };
         let mut plugins: Vec<PluginBundle> = self
             .folder_plugins
             .iter()
@@ -221,11 +237,14 @@ impl Catalogue {
                 .into_iter()
                 .map(|(name, bytes)| FilterModule { name, bytes }),
         );
-        Ok(CatalogueSnapshot {
-            revision,
-            plugins,
-            filters,
-        })
+        Ok((
+            CatalogueSnapshot {
+                revision,
+                plugins,
+                filters,
+            },
+            uploaded,
+        ))
     }
 
     fn source(&self, uploaded: bool) -> Source {
@@ -238,8 +257,7 @@ impl Catalogue {
 
     /// The plugins in force, with their operations.
     pub fn plugins(&self) -> Result<Vec<PluginInfo>, StoreError> {
-        let uploads = self.uploads()?.plugins;
-        let snapshot = self.snapshot()?;
+        let (snapshot, uploaded) = self.merged()?;
         let mut out: Vec<PluginInfo> = snapshot
             .plugins
             .iter()
@@ -251,7 +269,7 @@ impl Catalogue {
                 events: p.manifest.events,
                 operations: p.manifest.operations,
                 filters: p.manifest.filters.into_iter().map(|f| f.name).collect(),
-                source: self.source(uploads.contains_key(&b.name)),
+                source: self.source(uploaded.plugins.contains(&b.name)),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -260,15 +278,14 @@ impl Catalogue {
 
     /// The filters in force.
     pub fn filters(&self) -> Result<Vec<FilterInfo>, StoreError> {
-        let uploads = self.uploads()?.filters;
-        let mut out: Vec<FilterInfo> = self
-            .snapshot()?
+        let (snapshot, uploaded) = self.merged()?;
+        let mut out: Vec<FilterInfo> = snapshot
             .filters
             .into_iter()
             .map(|f| FilterInfo {
                 sha256: sha256_hex(&f.bytes),
                 size: f.bytes.len(),
-                source: self.source(uploads.contains_key(&f.name)),
+                source: self.source(uploaded.filters.contains(&f.name)),
                 name: f.name,
             })
             .collect();
