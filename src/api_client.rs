@@ -30,6 +30,7 @@ use crate::rest::{
     Accepted, Changed, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, FilterList,
     Health, KvPage, PluginList, PluginUpload, ScriptRequest, ScriptResult, Version, Workers,
 };
+use crate::uri::encode_component;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode, header};
@@ -125,18 +126,6 @@ impl fmt::Debug for ApiClient {
     }
 }
 
-fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 impl ApiClient {
     /// A client for the API at `addr` with bearer `token`.
     pub fn new(addr: SocketAddr, token: impl Into<String>) -> Self {
@@ -192,7 +181,11 @@ impl ApiClient {
         id: &str,
         req: &DispatchRequest,
     ) -> Result<DispatchOutcome, ApiClientError> {
-        let path = format!("/api/v1/tenants/{}/{}/events", segment(kind), segment(id));
+        let path = format!(
+            "/api/v1/tenants/{}/{}/events",
+            encode_component(kind),
+            encode_component(id)
+        );
         let (status, body) = self.raw(Method::POST, &path, Some(req)).await?;
         if status == StatusCode::ACCEPTED {
             decode(status, &body).map(DispatchOutcome::Accepted)
@@ -208,7 +201,11 @@ impl ApiClient {
         id: &str,
         req: &ScriptRequest,
     ) -> Result<ScriptResult, ApiClientError> {
-        let path = format!("/api/v1/tenants/{}/{}/scripts", segment(kind), segment(id));
+        let path = format!(
+            "/api/v1/tenants/{}/{}/scripts",
+            encode_component(kind),
+            encode_component(id)
+        );
         self.call(Method::POST, &path, Some(req))
             .await
             .map(|(_, v)| v)
@@ -216,7 +213,11 @@ impl ApiClient {
 
     /// `DELETE /api/v1/tenants/{kind}/{id}/vm`.
     pub async fn drop_tenant(&self, kind: &str, id: &str) -> Result<Dropped, ApiClientError> {
-        let path = format!("/api/v1/tenants/{}/{}/vm", segment(kind), segment(id));
+        let path = format!(
+            "/api/v1/tenants/{}/{}/vm",
+            encode_component(kind),
+            encode_component(id)
+        );
         self.call(Method::DELETE, &path, None::<&()>)
             .await
             .map(|(_, v)| v)
@@ -235,7 +236,7 @@ impl ApiClient {
         name: &str,
         upload: &PluginUpload,
     ) -> Result<Changed, ApiClientError> {
-        let path = format!("/api/v1/plugins/{}", segment(name));
+        let path = format!("/api/v1/plugins/{}", encode_component(name));
         self.call(Method::PUT, &path, Some(upload))
             .await
             .map(|(_, v)| v)
@@ -243,7 +244,7 @@ impl ApiClient {
 
     /// `DELETE /api/v1/plugins/{name}`.
     pub async fn delete_plugin(&self, name: &str) -> Result<Changed, ApiClientError> {
-        let path = format!("/api/v1/plugins/{}", segment(name));
+        let path = format!("/api/v1/plugins/{}", encode_component(name));
         self.call(Method::DELETE, &path, None::<&()>)
             .await
             .map(|(_, v)| v)
@@ -258,7 +259,7 @@ impl ApiClient {
 
     /// `PUT /api/v1/filters/{name}` with the module's bytes.
     pub async fn put_filter(&self, name: &str, module: Vec<u8>) -> Result<Changed, ApiClientError> {
-        let path = format!("/api/v1/filters/{}", segment(name));
+        let path = format!("/api/v1/filters/{}", encode_component(name));
         let (status, bytes) = self
             .send(Method::PUT, &path, "application/wasm", Bytes::from(module))
             .await?;
@@ -267,14 +268,18 @@ impl ApiClient {
 
     /// `DELETE /api/v1/filters/{name}`.
     pub async fn delete_filter(&self, name: &str) -> Result<Changed, ApiClientError> {
-        let path = format!("/api/v1/filters/{}", segment(name));
+        let path = format!("/api/v1/filters/{}", encode_component(name));
         self.call(Method::DELETE, &path, None::<&()>)
             .await
             .map(|(_, v)| v)
     }
 
     fn tenant_path(kind: &str, id: &str, rest: &str) -> String {
-        format!("/api/v1/tenants/{}/{}/{rest}", segment(kind), segment(id))
+        format!(
+            "/api/v1/tenants/{}/{}/{rest}",
+            encode_component(kind),
+            encode_component(id)
+        )
     }
 
     /// `GET /api/v1/tenants/{kind}/{id}/state`.
@@ -311,7 +316,11 @@ impl ApiClient {
         scope: &str,
         key: &str,
     ) -> Result<Option<KvRecord>, ApiClientError> {
-        let path = Self::tenant_path(kind, id, &format!("kv/{}/{}", segment(scope), segment(key)));
+        let path = Self::tenant_path(
+            kind,
+            id,
+            &format!("kv/{}/{}", encode_component(scope), encode_component(key)),
+        );
         match self.call(Method::GET, &path, None::<&()>).await {
             Ok((_, v)) => Ok(Some(v)),
             Err(e) if e.code() == Some("not_found") => Ok(None),
@@ -328,7 +337,11 @@ impl ApiClient {
         key: &str,
         value: &serde_json::Value,
     ) -> Result<KvRecord, ApiClientError> {
-        let path = Self::tenant_path(kind, id, &format!("kv/{}/{}", segment(scope), segment(key)));
+        let path = Self::tenant_path(
+            kind,
+            id,
+            &format!("kv/{}/{}", encode_component(scope), encode_component(key)),
+        );
         self.call(Method::PUT, &path, Some(value))
             .await
             .map(|(_, v)| v)
@@ -342,7 +355,11 @@ impl ApiClient {
         scope: &str,
         key: &str,
     ) -> Result<Deleted, ApiClientError> {
-        let path = Self::tenant_path(kind, id, &format!("kv/{}/{}", segment(scope), segment(key)));
+        let path = Self::tenant_path(
+            kind,
+            id,
+            &format!("kv/{}/{}", encode_component(scope), encode_component(key)),
+        );
         self.call(Method::DELETE, &path, None::<&()>)
             .await
             .map(|(_, v)| v)
@@ -357,9 +374,13 @@ impl ApiClient {
         pattern: &str,
         after: Option<&str>,
     ) -> Result<KvPage, ApiClientError> {
-        let mut query = format!("kv?scope={}&pattern={}", segment(scope), segment(pattern));
+        let mut query = format!(
+            "kv?scope={}&pattern={}",
+            encode_component(scope),
+            encode_component(pattern)
+        );
         if let Some(a) = after {
-            query.push_str(&format!("&after={}", segment(a)));
+            query.push_str(&format!("&after={}", encode_component(a)));
         }
         let path = Self::tenant_path(kind, id, &query);
         self.call(Method::GET, &path, None::<&()>)
@@ -451,7 +472,7 @@ fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, Ap
 mod tests {
     #[test]
     fn path_segments_are_escaped() {
-        assert_eq!(super::segment("a b/c"), "a%20b%2Fc");
-        assert_eq!(super::segment("user-42_x.y"), "user-42_x.y");
+        assert_eq!(super::encode_component("a b/c"), "a%20b%2Fc");
+        assert_eq!(super::encode_component("user-42_x.y"), "user-42_x.y");
     }
 }

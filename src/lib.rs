@@ -16,4 +16,5 @@ pub mod master;
 pub mod mesophyll;
 pub mod report;
 pub mod rest;
+mod uri;
 pub mod worker;

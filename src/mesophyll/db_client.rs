@@ -12,6 +12,7 @@ use crate::mesophyll::db::{
 };
 use crate::mesophyll::hub::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::message::Tenant;
+use crate::uri::encode_component;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -72,18 +73,11 @@ impl fmt::Debug for DbClient {
 }
 
 fn query_tenant(t: &Tenant) -> String {
-    fn enc(s: &str) -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    }
-    format!("tenant_type={}&tenant_id={}", enc(&t.kind), enc(&t.id))
+    format!(
+        "tenant_type={}&tenant_id={}",
+        encode_component(&t.kind),
+        encode_component(&t.id)
+    )
 }
 
 impl DbClient {
