@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Master, Opts, alive, eventually, signal, tenants_on};
+use common::{Master, Opts, alive, eventually, signal, tenants_on, with_external_worker_1};
 use futures::{SinkExt, StreamExt};
 use meshplay::api_client::DispatchOutcome;
 use meshplay::master::datadir::DataDir;
@@ -149,18 +149,6 @@ async fn sigterm_stops_the_master_and_its_workers_cleanly() {
         !log.contains("restarting"),
         "no restarts during shutdown:\n{log}"
     );
-}
-
-/// A master with workers 0 (spawned) and 1 (external), and worker 1's token.
-async fn with_external_worker_1() -> (Master, String) {
-    let m = Master::start(Opts {
-        workers: 2,
-        external: 1,
-        ..Opts::default()
-    })
-    .await;
-    let token = DataDir::at(m.data_dir()).worker_token(1).unwrap();
-    (m, token)
 }
 
 async fn ws_connect(

@@ -5,10 +5,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Master, Opts, event, eventually, tenants_on};
+use common::{Master, Opts, event, eventually, tenants_on, with_external_worker_1};
 use http_body_util::{BodyExt, Full};
 use meshplay::api_client::{ApiClient, DispatchOutcome};
-use meshplay::master::datadir::DataDir;
 use meshplay::mesophyll::db::{KvOp, KvReply, TenantState, TenantStateEntry};
 use meshplay::rest::{DispatchRequest, ScriptRequest};
 use serde_json::{Value, json};
@@ -431,13 +430,7 @@ fn error_code(body: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_db_endpoints_check_shard_credentials_and_bodies() {
-    let m = Master::start(Opts {
-        workers: 2,
-        external: 1,
-        ..Opts::default()
-    })
-    .await;
-    let token = DataDir::at(m.data_dir()).worker_token(1).unwrap();
+    let (m, token) = with_external_worker_1().await;
     let hub = m.endpoint.mesophyll_addr;
     let mine = tenants_on("user", 1, 2, 1).remove(0);
     let theirs = tenants_on("user", 0, 2, 1).remove(0);

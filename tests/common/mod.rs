@@ -28,6 +28,18 @@ pub fn event(name: &str, data: serde_json::Value) -> meshplay::rest::DispatchReq
     }
 }
 
+/// A master with workers 0 (spawned) and 1 (external), and worker 1's token.
+pub async fn with_external_worker_1() -> (Master, String) {
+    let m = Master::start(Opts {
+        workers: 2,
+        external: 1,
+        ..Opts::default()
+    })
+    .await;
+    let token = DataDir::at(m.data_dir()).worker_token(1).unwrap();
+    (m, token)
+}
+
 /// The binary under test.
 pub const EXE: &str = env!("CARGO_BIN_EXE_meshplay");
 
