@@ -295,9 +295,12 @@ pub fn wasm_call(
     Ok(m)
 }
 
-/// The echo plugin's handler, as the baseline Luau call runs it.
-pub const ECHO_HANDLER: &str =
-    r#"return { echo = function(event) return { data = event.data, tenant = event.tenant } end }"#;
+/// The shipped echo plugin's entry file: what the benchmark's master runs
+/// and what the baseline Luau call calls, so both measure the same handler.
+pub const ECHO_HANDLER: &str = include_str!("../../plugins/echo/init.luau");
+
+/// The shipped echo plugin's manifest.
+pub const ECHO_MANIFEST: &str = include_str!("../../plugins/echo/plugin.toml");
 
 /// Calls the echo handler in a plain mlua state (no sandbox, no deadline)
 /// with an event table built per call, as a worker does.

@@ -58,7 +58,7 @@ pub struct InProcess {
     pub master: Running,
     /// Its worker count.
     pub workers: u32,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl InProcess {
@@ -71,10 +71,7 @@ impl InProcess {
             .tempdir()?;
         let echo = dir.path().join("plugins/echo");
         std::fs::create_dir_all(&echo)?;
-        std::fs::write(
-            echo.join("plugin.toml"),
-            "name = \"echo\"\nversion = \"1.0.0\"\nevents = [\"echo\"]\n",
-        )?;
+        std::fs::write(echo.join("plugin.toml"), baseline::ECHO_MANIFEST)?;
         std::fs::write(echo.join("init.luau"), baseline::ECHO_HANDLER)?;
         let exe = std::env::current_exe()?;
         let mut supervisor = SupervisorConfig::new(exe, String::new(), PathBuf::new());
@@ -106,13 +103,13 @@ impl InProcess {
         Ok(InProcess {
             master,
             workers,
-            _dir: dir,
+            dir,
         })
     }
 
     /// Where the data directory is (worker tokens of external workers).
     pub fn data_dir(&self) -> PathBuf {
-        self._dir.path().join("data")
+        self.dir.path().join("data")
     }
 
     /// Stops the master and its workers.
