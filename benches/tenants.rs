@@ -7,7 +7,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use meshplay::mesophyll::message::{Event, Tenant};
 use meshplay::worker::filters::{FilterEngine, FilterInput, FilterLimits};
-use meshplay::worker::plugins::Catalogue;
+use meshplay::worker::loaded::LoadedCatalogue;
 use meshplay::worker::services::Services;
 use meshplay::worker::vm::{Vm, VmLimits};
 use serde_json::json;
@@ -33,7 +33,7 @@ fn vm_benches(c: &mut Criterion) {
     });
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (catalogue, errors) = Catalogue::load(&root.join("plugins"));
+    let (catalogue, errors) = LoadedCatalogue::load(&root.join("plugins"));
     assert!(errors.is_empty(), "{errors:?}");
     let echo = catalogue
         .all()

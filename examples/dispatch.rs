@@ -10,8 +10,8 @@
 //! `admin-token` in the data directory (`MESHPLAY_DATA_DIR`, default
 //! `~/.meshplay`).
 
-use meshplay::api_client::{ApiClient, DispatchOutcome};
-use meshplay::master::datadir;
+use meshplay::client::{ApiClient, DispatchOutcome};
+use meshplay::datadir;
 use meshplay::rest::DispatchRequest;
 use serde_json::json;
 

@@ -1,20 +1,44 @@
 //! Meshplay: a master/worker plugin host.
 //!
-//! A master process ([`master`]) owns the public REST API and supervises N
-//! worker processes ([`worker`]), which run tenant code: Luau adapters. The
-//! two talk over Mesophyll ([`mesophyll`]), a WebSocket + MessagePack protocol
-//! with heartbeats and request-id correlation. [`api_client`] is a typed
-//! client for the REST API, used by the CLI and the examples.
+//! The crate is built in floors; each imports only the floors below it.
+//!
+//! 1. **Protocol and vocabulary** (no runtime of tenant code):
+//!    [`mesophyll`], the master <-> worker protocol (messages, codec,
+//!    correlation, the hub and the worker's uplink, the DB endpoints'
+//!    operations); [`rest`], the REST API's bodies; [`datadir`], where a
+//!    running master says where it is; [`client`], the typed REST client.
+//! 2. **Catalogue**, beside the protocol: [`catalogue`], what both sides
+//!    know of plugins and filters (manifests, names, the Luau compile check,
+//!    the filter ABI check).
+//! 3. **Master and worker**, above and apart (they meet only through the
+//!    protocol): [`master`] (supervisor, shards, store, registry, REST API)
+//!    and [`worker`] (tenant VMs, the filter runtime).
+//! 4. **Command line** on top: [`cli`] (and [`bench`], which drives all of
+//!    the above to measure it).
+//!
+//! With `--no-default-features --features client`, only floor 1 builds:
+//! an application gets the REST client without wasmtime, mlua or sled.
 //!
 //! `../shared/DESIGN.md` (in the repository's parent) is the contract this
 //! crate builds to; the README's tour shows it running.
 
-pub mod api_client;
+#[cfg(feature = "server")]
 pub mod bench;
+#[cfg(feature = "server")]
+pub mod catalogue;
+#[cfg(feature = "server")]
 pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod datadir;
+#[cfg(test)]
+mod fixtures;
+mod http;
+#[cfg(feature = "server")]
 pub mod master;
 pub mod mesophyll;
 pub mod report;
 pub mod rest;
 mod uri;
+#[cfg(feature = "server")]
 pub mod worker;

@@ -1,12 +1,12 @@
-//! The REST API's request and response bodies, shared by the server
-//! ([`crate::master::api`]) and the typed client ([`crate::api_client`]) so
-//! the two cannot drift apart.
+//! The REST API's request and response bodies, owned here and shared by the
+//! server (`master::api`) and the typed client ([`crate::client`]) so the
+//! two cannot drift apart. It depends on nothing but the protocol's value
+//! types, so an application that only talks to the API builds it alone.
 //!
 //! Everything here is JSON on the wire (MessagePack is accepted for request
 //! bodies). Errors always have the shape of [`ErrorBody`]: a stable `code`
 //! for programs and a `message` for people.
 
-pub use crate::master::catalogue::{FilterInfo, PluginInfo, Source};
 use crate::mesophyll::db::KvRecord;
 use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
 use serde::{Deserialize, Serialize};
@@ -234,6 +234,50 @@ pub struct PluginUpload {
 pub struct Changed {
     /// The catalogue's new revision (workers reload to it).
     pub revision: u64,
+}
+
+/// Where a catalogue entry comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The `--plugins` or `--filters` folder.
+    Folder,
+    /// Uploaded through the API.
+    Uploaded,
+}
+
+/// A plugin as `GET /api/v1/plugins` shows it: one entry of the capability
+/// registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// The events it handles.
+    pub events: Vec<String>,
+    /// The operations it offers.
+    pub operations: Vec<OperationInfo>,
+    /// The filters it applies, in order.
+    pub filters: Vec<String>,
+    pub source: Source,
+}
+
+/// One operation a plugin offers, as its manifest describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationInfo {
+    pub name: String,
+    pub description: String,
+}
+
+/// A filter as `GET /api/v1/filters` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterInfo {
+    pub name: String,
+    /// SHA-256 of the module, hex.
+    pub sha256: String,
+    /// Module size in bytes.
+    pub size: usize,
+    pub source: Source,
 }
 
 /// `GET /api/v1/plugins`: the capability registry.

@@ -5,8 +5,8 @@ mod common;
 
 use common::{Master, Opts, alive, eventually, signal, tenants_on, with_external_worker_1};
 use futures::{SinkExt, StreamExt};
-use meshplay::api_client::DispatchOutcome;
-use meshplay::master::datadir::DataDir;
+use meshplay::client::DispatchOutcome;
+use meshplay::datadir::DataDir;
 use meshplay::mesophyll::codec;
 use meshplay::mesophyll::message::{ClientMessage, PluginOutcome, ServerMessage};
 use meshplay::rest::{DispatchRequest, ScriptRequest};

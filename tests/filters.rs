@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Master, Opts, event, eventually, signal, tenants_on};
-use meshplay::api_client::{ApiClient, ApiClientError, DispatchOutcome};
+use meshplay::client::{ApiClient, ApiClientError, DispatchOutcome};
 use meshplay::rest::{DispatchRequest, PluginResult, PluginUpload, ScriptRequest};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

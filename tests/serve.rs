@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Master, Opts, raw, tenants_on};
-use meshplay::api_client::{ApiClient, DispatchOutcome};
+use meshplay::client::{ApiClient, DispatchOutcome};
 use meshplay::mesophyll::message::Event;
 use meshplay::rest::{DispatchRequest, Dispatched, ScriptRequest};
 use serde_json::{Value, json};

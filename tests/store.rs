@@ -7,8 +7,9 @@ mod common;
 use bytes::Bytes;
 use common::{Master, Opts, event, eventually, tenants_on, with_external_worker_1};
 use http_body_util::{BodyExt, Full};
-use meshplay::api_client::{ApiClient, DispatchOutcome};
-use meshplay::mesophyll::db::{KvOp, KvReply, TenantState, TenantStateEntry};
+use meshplay::client::{ApiClient, DispatchOutcome};
+use meshplay::mesophyll::db::{KvOp, KvReply, TenantStateEntry};
+use meshplay::mesophyll::message::TenantState;
 use meshplay::rest::{DispatchRequest, ScriptRequest};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -29,7 +30,7 @@ async fn script(
     kind: &str,
     id: &str,
     code: &str,
-) -> Result<Value, meshplay::api_client::ApiClientError> {
+) -> Result<Value, meshplay::client::ApiClientError> {
     let req = ScriptRequest {
         name: Some("t".into()),
         code: code.into(),

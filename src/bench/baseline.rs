@@ -13,6 +13,7 @@
 //! - [`luau_call`]: one call of the echo handler in a plain mlua state.
 
 use crate::bench::load::{Load, Measured, drive, spin};
+use crate::mesophyll::writer::{Batched, write_batch};
 use axum::serve::ListenerExt;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -106,19 +107,13 @@ pub async fn ws_echo(
         });
         // Batched like the hub's writer: the same transport, at its best.
         tokio::spawn(async move {
-            'conn: while let Some(frame) = out_rx.recv().await {
-                let mut next = Some(frame);
-                let mut fed = 0;
-                while let Some(frame) = next.take() {
-                    if sink.feed(Message::binary(frame)).await.is_err() {
-                        break 'conn;
-                    }
-                    fed += 1;
-                    if fed < crate::mesophyll::codec::WRITE_BATCH {
-                        next = out_rx.try_recv().ok();
-                    }
-                }
-                if sink.flush().await.is_err() {
+            while let Some(frame) = out_rx.recv().await {
+                let more = || out_rx.try_recv().ok();
+                let to_message = |f: Vec<u8>| Batched::Frame(Message::binary(f));
+                if write_batch(&mut sink, frame, more, to_message)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -280,7 +275,7 @@ pub fn wasm_call(
             })();
             let took = t0.elapsed();
             timed += took;
-            m.latencies_ns.push(took.as_nanos() as u64);
+            m.record(took);
             match result {
                 Ok(()) => m.ok += 1,
                 Err(kind) => *m.errors.entry(kind).or_default() += 1,
@@ -291,7 +286,6 @@ pub fn wasm_call(
         }
     }
     m.elapsed = timed;
-    m.latencies_ns.sort_unstable();
     Ok(m)
 }
 

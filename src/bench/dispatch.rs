@@ -3,10 +3,10 @@
 //! without HTTP and JSON in front), against the raw WebSocket echo and a
 //! bare Luau call measured in the same run.
 
-use crate::api_client::{ApiClient, DispatchOutcome};
 use crate::bench::figures::{Check, Figure, Report};
 use crate::bench::load::{Load, drive};
 use crate::bench::{BenchError, InProcess, baseline};
+use crate::client::{ApiClient, DispatchOutcome};
 use crate::master::shard;
 use crate::mesophyll::codec;
 use crate::mesophyll::hub::{Hub, HubError};

@@ -5,9 +5,9 @@
 use crate::bench::figures::{Check, Figure, Report};
 use crate::bench::load::{Load, drive};
 use crate::bench::{BenchError, InProcess, baseline};
-use crate::master::datadir::DataDir;
+use crate::datadir::DataDir;
 use crate::mesophyll::db::{KvOp, KvReply};
-use crate::mesophyll::db_client::{DbClient, DbError};
+use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::Tenant;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,12 +38,12 @@ fn tenant(n: u64) -> Tenant {
     }
 }
 
-fn kind(e: &DbError) -> String {
+fn kind(e: &DbClientError) -> String {
     match e {
-        DbError::Timeout(_) => "timeout",
-        DbError::TooLarge(_) => "too_large",
-        DbError::Forbidden(_) | DbError::Refused(_) => "refused",
-        DbError::Transport(_) => "transport",
+        DbClientError::Timeout(_) => "timeout",
+        DbClientError::TooLarge(_) => "too_large",
+        DbClientError::Forbidden(_) | DbClientError::Refused(_) => "refused",
+        DbClientError::Transport(_) => "transport",
         _ => "store",
     }
     .into()

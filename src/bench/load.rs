@@ -5,9 +5,10 @@
 //! hub, the DB endpoints, and their raw baselines) goes through [`drive`], so
 //! that figures and their limits are measured the same way.
 
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,19 +27,44 @@ pub struct Load {
 }
 
 /// What one run measured.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Measured {
     /// Calls that succeeded.
     pub ok: u64,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
-    /// Latency of every call (successful or not), in nanoseconds, sorted.
-    pub latencies_ns: Vec<u64>,
+    /// Latency of every call (successful or not), in nanoseconds: fixed
+    /// memory however long the run, 3 significant digits, mergeable across
+    /// callers.
+    pub latencies_ns: Histogram<u64>,
     /// Failed calls by kind.
     pub errors: BTreeMap<String, u64>,
 }
 
+impl Default for Measured {
+    fn default() -> Self {
+        Measured {
+            ok: 0,
+            elapsed: Duration::ZERO,
+            latencies_ns: Histogram::new(3).expect("3 significant digits is a valid precision"),
+            errors: BTreeMap::new(),
+        }
+    }
+}
+
 impl Measured {
+    /// Records one call that took `took`.
+    pub fn record(&mut self, took: Duration) {
+        // An auto-resizing histogram only fails on a value it cannot hold
+        // (u64::MAX), which no call takes.
+        let _ = self.latencies_ns.record(took.as_nanos().max(1) as u64);
+    }
+
+    /// Calls made, successful or not.
+    pub fn calls(&self) -> u64 {
+        self.latencies_ns.len()
+    }
+
     /// Successful calls per second.
     pub fn rate(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -49,14 +75,14 @@ impl Measured {
         if self.latencies_ns.is_empty() {
             return 0.0;
         }
-        let i = ((self.latencies_ns.len() - 1) as f64 * q).round() as usize;
-        self.latencies_ns[i] as f64 / 1000.0
+        self.latencies_ns.value_at_quantile(q) as f64 / 1000.0
     }
 
     /// Folds the measurements of one caller in.
     fn absorb(&mut self, other: Measured) {
         self.ok += other.ok;
-        self.latencies_ns.extend(other.latencies_ns);
+        // Both histograms auto-resize, so adding cannot overflow a bucket.
+        let _ = self.latencies_ns.add(&other.latencies_ns);
         for (k, n) in other.errors {
             *self.errors.entry(k).or_default() += n;
         }
@@ -87,7 +113,7 @@ where
                 let n = seq.fetch_add(1, Ordering::Relaxed);
                 let t0 = Instant::now();
                 let result = op(n).await;
-                mine.latencies_ns.push(t0.elapsed().as_nanos() as u64);
+                mine.record(t0.elapsed());
                 match result {
                     Ok(()) => {
                         mine.ok += 1;
@@ -103,27 +129,27 @@ where
         }));
     }
     let progress = load.progress.then(|| {
-        let (label, done, failed, stop) = (
-            load.label.clone(),
-            done.clone(),
-            failed.clone(),
-            stop.clone(),
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix}: {elapsed} {msg}")
+                .expect("a valid template"),
         );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
+        bar.set_prefix(load.label.clone());
+        let (bar2, done, failed, stop) = (bar.clone(), done.clone(), failed.clone(), stop.clone());
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
-                let secs = start.elapsed().as_secs_f64();
                 let n = done.load(Ordering::Relaxed);
-                eprint!(
-                    "\r{label}: {secs:4.1}s {n} ok ({:.0}/s), {} errors   ",
-                    n as f64 / secs,
+                bar2.set_message(format!(
+                    "{n} ok ({:.0}/s), {} errors",
+                    n as f64 / start.elapsed().as_secs_f64().max(1e-3),
                     failed.load(Ordering::Relaxed)
-                );
-                let _ = std::io::stderr().flush();
+                ));
+                bar2.tick();
             }
-        })
+        });
+        (bar, ticker)
     });
     let mut all = Measured::default();
     for t in tasks {
@@ -133,11 +159,10 @@ where
     }
     all.elapsed = start.elapsed();
     stop.store(true, Ordering::Relaxed);
-    if let Some(p) = progress {
-        p.abort();
-        eprint!("\r{:78}\r", "");
+    if let Some((bar, ticker)) = progress {
+        ticker.abort();
+        bar.finish_and_clear();
     }
-    all.latencies_ns.sort_unstable();
     all
 }
 
@@ -149,7 +174,7 @@ pub fn spin<F: FnMut() -> Result<(), String>>(duration: Duration, mut f: F) -> M
     loop {
         let t0 = Instant::now();
         let r = f();
-        m.latencies_ns.push(t0.elapsed().as_nanos() as u64);
+        m.record(t0.elapsed());
         match r {
             Ok(()) => m.ok += 1,
             Err(kind) => *m.errors.entry(kind).or_default() += 1,
@@ -159,7 +184,6 @@ pub fn spin<F: FnMut() -> Result<(), String>>(duration: Duration, mut f: F) -> M
         }
     }
     m.elapsed = start.elapsed();
-    m.latencies_ns.sort_unstable();
     m
 }
 
@@ -186,21 +210,32 @@ mod tests {
         .await;
         let errors = m.errors.get("tenth").copied().unwrap_or(0);
         assert!(m.ok > 0 && errors > 0);
-        assert_eq!(m.latencies_ns.len() as u64, m.ok + errors);
-        assert!(m.latencies_ns.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(m.calls(), m.ok + errors);
         assert!(m.quantile_us(0.5) <= m.quantile_us(0.99));
     }
 
     #[test]
-    fn quantiles_pick_from_the_sorted_latencies() {
-        let m = Measured {
+    fn quantiles_come_from_the_recorded_latencies() {
+        let mut m = Measured {
             ok: 5,
             elapsed: Duration::from_secs(1),
-            latencies_ns: vec![1000, 2000, 3000, 4000, 100_000],
-            errors: BTreeMap::new(),
+            ..Measured::default()
         };
-        assert_eq!(m.quantile_us(0.5), 3.0);
-        assert_eq!(m.quantile_us(1.0), 100.0);
+        for us in [1, 2, 3, 4, 100] {
+            m.record(Duration::from_micros(us));
+        }
+        // Three significant digits: within 0.1% of the true value.
+        assert!(
+            (m.quantile_us(0.5) - 3.0).abs() < 0.01,
+            "{}",
+            m.quantile_us(0.5)
+        );
+        assert!(
+            (m.quantile_us(1.0) - 100.0).abs() < 0.1,
+            "{}",
+            m.quantile_us(1.0)
+        );
+        assert_eq!(m.calls(), 5);
         assert_eq!(m.rate(), 5.0);
     }
 }

@@ -9,15 +9,16 @@
 //! otherwise). A malformed body is a 400 for that request only; the
 //! connection and its other streams carry on.
 
-use crate::master::catalogue::Catalogue;
+use crate::master::registry::Registry;
 use crate::master::shard;
 use crate::master::store::{Store, StoreError};
+use crate::mesophyll::auth::{Credentials, Refusal};
 use crate::mesophyll::db::{
     DEFAULT_FIND_LIMIT, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, MAX_DB_BODY_BYTES,
     MAX_FIND_LIMIT, MAX_KEY_BYTES, MAX_SCOPE_BYTES, MAX_VALUE_BYTES, PublicGlobalOp,
     TenantStateEntry, like, like_prefix, valid_global_key,
 };
-use crate::mesophyll::hub::{Hub, WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
+use crate::mesophyll::hub::Hub;
 use crate::mesophyll::message::Tenant;
 use axum::Router;
 use axum::body::Bytes;
@@ -38,7 +39,7 @@ pub struct DbState {
     /// The shard count.
     pub workers: u32,
     /// The plugins and filters the workers run.
-    pub catalogue: Arc<Catalogue>,
+    pub registry: Arc<Registry>,
 }
 
 /// The `/db/...` routes.
@@ -56,14 +57,14 @@ pub fn router(state: Arc<DbState>) -> Router {
 
 /// A DB error: a status and a MessagePack [`DbErrorBody`].
 #[derive(Debug)]
-pub struct DbError {
+pub struct EndpointError {
     status: StatusCode,
     body: DbErrorBody,
 }
 
-impl DbError {
+impl EndpointError {
     fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        DbError {
+        EndpointError {
             status,
             body: DbErrorBody {
                 code: code.into(),
@@ -91,7 +92,7 @@ impl DbError {
     }
 }
 
-impl From<StoreError> for DbError {
+impl From<StoreError> for EndpointError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Exists(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
@@ -100,7 +101,7 @@ impl From<StoreError> for DbError {
     }
 }
 
-impl IntoResponse for DbError {
+impl IntoResponse for EndpointError {
     fn into_response(self) -> Response {
         msgpack(self.status, &self.body)
     }
@@ -121,34 +122,26 @@ fn ok<T: Serialize>(v: &T) -> Response {
 }
 
 /// Checks the caller's credentials; returns its worker id.
-fn caller(state: &DbState, headers: &HeaderMap) -> Result<u32, DbError> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let id = text(WORKER_ID_HEADER)
-        .and_then(|s| s.parse::<u32>().ok())
-        .ok_or_else(|| {
-            DbError::new(StatusCode::NOT_FOUND, "unknown_worker", "unknown worker id")
-        })?;
-    match state
+fn caller(state: &DbState, headers: &HeaderMap) -> Result<u32, EndpointError> {
+    state
         .hub
-        .authenticate(id, text(WORKER_TOKEN_HEADER).unwrap_or(""))
-    {
-        Ok(()) => Ok(id),
-        Err(StatusCode::NOT_FOUND) => Err(DbError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_worker",
-            "unknown worker id",
-        )),
-        Err(_) => Err(DbError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "wrong token",
-        )),
-    }
+        .authenticate(&Credentials::read(headers, None))
+        .map_err(|refusal| {
+            let code = match refusal {
+                Refusal::UnknownWorker => "unknown_worker",
+                Refusal::WrongToken => "unauthorized",
+            };
+            EndpointError::new(refusal.status(), code, refusal.to_string())
+        })
 }
 
 /// Checks the caller's credentials and that the tenant named in the query
 /// belongs to its shard.
-fn caller_for(state: &DbState, headers: &HeaderMap, q: TenantQuery) -> Result<Tenant, DbError> {
+fn caller_for(
+    state: &DbState,
+    headers: &HeaderMap,
+    q: TenantQuery,
+) -> Result<Tenant, EndpointError> {
     let id = caller(state, headers)?;
     let tenant = tenant_of(q)?;
     owned(state, id, &tenant)?;
@@ -156,12 +149,12 @@ fn caller_for(state: &DbState, headers: &HeaderMap, q: TenantQuery) -> Result<Te
 }
 
 /// Checks that `tenant` belongs to worker `id`'s shard.
-fn owned(state: &DbState, id: u32, tenant: &Tenant) -> Result<(), DbError> {
+fn owned(state: &DbState, id: u32, tenant: &Tenant) -> Result<(), EndpointError> {
     let owner = shard::worker_for(tenant, state.workers);
     if owner == id {
         Ok(())
     } else {
-        Err(DbError::new(
+        Err(EndpointError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!("tenant {tenant} belongs to worker {owner}, not {id}"),
@@ -169,8 +162,8 @@ fn owned(state: &DbState, id: u32, tenant: &Tenant) -> Result<(), DbError> {
     }
 }
 
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DbError> {
-    rmp_serde::from_slice(bytes).map_err(|e| DbError::bad(format!("malformed body: {e}")))
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EndpointError> {
+    rmp_serde::from_slice(bytes).map_err(|e| EndpointError::bad(format!("malformed body: {e}")))
 }
 
 #[derive(serde::Deserialize)]
@@ -179,63 +172,55 @@ struct TenantQuery {
     tenant_id: Option<String>,
 }
 
-fn tenant_of(q: TenantQuery) -> Result<Tenant, DbError> {
+fn tenant_of(q: TenantQuery) -> Result<Tenant, EndpointError> {
     match (q.tenant_type, q.tenant_id) {
         (Some(kind), Some(id)) if !kind.is_empty() && !id.is_empty() => Ok(Tenant::new(kind, id)),
-        _ => Err(DbError::bad("tenant_type and tenant_id are required")),
+        _ => Err(EndpointError::bad("tenant_type and tenant_id are required")),
     }
 }
 
-fn check_scope_key(scope: &str, key: &str) -> Result<(), DbError> {
+fn check_scope_key(scope: &str, key: &str) -> Result<(), EndpointError> {
     if scope.is_empty() || scope.len() > MAX_SCOPE_BYTES {
-        return Err(DbError::bad(format!(
+        return Err(EndpointError::bad(format!(
             "a scope is 1-{MAX_SCOPE_BYTES} bytes"
         )));
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(DbError::too_large(format!(
+        return Err(EndpointError::too_large(format!(
             "key of {} bytes; the limit is {MAX_KEY_BYTES}",
             key.len()
         )));
     }
     if key.is_empty() {
-        return Err(DbError::bad("a key cannot be empty"));
+        return Err(EndpointError::bad("a key cannot be empty"));
     }
     Ok(())
 }
 
-fn check_value(value: &serde_json::Value) -> Result<(), DbError> {
+fn check_value(value: &serde_json::Value) -> Result<(), EndpointError> {
     let size = rmp_serde::to_vec_named(value)
         .map(|v| v.len())
         .unwrap_or(usize::MAX);
     if size > MAX_VALUE_BYTES {
-        return Err(DbError::too_large(format!(
+        return Err(EndpointError::too_large(format!(
             "value of {size} bytes; the limit is {MAX_VALUE_BYTES}"
         )));
     }
     Ok(())
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 async fn catalogue(
     State(state): State<Arc<DbState>>,
     headers: HeaderMap,
-) -> Result<Response, DbError> {
+) -> Result<Response, EndpointError> {
     caller(&state, &headers)?;
-    Ok(ok(&state.catalogue.snapshot()?))
+    Ok(ok(&state.registry.snapshot()?))
 }
 
 async fn tenant_states(
     State(state): State<Arc<DbState>>,
     headers: HeaderMap,
-) -> Result<Response, DbError> {
+) -> Result<Response, EndpointError> {
     let id = caller(&state, &headers)?;
     let mine: Vec<TenantStateEntry> = state
         .store
@@ -250,7 +235,7 @@ async fn put_tenant_state(
     State(state): State<Arc<DbState>>,
     headers: HeaderMap,
     bytes: Bytes,
-) -> Result<Response, DbError> {
+) -> Result<Response, EndpointError> {
     let id = caller(&state, &headers)?;
     let entry: TenantStateEntry = body(&bytes)?;
     owned(&state, id, &entry.tenant)?;
@@ -267,7 +252,7 @@ async fn kv(
     headers: HeaderMap,
     Query(q): Query<TenantQuery>,
     bytes: Bytes,
-) -> Result<Response, DbError> {
+) -> Result<Response, EndpointError> {
     let tenant = caller_for(&state, &headers, q)?;
     let op: KvOp = body(&bytes)?;
     let reply = run_kv(state.store.as_ref(), &tenant, op).await?;
@@ -276,7 +261,11 @@ async fn kv(
 
 /// Runs one KV operation for `tenant` (after auth and shard checks): the
 /// DB endpoint and the REST API share it.
-pub async fn run_kv(store: &dyn Store, tenant: &Tenant, op: KvOp) -> Result<KvReply, DbError> {
+pub async fn run_kv(
+    store: &dyn Store,
+    tenant: &Tenant,
+    op: KvOp,
+) -> Result<KvReply, EndpointError> {
     Ok(match op {
         KvOp::Get { scope, key } => {
             check_scope_key(&scope, &key)?;
@@ -285,7 +274,11 @@ pub async fn run_kv(store: &dyn Store, tenant: &Tenant, op: KvOp) -> Result<KvRe
         KvOp::Set { scope, key, value } => {
             check_scope_key(&scope, &key)?;
             check_value(&value)?;
-            KvReply::Stored(store.kv_set(tenant, &scope, &key, value, now_ms()).await?)
+            KvReply::Stored(
+                store
+                    .kv_set(tenant, &scope, &key, value, crate::clock::unix_millis())
+                    .await?,
+            )
         }
         KvOp::Delete { scope, key } => {
             check_scope_key(&scope, &key)?;
@@ -333,7 +326,7 @@ async fn public_global(
     State(state): State<Arc<DbState>>,
     headers: HeaderMap,
     bytes: Bytes,
-) -> Result<Response, DbError> {
+) -> Result<Response, EndpointError> {
     caller(&state, &headers)?;
     let op: PublicGlobalOp = body(&bytes)?;
     let reply = match op {
@@ -366,13 +359,13 @@ async fn global(
     headers: HeaderMap,
     Query(q): Query<TenantQuery>,
     bytes: Bytes,
-) -> Result<Response, DbError> {
+) -> Result<Response, EndpointError> {
     let tenant = caller_for(&state, &headers, q)?;
     let op: GlobalOp = body(&bytes)?;
     let reply = match op {
         GlobalOp::Create { mut entry } => {
             if !valid_global_key(&entry.key) {
-                return Err(DbError::bad(format!(
+                return Err(EndpointError::bad(format!(
                     "global key {:?} must be 3-64 characters of [A-Za-z0-9._-]",
                     entry.key
                 )));
@@ -380,7 +373,7 @@ async fn global(
             check_scope_key(&entry.scope, &entry.key)?;
             check_value(&entry.value)?;
             entry.owner = Some(tenant);
-            entry.created_at = now_ms();
+            entry.created_at = crate::clock::unix_millis();
             GlobalReply::Created(state.store.global_create(entry).await?)
         }
         GlobalOp::Delete {
@@ -390,7 +383,7 @@ async fn global(
         } => match state.store.global_get(&scope, &key, version)? {
             None => GlobalReply::Deleted(false),
             Some(e) if e.owner.as_ref() != Some(&tenant) => {
-                return Err(DbError::new(
+                return Err(EndpointError::new(
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     format!("{scope}/{key} version {version} belongs to another tenant"),

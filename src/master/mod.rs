@@ -1,30 +1,33 @@
 //! The master process: the REST API, the Mesophyll hub, and the supervisor
 //! of the worker processes.
 //!
-//! - [`datadir`]: the data directory (admin token, `endpoint.json`);
+//! - [`datadir`]: writing the data directory (admin token, `endpoint.json`);
 //! - [`shard`]: which worker owns a tenant;
-//! - [`store`]: the sled store (tenant KV, global KV, tenant states);
+//! - [`registry`]: the plugins and filters in force, checked through
+//!   [`crate::catalogue`] (the master links no worker runtime);
+//! - [`store`]: the store (tenant KV, global KV, tenant states, uploads);
 //! - [`db`]: the DB endpoints workers call on the Mesophyll port;
 //! - [`supervisor`]: spawning, watching and restarting workers;
 //! - [`api`]: the REST API.
 //!
-//! [`start`] wires them together (and [`serve`] runs it until a signal): it binds both ports (port 0 picks a free
-//! one; the chosen addresses land in `endpoint.json`), starts the workers,
+//! [`start`] wires them together (and [`serve`] runs it until a signal): it
+//! binds both ports (port 0 picks a free one; the chosen addresses land in
+//! `endpoint.json`), starts the workers,
 //! and runs until its `shutdown` future completes, then stops the workers
 //! within the grace period.
 
 pub mod api;
-pub mod catalogue;
 pub mod datadir;
 pub mod db;
+pub mod registry;
 pub mod shard;
 pub mod store;
 pub mod supervisor;
 
+use crate::datadir::{DataDir, DataDirError, Endpoint};
 use crate::mesophyll::hub::{Hub, HubConfig};
 use axum::serve::ListenerExt;
-use catalogue::Catalogue;
-use datadir::{DataDir, DataDirError, Endpoint};
+use registry::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -182,18 +185,17 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         tracing::info!(worker = id, token_file = %path.display(), "external worker expected");
     }
     let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("store"))?);
-    let (catalogue, problems) =
-        Catalogue::load(&config.plugins_dir, &config.filters_dir, Arc::clone(&store))
-            .map_err(|e| MasterError::Config(format!("cannot start the filter engine: {e}")))?;
+    let (registry, problems) =
+        Registry::load(&config.plugins_dir, &config.filters_dir, Arc::clone(&store));
     for p in &problems {
         tracing::error!("not loaded: {p}");
     }
-    let catalogue = Arc::new(catalogue);
+    let registry = Arc::new(registry);
     let hub_router = hub.router().merge(db::router(Arc::new(db::DbState {
         hub: Arc::clone(&hub),
         store: Arc::clone(&store),
         workers: config.workers,
-        catalogue: Arc::clone(&catalogue),
+        registry: Arc::clone(&registry),
     })));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(hub_listener.tap_io(no_delay), hub_router).await {
@@ -212,7 +214,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         workers: config.workers,
         token: token.clone(),
         store,
-        catalogue,
+        registry,
     });
     let app = api::router(state);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -19,11 +19,11 @@
 //! has no chance to clean up.
 
 use crate::master::datadir::fresh_token;
+use crate::mesophyll::auth::{PARENT_ENV, TOKEN_ENV};
 use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::hub::{DisconnectReason, Hub, HubEvent};
 use crate::mesophyll::message::ServerMessage;
 use crate::rest::WorkerState;
-use crate::worker::{PARENT_ENV, TOKEN_ENV};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};

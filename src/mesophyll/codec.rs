@@ -16,11 +16,6 @@ use serde::{Serialize, de::DeserializeOwned};
 /// can hit it.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
-/// At most this many queued frames are written before one flush: enough
-/// to save the syscalls of a busy connection, few enough that the first of
-/// them does not wait long.
-pub const WRITE_BATCH: usize = 64;
-
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -115,7 +110,7 @@ mod tests {
             },
             ServerMessage::TenantStateChanged {
                 tenant: tenant.clone(),
-                state: Some(crate::mesophyll::db::TenantState {
+                state: Some(TenantState {
                     events: Some(vec!["echo".into()]),
                     plugins: None,
                     data: json!({"lang": "en"}),

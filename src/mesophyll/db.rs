@@ -19,7 +19,7 @@
 //!
 //! [`crate::mesophyll::db_client`] is the worker's side.
 
-use crate::mesophyll::message::Tenant;
+use crate::mesophyll::message::{Tenant, TenantState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -37,22 +37,6 @@ pub const DEFAULT_FIND_LIMIT: u32 = 100;
 pub const MAX_FIND_LIMIT: u32 = 1000;
 /// The scope scripts use when they name none.
 pub const DEFAULT_SCOPE: &str = "default";
-
-/// What a tenant is subscribed to, and its own free-form data.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantState {
-    /// When set, only these events run; others are answered `not_subscribed`
-    /// without starting a VM.
-    #[serde(default)]
-    pub events: Option<Vec<String>>,
-    /// When set, only these plugins run for the tenant.
-    #[serde(default)]
-    pub plugins: Option<Vec<String>>,
-    /// Anything the tenant's owner wants to keep with it.
-    #[serde(default)]
-    pub data: Value,
-}
 
 /// A tenant and its state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,19 +6,17 @@
 //! is picked up by the next call. Every call has a deadline (the caller's,
 //! for a script: its remaining time); none waits forever.
 
+use crate::http::HttpClient;
+use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::db::{
     CatalogueSnapshot, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, PublicGlobalOp,
     TenantStateEntry,
 };
-use crate::mesophyll::hub::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::message::Tenant;
 use crate::uri::encode_component;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -26,7 +24,7 @@ use std::time::Duration;
 
 /// Why a DB call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum DbError {
+pub enum DbClientError {
     /// The master refused our credentials (401/404): fatal for a worker.
     #[error("the master refused this worker's credentials ({0})")]
     Refused(u16),
@@ -59,7 +57,7 @@ pub struct DbClient {
     base: String,
     worker_id: String,
     token: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
 }
 
 impl fmt::Debug for DbClient {
@@ -83,17 +81,11 @@ fn query_tenant(t: &Tenant) -> String {
 impl DbClient {
     /// A client for the master at `master` (`host:port`), as worker `id`.
     pub fn new(master: &str, worker_id: u32, token: &str) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
         DbClient {
             base: format!("http://{master}"),
             worker_id: worker_id.to_string(),
             token: token.to_owned(),
-            http,
+            http: HttpClient::http2(),
         }
     }
 
@@ -101,7 +93,7 @@ impl DbClient {
     pub async fn tenant_states(
         &self,
         deadline: Duration,
-    ) -> Result<Vec<TenantStateEntry>, DbError> {
+    ) -> Result<Vec<TenantStateEntry>, DbClientError> {
         self.call(
             Method::GET,
             "/db/tenant-states".into(),
@@ -112,7 +104,7 @@ impl DbClient {
     }
 
     /// Every plugin and filter, as the master has them now.
-    pub async fn catalogue(&self, deadline: Duration) -> Result<CatalogueSnapshot, DbError> {
+    pub async fn catalogue(&self, deadline: Duration) -> Result<CatalogueSnapshot, DbClientError> {
         self.call(Method::GET, "/db/catalogue".into(), None::<&()>, deadline)
             .await
     }
@@ -122,7 +114,7 @@ impl DbClient {
         &self,
         entry: &TenantStateEntry,
         deadline: Duration,
-    ) -> Result<TenantStateEntry, DbError> {
+    ) -> Result<TenantStateEntry, DbClientError> {
         self.call(
             Method::POST,
             "/db/tenant-state".into(),
@@ -138,7 +130,7 @@ impl DbClient {
         tenant: &Tenant,
         op: &KvOp,
         deadline: Duration,
-    ) -> Result<KvReply, DbError> {
+    ) -> Result<KvReply, DbClientError> {
         let path = format!("/db/kv?{}", query_tenant(tenant));
         self.call(Method::POST, path, Some(op), deadline).await
     }
@@ -149,7 +141,7 @@ impl DbClient {
         tenant: &Tenant,
         op: &GlobalOp,
         deadline: Duration,
-    ) -> Result<GlobalReply, DbError> {
+    ) -> Result<GlobalReply, DbClientError> {
         let path = format!("/db/global-kv?{}", query_tenant(tenant));
         self.call(Method::POST, path, Some(op), deadline).await
     }
@@ -159,7 +151,7 @@ impl DbClient {
         &self,
         op: &PublicGlobalOp,
         deadline: Duration,
-    ) -> Result<GlobalReply, DbError> {
+    ) -> Result<GlobalReply, DbClientError> {
         self.call(
             Method::POST,
             "/db/public-global-kv".into(),
@@ -175,10 +167,10 @@ impl DbClient {
         path: String,
         body: Option<&B>,
         deadline: Duration,
-    ) -> Result<T, DbError> {
+    ) -> Result<T, DbClientError> {
         let payload = match body {
             Some(b) => Bytes::from(
-                rmp_serde::to_vec_named(b).map_err(|e| DbError::BadRequest(e.to_string()))?,
+                rmp_serde::to_vec_named(b).map_err(|e| DbClientError::BadRequest(e.to_string()))?,
             ),
             None => Bytes::new(),
         };
@@ -189,39 +181,27 @@ impl DbClient {
             .header(WORKER_TOKEN_HEADER, &self.token)
             .header("content-type", "application/msgpack")
             .body(Full::new(payload))
-            .map_err(|e| DbError::BadRequest(e.to_string()))?;
-        let exchange = async {
-            let res = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| DbError::Transport(crate::report::chain(&e)))?;
-            let status = res.status();
-            let bytes = res
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| DbError::Transport(e.to_string()))?
-                .to_bytes();
-            Ok::<_, DbError>((status, bytes))
-        };
-        let (status, bytes) = tokio::time::timeout(deadline, exchange)
+            .map_err(|e| DbClientError::BadRequest(e.to_string()))?;
+        let (status, bytes) = tokio::time::timeout(deadline, self.http.exchange(req))
             .await
-            .map_err(|_| DbError::Timeout(deadline))??;
+            .map_err(|_| DbClientError::Timeout(deadline))?
+            .map_err(DbClientError::Transport)?;
         if status.is_success() {
             return rmp_serde::from_slice(&bytes)
-                .map_err(|e| DbError::Transport(format!("undecodable answer: {e}")));
+                .map_err(|e| DbClientError::Transport(format!("undecodable answer: {e}")));
         }
         let message = rmp_serde::from_slice::<DbErrorBody>(&bytes)
             .map(|b| b.message)
             .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
         Err(match status {
-            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => DbError::Refused(status.as_u16()),
-            StatusCode::FORBIDDEN => DbError::Forbidden(message),
-            StatusCode::BAD_REQUEST => DbError::BadRequest(message),
-            StatusCode::PAYLOAD_TOO_LARGE => DbError::TooLarge(message),
-            StatusCode::CONFLICT => DbError::Conflict(message),
-            _ => DbError::Store(message),
+            StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => {
+                DbClientError::Refused(status.as_u16())
+            }
+            StatusCode::FORBIDDEN => DbClientError::Forbidden(message),
+            StatusCode::BAD_REQUEST => DbClientError::BadRequest(message),
+            StatusCode::PAYLOAD_TOO_LARGE => DbClientError::TooLarge(message),
+            StatusCode::CONFLICT => DbClientError::Conflict(message),
+            _ => DbClientError::Store(message),
         })
     }
 }

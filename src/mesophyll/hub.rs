@@ -18,7 +18,7 @@
 //!   [`DisconnectReason::HeartbeatTimeout`] tells the supervisor to restart
 //!   the process;
 //! - text frames and undecodable binary frames are counted and logged (at
-//!   most once per [`BAD_FRAME_LOG_EVERY`]), never fatal;
+//!   most once per [`crate::mesophyll::bad_frames::LOG_EVERY`]), never fatal;
 //! - a frame over [`MAX_FRAME_BYTES`] is the one exception: it cannot be
 //!   skipped without reading it whole, so it ends the connection (its pending
 //!   requests fail at once; a real worker reconnects). Honest workers never
@@ -30,9 +30,12 @@
 //! connection if it still carries its own serial, so the old connection's
 //! clean-up can never evict the new one.
 
-use crate::mesophyll::codec::{self, CodecError, MAX_FRAME_BYTES, WRITE_BATCH};
+use crate::mesophyll::auth::{Credentials, Refusal};
+use crate::mesophyll::bad_frames::BadFrames;
+use crate::mesophyll::codec::{self, CodecError, MAX_FRAME_BYTES};
 use crate::mesophyll::correlation::{Correlation, WaitError};
 use crate::mesophyll::message::{ClientMessage, PROTOCOL_VERSION, RemoteError, ServerMessage};
+use crate::mesophyll::writer::{Batched, write_batch};
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -42,7 +45,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dashmap::DashMap;
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,14 +52,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use tokio::sync::{broadcast, mpsc, watch};
-
-/// Bad frames are logged at most this often per hub (with a running count).
-pub const BAD_FRAME_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Header carrying the worker's id at upgrade.
-pub const WORKER_ID_HEADER: &str = "x-meshplay-worker-id";
-/// Header carrying the worker's token at upgrade.
-pub const WORKER_TOKEN_HEADER: &str = "x-meshplay-token";
 
 /// Timing and sizing of the hub.
 #[derive(Debug, Clone)]
@@ -220,8 +214,7 @@ pub struct Hub {
     config: HubConfig,
     slots: DashMap<u32, Slot>,
     serials: AtomicU64,
-    bad_frames: AtomicU64,
-    bad_frame_log: Mutex<Option<Instant>>,
+    bad_frames: BadFrames,
     events: broadcast::Sender<HubEvent>,
 }
 
@@ -232,8 +225,7 @@ impl Hub {
             config,
             slots: DashMap::new(),
             serials: AtomicU64::new(1),
-            bad_frames: AtomicU64::new(0),
-            bad_frame_log: Mutex::new(None),
+            bad_frames: BadFrames::default(),
             events: broadcast::channel(1024).0,
         })
     }
@@ -262,7 +254,7 @@ impl Hub {
 
     /// Total text or undecodable frames received since start.
     pub fn bad_frames(&self) -> u64 {
-        self.bad_frames.load(Ordering::Relaxed)
+        self.bad_frames.count()
     }
 
     /// The axum router serving `GET /ws`.
@@ -372,21 +364,14 @@ impl Hub {
     /// Checks worker `id`'s `token` in constant time: `NOT_FOUND` for an
     /// unknown id, `UNAUTHORIZED` for a wrong token. The DB endpoints use it
     /// on every call.
-    pub fn authenticate(&self, id: u32, token: &str) -> Result<(), StatusCode> {
-        let slot = self.slots.get(&id).ok_or(StatusCode::NOT_FOUND)?;
-        if slot.token.is_empty() || !bool::from(slot.token.as_slice().ct_eq(token.as_bytes())) {
-            return Err(StatusCode::UNAUTHORIZED);
+    pub fn authenticate(&self, creds: &Credentials) -> Result<u32, Refusal> {
+        let id = creds.id.ok_or(Refusal::UnknownWorker)?;
+        let slot = self.slots.get(&id).ok_or(Refusal::UnknownWorker)?;
+        if slot.token.is_empty() || !bool::from(slot.token.as_slice().ct_eq(creds.token.as_bytes()))
+        {
+            return Err(Refusal::WrongToken);
         }
-        Ok(())
-    }
-
-    fn note_bad_frame(&self, worker: u32, what: &str) {
-        let total = self.bad_frames.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.bad_frame_log.lock().unwrap();
-        if last.is_none_or(|t| t.elapsed() >= BAD_FRAME_LOG_EVERY) {
-            *last = Some(Instant::now());
-            tracing::warn!(worker, total, "ignored a bad frame: {what}");
-        }
+        Ok(id)
     }
 
     /// Runs one upgraded connection to its end.
@@ -432,21 +417,12 @@ impl Hub {
 
         let (mut sink, mut stream) = socket.split();
         let writer = tokio::spawn(async move {
-            // Frames queued while one was written go out in one flush: one
-            // write syscall for many requests when the hub is busy.
-            'conn: while let Some(frame) = queue.recv().await {
-                let mut next = Some(frame);
-                let mut fed = 0;
-                while let Some(frame) = next.take() {
-                    if sink.feed(Message::Binary(frame.into())).await.is_err() {
-                        break 'conn;
-                    }
-                    fed += 1;
-                    if fed < WRITE_BATCH {
-                        next = queue.try_recv().ok();
-                    }
-                }
-                if sink.flush().await.is_err() {
+            while let Some(frame) = queue.recv().await {
+                let to_message = |f: Vec<u8>| Batched::Frame(Message::Binary(f.into()));
+                if write_batch(&mut sink, frame, || queue.try_recv().ok(), to_message)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -464,7 +440,7 @@ impl Hub {
                     }
                     Some(Ok(Message::Text(_))) => {
                         conn.touch();
-                        self.note_bad_frame(worker, "text frame");
+                        self.bad_frames.note(&format!("worker {worker}"), "text frame");
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => conn.touch(),
                     Some(Ok(Message::Close(_))) | None => break DisconnectReason::Closed,
@@ -528,7 +504,9 @@ impl Hub {
                     rss_bytes,
                 };
             }
-            Err(e) => self.note_bad_frame(conn.worker, &e.to_string()),
+            Err(e) => self
+                .bad_frames
+                .note(&format!("worker {}", conn.worker), &e.to_string()),
         }
     }
 }
@@ -540,40 +518,20 @@ fn unavailable(worker: u32, e: WaitError) -> HubError {
     }
 }
 
-#[derive(Deserialize)]
-struct Credentials {
-    id: Option<String>,
-    token: Option<String>,
-}
-
 async fn upgrade(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+    let creds = Credentials::read(&headers, Some(&query));
+    let id = match hub.authenticate(&creds) {
+        Ok(id) => id,
+        Err(refusal) => {
+            tracing::warn!(worker = ?creds.id, %refusal, "refused a worker connection");
+            return (refusal.status(), refusal.to_string()).into_response();
+        }
     };
-    let creds = Credentials {
-        id: header(WORKER_ID_HEADER).or_else(|| query.get("id").cloned()),
-        token: header(WORKER_TOKEN_HEADER).or_else(|| query.get("token").cloned()),
-    };
-    let Some(id) = creds.id.and_then(|s| s.parse::<u32>().ok()) else {
-        return (StatusCode::NOT_FOUND, "unknown worker id").into_response();
-    };
-    if let Err(status) = hub.authenticate(id, creds.token.as_deref().unwrap_or("")) {
-        let body = if status == StatusCode::NOT_FOUND {
-            "unknown worker id"
-        } else {
-            "wrong token"
-        };
-        tracing::warn!(worker = id, %status, "refused a worker connection");
-        return (status, body).into_response();
-    }
     let Ok(ws) = ws else {
         return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
     };

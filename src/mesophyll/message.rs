@@ -107,7 +107,7 @@ pub enum ServerMessage {
         /// Whose state.
         tenant: Tenant,
         /// The new state.
-        state: Option<crate::mesophyll::db::TenantState>,
+        state: Option<TenantState>,
     },
     /// The plugin/filter catalogue changed: reload it.
     PluginsChanged {
@@ -241,4 +241,20 @@ pub struct PluginOutcome {
     pub plugin: String,
     /// Its handler's return value, or why there is none.
     pub result: Result<Value, RemoteError>,
+}
+
+/// What a tenant is subscribed to, and its own free-form data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantState {
+    /// When set, only these events run; others are answered `not_subscribed`
+    /// without starting a VM.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// When set, only these plugins run for the tenant.
+    #[serde(default)]
+    pub plugins: Option<Vec<String>>,
+    /// Anything the tenant's owner wants to keep with it.
+    #[serde(default)]
+    pub data: Value,
 }

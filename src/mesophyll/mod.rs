@@ -3,18 +3,35 @@
 //!
 //! - [`message`]: the frames, master -> worker and worker -> master;
 //! - [`codec`]: MessagePack encoding with a maximum frame size;
+//! - [`auth`]: how a worker proves who it is;
+//! - [`bad_frames`]: undecodable frames, counted and dropped;
+//! - [`writer`]: queued frames written in batches, one flush each;
 //! - [`correlation`]: request ids matched to waiting callers, with deadlines;
 //! - [`hub`]: the master's side (WebSocket server, auth, liveness);
-//! - [`client`]: the worker's side (connect, reconnect, heartbeat);
+//! - [`uplink`]: the worker's side (connect, reconnect, heartbeat);
 //! - [`backoff`]: the jittered exponential backoff both sides use;
 //! - [`db`]: the DB endpoints' operations and answers;
 //! - [`db_client`]: the worker's HTTP/2 client for them.
+//!
+//! The value types ([`message`], [`codec`], [`db`]) build in the crate's
+//! `client` feature too; the moving parts only with `server`.
 
+#[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
 pub mod backoff;
-pub mod client;
+#[cfg(feature = "server")]
+pub mod bad_frames;
 pub mod codec;
+#[cfg(feature = "server")]
 pub mod correlation;
 pub mod db;
+#[cfg(feature = "server")]
 pub mod db_client;
+#[cfg(feature = "server")]
 pub mod hub;
 pub mod message;
+#[cfg(feature = "server")]
+pub mod uplink;
+#[cfg(feature = "server")]
+pub mod writer;

@@ -10,11 +10,11 @@
 use crate::mesophyll::message::{Event, Tenant};
 use crate::worker::filters::Verdict;
 use crate::worker::services::Services;
-use crate::worker::vm::{Clock, DeadlineExceeded};
+use crate::worker::watchdog::{Clock, DeadlineExceeded};
 use mlua::LuaSerdeExt;
 use mlua::{Lua, Table, Value, Variadic};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Installs the host API into `lua`'s globals (before they are frozen by
 /// the sandbox).
@@ -75,7 +75,7 @@ fn filters_table(
                 if remaining.is_zero() {
                     return Err(mlua::Error::external(DeadlineExceeded));
                 }
-                let timeout = remaining.min(crate::worker::filters::DEFAULT_TIMEOUT);
+                let timeout = remaining.min(crate::catalogue::manifest::DEFAULT_FILTER_TIMEOUT);
                 let catalogue = services.catalogue();
                 let verdict = services
                     .run_filter(&catalogue, &name, &tenant, &event, &config, Some(timeout))
@@ -166,21 +166,11 @@ fn time_table(lua: &Lua, clock: &Arc<Clock>) -> mlua::Result<Table> {
     let time = lua.create_table()?;
     time.set(
         "now",
-        lua.create_function(|_, ()| {
-            Ok(SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0))
-        })?,
+        lua.create_function(|_, ()| Ok(crate::clock::unix_seconds()))?,
     )?;
     time.set(
         "now_ms",
-        lua.create_function(|_, ()| {
-            Ok(SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0))
-        })?,
+        lua.create_function(|_, ()| Ok(crate::clock::unix_millis()))?,
     )?;
     let clock = Arc::clone(clock);
     time.set(

@@ -12,9 +12,9 @@
 use crate::mesophyll::db::{
     DEFAULT_SCOPE, GlobalEntry, GlobalOp, GlobalReply, KvOp, KvRecord, KvReply, PublicGlobalOp,
 };
-use crate::mesophyll::db_client::{DbClient, DbError};
+use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::Tenant;
-use crate::worker::vm::{Clock, DeadlineExceeded};
+use crate::worker::watchdog::{Clock, DeadlineExceeded};
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use std::future::Future;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ impl Ctx {
     async fn bounded<T, F, Fut>(&self, what: &str, call: F) -> mlua::Result<T>
     where
         F: FnOnce(DbClient, Tenant, std::time::Duration) -> Fut,
-        Fut: Future<Output = Result<T, DbError>>,
+        Fut: Future<Output = Result<T, DbClientError>>,
     {
         let remaining = self.clock.remaining();
         if remaining.is_zero() {
@@ -58,7 +58,7 @@ impl Ctx {
         }
         match call(self.db.clone(), self.tenant.clone(), remaining).await {
             Ok(v) => Ok(v),
-            Err(DbError::Timeout(_)) => Err(mlua::Error::external(DeadlineExceeded)),
+            Err(DbClientError::Timeout(_)) => Err(mlua::Error::external(DeadlineExceeded)),
             Err(e) => Err(mlua::Error::runtime(format!("{what}: {e}"))),
         }
     }

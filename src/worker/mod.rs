@@ -1,10 +1,12 @@
 //! A worker process: connects to the master's hub and runs tenant code.
 //!
-//! - [`plugins`]: the catalogue of Luau adapters, compiled once;
+//! - [`loaded`]: the catalogue as this worker loaded it (plugins compiled,
+//!   filters compiled for its engine);
 //! - [`filters`]: the wasmtime runtime of WASM filters;
 //! - [`services`]: what every tenant and VM of the worker shares;
 //! - [`kv`]: the store API scripts see;
-//! - [`vm`]: one sandboxed Luau VM, with its memory cap and deadlines;
+//! - [`vm`]: one sandboxed Luau VM, with its memory cap;
+//! - [`watchdog`]: the deadlines of Luau calls;
 //! - [`host`]: the API a script sees;
 //! - [`tenants`]: one actor per tenant, so that tenants never wait on each
 //!   other.
@@ -17,18 +19,19 @@
 pub mod filters;
 pub mod host;
 pub mod kv;
-pub mod plugins;
+pub mod loaded;
 pub mod services;
 pub mod tenants;
 pub mod vm;
+pub mod watchdog;
 
 use crate::mesophyll::backoff::Backoff;
-use crate::mesophyll::client::{self, ClientConfig, ClientError, Handler, LoadFigures, Outbox};
 use crate::mesophyll::db::CatalogueSnapshot;
-use crate::mesophyll::db_client::{DbClient, DbError};
+use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::{ErrorKind, RemoteError, ServerMessage};
+use crate::mesophyll::uplink::{self, Handler, LoadFigures, Outbox, UplinkConfig, UplinkError};
 use filters::{FilterEngine, FilterError, FilterLimits};
-use plugins::Catalogue;
+use loaded::LoadedCatalogue;
 use services::Services;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,13 +40,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tenants::{Job, Tenants, TenantsConfig};
 use tokio::time::Instant;
-
-/// The environment variable through which a master passes a worker its
-/// token (so that it never shows in `ps`).
-pub const TOKEN_ENV: &str = "MESHPLAY_WORKER_TOKEN";
-/// Set by a master on the workers it spawns: the master's pid. The worker
-/// exits when its parent is no longer that process.
-pub const PARENT_ENV: &str = "MESHPLAY_PARENT_PID";
 
 /// The longest deadline a worker accepts for one request; longer ones are
 /// cut to this.
@@ -56,7 +52,7 @@ const LOAD_DEADLINE: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Where the master's hub listens, and who this worker is.
-    pub client: ClientConfig,
+    pub uplink: UplinkConfig,
     /// Where compiled filters are cached (`None`: compile every time).
     pub cache_dir: Option<PathBuf>,
     /// Memory and pool size of filter instances.
@@ -72,7 +68,7 @@ pub struct WorkerConfig {
 pub enum WorkerError {
     /// The master refused it, or speaks another protocol.
     #[error(transparent)]
-    Client(#[from] ClientError),
+    Client(#[from] UplinkError),
     /// The filter runtime could not start.
     #[error("cannot start the filter runtime: {0}")]
     Filters(#[from] FilterError),
@@ -88,11 +84,11 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     if let Some(parent) = config.parent_pid {
         tokio::spawn(watch_parent(parent));
     }
-    let worker_id = config.client.worker_id;
-    let db = DbClient::new(&config.client.master, worker_id, &config.client.token);
+    let worker_id = config.uplink.worker_id;
+    let db = DbClient::new(&config.uplink.master, worker_id, &config.uplink.token);
     let engine = FilterEngine::new(config.cache_dir.clone(), config.filter_limits.clone())?;
     let snapshot = retry("the catalogue", || db.catalogue(LOAD_DEADLINE)).await?;
-    let catalogue = build_catalogue(&engine, snapshot, &Catalogue::default()).await;
+    let catalogue = build_catalogue(&engine, snapshot, &LoadedCatalogue::default()).await;
     // States too before the first event: an event must never run before
     // its tenant's state is known.
     let states = retry("the tenant states", || db.tenant_states(LOAD_DEADLINE)).await?;
@@ -101,7 +97,7 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     let services = Services::new(worker_id, Some(db.clone()), Some(engine), catalogue);
     let tenants = Tenants::new(config.tenants.clone(), Arc::clone(&services));
     tenants.replace_states(states);
-    let runtime = Arc::new(Runtime {
+    let worker = Arc::new(Worker {
         db,
         services,
         reloading: Arc::new(tokio::sync::Mutex::new(())),
@@ -112,21 +108,21 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         in_flight: Arc::new(AtomicU64::new(0)),
         stopping: AtomicBool::new(false),
     });
-    Ok(client::run(config.client, runtime).await?)
+    Ok(uplink::run(config.uplink, worker).await?)
 }
 
 /// Calls `load` until it succeeds, with backoff; refused credentials are
 /// fatal.
-async fn retry<T, F, Fut>(what: &str, mut load: F) -> Result<T, ClientError>
+async fn retry<T, F, Fut>(what: &str, mut load: F) -> Result<T, UplinkError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, DbError>>,
+    Fut: std::future::Future<Output = Result<T, DbClientError>>,
 {
     let mut backoff = Backoff::reconnect();
     loop {
         match load().await {
             Ok(v) => return Ok(v),
-            Err(DbError::Refused(status)) => return Err(ClientError::Refused(status)),
+            Err(DbClientError::Refused(status)) => return Err(UplinkError::Refused(status)),
             Err(e) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(?delay, "cannot load {what} yet: {e}");
@@ -141,12 +137,12 @@ where
 async fn build_catalogue(
     engine: &FilterEngine,
     snapshot: CatalogueSnapshot,
-    previous: &Catalogue,
-) -> Catalogue {
+    previous: &LoadedCatalogue,
+) -> LoadedCatalogue {
     let mut filters = HashMap::new();
     for module in snapshot.filters {
         if let Some(old) = previous.filter(&module.name)
-            && old.sha256 == filters::sha256_hex(&module.bytes)
+            && old.sha256 == crate::catalogue::filter::sha256_hex(&module.bytes)
         {
             filters.insert(module.name, Arc::clone(old));
             continue;
@@ -166,7 +162,7 @@ async fn build_catalogue(
         }
     }
     let (catalogue, errors) =
-        Catalogue::build(&snapshot.plugins, filters, snapshot.revision, previous);
+        LoadedCatalogue::build(&snapshot.plugins, filters, snapshot.revision, previous);
     for e in &errors {
         tracing::error!("plugin not loaded: {e}");
     }
@@ -199,7 +195,7 @@ async fn watch_parent(parent: u32) {
     }
 }
 
-struct Runtime {
+struct Worker {
     db: DbClient,
     services: Arc<Services>,
     /// One catalogue reload at a time, so an older snapshot never lands
@@ -241,7 +237,7 @@ fn deadline(ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(ms).min(MAX_DEADLINE)
 }
 
-impl Runtime {
+impl Worker {
     /// Fetches the catalogue and swaps it in if it is newer than ours.
     fn reload_catalogue(&self) {
         let db = self.db.clone();
@@ -307,7 +303,7 @@ impl Runtime {
     }
 }
 
-impl Handler for Runtime {
+impl Handler for Worker {
     fn handle(&self, msg: ServerMessage, outbox: Outbox) {
         if self.stopping.load(Ordering::Relaxed) {
             if let Some(req_id) = request_id(&msg) {

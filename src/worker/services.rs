@@ -2,13 +2,14 @@
 //! its store client, its filter engine, and the current catalogue.
 //!
 //! The catalogue is swapped whole ([`Services::set_catalogue`]); whoever
-//! holds the previous `Arc<Catalogue>` (a running event) keeps using it, so
+//! holds the previous `Arc<LoadedCatalogue>` (a running event) keeps using it, so
 //! events finish on the plugin and filter versions they started with.
 
+use crate::catalogue::manifest::DEFAULT_FILTER_TIMEOUT;
 use crate::mesophyll::db_client::DbClient;
 use crate::mesophyll::message::{Event, Tenant};
-use crate::worker::filters::{DEFAULT_TIMEOUT, FilterEngine, FilterError, FilterInput, Verdict};
-use crate::worker::plugins::Catalogue;
+use crate::worker::filters::{FilterEngine, FilterError, FilterInput, Verdict};
+use crate::worker::loaded::LoadedCatalogue;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ pub struct Services {
     pub db: Option<DbClient>,
     /// The filter runtime; `None` where filters are not wanted (tests).
     pub engine: Option<FilterEngine>,
-    catalogue: RwLock<Arc<Catalogue>>,
+    catalogue: RwLock<Arc<LoadedCatalogue>>,
 }
 
 impl Services {
@@ -29,7 +30,7 @@ impl Services {
         worker_id: u32,
         db: Option<DbClient>,
         engine: Option<FilterEngine>,
-        catalogue: Catalogue,
+        catalogue: LoadedCatalogue,
     ) -> Arc<Self> {
         Arc::new(Services {
             worker_id,
@@ -41,21 +42,21 @@ impl Services {
 
     /// Services with no store, no filters and no plugins (unit tests).
     pub fn bare() -> Arc<Self> {
-        Self::new(0, None, None, Catalogue::default())
+        Self::new(0, None, None, LoadedCatalogue::default())
     }
 
     /// The catalogue now.
-    pub fn catalogue(&self) -> Arc<Catalogue> {
+    pub fn catalogue(&self) -> Arc<LoadedCatalogue> {
         Arc::clone(&self.catalogue.read().unwrap())
     }
 
     /// Swaps in a new catalogue for the next events.
-    pub fn set_catalogue(&self, catalogue: Catalogue) {
+    pub fn set_catalogue(&self, catalogue: LoadedCatalogue) {
         *self.catalogue.write().unwrap() = Arc::new(catalogue);
     }
 
     /// Runs filter `name` of `catalogue` on `event`, within `timeout`
-    /// ([`DEFAULT_TIMEOUT`] when `None`).
+    /// ([`DEFAULT_FILTER_TIMEOUT`] when `None`).
     ///
     /// Runs on the calling thread. On a multi-threaded tokio runtime (a
     /// worker's) the thread first hands its other tasks to the rest of the
@@ -63,7 +64,7 @@ impl Services {
     /// tenant it runs for.
     pub fn run_filter(
         &self,
-        catalogue: &Catalogue,
+        catalogue: &LoadedCatalogue,
         name: &str,
         tenant: &Tenant,
         event: &Event,
@@ -82,7 +83,7 @@ impl Services {
             event,
             config,
         };
-        let call = || engine.run(filter, &input, timeout.unwrap_or(DEFAULT_TIMEOUT));
+        let call = || engine.run(filter, &input, timeout.unwrap_or(DEFAULT_FILTER_TIMEOUT));
         let multi_threaded = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if multi_threaded {

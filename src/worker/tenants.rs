@@ -15,10 +15,13 @@
 //! - `DropTenant` travels through the same queue, so jobs queued before it
 //!   finish on the old VM and jobs after it get a fresh one.
 
-use crate::mesophyll::db::{TenantState, TenantStateEntry};
+use crate::catalogue::manifest::OnError;
+use crate::catalogue::plugin::Plugin;
+use crate::mesophyll::db::TenantStateEntry;
+use crate::mesophyll::message::TenantState;
 use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
 use crate::worker::filters::Verdict;
-use crate::worker::plugins::{Catalogue, OnError, Plugin};
+use crate::worker::loaded::LoadedCatalogue;
 use crate::worker::services::Services;
 use crate::worker::vm::{Vm, VmLimits};
 use dashmap::DashMap;
@@ -355,7 +358,7 @@ impl Tenants {
     /// "reject").
     fn filtered<'e>(
         &self,
-        catalogue: &Catalogue,
+        catalogue: &LoadedCatalogue,
         plugin: &Plugin,
         tenant: &Tenant,
         event: &'e Event,
@@ -509,7 +512,7 @@ mod tests {
     #[tokio::test]
     async fn the_shipped_greeter_counts_members_and_explains_bad_input() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
-        let (catalogue, errors) = Catalogue::load(&dir);
+        let (catalogue, errors) = LoadedCatalogue::load(&dir);
         assert!(errors.is_empty(), "{errors:?}");
         let t = Tenants::new(
             TenantsConfig::default(),

@@ -9,8 +9,8 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use meshplay::api_client::ApiClient;
-use meshplay::master::datadir::{DataDir, Endpoint};
+use meshplay::client::ApiClient;
+use meshplay::datadir::{DataDir, Endpoint};
 use meshplay::master::shard;
 use meshplay::mesophyll::message::Tenant;
 use meshplay::rest::{WorkerInfo, WorkerState};

@@ -1,72 +1,34 @@
-//! The master's catalogue of plugins and filters: what it loaded from
-//! `--plugins` and `--filters` at start, plus what was uploaded through the
-//! API (kept in the store, so uploads survive restarts).
+//! The registry: the master's authority over which plugins and filters are
+//! in force, and the capability registry the API lists. It holds what was
+//! read from `--plugins` and `--filters` at start, plus what was uploaded
+//! through the API (kept in the store, so uploads survive restarts).
 //!
 //! An upload with the name of a folder plugin (or a `--filters` module)
 //! replaces it; deleting the upload brings the original back. The folders
 //! themselves are read once, at start: they are the shipped defaults, not a
 //! live view.
 //!
-//! Everything is checked before it is accepted, with the workers' own code:
-//! a plugin must parse and compile, a filter must compile under wasmtime and
-//! follow the ABI. Each change bumps the revision; the caller broadcasts
-//! `PluginsChanged` and the workers fetch [`Catalogue::snapshot`].
+//! Everything is checked before it is accepted, by the same
+//! [`crate::catalogue`] checks the workers run: a plugin must parse and
+//! compile, a filter must compile (on a plain engine that never runs it)
+//! and follow the ABI. Each change bumps the revision; the caller
+//! broadcasts `PluginsChanged` and the workers fetch
+//! [`Registry::snapshot`].
 
+use crate::catalogue::filter::{ModuleChecker, sha256_hex};
+use crate::catalogue::name::check_name;
+use crate::catalogue::{folder, plugin};
 use crate::master::store::{Store, StoreError};
 use crate::mesophyll::db::{CatalogueSnapshot, FilterModule, PluginBundle};
-use crate::worker::filters::{FilterEngine, FilterLimits, sha256_hex};
-use crate::worker::plugins::{self, Operation, valid_name};
-use serde::{Deserialize, Serialize};
+use crate::rest::{FilterInfo, OperationInfo, PluginInfo, Source};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Where a catalogue entry comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    /// The `--plugins` or `--filters` folder.
-    Folder,
-    /// Uploaded through the API.
-    Uploaded,
-}
-
-/// A plugin as `GET /api/v1/plugins` shows it: the capability registry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PluginInfo {
-    /// Its name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// What it is for.
-    pub description: String,
-    /// The events it handles.
-    pub events: Vec<String>,
-    /// The operations it offers.
-    pub operations: Vec<Operation>,
-    /// The filters it applies, in order.
-    pub filters: Vec<String>,
-    /// Folder or upload.
-    pub source: Source,
-}
-
-/// A filter as `GET /api/v1/filters` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FilterInfo {
-    /// Its name.
-    pub name: String,
-    /// SHA-256 of the module, hex.
-    pub sha256: String,
-    /// Module size in bytes.
-    pub size: usize,
-    /// Folder or upload.
-    pub source: Source,
-}
-
 /// Why a catalogue change was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum CatalogueError {
+pub enum RegistryError {
     /// The upload is not acceptable; the message says why.
     #[error("{0}")]
     Invalid(String),
@@ -99,83 +61,52 @@ struct Uploaded {
     filters: BTreeSet<String>,
 }
 
-/// The catalogue.
-pub struct Catalogue {
+/// The plugins and filters in force, and the one place that changes them.
+pub struct Registry {
     folder_plugins: Vec<PluginBundle>,
     folder_filters: Vec<FilterModule>,
     store: Arc<dyn Store>,
-    engine: FilterEngine,
+    checker: ModuleChecker,
     revision: AtomicU64,
     changes: tokio::sync::Mutex<()>,
 }
 
-impl Catalogue {
+impl Registry {
     /// Reads the folders (a broken plugin or filter is skipped and reported
     /// in the second value) and starts at a revision above any earlier run's.
-    ///
-    /// Fails only when the filter engine cannot start.
     pub fn load(
         plugins_dir: &Path,
         filters_dir: &Path,
         store: Arc<dyn Store>,
-    ) -> Result<(Self, Vec<String>), crate::worker::filters::FilterError> {
-        let engine = FilterEngine::new(None, FilterLimits::default())?;
-        let mut problems = Vec::new();
-        let (bundles, errors) = plugins::read_bundles(plugins_dir);
-        problems.extend(errors.iter().map(ToString::to_string));
+    ) -> (Self, Vec<String>) {
+        let checker = ModuleChecker::default();
+        let (bundles, errors) = folder::read_bundles(plugins_dir);
+        let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
         let mut folder_plugins = Vec::new();
         for b in bundles {
-            match plugins::build(&b) {
+            match plugin::build(&b) {
                 Ok(_) => folder_plugins.push(b),
                 Err(e) => problems.push(e.to_string()),
             }
         }
+        let (modules, unread) = folder::read_modules(filters_dir);
+        problems.extend(unread);
         let mut folder_filters = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(filters_dir) {
-            let mut paths: Vec<_> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-                .collect();
-            paths.sort();
-            for path in paths {
-                let name = path
-                    .file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                let checked = std::fs::read(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| {
-                        if !valid_name(&name) {
-                            return Err(format!("name {name:?} is not [a-z0-9_-]{{1,64}}"));
-                        }
-                        engine
-                            .validate(&bytes)
-                            .map(|()| bytes)
-                            .map_err(|e| e.to_string())
-                    });
-                match checked {
-                    Ok(bytes) => folder_filters.push(FilterModule { name, bytes }),
-                    Err(e) => problems.push(format!("filter {}: {e}", path.display())),
-                }
+        for m in modules {
+            match checker.check(&m.bytes) {
+                Ok(()) => folder_filters.push(m),
+                Err(e) => problems.push(format!("filter {}: {e}", m.name)),
             }
         }
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(1);
-        Ok((
-            Catalogue {
-                folder_plugins,
-                folder_filters,
-                store,
-                engine,
-                revision: AtomicU64::new(start),
-                changes: tokio::sync::Mutex::new(()),
-            },
-            problems,
-        ))
+        let registry = Registry {
+            folder_plugins,
+            folder_filters,
+            store,
+            checker,
+            revision: AtomicU64::new(crate::clock::unix_millis().max(1) as u64),
+            changes: tokio::sync::Mutex::new(()),
+        };
+        (registry, problems)
     }
 
     /// The revision now.
@@ -261,13 +192,21 @@ impl Catalogue {
         let mut out: Vec<PluginInfo> = snapshot
             .plugins
             .iter()
-            .filter_map(|b| plugins::build(b).ok().map(|p| (b, p)))
+            .filter_map(|b| plugin::build(b).ok().map(|p| (b, p)))
             .map(|(b, p)| PluginInfo {
                 name: b.name.clone(),
                 version: p.manifest.version,
                 description: p.manifest.description,
                 events: p.manifest.events,
-                operations: p.manifest.operations,
+                operations: p
+                    .manifest
+                    .operations
+                    .into_iter()
+                    .map(|o| OperationInfo {
+                        name: o.name,
+                        description: o.description,
+                    })
+                    .collect(),
                 filters: p.manifest.filters.into_iter().map(|f| f.name).collect(),
                 source: self.source(uploaded.plugins.contains(&b.name)),
             })
@@ -304,20 +243,16 @@ impl Catalogue {
         name: &str,
         manifest: String,
         files: BTreeMap<String, String>,
-    ) -> Result<u64, CatalogueError> {
-        if !valid_name(name) {
-            return Err(CatalogueError::Invalid(format!(
-                "name {name:?} is not [a-z0-9_-]{{1,64}}"
-            )));
-        }
+    ) -> Result<u64, RegistryError> {
+        check_name(name).map_err(RegistryError::Invalid)?;
         let bundle = PluginBundle {
             name: name.to_owned(),
             manifest,
             files,
         };
-        let plugin = plugins::build(&bundle).map_err(|e| CatalogueError::Invalid(e.to_string()))?;
+        let plugin = plugin::build(&bundle).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         if plugin.manifest.name != name {
-            return Err(CatalogueError::Invalid(format!(
+            return Err(RegistryError::Invalid(format!(
                 "the manifest says {:?}, the URL {name:?}",
                 plugin.manifest.name
             )));
@@ -332,7 +267,7 @@ impl Catalogue {
             .iter()
             .find(|f| !snapshot.filters.iter().any(|m| m.name == f.name))
         {
-            return Err(CatalogueError::Invalid(format!(
+            return Err(RegistryError::Invalid(format!(
                 "the plugin uses filter {:?}, which is not in the catalogue; upload it first",
                 missing.name
             )));
@@ -346,18 +281,13 @@ impl Catalogue {
 
     /// Accepts filter `name` if it compiles and follows the ABI; returns the
     /// new revision.
-    pub async fn put_filter(&self, name: &str, bytes: Vec<u8>) -> Result<u64, CatalogueError> {
-        if !valid_name(name) {
-            return Err(CatalogueError::Invalid(format!(
-                "name {name:?} is not [a-z0-9_-]{{1,64}}"
-            )));
-        }
-        let engine = self.engine.clone();
-        let (checked, bytes) =
-            tokio::task::spawn_blocking(move || (engine.validate(&bytes), bytes))
-                .await
-                .map_err(|e| CatalogueError::Invalid(format!("validation failed: {e}")))?;
-        checked.map_err(|e| CatalogueError::Invalid(e.to_string()))?;
+    pub async fn put_filter(&self, name: &str, bytes: Vec<u8>) -> Result<u64, RegistryError> {
+        check_name(name).map_err(RegistryError::Invalid)?;
+        let checker = self.checker.clone();
+        let (checked, bytes) = tokio::task::spawn_blocking(move || (checker.check(&bytes), bytes))
+            .await
+            .map_err(|e| RegistryError::Invalid(format!("validation failed: {e}")))?;
+        checked.map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let _one_change_at_a_time = self.changes.lock().await;
         self.store
             .catalogue_put(&format!("{FILTER}{name}"), bytes)
@@ -371,7 +301,7 @@ impl Catalogue {
         what: &str,
         name: &str,
         in_folder: bool,
-    ) -> Result<u64, CatalogueError> {
+    ) -> Result<u64, RegistryError> {
         if self
             .store
             .catalogue_delete(&format!("{prefix}{name}"))
@@ -380,22 +310,22 @@ impl Catalogue {
             return Ok(self.bump());
         }
         if in_folder {
-            return Err(CatalogueError::FromFolder(format!(
+            return Err(RegistryError::FromFolder(format!(
                 "{what} {name:?} comes from the {what}s folder; remove it there"
             )));
         }
-        Err(CatalogueError::NotFound(format!("no {what} {name:?}")))
+        Err(RegistryError::NotFound(format!("no {what} {name:?}")))
     }
 
     /// Removes uploaded plugin `name`; returns the new revision.
-    pub async fn delete_plugin(&self, name: &str) -> Result<u64, CatalogueError> {
+    pub async fn delete_plugin(&self, name: &str) -> Result<u64, RegistryError> {
         let in_folder = self.folder_plugins.iter().any(|b| b.name == name);
         let _one_change_at_a_time = self.changes.lock().await;
         self.delete(PLUGIN, "plugin", name, in_folder).await
     }
 
     /// Removes uploaded filter `name`; returns the new revision.
-    pub async fn delete_filter(&self, name: &str) -> Result<u64, CatalogueError> {
+    pub async fn delete_filter(&self, name: &str) -> Result<u64, RegistryError> {
         let in_folder = self.folder_filters.iter().any(|f| f.name == name);
         let _one_change_at_a_time = self.changes.lock().await;
         // Deleting an upload that shadows a folder filter brings the folder
@@ -408,7 +338,7 @@ impl Catalogue {
                 .map(|p| p.name)
                 .collect();
             if !users.is_empty() {
-                return Err(CatalogueError::InUse(format!(
+                return Err(RegistryError::InUse(format!(
                     "filter {name:?} is used by plugin(s) {}; change or remove them first",
                     users.join(", ")
                 )));

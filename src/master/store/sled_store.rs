@@ -1,185 +1,20 @@
-//! The master's store: tenant KV, global KV and tenant states, on sled.
-//!
-//! The endpoints see only the [`Store`] trait, so another backend can be
-//! added without touching them. [`SledStore`] is the embedded one, under
-//! `<data-dir>/store`:
-//!
-//! | tree | key | value |
-//! |---|---|---|
-//! | `kv` | type, id, scope, key | [`KvRecord`] |
-//! | `global_kv` | scope, key, version (big-endian) | [`GlobalEntry`] |
-//! | `tenant_states` | type, id | [`TenantState`] |
-//! | `catalogue` | `plugin/<name>`, `filter/<name>` | uploaded [`crate::mesophyll::db::PluginBundle`] (MessagePack) or module bytes |
-//!
-//! Key parts are joined with an order-preserving encoding (a 0 byte becomes
-//! `00 ff`, each part ends with `00 01`), so a tenant's keys, and a scope's
-//! keys within it, are contiguous and sorted, and prefix scans serve `Find`
-//! and `ListScopes`. Values are MessagePack.
-//!
-//! **Durability.** A write returns only once it is on disk. Concurrent
-//! writers share one `fsync` (group commit): each write applies to sled,
-//! then joins the queue of the committer task, which flushes once for
-//! everyone waiting and answers them all. Under load this turns N fsyncs
-//! into one; alone, a write costs one.
+//! The sled backend: embedded, in `<data-dir>/store`, one tree per kind of
+//! record, keyed by [`super::keys`], flushed by [`super::commit`].
 
-use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantState, TenantStateEntry};
-use crate::mesophyll::message::Tenant;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use std::future::Future;
+use super::commit::GroupCommit;
+use super::keys::{
+    decode, encode, global_key, key_of, kv_key, prefix_end, push_part, tenant_prefix,
+};
+use super::{Store, StoreError, StoreFuture};
+use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
+use crate::mesophyll::message::{Tenant, TenantState};
 use std::path::Path;
-use std::pin::Pin;
-use tokio::sync::{mpsc, oneshot};
-
-/// A store failure.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The backend failed (I/O, corruption).
-    #[error("store: {0}")]
-    Backend(String),
-    /// A stored value does not decode (a bug, or a newer format).
-    #[error("stored value undecodable: {0}")]
-    Corrupt(String),
-    /// The entry exists already (global KV create).
-    #[error("{0} exists already")]
-    Exists(String),
-}
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         StoreError::Backend(e.to_string())
     }
 }
-
-/// A boxed future, so the trait stays object-safe.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
-/// What the DB endpoints and the REST API need of a store. Reads are
-/// synchronous (they never wait on disk for long); writes are futures that
-/// complete once the write is durable.
-pub trait Store: Send + Sync + 'static {
-    /// One KV record.
-    fn kv_get(
-        &self,
-        tenant: &Tenant,
-        scope: &str,
-        key: &str,
-    ) -> Result<Option<KvRecord>, StoreError>;
-    /// Writes one KV record; `now` is Unix milliseconds.
-    fn kv_set<'a>(
-        &'a self,
-        tenant: &'a Tenant,
-        scope: &'a str,
-        key: &'a str,
-        value: serde_json::Value,
-        now: i64,
-    ) -> StoreFuture<'a, KvRecord>;
-    /// Deletes one KV record; true when it existed.
-    fn kv_delete<'a>(
-        &'a self,
-        tenant: &'a Tenant,
-        scope: &'a str,
-        key: &'a str,
-    ) -> StoreFuture<'a, bool>;
-    /// Records of `scope` whose key starts with `prefix`, after `after`, in
-    /// key order, for as long as `keep` wants more (it sees each record and
-    /// returns false to stop).
-    fn kv_scan(
-        &self,
-        tenant: &Tenant,
-        scope: &str,
-        prefix: &str,
-        after: Option<&str>,
-        keep: &mut dyn FnMut(KvRecord) -> bool,
-    ) -> Result<(), StoreError>;
-    /// The tenant's scopes, sorted.
-    fn kv_scopes(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
-
-    /// Every tenant state.
-    fn tenant_states(&self) -> Result<Vec<TenantStateEntry>, StoreError>;
-    /// One tenant's state.
-    fn tenant_state(&self, tenant: &Tenant) -> Result<Option<TenantState>, StoreError>;
-    /// Upserts one tenant's state.
-    fn put_tenant_state<'a>(
-        &'a self,
-        tenant: &'a Tenant,
-        state: &'a TenantState,
-    ) -> StoreFuture<'a, ()>;
-
-    /// Adds a global entry; [`StoreError::Exists`] if its (scope, key,
-    /// version) is taken.
-    fn global_create(&self, entry: GlobalEntry) -> StoreFuture<'_, GlobalEntry>;
-    /// One global entry.
-    fn global_get(
-        &self,
-        scope: &str,
-        key: &str,
-        version: u32,
-    ) -> Result<Option<GlobalEntry>, StoreError>;
-    /// Removes one global entry; true when it existed.
-    fn global_delete<'a>(
-        &'a self,
-        scope: &'a str,
-        key: &'a str,
-        version: u32,
-    ) -> StoreFuture<'a, bool>;
-    /// Every uploaded plugin or filter: `(key, bytes)`, keys like
-    /// `plugin/<name>` and `filter/<name>`.
-    fn catalogue_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    /// Stores one catalogue entry.
-    fn catalogue_put<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> StoreFuture<'a, ()>;
-    /// Removes one catalogue entry; true when it existed.
-    fn catalogue_delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
-
-    /// Entries of `scope`, in key order, while `keep` wants more.
-    fn global_scan(
-        &self,
-        scope: &str,
-        keep: &mut dyn FnMut(GlobalEntry) -> bool,
-    ) -> Result<(), StoreError>;
-}
-
-/// Appends one key part in the order-preserving encoding.
-fn push_part(buf: &mut Vec<u8>, part: &[u8]) {
-    for &b in part {
-        if b == 0 {
-            buf.extend_from_slice(&[0, 0xff]);
-        } else {
-            buf.push(b);
-        }
-    }
-    buf.extend_from_slice(&[0, 1]);
-}
-
-fn key_of(parts: &[&[u8]]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    for p in parts {
-        push_part(&mut buf, p);
-    }
-    buf
-}
-
-/// The smallest key greater than every key that starts with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    rmp_serde::to_vec_named(v).expect("store records always encode")
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 /// The sled backend.
 pub struct SledStore {
@@ -188,7 +23,7 @@ pub struct SledStore {
     global: sled::Tree,
     states: sled::Tree,
     catalogue: sled::Tree,
-    commits: mpsc::Sender<Waiter>,
+    commit: GroupCommit,
 }
 
 impl SledStore {
@@ -207,65 +42,19 @@ impl SledStore {
         let global = db.open_tree("global_kv")?;
         let states = db.open_tree("tenant_states")?;
         let catalogue = db.open_tree("catalogue")?;
-        let (commits, queue) = mpsc::channel(64 * 1024);
-        tokio::spawn(committer(db.clone(), queue));
+        let flushed = db.clone();
+        let commit = GroupCommit::start(move || {
+            flushed.flush()?;
+            Ok(())
+        });
         Ok(SledStore {
             db,
             kv,
             global,
             states,
             catalogue,
-            commits,
+            commit,
         })
-    }
-
-    /// Waits until everything written so far is durable.
-    async fn durable(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.commits
-            .send(tx)
-            .await
-            .map_err(|_| StoreError::Backend("the committer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Backend("the committer stopped".into()))?
-    }
-
-    fn tenant_prefix(tenant: &Tenant) -> Vec<u8> {
-        key_of(&[tenant.kind.as_bytes(), tenant.id.as_bytes()])
-    }
-
-    fn kv_key(tenant: &Tenant, scope: &str, key: &str) -> Vec<u8> {
-        key_of(&[
-            tenant.kind.as_bytes(),
-            tenant.id.as_bytes(),
-            scope.as_bytes(),
-            key.as_bytes(),
-        ])
-    }
-
-    fn global_key(scope: &str, key: &str, version: u32) -> Vec<u8> {
-        key_of(&[scope.as_bytes(), key.as_bytes(), &version.to_be_bytes()])
-    }
-}
-
-/// Flushes once for every batch of waiters.
-async fn committer(db: sled::Db, mut queue: mpsc::Receiver<Waiter>) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while let Ok(w) = queue.try_recv() {
-            batch.push(w);
-        }
-        let db = db.clone();
-        let result = tokio::task::spawn_blocking(move || db.flush().map(|_| ()))
-            .await
-            .map_err(|e| StoreError::Backend(format!("flush task: {e}")))
-            .and_then(|r| r.map_err(StoreError::from));
-        if let Err(e) = &result {
-            tracing::error!("store flush failed: {e}");
-        }
-        for w in batch {
-            let _ = w.send(result.clone());
-        }
     }
 }
 
@@ -277,7 +66,7 @@ impl Store for SledStore {
         key: &str,
     ) -> Result<Option<KvRecord>, StoreError> {
         self.kv
-            .get(Self::kv_key(tenant, scope, key))?
+            .get(kv_key(tenant, scope, key))?
             .map(|v| decode(&v))
             .transpose()
     }
@@ -291,7 +80,7 @@ impl Store for SledStore {
         now: i64,
     ) -> StoreFuture<'a, KvRecord> {
         Box::pin(async move {
-            let k = Self::kv_key(tenant, scope, key);
+            let k = kv_key(tenant, scope, key);
             let mut record = KvRecord {
                 scope: scope.to_owned(),
                 key: key.to_owned(),
@@ -314,7 +103,7 @@ impl Store for SledStore {
                     Err(e) => current = e.current,
                 }
             }
-            self.durable().await?;
+            self.commit.durable().await?;
             Ok(record)
         })
     }
@@ -326,8 +115,8 @@ impl Store for SledStore {
         key: &'a str,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let existed = self.kv.remove(Self::kv_key(tenant, scope, key))?.is_some();
-            self.durable().await?;
+            let existed = self.kv.remove(kv_key(tenant, scope, key))?.is_some();
+            self.commit.durable().await?;
             Ok(existed)
         })
     }
@@ -340,7 +129,7 @@ impl Store for SledStore {
         after: Option<&str>,
         keep: &mut dyn FnMut(KvRecord) -> bool,
     ) -> Result<(), StoreError> {
-        let mut scope_prefix = Self::tenant_prefix(tenant);
+        let mut scope_prefix = tenant_prefix(tenant);
         push_part(&mut scope_prefix, scope.as_bytes());
         // The key part without its terminator: a byte prefix of every key
         // that starts with `prefix`.
@@ -355,7 +144,7 @@ impl Store for SledStore {
         let end = prefix_end(&start);
         let from = match after {
             Some(a) => {
-                let mut k = Self::kv_key(tenant, scope, a);
+                let mut k = kv_key(tenant, scope, a);
                 k.push(0); // strictly after `a`
                 std::cmp::max(k, start.clone())
             }
@@ -375,7 +164,7 @@ impl Store for SledStore {
     }
 
     fn kv_scopes(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {
-        let prefix = Self::tenant_prefix(tenant);
+        let prefix = tenant_prefix(tenant);
         let end = prefix_end(&prefix);
         let mut scopes = Vec::new();
         let mut from = prefix.clone();
@@ -405,7 +194,7 @@ impl Store for SledStore {
 
     fn tenant_state(&self, tenant: &Tenant) -> Result<Option<TenantState>, StoreError> {
         self.states
-            .get(Self::tenant_prefix(tenant))?
+            .get(tenant_prefix(tenant))?
             .map(|v| decode::<TenantStateEntry>(&v).map(|e| e.state))
             .transpose()
     }
@@ -420,9 +209,8 @@ impl Store for SledStore {
                 tenant: tenant.clone(),
                 state: state.clone(),
             };
-            self.states
-                .insert(Self::tenant_prefix(tenant), encode(&entry))?;
-            self.durable().await
+            self.states.insert(tenant_prefix(tenant), encode(&entry))?;
+            self.commit.durable().await
         })
     }
 
@@ -433,21 +221,21 @@ impl Store for SledStore {
     fn catalogue_put<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.catalogue.insert(key.as_bytes(), bytes)?;
-            self.durable().await
+            self.commit.durable().await
         })
     }
 
     fn catalogue_delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let existed = self.catalogue.remove(key.as_bytes())?.is_some();
-            self.durable().await?;
+            self.commit.durable().await?;
             Ok(existed)
         })
     }
 
     fn global_create(&self, entry: GlobalEntry) -> StoreFuture<'_, GlobalEntry> {
         Box::pin(async move {
-            let k = Self::global_key(&entry.scope, &entry.key, entry.version);
+            let k = global_key(&entry.scope, &entry.key, entry.version);
             let swapped =
                 self.global
                     .compare_and_swap(&k, None as Option<&[u8]>, Some(encode(&entry)))?;
@@ -457,7 +245,7 @@ impl Store for SledStore {
                     entry.scope, entry.key, entry.version
                 )));
             }
-            self.durable().await?;
+            self.commit.durable().await?;
             Ok(entry)
         })
     }
@@ -469,7 +257,7 @@ impl Store for SledStore {
         version: u32,
     ) -> Result<Option<GlobalEntry>, StoreError> {
         self.global
-            .get(Self::global_key(scope, key, version))?
+            .get(global_key(scope, key, version))?
             .map(|v| decode(&v))
             .transpose()
     }
@@ -483,9 +271,9 @@ impl Store for SledStore {
         Box::pin(async move {
             let existed = self
                 .global
-                .remove(Self::global_key(scope, key, version))?
+                .remove(global_key(scope, key, version))?
                 .is_some();
-            self.durable().await?;
+            self.commit.durable().await?;
             Ok(existed)
         })
     }

@@ -1,13 +1,15 @@
 //! A typed client for the REST API, used by the CLI, the examples and the
-//! integration tests.
+//! integration tests. With the crate's `client` feature alone it builds
+//! without any of the master's or workers' runtime (no wasmtime, no Luau,
+//! no sled).
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), meshplay::api_client::ApiClientError> {
-//! use meshplay::api_client::ApiClient;
+//! # async fn demo() -> Result<(), meshplay::client::ApiClientError> {
+//! use meshplay::client::ApiClient;
 //! use meshplay::rest::DispatchRequest;
 //!
 //! // Finds the running master through its data directory.
-//! let client = ApiClient::from_data_dir(&meshplay::master::datadir::default_path())?;
+//! let client = ApiClient::from_data_dir(&meshplay::datadir::default_path())?;
 //! let answer = client
 //!     .dispatch("user", "42", &DispatchRequest {
 //!         name: "echo".into(),
@@ -24,19 +26,18 @@
 //! status, code and message; anything that never got an answer is
 //! [`ApiClientError::Connect`].
 
-use crate::master::datadir::{DataDir, DataDirError};
-use crate::mesophyll::db::{KvRecord, TenantState, TenantStateEntry};
+use crate::datadir::{DataDir, DataDirError};
+use crate::http::HttpClient;
+use crate::mesophyll::db::{KvRecord, TenantStateEntry};
+use crate::mesophyll::message::TenantState;
 use crate::rest::{
     Accepted, Changed, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, FilterList,
     Health, KvPage, PluginList, PluginUpload, ScriptRequest, ScriptResult, Version, Workers,
 };
 use crate::uri::encode_component;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Method, Request, StatusCode, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -114,7 +115,7 @@ pub enum DispatchOutcome {
 pub struct ApiClient {
     addr: SocketAddr,
     token: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
 }
 
 impl fmt::Debug for ApiClient {
@@ -132,11 +133,7 @@ impl ApiClient {
         ApiClient {
             addr,
             token: token.into(),
-            http: {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                Client::builder(TokioExecutor::new()).build(connector)
-            },
+            http: HttpClient::http1(),
         }
     }
 
@@ -181,11 +178,7 @@ impl ApiClient {
         id: &str,
         req: &DispatchRequest,
     ) -> Result<DispatchOutcome, ApiClientError> {
-        let path = format!(
-            "/api/v1/tenants/{}/{}/events",
-            encode_component(kind),
-            encode_component(id)
-        );
+        let path = tenant_path(kind, id, "events");
         let (status, body) = self.raw(Method::POST, &path, Some(req)).await?;
         if status == StatusCode::ACCEPTED {
             decode(status, &body).map(DispatchOutcome::Accepted)
@@ -201,11 +194,7 @@ impl ApiClient {
         id: &str,
         req: &ScriptRequest,
     ) -> Result<ScriptResult, ApiClientError> {
-        let path = format!(
-            "/api/v1/tenants/{}/{}/scripts",
-            encode_component(kind),
-            encode_component(id)
-        );
+        let path = tenant_path(kind, id, "scripts");
         self.call(Method::POST, &path, Some(req))
             .await
             .map(|(_, v)| v)
@@ -213,11 +202,7 @@ impl ApiClient {
 
     /// `DELETE /api/v1/tenants/{kind}/{id}/vm`.
     pub async fn drop_tenant(&self, kind: &str, id: &str) -> Result<Dropped, ApiClientError> {
-        let path = format!(
-            "/api/v1/tenants/{}/{}/vm",
-            encode_component(kind),
-            encode_component(id)
-        );
+        let path = tenant_path(kind, id, "vm");
         self.call(Method::DELETE, &path, None::<&()>)
             .await
             .map(|(_, v)| v)
@@ -274,21 +259,13 @@ impl ApiClient {
             .map(|(_, v)| v)
     }
 
-    fn tenant_path(kind: &str, id: &str, rest: &str) -> String {
-        format!(
-            "/api/v1/tenants/{}/{}/{rest}",
-            encode_component(kind),
-            encode_component(id)
-        )
-    }
-
     /// `GET /api/v1/tenants/{kind}/{id}/state`.
     pub async fn tenant_state(
         &self,
         kind: &str,
         id: &str,
     ) -> Result<TenantStateEntry, ApiClientError> {
-        let path = Self::tenant_path(kind, id, "state");
+        let path = tenant_path(kind, id, "state");
         self.call(Method::GET, &path, None::<&()>)
             .await
             .map(|(_, v)| v)
@@ -301,7 +278,7 @@ impl ApiClient {
         id: &str,
         state: &TenantState,
     ) -> Result<TenantStateEntry, ApiClientError> {
-        let path = Self::tenant_path(kind, id, "state");
+        let path = tenant_path(kind, id, "state");
         self.call(Method::PUT, &path, Some(state))
             .await
             .map(|(_, v)| v)
@@ -316,11 +293,7 @@ impl ApiClient {
         scope: &str,
         key: &str,
     ) -> Result<Option<KvRecord>, ApiClientError> {
-        let path = Self::tenant_path(
-            kind,
-            id,
-            &format!("kv/{}/{}", encode_component(scope), encode_component(key)),
-        );
+        let path = kv_key_path(kind, id, scope, key);
         match self.call(Method::GET, &path, None::<&()>).await {
             Ok((_, v)) => Ok(Some(v)),
             Err(e) if e.code() == Some("not_found") => Ok(None),
@@ -337,11 +310,7 @@ impl ApiClient {
         key: &str,
         value: &serde_json::Value,
     ) -> Result<KvRecord, ApiClientError> {
-        let path = Self::tenant_path(
-            kind,
-            id,
-            &format!("kv/{}/{}", encode_component(scope), encode_component(key)),
-        );
+        let path = kv_key_path(kind, id, scope, key);
         self.call(Method::PUT, &path, Some(value))
             .await
             .map(|(_, v)| v)
@@ -355,11 +324,7 @@ impl ApiClient {
         scope: &str,
         key: &str,
     ) -> Result<Deleted, ApiClientError> {
-        let path = Self::tenant_path(
-            kind,
-            id,
-            &format!("kv/{}/{}", encode_component(scope), encode_component(key)),
-        );
+        let path = kv_key_path(kind, id, scope, key);
         self.call(Method::DELETE, &path, None::<&()>)
             .await
             .map(|(_, v)| v)
@@ -382,7 +347,7 @@ impl ApiClient {
         if let Some(a) = after {
             query.push_str(&format!("&after={}", encode_component(a)));
         }
-        let path = Self::tenant_path(kind, id, &query);
+        let path = tenant_path(kind, id, &query);
         self.call(Method::GET, &path, None::<&()>)
             .await
             .map(|(_, v)| v)
@@ -432,18 +397,7 @@ impl ApiClient {
             .header(header::CONTENT_TYPE, content_type)
             .body(Full::new(payload))
             .map_err(|e| connect(e.to_string()))?;
-        let res = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| connect(crate::report::chain(&e)))?;
-        let status = res.status();
-        let bytes = res
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| connect(e.to_string()))?
-            .to_bytes();
+        let (status, bytes) = self.http.exchange(req).await.map_err(connect)?;
         if status.is_success() {
             return Ok((status, bytes));
         }
@@ -461,6 +415,25 @@ impl ApiClient {
     }
 }
 
+/// `/api/v1/tenants/{kind}/{id}/{rest}`, with the tenant's parts escaped
+/// (`rest` is taken as it is).
+fn tenant_path(kind: &str, id: &str, rest: &str) -> String {
+    format!(
+        "/api/v1/tenants/{}/{}/{rest}",
+        encode_component(kind),
+        encode_component(id)
+    )
+}
+
+/// The path of one KV record of a tenant.
+fn kv_key_path(kind: &str, id: &str, scope: &str, key: &str) -> String {
+    tenant_path(
+        kind,
+        id,
+        &format!("kv/{}/{}", encode_component(scope), encode_component(key)),
+    )
+}
+
 fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, ApiClientError> {
     serde_json::from_slice(bytes).map_err(|e| ApiClientError::Decode {
         status,
@@ -471,8 +444,10 @@ fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, Ap
 #[cfg(test)]
 mod tests {
     #[test]
-    fn path_segments_are_escaped() {
-        assert_eq!(super::encode_component("a b/c"), "a%20b%2Fc");
-        assert_eq!(super::encode_component("user-42_x.y"), "user-42_x.y");
+    fn tenant_paths_escape_every_part() {
+        assert_eq!(
+            super::kv_key_path("a b", "user-42_x.y", "s/c", "k?"),
+            "/api/v1/tenants/a%20b/user-42_x.y/kv/s%2Fc/k%3F"
+        );
     }
 }

@@ -9,14 +9,15 @@
 //!
 //! This module knows nothing of what the requests mean: the handler does.
 
+use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::backoff::Backoff;
-use crate::mesophyll::codec::{self, MAX_FRAME_BYTES, WRITE_BATCH};
-use crate::mesophyll::hub::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
+use crate::mesophyll::bad_frames::BadFrames;
+use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
 use crate::mesophyll::message::{ClientMessage, PROTOCOL_VERSION, RemoteError, ServerMessage};
+use crate::mesophyll::writer::{BatchEnd, Batched, write_batch};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -32,7 +33,7 @@ const OUTBOX_DEPTH: usize = 4096;
 
 /// Where and who the worker is.
 #[derive(Clone)]
-pub struct ClientConfig {
+pub struct UplinkConfig {
     /// The hub's address, `host:port`.
     pub master: String,
     /// This worker's id.
@@ -41,9 +42,9 @@ pub struct ClientConfig {
     pub token: String,
 }
 
-impl std::fmt::Debug for ClientConfig {
+impl std::fmt::Debug for UplinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientConfig")
+        f.debug_struct("UplinkConfig")
             .field("master", &self.master)
             .field("worker_id", &self.worker_id)
             .field("token", &"<redacted>")
@@ -53,7 +54,7 @@ impl std::fmt::Debug for ClientConfig {
 
 /// Why the client stopped for good.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub enum UplinkError {
     /// The master refused the upgrade (401 or 404): retrying cannot help.
     #[error("the master refused this worker: HTTP {0}")]
     Refused(u16),
@@ -139,10 +140,10 @@ impl Outbox {
 }
 
 /// Connects, serves, reconnects, forever, or until the master refuses this
-/// worker (see [`ClientError`]).
-pub async fn run(config: ClientConfig, handler: Arc<dyn Handler>) -> Result<(), ClientError> {
+/// worker (see [`UplinkError`]).
+pub async fn run(config: UplinkConfig, handler: Arc<dyn Handler>) -> Result<(), UplinkError> {
     let mut backoff = Backoff::reconnect();
-    let bad_frames = Arc::new(AtomicU64::new(0));
+    let bad_frames = BadFrames::default();
     loop {
         let started = Instant::now();
         match session(&config, &handler, &bad_frames).await {
@@ -161,16 +162,16 @@ pub async fn run(config: ClientConfig, handler: Arc<dyn Handler>) -> Result<(), 
 }
 
 enum SessionError {
-    Fatal(ClientError),
+    Fatal(UplinkError),
     /// The handler closed the connection on purpose.
     Closed,
     Retry(String),
 }
 
 async fn session(
-    config: &ClientConfig,
+    config: &UplinkConfig,
     handler: &Arc<dyn Handler>,
-    bad_frames: &AtomicU64,
+    bad_frames: &BadFrames,
 ) -> Result<(), SessionError> {
     let url = format!("ws://{}/ws", config.master);
     let mut request = url
@@ -181,7 +182,7 @@ async fn session(
     headers.insert(
         WORKER_TOKEN_HEADER,
         HeaderValue::from_str(&config.token)
-            .map_err(|_| SessionError::Fatal(ClientError::Refused(401)))?,
+            .map_err(|_| SessionError::Fatal(UplinkError::Refused(401)))?,
     );
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES + 1024))
@@ -190,7 +191,7 @@ async fn session(
         .await
         .map_err(|e| match e {
             tungstenite::Error::Http(resp) if resp.status() == 401 || resp.status() == 404 => {
-                SessionError::Fatal(ClientError::Refused(resp.status().as_u16()))
+                SessionError::Fatal(UplinkError::Refused(resp.status().as_u16()))
             }
             other => SessionError::Retry(other.to_string()),
         })?;
@@ -207,7 +208,7 @@ async fn session(
                     ..
                 }) => {
                     if protocol != PROTOCOL_VERSION {
-                        return Err(SessionError::Fatal(ClientError::ProtocolMismatch {
+                        return Err(SessionError::Fatal(UplinkError::ProtocolMismatch {
                             theirs: protocol,
                             ours: PROTOCOL_VERSION,
                         }));
@@ -231,7 +232,6 @@ async fn session(
     let outbox = Outbox { tx };
     let mut heartbeat = tokio::time::interval(interval);
     let mut last_from_master = Instant::now();
-    let mut bad_log: Option<Instant> = None;
 
     loop {
         tokio::select! {
@@ -241,40 +241,30 @@ async fn session(
                     Some(Ok(Message::Binary(bytes))) => match codec::decode::<ServerMessage>(&bytes) {
                         Ok(ServerMessage::Hello { .. }) => {}
                         Ok(msg) => handler.handle(msg, outbox.clone()),
-                        Err(e) => note_bad(bad_frames, &mut bad_log, &e.to_string()),
+                        Err(e) => bad_frames.note("master", &e.to_string()),
                     },
-                    Some(Ok(Message::Text(_))) => note_bad(bad_frames, &mut bad_log, "text frame"),
+                    Some(Ok(Message::Text(_))) => bad_frames.note("master", "text frame"),
                     Some(Ok(Message::Close(_))) | None => return Ok(()),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => return Err(SessionError::Retry(e.to_string())),
                 }
             }
             Some(out) = rx.recv() => {
-                // Answers that queued up while one was written go out in one
-                // flush: one write syscall for many when the worker is busy.
-                let mut next = Some(out);
-                let mut fed = 0;
-                while let Some(out) = next.take() {
-                    let msg = match out {
-                        Outgoing::Message(msg) => msg,
-                        Outgoing::Close => {
-                            let _ = sink.flush().await;
-                            let _ = sink.send(Message::Close(None)).await;
-                            let _ = sink.close().await;
-                            return Err(SessionError::Closed);
-                        }
-                    };
-                    let Some(frame) = answer_frame(msg) else { continue };
-                    if let Err(e) = sink.feed(Message::Binary(frame.into())).await {
-                        return Err(SessionError::Retry(e.to_string()));
+                let to_message = |out| match out {
+                    Outgoing::Message(msg) => match answer_frame(msg) {
+                        Some(frame) => Batched::Frame(Message::Binary(frame.into())),
+                        None => Batched::Skip,
+                    },
+                    Outgoing::Close => Batched::Close,
+                };
+                match write_batch(&mut sink, out, || rx.try_recv().ok(), to_message).await {
+                    Ok(BatchEnd::Flushed) => {}
+                    Ok(BatchEnd::Close) => {
+                        let _ = sink.send(Message::Close(None)).await;
+                        let _ = sink.close().await;
+                        return Err(SessionError::Closed);
                     }
-                    fed += 1;
-                    if fed < WRITE_BATCH {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                if let Err(e) = sink.flush().await {
-                    return Err(SessionError::Retry(e.to_string()));
+                    Err(e) => return Err(SessionError::Retry(e.to_string())),
                 }
             }
             _ = heartbeat.tick() => {
@@ -283,7 +273,7 @@ async fn session(
                     in_flight: load.in_flight,
                     vms: load.vms,
                     rss_bytes: load.rss_bytes,
-                    bad_frames: bad_frames.load(Ordering::Relaxed),
+                    bad_frames: bad_frames.count(),
                 };
                 let frame = codec::encode(&beat).expect("Heartbeat encodes");
                 if let Err(e) = sink.send(Message::Binary(frame.into())).await {
@@ -299,14 +289,6 @@ async fn session(
                 }
             }
         }
-    }
-}
-
-fn note_bad(count: &AtomicU64, last: &mut Option<Instant>, what: &str) {
-    let total = count.fetch_add(1, Ordering::Relaxed) + 1;
-    if last.is_none_or(|t| t.elapsed() >= crate::mesophyll::hub::BAD_FRAME_LOG_EVERY) {
-        *last = Some(Instant::now());
-        tracing::warn!(total, "ignored a bad frame from the master: {what}");
     }
 }
 

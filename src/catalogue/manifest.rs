@@ -1,0 +1,119 @@
+//! `plugin.toml`: what a plugin declares about itself.
+//!
+//! ```toml
+//! name = "guestbook"        # [a-z0-9_-]{1,64}, unique
+//! version = "1.0.0"
+//! description = "What it does, in one line"
+//! events = ["sign"]         # event names it handles
+//! entry = "init.luau"       # optional, default init.luau
+//! operations = [            # optional: what it offers, for the
+//!   { name = "sign", description = "Sign the guestbook" },  # capability registry
+//! ]
+//! [limits]
+//! timeout_ms = 2000         # optional cap on one handler call
+//! [[filters]]               # optional, run in order before the handlers
+//! name = "redact"
+//! config = { min_digits = 8 }   # passed to the filter as its config
+//! on_error = "reject"       # or "continue": what a failing filter means
+//! timeout_ms = 50           # optional, the filter's deadline
+//! events = ["sign"]         # optional, the events it applies to (all)
+//! ```
+//!
+//! Unknown keys are refused everywhere, so a misspelt limit is an error at
+//! upload rather than a limit silently not applied.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The deadline of a filter call when its plugin does not set one.
+pub const DEFAULT_FILTER_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// What `plugin.toml` declares.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Unique name, `[a-z0-9_-]{1,64}`.
+    pub name: String,
+    /// Free-form version string.
+    pub version: String,
+    /// One line for people.
+    #[serde(default)]
+    pub description: String,
+    /// Event names this plugin handles.
+    pub events: Vec<String>,
+    /// The entry file, among the plugin's files.
+    #[serde(default = "default_entry")]
+    pub entry: String,
+    /// What the plugin offers, for the master's capability registry.
+    #[serde(default)]
+    pub operations: Vec<Operation>,
+    /// Filters that run, in order, before the handlers.
+    #[serde(default)]
+    pub filters: Vec<FilterUse>,
+    /// Per-plugin limits.
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+fn default_entry() -> String {
+    "init.luau".into()
+}
+
+/// One operation a plugin offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// What a failing filter (trap, timeout, bad verdict) means for the plugin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The plugin does not run; its result is the filter's error.
+    #[default]
+    Reject,
+    /// The error is logged and the event goes on as it was.
+    Continue,
+}
+
+/// One filter a plugin applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterUse {
+    /// The filter's name in the catalogue.
+    pub name: String,
+    /// Its configuration.
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// What its failure means.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// Its deadline ([`DEFAULT_FILTER_TIMEOUT`] when absent).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// The events it applies to; all the plugin's events when absent.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+}
+
+impl FilterUse {
+    /// Whether this filter runs before events named `event`.
+    pub fn applies_to(&self, event: &str) -> bool {
+        self.events
+            .as_ref()
+            .is_none_or(|events| events.iter().any(|e| e == event))
+    }
+}
+
+/// Limits a plugin asks for; the worker's own limits still apply on top.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Cap on one handler call, in milliseconds.
+    pub timeout_ms: Option<u64>,
+}

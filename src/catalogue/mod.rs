@@ -1,0 +1,22 @@
+//! The catalogue: what the master and the workers both know of plugins and
+//! filters, and nothing of how either runs them.
+//!
+//! It sits beside [`crate::mesophyll`], below [`crate::master`] and
+//! [`crate::worker`]: the master checks an upload here before it accepts
+//! it, and a worker builds what it runs from what passed the same checks.
+//!
+//! - [`name`]: what a plugin or filter may be called;
+//! - [`manifest`]: `plugin.toml`, its fields and their defaults;
+//! - [`plugin`]: a plugin bundle checked and compiled to Luau bytecode;
+//! - [`folder`]: plugin folders and `.wasm` files read from disk;
+//! - [`filter`]: a WebAssembly module checked against the filter ABI, and
+//!   its hash.
+//!
+//! Everything here is pure checking: no VM is started, no instance is made,
+//! no thread is spawned.
+
+pub mod filter;
+pub mod folder;
+pub mod manifest;
+pub mod name;
+pub mod plugin;

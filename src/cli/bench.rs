@@ -1,0 +1,183 @@
+//! `meshplay bench dispatch|kv|filter|memory`: the figures of
+//! [`crate::bench`], printed for people or as JSON.
+
+use super::{CliError, ClientArgs, client};
+use crate::bench;
+use clap::{Args, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum BenchCommand {
+    /// Echo events through the REST API (and, with --direct, the hub).
+    Dispatch(BenchDispatchArgs),
+    /// Get, durable Set and Find over the DB endpoints, as a worker.
+    Kv(BenchKvArgs),
+    /// A worker's RSS per idle tenant.
+    Memory(BenchMemoryArgs),
+    /// The example filters: fresh instance + call, against a live instance.
+    Filter(BenchFilterArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchFilterArgs {
+    /// Where the modules are.
+    #[arg(long, default_value = "filters/dist")]
+    pub(super) filters: PathBuf,
+    /// How long each figure runs.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub(super) duration: Duration,
+    /// Skip the bare calls.
+    #[arg(long)]
+    pub(super) no_baseline: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchCommon {
+    /// Callers at once.
+    #[arg(long, default_value_t = 64)]
+    pub(super) concurrency: usize,
+    /// How long each figure runs (`10s`, `500ms`, `1m`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(super) duration: Duration,
+    /// Skip the raw limits (they run by default).
+    #[arg(long)]
+    pub(super) no_baseline: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchDispatchArgs {
+    #[command(flatten)]
+    pub(super) common: BenchCommon,
+    /// Workers of the master the benchmark starts.
+    #[arg(long, default_value_t = 2)]
+    pub(super) workers: u32,
+    /// Distinct tenants the events go to.
+    #[arg(long, default_value_t = 100)]
+    pub(super) tenants: u32,
+    /// Also dispatch straight through the hub, without HTTP in front.
+    #[arg(long)]
+    pub(super) direct: bool,
+    /// Target this running master's REST API instead of starting one.
+    #[arg(long)]
+    pub(super) api_addr: Option<SocketAddr>,
+    /// Its token (default: the one in --data-dir).
+    #[arg(long)]
+    pub(super) api_token: Option<String>,
+    /// Its data directory, for the token [default: ~/.meshplay].
+    #[arg(long)]
+    pub(super) data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchKvArgs {
+    #[command(flatten)]
+    pub(super) common: BenchCommon,
+    /// Bytes of each value set.
+    #[arg(long, default_value_t = 100)]
+    pub(super) value_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchMemoryArgs {
+    /// Tenant counts to reach, in order.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000u64, 10000])]
+    pub(super) tenants: Vec<u64>,
+    /// Events in flight while waking them.
+    #[arg(long, default_value_t = 64)]
+    pub(super) concurrency: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+/// A duration as people write it (`10s`, `250ms`, `1m 30s`: humantime's
+/// syntax), or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
+    use std::io::IsTerminal;
+    let progress = |json: bool| !json && std::io::stderr().is_terminal();
+    let (report, json) = match cmd {
+        BenchCommand::Dispatch(a) => {
+            let target = match a.api_addr {
+                Some(addr) => Some(client(&ClientArgs {
+                    data_dir: a.data_dir,
+                    api_addr: Some(addr),
+                    api_token: a.api_token,
+                    json: false,
+                })?),
+                None => None,
+            };
+            let opts = bench::dispatch::Options {
+                workers: a.workers,
+                concurrency: a.common.concurrency,
+                tenants: a.tenants,
+                duration: a.common.duration,
+                direct: a.direct,
+                baseline: !a.common.no_baseline,
+                target,
+                progress: progress(a.common.json),
+            };
+            let report = bench::dispatch::run(opts).await.map_err(|e| match e {
+                bench::BenchError::Usage(m) => CliError::Usage(m),
+                e => e.into(),
+            })?;
+            (report, a.common.json)
+        }
+        BenchCommand::Kv(a) => {
+            let opts = bench::kv::Options {
+                concurrency: a.common.concurrency,
+                duration: a.common.duration,
+                value_len: a.value_bytes,
+                baseline: !a.common.no_baseline,
+                progress: progress(a.common.json),
+            };
+            (bench::kv::run(opts).await?, a.common.json)
+        }
+        BenchCommand::Memory(a) => (bench::memory::run(&a.tenants, a.concurrency).await?, a.json),
+        BenchCommand::Filter(a) => {
+            let report = tokio::task::spawn_blocking(move || {
+                bench::filter::run(&a.filters, a.duration, !a.no_baseline)
+            })
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))??;
+            (report, a.json)
+        }
+    };
+    if json {
+        report.print_json();
+    } else {
+        report.print();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! The `meshplay` command line: `serve` runs a master, the other commands
+//! talk to a running master's REST API, and the hidden `--worker` mode is
+//! how the master starts its workers.
+//!
+//! Client commands find the master by themselves: its address in
+//! `<data-dir>/endpoint.json`, its token in `<data-dir>/admin-token`;
+//! `--api-addr` and `--api-token` (or `MESHPLAY_API_ADDR`,
+//! `MESHPLAY_API_TOKEN`) override. They print for people by default and the
+//! API's JSON with `--json`.
+//!
+//! Exit codes: 0 success; 1 an error (printed to stderr); 2 bad usage; 3 the
+//! request went through but at least one plugin answered with an error.
+//!
+//! One file per command group: [`serve`] (the master, and the hidden worker
+//! mode), [`workers`], [`tenants`] (dispatch, scripts, drops), [`kv`],
+//! [`catalogue`] (plugins and filters), [`bench`].
+
+mod bench;
+mod catalogue;
+mod kv;
+mod serve;
+mod tenants;
+mod workers;
+
+use crate::client::{ApiClient, ApiClientError};
+use crate::datadir;
+use crate::master;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Meshplay: a master/worker plugin host for Luau adapters.
+#[derive(Debug, Parser)]
+#[command(name = "meshplay", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    worker: serve::WorkerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a master with its workers.
+    Serve(serve::ServeArgs),
+    /// List the workers and their state.
+    Workers(ClientArgs),
+    /// Send an event to a tenant and print each plugin's answer.
+    Dispatch(tenants::DispatchArgs),
+    /// Run a Luau file in a tenant's VM and print what it returns.
+    RunScript(tenants::ScriptArgs),
+    /// Drop a tenant's VM (its next event gets a fresh one).
+    Drop(TenantArgs),
+    /// Read and write a tenant's KV store.
+    #[command(subcommand)]
+    Kv(kv::KvCommand),
+    /// List, upload and remove plugins.
+    #[command(subcommand)]
+    Plugins(catalogue::PluginsCommand),
+    /// List, upload and remove WASM filters.
+    #[command(subcommand)]
+    Filters(catalogue::FiltersCommand),
+    /// Print the running master's version.
+    Version(ClientArgs),
+    /// Measure throughput, latency and memory against the raw limits.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(super) struct ClientArgs {
+    /// The master's data directory, to find its address and token
+    /// [default: ~/.meshplay].
+    #[arg(long, env = "MESHPLAY_DATA_DIR")]
+    pub(super) data_dir: Option<PathBuf>,
+    /// The REST API's address (overrides the data directory).
+    #[arg(long, env = "MESHPLAY_API_ADDR")]
+    pub(super) api_addr: Option<SocketAddr>,
+    /// The API token (overrides the data directory).
+    #[arg(long, env = "MESHPLAY_API_TOKEN", hide_env_values = true)]
+    pub(super) api_token: Option<String>,
+    /// Print the API's JSON instead of text for people.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TenantArgs {
+    /// The tenant's type (user, guild, ...).
+    #[arg(value_name = "TYPE")]
+    pub(super) kind: String,
+    /// The tenant's id.
+    pub(super) id: String,
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+}
+
+/// A failure of the command line, printed as `error: ...`.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CliError {
+    #[error(transparent)]
+    Api(#[from] ApiClientError),
+    #[error(transparent)]
+    Master(#[from] master::MasterError),
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Parses the command line, runs it, and returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = !matches!(cli.command, Some(Command::Serve(_)) | None);
+    init_tracing(if quiet { "warn" } else { "info" });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(CliError::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours only for people: a log file should be greppable.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let Some(command) = cli.command else {
+        if cli.worker.worker {
+            return serve::run_worker(cli.worker).await;
+        }
+        return Err(CliError::Usage(
+            "no command given; try `meshplay serve` or `meshplay --help`".into(),
+        ));
+    };
+    match command {
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Workers(c) => workers::workers(&c).await,
+        Command::Dispatch(args) => tenants::dispatch(args).await,
+        Command::RunScript(args) => tenants::run_script(args).await,
+        Command::Drop(t) => tenants::drop_vm(t).await,
+        Command::Kv(k) => kv::kv(k).await,
+        Command::Plugins(p) => catalogue::plugins(p).await,
+        Command::Filters(f) => catalogue::filters(f).await,
+        Command::Bench(b) => bench::bench(b).await,
+        Command::Version(c) => {
+            let v = client(&c)?.version().await?;
+            if c.json {
+                print_json(&v);
+            } else {
+                println!("{} {} (protocol {})", v.name, v.version, v.protocol);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(super) fn client(args: &ClientArgs) -> Result<ApiClient, CliError> {
+    let dir = datadir::DataDir::at(args.data_dir.clone().unwrap_or_else(datadir::default_path));
+    let addr = match args.api_addr {
+        Some(a) => a,
+        None => dir.endpoint().map_err(ApiClientError::from)?.api_addr,
+    };
+    let token = match &args.api_token {
+        Some(t) => t.clone(),
+        None => dir.admin_token().map_err(ApiClientError::from)?,
+    };
+    Ok(ApiClient::new(addr, token))
+}
+
+pub(super) fn print_json<T: Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("API types always serialise")
+    );
+}
+
+pub(super) fn parse_json(what: &str, text: &str) -> Result<serde_json::Value, CliError> {
+    serde_json::from_str(text).map_err(|e| CliError::Usage(format!("{what} is not JSON: {e}")))
+}

@@ -1,0 +1,190 @@
+//! `meshplay serve`: a master with its workers, until SIGINT or SIGTERM;
+//! and the hidden worker mode (`meshplay --worker ...`) the master starts
+//! its children in.
+
+use super::CliError;
+use crate::datadir;
+use crate::master::supervisor::SupervisorConfig;
+use crate::master::{self, MasterConfig};
+use crate::mesophyll::auth::{PARENT_ENV, TOKEN_ENV};
+use crate::mesophyll::hub::HubConfig;
+use crate::mesophyll::uplink::UplinkConfig;
+use crate::worker::filters::FilterLimits;
+use crate::worker::tenants::TenantsConfig;
+use crate::worker::vm::VmLimits;
+use crate::worker::{self, WorkerConfig};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The worker mode's flags (the master passes them; people rarely do).
+#[derive(Debug, Args)]
+pub(super) struct WorkerArgs {
+    /// Run as a worker process.
+    #[arg(long, hide = true, requires_all = ["worker_id", "master"])]
+    pub(super) worker: bool,
+    /// This worker's id.
+    #[arg(long, hide = true)]
+    pub(super) worker_id: Option<u32>,
+    /// The master's Mesophyll address, host:port.
+    #[arg(long, hide = true)]
+    pub(super) master: Option<String>,
+    /// The worker's token (better: the MESHPLAY_WORKER_TOKEN environment
+    /// variable, which `ps` does not show).
+    #[arg(long, hide = true, env = TOKEN_ENV, hide_env_values = true)]
+    pub(super) token: Option<String>,
+    /// Where compiled filters are cached.
+    #[arg(long, hide = true)]
+    pub(super) cache_dir: Option<PathBuf>,
+    /// Heap cap of each tenant VM, in MiB.
+    #[arg(long, hide = true, default_value_t = 20)]
+    pub(super) vm_memory_mb: usize,
+    /// Linear memory cap of each filter instance, in MiB.
+    #[arg(long, hide = true, default_value_t = 16)]
+    pub(super) filter_memory_mb: usize,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ServeArgs {
+    /// Where the master keeps its token and state [default: ~/.meshplay].
+    #[arg(long, env = "MESHPLAY_DATA_DIR")]
+    pub(super) data_dir: Option<PathBuf>,
+    /// Worker processes (the shard count).
+    #[arg(long, default_value_t = 2)]
+    pub(super) workers: u32,
+    /// How many of the workers (the highest ids) you start yourself; their
+    /// tokens are written to <data-dir>/worker-token-<id>.
+    #[arg(long, default_value_t = 0)]
+    pub(super) external_workers: u32,
+    /// The REST API's address (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:9081")]
+    pub(super) api_addr: SocketAddr,
+    /// The Mesophyll hub's address (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:9082")]
+    pub(super) mesophyll_addr: SocketAddr,
+    /// The plugin folder: the plugins loaded at start (uploads add to them).
+    #[arg(long = "plugins", default_value = "plugins")]
+    pub(super) plugins_dir: PathBuf,
+    /// The filter folder: `<name>.wasm` modules loaded at start.
+    #[arg(long = "filters", default_value = "filters/dist")]
+    pub(super) filters_dir: PathBuf,
+    /// The API's bearer token [default: <data-dir>/admin-token, created on
+    /// first start].
+    #[arg(long, env = "MESHPLAY_API_TOKEN", hide_env_values = true)]
+    pub(super) api_token: Option<String>,
+    /// How often workers send heartbeats.
+    #[arg(long, default_value_t = 1000)]
+    pub(super) heartbeat_interval_ms: u64,
+    /// Silence after which a worker is declared dead and restarted.
+    #[arg(long, default_value_t = 5000)]
+    pub(super) heartbeat_timeout_ms: u64,
+    /// How long workers may finish their work on shutdown.
+    #[arg(long, default_value_t = 5000)]
+    pub(super) shutdown_grace_ms: u64,
+    /// Heap cap of each tenant VM, in MiB.
+    #[arg(long, default_value_t = 20)]
+    pub(super) vm_memory_mb: usize,
+    /// Linear memory cap of each WASM filter instance, in MiB.
+    #[arg(long, default_value_t = 16)]
+    pub(super) filter_memory_mb: usize,
+}
+
+pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
+    let (Some(worker_id), Some(master)) = (args.worker_id, args.master) else {
+        return Err(CliError::Usage(
+            "--worker needs --worker-id and --master".into(),
+        ));
+    };
+    let Some(token) = args.token.filter(|t| !t.is_empty()) else {
+        return Err(CliError::Usage(format!(
+            "--worker needs a token: --token or {TOKEN_ENV}"
+        )));
+    };
+    let parent_pid = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse().ok());
+    let config = WorkerConfig {
+        uplink: UplinkConfig {
+            master,
+            worker_id,
+            token,
+        },
+        cache_dir: args.cache_dir,
+        filter_limits: FilterLimits {
+            memory_bytes: args.filter_memory_mb * 1024 * 1024,
+            ..FilterLimits::default()
+        },
+        tenants: TenantsConfig {
+            vm: VmLimits {
+                memory_bytes: args.vm_memory_mb * 1024 * 1024,
+            },
+            ..TenantsConfig::default()
+        },
+        parent_pid,
+    };
+    let span = tracing::info_span!("worker", id = worker_id);
+    // On the runtime's worker threads, not this one (where `block_on` would
+    // poll it): the session then wakes the tenant tasks it feeds, and is
+    // woken by them, without crossing to a thread outside the pool.
+    let session = tokio::spawn(tracing::Instrument::instrument(worker::run(config), span));
+    match session.await {
+        Ok(result) => result?,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels it, and then we exit anyway.
+        Err(_) => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Usage(format!("cannot find my own executable: {e}")))?;
+    for (what, dir) in [("plugin", &args.plugins_dir), ("filter", &args.filters_dir)] {
+        if !dir.is_dir() {
+            tracing::warn!(dir = %dir.display(), "no {what} folder; only uploaded {what}s will run");
+        }
+    }
+    // The master fills in where the workers cache compiled filters.
+    let mut supervisor = SupervisorConfig::new(exe, String::new(), PathBuf::new());
+    supervisor.worker_args = vec![
+        "--vm-memory-mb".into(),
+        args.vm_memory_mb.to_string(),
+        "--filter-memory-mb".into(),
+        args.filter_memory_mb.to_string(),
+    ];
+    let config = MasterConfig {
+        data_dir: args.data_dir.unwrap_or_else(datadir::default_path),
+        workers: args.workers,
+        external_workers: args.external_workers,
+        api_addr: args.api_addr,
+        mesophyll_addr: args.mesophyll_addr,
+        plugins_dir: args.plugins_dir,
+        filters_dir: args.filters_dir,
+        api_token: args.api_token,
+        hub: HubConfig {
+            heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
+            heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms),
+            ..HubConfig::default()
+        },
+        supervisor,
+        shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+    };
+    master::serve(config, signals()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop me with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,74 @@
+//! Plugins and filters: listed from the registry, changed through it, and
+//! every change announced to the workers (`PluginsChanged`).
+
+use super::extract::Payload;
+use super::{ApiError, ApiState};
+use crate::mesophyll::message::ServerMessage;
+use crate::rest::{Changed, FilterList, PluginList, PluginUpload};
+use axum::Json;
+use axum::extract::{Path, State};
+use std::sync::Arc;
+
+pub(super) async fn list_plugins(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<PluginList>, ApiError> {
+    Ok(Json(PluginList {
+        revision: state.registry.revision(),
+        plugins: state.registry.plugins()?,
+    }))
+}
+
+pub(super) async fn list_filters(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<FilterList>, ApiError> {
+    Ok(Json(FilterList {
+        revision: state.registry.revision(),
+        filters: state.registry.filters()?,
+    }))
+}
+
+/// Tells every worker about a new catalogue revision.
+fn changed(state: &ApiState, revision: u64) -> Json<Changed> {
+    let told = state
+        .hub
+        .broadcast(&ServerMessage::PluginsChanged { revision });
+    tracing::info!(revision, workers = told, "catalogue changed");
+    Json(Changed { revision })
+}
+
+pub(super) async fn put_plugin(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Payload(upload): Payload<PluginUpload>,
+) -> Result<Json<Changed>, ApiError> {
+    let revision = state
+        .registry
+        .put_plugin(&name, upload.manifest, upload.files)
+        .await?;
+    Ok(changed(&state, revision))
+}
+
+pub(super) async fn delete_plugin(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Changed>, ApiError> {
+    let revision = state.registry.delete_plugin(&name).await?;
+    Ok(changed(&state, revision))
+}
+
+pub(super) async fn put_filter(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Changed>, ApiError> {
+    let revision = state.registry.put_filter(&name, body.to_vec()).await?;
+    Ok(changed(&state, revision))
+}
+
+pub(super) async fn delete_filter(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Changed>, ApiError> {
+    let revision = state.registry.delete_filter(&name).await?;
+    Ok(changed(&state, revision))
+}

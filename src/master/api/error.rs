@@ -1,0 +1,120 @@
+//! The API's error answer: a status and `{"error": {"code", "message"}}`,
+//! with a stable code for programs. Every failure below the API (the hub,
+//! the workers' tenant code, the registry, the store) maps to one here.
+
+use crate::master::db;
+use crate::master::registry::RegistryError;
+use crate::master::store::StoreError;
+use crate::mesophyll::hub::HubError;
+use crate::mesophyll::message::{ErrorKind, RemoteError};
+use crate::rest::{ErrorBody, ErrorDetail};
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// An error answer: a status, a stable code and a message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: ErrorDetail,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            detail: ErrorDetail {
+                code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, Json(ErrorBody { error: self.detail })).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                "Bearer".parse().expect("static header"),
+            );
+        }
+        res
+    }
+}
+
+impl From<RemoteError> for ApiError {
+    fn from(e: RemoteError) -> Self {
+        let status = match e.kind {
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Memory
+            | ErrorKind::Runtime
+            | ErrorKind::Syntax
+            | ErrorKind::TooLarge
+            | ErrorKind::Rejected
+            | ErrorKind::Filter => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::NotSubscribed => StatusCode::CONFLICT,
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Overloaded | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal | ErrorKind::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError {
+            status,
+            detail: e.into(),
+        }
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        match e {
+            HubError::Remote(remote) => remote.into(),
+            HubError::UnknownWorker(_) | HubError::WorkerUnavailable { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "worker_unavailable",
+                e.to_string(),
+            ),
+            HubError::Overloaded(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", e.to_string())
+            }
+            HubError::DeadlineExceeded { .. } => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "deadline_exceeded",
+                e.to_string(),
+            ),
+            HubError::Codec(c) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", c.to_string())
+            }
+        }
+    }
+}
+
+impl From<db::EndpointError> for ApiError {
+    fn from(e: db::EndpointError) -> Self {
+        ApiError::new(e.status(), &e.body().code, e.body().message.clone())
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Invalid(m) => ApiError::bad_request(m),
+            RegistryError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            RegistryError::FromFolder(m) => ApiError::new(StatusCode::CONFLICT, "from_folder", m),
+            RegistryError::InUse(m) => ApiError::new(StatusCode::CONFLICT, "in_use", m),
+            RegistryError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        db::EndpointError::from(e).into()
+    }
+}

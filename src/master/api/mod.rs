@@ -1,0 +1,120 @@
+//! The REST API: what applications, tooling and the CLI talk to.
+//!
+//! ```text
+//! GET    /api/system/version                    no auth
+//! GET    /healthz                               no auth
+//! GET    /api/v1/workers
+//! POST   /api/v1/tenants/{type}/{id}/events     DispatchRequest -> 200 Dispatched | 202 Accepted
+//! POST   /api/v1/tenants/{type}/{id}/scripts    ScriptRequest   -> 200 ScriptResult
+//! DELETE /api/v1/tenants/{type}/{id}/vm                         -> 200 Dropped
+//! GET    /api/v1/tenants/{type}/{id}/state                      -> 200 TenantStateEntry
+//! PUT    /api/v1/tenants/{type}/{id}/state      TenantState     -> 200 TenantStateEntry
+//! GET    /api/v1/tenants/{type}/{id}/kv?scope=&pattern=&limit=&after= -> 200 KvPage
+//! GET    /api/v1/tenants/{type}/{id}/kv/{scope}/{key}           -> 200 KvRecord | 404
+//! PUT    /api/v1/tenants/{type}/{id}/kv/{scope}/{key}  any JSON -> 200 KvRecord
+//! DELETE /api/v1/tenants/{type}/{id}/kv/{scope}/{key}           -> 200 Deleted
+//! GET    /api/v1/plugins                                        -> 200 PluginList
+//! PUT    /api/v1/plugins/{name}  PluginUpload                   -> 200 Changed | 400
+//! DELETE /api/v1/plugins/{name}                                 -> 200 Changed | 404 | 409
+//! GET    /api/v1/filters                                        -> 200 FilterList
+//! PUT    /api/v1/filters/{name}  the module's bytes             -> 200 Changed | 400
+//! DELETE /api/v1/filters/{name}                                 -> 200 Changed | 404 | 409
+//! ```
+//!
+//! A catalogue change is stored, then broadcast to the workers
+//! (`PluginsChanged`); they reload without restarting.
+//!
+//! One file per concern: [`error`] (the error answer and its codes),
+//! `auth` (the bearer token), `extract` (bodies, tenants, timeouts), and a
+//! file per resource group: `system`, `tenants`, `kv`, `catalogue`.
+//!
+//! Bodies are JSON, or MessagePack with `content-type: application/msgpack`;
+//! answers are JSON ([`crate::rest`] has every shape). `/api/v1` wants
+//! `authorization: Bearer <admin token>`, compared in constant time.
+//!
+//! Status codes: 400 bad body or tenant, 401 no or wrong token, 404 no such
+//! route or no plugin for the event, 413 body over [`MAX_BODY_BYTES`], 422
+//! the script failed (runtime, syntax, memory), 503 the owning worker is down
+//! or overloaded, 504 the tenant code or the worker ran past the deadline.
+
+mod auth;
+mod catalogue;
+pub mod error;
+mod extract;
+mod kv;
+mod system;
+mod tenants;
+
+pub use error::ApiError;
+
+use crate::master::registry::Registry;
+use crate::master::store::Store;
+use crate::master::supervisor::Supervisor;
+use crate::mesophyll::hub::Hub;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::{delete, get, post};
+use std::sync::Arc;
+
+/// The largest filter module the API accepts.
+pub const MAX_FILTER_BYTES: usize = 8 * 1024 * 1024;
+
+/// The longest tenant type or id, in bytes.
+pub const MAX_TENANT_PART: usize = 256;
+
+/// What the handlers share.
+pub struct ApiState {
+    /// The Mesophyll hub.
+    pub hub: Arc<Hub>,
+    /// The supervisor of the spawned workers.
+    pub supervisor: Arc<Supervisor>,
+    /// Workers in total (spawned and external): the shard count.
+    pub workers: u32,
+    /// The admin bearer token.
+    pub token: String,
+    /// The store, for tenant state and KV browsing.
+    pub store: Arc<dyn Store>,
+    /// Plugins and filters.
+    pub registry: Arc<Registry>,
+}
+
+/// The API's router.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let v1 = Router::new()
+        .route("/workers", get(system::workers))
+        .route("/tenants/{type}/{id}/events", post(tenants::dispatch))
+        .route("/tenants/{type}/{id}/scripts", post(tenants::run_script))
+        .route("/tenants/{type}/{id}/vm", delete(tenants::drop_vm))
+        .route(
+            "/tenants/{type}/{id}/state",
+            get(tenants::get_state).put(tenants::put_state),
+        )
+        .route("/plugins", get(catalogue::list_plugins))
+        .route(
+            "/plugins/{name}",
+            axum::routing::put(catalogue::put_plugin).delete(catalogue::delete_plugin),
+        )
+        .route("/filters", get(catalogue::list_filters))
+        .route(
+            "/filters/{name}",
+            axum::routing::put(catalogue::put_filter)
+                .delete(catalogue::delete_filter)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_FILTER_BYTES)),
+        )
+        .route("/tenants/{type}/{id}/kv", get(kv::find_kv))
+        .route(
+            "/tenants/{type}/{id}/kv/{scope}/{key}",
+            get(kv::get_kv).put(kv::put_kv).delete(kv::delete_kv),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::authorize,
+        ));
+    Router::new()
+        .route("/api/system/version", get(system::version))
+        .route("/healthz", get(system::health))
+        .nest("/api/v1", v1)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(state)
+}

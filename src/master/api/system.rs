@@ -1,0 +1,62 @@
+//! `/api/system/version`, `/healthz` and `/api/v1/workers`: what the master
+//! is and how its workers are.
+
+use super::ApiState;
+use crate::mesophyll::message::PROTOCOL_VERSION;
+use crate::rest::{Health, Version, WorkerInfo, WorkerState, Workers};
+use axum::Json;
+use axum::extract::State;
+use std::sync::Arc;
+
+pub(super) async fn version() -> Json<Version> {
+    Json(Version {
+        name: "meshplay".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: PROTOCOL_VERSION,
+    })
+}
+
+pub(super) async fn health(State(state): State<Arc<ApiState>>) -> Json<Health> {
+    let connected = state.hub.workers().iter().filter(|w| w.connected).count() as u32;
+    Json(Health {
+        status: if connected == state.workers {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .into(),
+        workers: state.workers,
+        connected,
+    })
+}
+
+pub(super) async fn workers(State(state): State<Arc<ApiState>>) -> Json<Workers> {
+    let workers = state
+        .hub
+        .workers()
+        .into_iter()
+        .map(|w| {
+            let managed = state.supervisor.status(w.id);
+            let lifecycle = match managed {
+                _ if w.connected => WorkerState::Running,
+                Some(s) => s.state,
+                None => WorkerState::Disconnected,
+            };
+            WorkerInfo {
+                id: w.id,
+                state: lifecycle,
+                managed: managed.is_some(),
+                pid: managed.and_then(|s| s.pid),
+                restarts: managed.map_or(0, |s| s.restarts),
+                since_heartbeat_s: w.since_last_frame_s,
+                in_flight: w.awaiting as u64,
+                vms: w.load.vms,
+                rss_bytes: w.load.rss_bytes,
+            }
+        })
+        .collect();
+    Json(Workers {
+        workers,
+        bad_frames: state.hub.bad_frames(),
+    })
+}

@@ -1,0 +1,157 @@
+//! What reaches one tenant: events, scripts and drops (through the hub, to
+//! the worker of its shard), and its state (in the store, then told to that
+//! worker).
+
+use super::extract::{Payload, tenant, timeout};
+use super::{ApiError, ApiState};
+use crate::master::shard;
+use crate::mesophyll::db::TenantStateEntry;
+use crate::mesophyll::message::{Event, PluginOutcome, ServerMessage, TenantState};
+use crate::rest::{
+    self, Accepted, DispatchRequest, Dispatched, Dropped, ScriptRequest, ScriptResult,
+};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How much longer the master waits for a worker than the tenant code's own
+/// deadline, so that the worker's precise "timeout" arrives before the hub's
+/// blunt "deadline exceeded".
+const ANSWER_SLACK: Duration = Duration::from_secs(1);
+
+pub(super) async fn dispatch(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id)): Path<(String, String)>,
+    Payload(req): Payload<DispatchRequest>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(kind, id)?;
+    if req.name.is_empty() {
+        return Err(ApiError::bad_request("the event needs a name"));
+    }
+    let budget = timeout(req.timeout_ms)?;
+    let worker = shard::worker_for(&tenant, state.workers);
+    let event = Event {
+        name: req.name,
+        data: req.data,
+    };
+    let deadline_ms = budget.as_millis() as u64;
+    if !req.wait {
+        state.hub.send(
+            worker,
+            &ServerMessage::DispatchEvent {
+                req_id: None,
+                tenant: tenant.clone(),
+                event,
+                deadline_ms,
+            },
+        )?;
+        return Ok((StatusCode::ACCEPTED, Json(Accepted { tenant, worker })).into_response());
+    }
+    let value = state
+        .hub
+        .request(worker, budget + ANSWER_SLACK, |req_id| {
+            ServerMessage::DispatchEvent {
+                req_id: Some(req_id),
+                tenant: tenant.clone(),
+                event,
+                deadline_ms,
+            }
+        })
+        .await?;
+    let outcomes: Vec<PluginOutcome> = serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_worker_answer",
+            format!("worker {worker} answered something that is not a result list: {e}"),
+        )
+    })?;
+    Ok(Json(Dispatched {
+        tenant,
+        worker,
+        results: outcomes.into_iter().map(Into::into).collect(),
+    })
+    .into_response())
+}
+
+pub(super) async fn run_script(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id)): Path<(String, String)>,
+    Payload(req): Payload<ScriptRequest>,
+) -> Result<Json<ScriptResult>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    let budget = timeout(req.timeout_ms)?;
+    let worker = shard::worker_for(&tenant, state.workers);
+    let result = state
+        .hub
+        .request(worker, budget + ANSWER_SLACK, |req_id| {
+            ServerMessage::RunScript {
+                req_id,
+                tenant: tenant.clone(),
+                name: req.name.unwrap_or_else(|| "script".into()),
+                code: req.code,
+                event: req.event.unwrap_or_default(),
+                deadline_ms: budget.as_millis() as u64,
+            }
+        })
+        .await?;
+    Ok(Json(ScriptResult {
+        tenant,
+        worker,
+        result,
+    }))
+}
+
+pub(super) async fn drop_vm(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Json<Dropped>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    let worker = shard::worker_for(&tenant, state.workers);
+    state
+        .hub
+        .request(
+            worker,
+            Duration::from_millis(rest::DEFAULT_TIMEOUT_MS),
+            |req_id| ServerMessage::DropTenant {
+                req_id,
+                tenant: tenant.clone(),
+            },
+        )
+        .await?;
+    Ok(Json(Dropped { tenant, worker }))
+}
+
+pub(super) async fn get_state(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Json<TenantStateEntry>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    let current = state.store.tenant_state(&tenant)?.unwrap_or_default();
+    Ok(Json(TenantStateEntry {
+        tenant,
+        state: current,
+    }))
+}
+
+pub(super) async fn put_state(
+    State(state): State<Arc<ApiState>>,
+    Path((kind, id)): Path<(String, String)>,
+    Payload(new): Payload<TenantState>,
+) -> Result<Json<TenantStateEntry>, ApiError> {
+    let tenant = tenant(kind, id)?;
+    state.store.put_tenant_state(&tenant, &new).await?;
+    // The owning worker applies it to the next event; if it is down now, it
+    // reloads every state of its shard when it reconnects.
+    let worker = shard::worker_for(&tenant, state.workers);
+    let _ = state.hub.send(
+        worker,
+        &ServerMessage::TenantStateChanged {
+            tenant: tenant.clone(),
+            state: Some(new.clone()),
+        },
+    );
+    Ok(Json(TenantStateEntry { tenant, state: new }))
+}

@@ -1,0 +1,138 @@
+//! The master's store: tenant KV, global KV, tenant states and uploaded
+//! catalogue entries.
+//!
+//! The endpoints see only the [`Store`] trait (here), so another backend
+//! can be added without touching them. [`SledStore`] is the embedded one,
+//! under `<data-dir>/store`; [`keys`] is how it lays records out, and
+//! [`commit`] how it makes writes durable:
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `kv` | type, id, scope, key | [`KvRecord`] |
+//! | `global_kv` | scope, key, version (big-endian) | [`GlobalEntry`] |
+//! | `tenant_states` | type, id | [`TenantState`] |
+//! | `catalogue` | `plugin/<name>`, `filter/<name>` | uploaded [`crate::mesophyll::db::PluginBundle`] (MessagePack) or module bytes |
+//!
+//! Key parts are joined with an order-preserving encoding (a 0 byte becomes
+//! `00 ff`, each part ends with `00 01`), so a tenant's keys, and a scope's
+//! keys within it, are contiguous and sorted, and prefix scans serve `Find`
+//! and `ListScopes`. Values are MessagePack.
+//!
+//! **Durability.** A write returns only once it is on disk. Concurrent
+//! writers share one `fsync` (group commit): each write applies to sled,
+//! then joins the queue of the committer task, which flushes once for
+//! everyone waiting and answers them all. Under load this turns N fsyncs
+//! into one; alone, a write costs one.
+
+pub mod commit;
+pub mod keys;
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
+use crate::mesophyll::message::{Tenant, TenantState};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A store failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption).
+    #[error("store: {0}")]
+    Backend(String),
+    /// A stored value does not decode (a bug, or a newer format).
+    #[error("stored value undecodable: {0}")]
+    Corrupt(String),
+    /// The entry exists already (global KV create).
+    #[error("{0} exists already")]
+    Exists(String),
+}
+
+/// A boxed future, so the trait stays object-safe.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// What the DB endpoints and the REST API need of a store. Reads are
+/// synchronous (they never wait on disk for long); writes are futures that
+/// complete once the write is durable.
+pub trait Store: Send + Sync + 'static {
+    /// One KV record.
+    fn kv_get(
+        &self,
+        tenant: &Tenant,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<KvRecord>, StoreError>;
+    /// Writes one KV record; `now` is Unix milliseconds.
+    fn kv_set<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        scope: &'a str,
+        key: &'a str,
+        value: serde_json::Value,
+        now: i64,
+    ) -> StoreFuture<'a, KvRecord>;
+    /// Deletes one KV record; true when it existed.
+    fn kv_delete<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        scope: &'a str,
+        key: &'a str,
+    ) -> StoreFuture<'a, bool>;
+    /// Records of `scope` whose key starts with `prefix`, after `after`, in
+    /// key order, for as long as `keep` wants more (it sees each record and
+    /// returns false to stop).
+    fn kv_scan(
+        &self,
+        tenant: &Tenant,
+        scope: &str,
+        prefix: &str,
+        after: Option<&str>,
+        keep: &mut dyn FnMut(KvRecord) -> bool,
+    ) -> Result<(), StoreError>;
+    /// The tenant's scopes, sorted.
+    fn kv_scopes(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
+
+    /// Every tenant state.
+    fn tenant_states(&self) -> Result<Vec<TenantStateEntry>, StoreError>;
+    /// One tenant's state.
+    fn tenant_state(&self, tenant: &Tenant) -> Result<Option<TenantState>, StoreError>;
+    /// Upserts one tenant's state.
+    fn put_tenant_state<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        state: &'a TenantState,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Adds a global entry; [`StoreError::Exists`] if its (scope, key,
+    /// version) is taken.
+    fn global_create(&self, entry: GlobalEntry) -> StoreFuture<'_, GlobalEntry>;
+    /// One global entry.
+    fn global_get(
+        &self,
+        scope: &str,
+        key: &str,
+        version: u32,
+    ) -> Result<Option<GlobalEntry>, StoreError>;
+    /// Removes one global entry; true when it existed.
+    fn global_delete<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        version: u32,
+    ) -> StoreFuture<'a, bool>;
+    /// Every uploaded plugin or filter: `(key, bytes)`, keys like
+    /// `plugin/<name>` and `filter/<name>`.
+    fn catalogue_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Stores one catalogue entry.
+    fn catalogue_put<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> StoreFuture<'a, ()>;
+    /// Removes one catalogue entry; true when it existed.
+    fn catalogue_delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Entries of `scope`, in key order, while `keep` wants more.
+    fn global_scan(
+        &self,
+        scope: &str,
+        keep: &mut dyn FnMut(GlobalEntry) -> bool,
+    ) -> Result<(), StoreError>;
+}

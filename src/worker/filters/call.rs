@@ -1,0 +1,121 @@
+//! One filter call under ABI v1: the input encoded as MessagePack, a fresh
+//! instance from the pool, `meshplay_alloc` then `meshplay_filter` under an
+//! epoch deadline, and the verdict decoded from the instance's memory.
+
+use super::{CallState, CompiledFilter, FilterEngine, FilterError, TICK};
+use crate::catalogue::filter::ModuleError;
+use crate::mesophyll::message::{Event, Tenant};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+/// The largest verdict a filter may return.
+const MAX_VERDICT_BYTES: u32 = 4 * 1024 * 1024;
+
+/// What a filter sees.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilterInput<'a> {
+    /// Whose event.
+    pub tenant: &'a Tenant,
+    /// The event.
+    pub event: &'a Event,
+    /// The filter's configuration.
+    pub config: &'a serde_json::Value,
+}
+
+/// A filter's decision.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Go on, with the event rewritten or (`None`) as it was.
+    Continue {
+        /// The rewritten event.
+        #[serde(default)]
+        event: Option<Event>,
+    },
+    /// Stop, for this reason.
+    Reject {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The guest's own error report, decoded beside [`Verdict`].
+#[derive(Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+enum GuestError {
+    Error { message: String },
+}
+
+impl FilterEngine {
+    /// Runs `filter` once, in a fresh instance, within `timeout`.
+    pub fn run(
+        &self,
+        filter: &CompiledFilter,
+        input: &FilterInput<'_>,
+        timeout: Duration,
+    ) -> Result<Verdict, FilterError> {
+        let bytes = rmp_serde::to_vec_named(input)
+            .map_err(|e| FilterError::Failed(format!("cannot encode the input: {e}")))?;
+        let len = i32::try_from(bytes.len())
+            .map_err(|_| FilterError::Failed("input too large".into()))?;
+        let mut store = Store::new(
+            &self.engine,
+            CallState {
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(self.limits.memory_bytes)
+                    .instances(1)
+                    .build(),
+                filter: Arc::from(filter.name.as_str()),
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        let ticks = (timeout.as_millis() / TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let trap = |e: wasmtime::Error| classify(e, timeout);
+        let instance = filter.pre.instantiate(&mut store).map_err(trap)?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| FilterError::from(ModuleError::Abi("no memory export".into())))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "meshplay_alloc")
+            .map_err(|e| FilterError::from(ModuleError::Abi(format!("{e:#}"))))?;
+        let run = instance
+            .get_typed_func::<(i32, i32), i64>(&mut store, "meshplay_filter")
+            .map_err(|e| FilterError::from(ModuleError::Abi(format!("{e:#}"))))?;
+
+        let ptr = alloc.call(&mut store, len).map_err(trap)?;
+        memory
+            .write(&mut store, ptr as u32 as usize, &bytes)
+            .map_err(|_| {
+                FilterError::Failed("meshplay_alloc returned memory out of bounds".into())
+            })?;
+        let packed = run.call(&mut store, (ptr, len)).map_err(trap)?;
+        let (out_ptr, out_len) = ((packed as u64 >> 32) as u32, packed as u64 as u32);
+        if out_len > MAX_VERDICT_BYTES {
+            return Err(FilterError::Failed(format!("verdict of {out_len} bytes")));
+        }
+        let mut out = vec![0u8; out_len as usize];
+        memory
+            .read(&store, out_ptr as usize, &mut out)
+            .map_err(|_| FilterError::Failed("verdict out of bounds".into()))?;
+        match rmp_serde::from_slice::<Verdict>(&out) {
+            Ok(v) => Ok(v),
+            Err(e) => match rmp_serde::from_slice::<GuestError>(&out) {
+                Ok(GuestError::Error { message }) => Err(FilterError::Failed(message)),
+                Err(_) => Err(FilterError::Failed(format!("not a verdict: {e}"))),
+            },
+        }
+    }
+}
+
+fn classify(e: wasmtime::Error, timeout: Duration) -> FilterError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FilterError::Timeout(timeout),
+        Some(t) => FilterError::Trap(t.to_string()),
+        None => FilterError::Trap(format!("{e:#}")),
+    }
+}

@@ -1,0 +1,156 @@
+//! Deadlines of Luau calls: a [`Clock`] per VM, a flag its interrupt reads,
+//! and one watchdog thread per process that sets the flag.
+//!
+//! Every [`SLICE`] the watchdog asks a running VM to yield (a CPU-bound
+//! tenant cannot starve the others of its worker); at the call's deadline
+//! it marks the call expired, and the interrupt raises
+//! [`DeadlineExceeded`] at every safepoint until the call unwinds, `pcall`
+//! or not. Host calls that await (KV, `time.sleep`, filters) stop at
+//! [`Clock::remaining`].
+
+use mlua::VmState;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a VM runs before the watchdog asks it to yield to other tasks.
+pub const SLICE: Duration = Duration::from_millis(5);
+
+const RUN: u8 = 0;
+const YIELD: u8 = 1;
+const EXPIRED: u8 = 2;
+
+/// The error a call raises when its deadline has passed.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+pub struct DeadlineExceeded;
+
+/// The per-VM flag the interrupt reads, and the running call's deadline.
+#[derive(Debug)]
+pub struct Clock {
+    flag: AtomicU8,
+    deadline: Mutex<Instant>,
+}
+
+impl Clock {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Clock {
+            flag: AtomicU8::new(RUN),
+            deadline: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Time left before the running call's deadline (zero when none runs).
+    pub fn remaining(&self) -> Duration {
+        self.deadline
+            .lock()
+            .unwrap()
+            .saturating_duration_since(Instant::now())
+    }
+
+    pub(super) fn expired(&self) -> bool {
+        self.flag.load(Ordering::Relaxed) == EXPIRED
+    }
+
+    /// Arms the clock for one call; the returned guard disarms it.
+    pub(super) fn arm(self: &Arc<Self>, deadline: Instant) -> Armed {
+        *self.deadline.lock().unwrap() = deadline;
+        self.flag.store(RUN, Ordering::Relaxed);
+        Watchdog::get().arm(Arc::clone(self))
+    }
+
+    /// What the VM's interrupt does at a safepoint: go on, yield the
+    /// thread, or raise [`DeadlineExceeded`]. One atomic load when nothing
+    /// is asked, so hot loops stay cheap.
+    pub(super) fn interrupt(&self) -> mlua::Result<VmState> {
+        match self.flag.load(Ordering::Relaxed) {
+            RUN => Ok(VmState::Continue),
+            YIELD => {
+                self.flag.store(RUN, Ordering::Relaxed);
+                Ok(VmState::Yield)
+            }
+            _ => Err(mlua::Error::external(DeadlineExceeded)),
+        }
+    }
+
+    /// One watchdog tick: ask the VM to yield, or expire its call.
+    fn tick(&self, now: Instant) {
+        if now >= *self.deadline.lock().unwrap() {
+            self.flag.store(EXPIRED, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .flag
+                .compare_exchange(RUN, YIELD, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The process-wide watchdog: one OS thread that ticks every armed clock
+/// every [`SLICE`].
+///
+/// It is a thread and not a tokio task on purpose: a VM spinning in
+/// `while true do end` holds its tokio worker thread until the interrupt
+/// yields, and the interrupt only yields once the flag is set. A task would
+/// wait for the very thread it is meant to free (and on a busy runtime the
+/// timer driver may not run at all). The thread sleeps on a condition
+/// variable while no call is running, so an idle worker costs nothing.
+struct Watchdog {
+    armed: Mutex<HashMap<u64, Arc<Clock>>>,
+    wake: Condvar,
+    next: AtomicU64,
+}
+
+impl Watchdog {
+    fn get() -> &'static Watchdog {
+        static WATCHDOG: OnceLock<&'static Watchdog> = OnceLock::new();
+        WATCHDOG.get_or_init(|| {
+            let dog: &'static Watchdog = Box::leak(Box::new(Watchdog {
+                armed: Mutex::new(HashMap::new()),
+                wake: Condvar::new(),
+                next: AtomicU64::new(0),
+            }));
+            std::thread::Builder::new()
+                .name("meshplay-watchdog".into())
+                .spawn(move || dog.run())
+                .expect("cannot start the VM watchdog thread");
+            dog
+        })
+    }
+
+    fn arm(&'static self, clock: Arc<Clock>) -> Armed {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.armed.lock().unwrap().insert(id, clock);
+        self.wake.notify_one();
+        Armed { dog: self, id }
+    }
+
+    fn run(&self) {
+        loop {
+            {
+                let mut armed = self.armed.lock().unwrap();
+                while armed.is_empty() {
+                    armed = self.wake.wait(armed).unwrap();
+                }
+                let now = Instant::now();
+                for clock in armed.values() {
+                    clock.tick(now);
+                }
+            }
+            std::thread::sleep(SLICE);
+        }
+    }
+}
+
+/// Keeps a clock armed for the duration of one call.
+pub(super) struct Armed {
+    dog: &'static Watchdog,
+    id: u64,
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        self.dog.armed.lock().unwrap().remove(&self.id);
+    }
+}
