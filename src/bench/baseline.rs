@@ -12,7 +12,7 @@
 //!   fresh instance per call);
 //! - [`luau_call`]: one call of the echo handler in a plain mlua state.
 
-use crate::bench::load::{Load, Measured, drive, spin};
+use crate::bench::load::{LoadPlan, Measured, drive, spin};
 use crate::mesophyll::writer::{Batched, write_batch};
 use axum::serve::ListenerExt;
 use bytes::Bytes;
@@ -67,7 +67,7 @@ impl Pipe {
 /// Echoes `frame` over `connections` loopback WebSocket connections with
 /// `load.concurrency` callers.
 pub async fn ws_echo(
-    load: &Load,
+    load: &LoadPlan,
     connections: usize,
     frame: Vec<u8>,
 ) -> Result<Measured, BaselineError> {
@@ -142,7 +142,7 @@ pub async fn ws_echo(
 
 /// Posts `body` to a bare HTTP/2 echo route with `load.concurrency` callers
 /// over one multiplexed connection.
-pub async fn h2_echo(load: &Load, body: Vec<u8>) -> Result<Measured, BaselineError> {
+pub async fn h2_echo(load: &LoadPlan, body: Vec<u8>) -> Result<Measured, BaselineError> {
     let err = fail("h2-echo");
     let listener = TcpListener::bind("127.0.0.1:0")
         .await

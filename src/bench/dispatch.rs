@@ -4,7 +4,7 @@
 //! bare Luau call measured in the same run.
 
 use crate::bench::figures::{Check, Figure, Report};
-use crate::bench::load::{Load, drive};
+use crate::bench::load::{LoadPlan, drive};
 use crate::bench::{BenchError, InProcess, baseline};
 use crate::client::{ApiClient, DispatchOutcome};
 use crate::master::shard;
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct DispatchOptions {
     /// Workers of the master this benchmark starts.
     pub workers: u32,
     /// Callers at once.
@@ -98,13 +98,13 @@ async fn via_hub(hub: &Hub, workers: u32, n: u64, tenants: u32) -> Result<(), St
 ///
 /// Fails when its master does not start, a baseline cannot run, or (with a
 /// target) the target does not answer the warm-up.
-pub async fn run(opts: Options) -> Result<Report, BenchError> {
+pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
     if opts.target.is_some() && opts.direct {
         return Err(BenchError::Usage(
             "--direct needs the master this benchmark starts; drop --api-addr".into(),
         ));
     }
-    let load = |label: &str| Load {
+    let load = |label: &str| LoadPlan {
         label: label.into(),
         concurrency: opts.concurrency,
         duration: opts.duration,

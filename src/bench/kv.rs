@@ -3,7 +3,7 @@
 //! bare HTTP/2 echo with the same concurrency and bare sled.
 
 use crate::bench::figures::{Check, Figure, Report};
-use crate::bench::load::{Load, drive};
+use crate::bench::load::{LoadPlan, drive};
 use crate::bench::{BenchError, InProcess, baseline};
 use crate::datadir::DataDir;
 use crate::mesophyll::db::{KvOp, KvReply};
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct KvOptions {
     /// Callers at once.
     pub concurrency: usize,
     /// How long each figure runs.
@@ -60,8 +60,8 @@ async fn op(db: &DbClient, n: u64, op: KvOp) -> Result<(), String> {
 /// Runs the benchmark and returns its report.
 ///
 /// Fails when its master does not start or a baseline cannot run.
-pub async fn run(opts: Options) -> Result<Report, BenchError> {
-    let load = |label: &str| Load {
+pub async fn run(opts: KvOptions) -> Result<Report, BenchError> {
+    let load = |label: &str| LoadPlan {
         label: label.into(),
         concurrency: opts.concurrency,
         duration: opts.duration,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// How to drive one operation.
 #[derive(Debug, Clone)]
-pub struct Load {
+pub struct LoadPlan {
     /// What the progress line calls it.
     pub label: String,
     /// Callers at once.
@@ -92,7 +92,7 @@ impl Measured {
 /// Calls `op(seq)` from `load.concurrency` tasks until `load.duration` has
 /// passed; `seq` counts calls across all tasks from 0. `op` fails with the
 /// kind of its error (`timeout`, `overloaded`, ...).
-pub async fn drive<F, Fut>(load: &Load, op: F) -> Measured
+pub async fn drive<F, Fut>(load: &LoadPlan, op: F) -> Measured
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -193,7 +193,7 @@ mod tests {
 
     #[tokio::test]
     async fn counts_calls_and_errors_by_kind() {
-        let load = Load {
+        let load = LoadPlan {
             label: "t".into(),
             concurrency: 4,
             duration: Duration::from_millis(50),

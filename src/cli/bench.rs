@@ -122,7 +122,7 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 })?),
                 None => None,
             };
-            let opts = bench::dispatch::Options {
+            let opts = bench::dispatch::DispatchOptions {
                 workers: a.workers,
                 concurrency: a.common.concurrency,
                 tenants: a.tenants,
@@ -139,7 +139,7 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
             (report, a.common.json)
         }
         BenchCommand::Kv(a) => {
-            let opts = bench::kv::Options {
+            let opts = bench::kv::KvOptions {
                 concurrency: a.common.concurrency,
                 duration: a.common.duration,
                 value_len: a.value_bytes,

@@ -34,7 +34,9 @@ use crate::mesophyll::auth::{Credentials, Refusal};
 use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::codec::{self, CodecError, MAX_FRAME_BYTES};
 use crate::mesophyll::correlation::{Correlation, WaitError};
-use crate::mesophyll::message::{ClientMessage, PROTOCOL_VERSION, RemoteError, ServerMessage};
+use crate::mesophyll::message::{
+    ClientMessage, LoadFigures, PROTOCOL_VERSION, RemoteError, ServerMessage,
+};
 use crate::mesophyll::writer::{Batched, write_batch};
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -141,17 +143,6 @@ pub enum HubEvent {
     },
 }
 
-/// The latest load figures a worker reported.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Load {
-    /// Requests running in the worker.
-    pub in_flight: u64,
-    /// Tenant VMs alive.
-    pub vms: u64,
-    /// Resident set size in bytes.
-    pub rss_bytes: u64,
-}
-
 /// A snapshot of one worker as the hub sees it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WorkerView {
@@ -164,7 +155,7 @@ pub struct WorkerView {
     /// Requests awaiting this worker's answer.
     pub awaiting: usize,
     /// The last heartbeat's figures.
-    pub load: Load,
+    pub load: LoadFigures,
     /// Connections this worker has made since the master started.
     pub connections: u64,
 }
@@ -183,7 +174,7 @@ struct Connection {
     pending: Arc<Correlation>,
     opened: Instant,
     last_frame_ms: AtomicU64,
-    load: Mutex<Load>,
+    load: Mutex<LoadFigures>,
     close: watch::Sender<Option<DisconnectReason>>,
 }
 
@@ -386,7 +377,7 @@ impl Hub {
             pending: Correlation::new(),
             opened: Instant::now(),
             last_frame_ms: AtomicU64::new(0),
-            load: Mutex::new(Load::default()),
+            load: Mutex::new(LoadFigures::default()),
             close,
         });
 
@@ -498,7 +489,7 @@ impl Hub {
                 rss_bytes,
                 bad_frames: _,
             }) => {
-                *conn.load.lock().unwrap() = Load {
+                *conn.load.lock().unwrap() = LoadFigures {
                     in_flight,
                     vms,
                     rss_bytes,

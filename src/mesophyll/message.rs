@@ -258,3 +258,15 @@ pub struct TenantState {
     #[serde(default)]
     pub data: Value,
 }
+
+/// What a worker reports of its load in each heartbeat, and what the hub
+/// keeps of the latest one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LoadFigures {
+    /// Requests running in the worker.
+    pub in_flight: u64,
+    /// Tenant VMs alive.
+    pub vms: u64,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
+}

@@ -13,7 +13,9 @@ use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
-use crate::mesophyll::message::{ClientMessage, PROTOCOL_VERSION, RemoteError, ServerMessage};
+use crate::mesophyll::message::{
+    ClientMessage, LoadFigures, PROTOCOL_VERSION, RemoteError, ServerMessage,
+};
 use crate::mesophyll::writer::{BatchEnd, Batched, write_batch};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -66,17 +68,6 @@ pub enum UplinkError {
         /// [`PROTOCOL_VERSION`].
         ours: u32,
     },
-}
-
-/// Load figures for the heartbeat.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LoadFigures {
-    /// Requests running.
-    pub in_flight: u64,
-    /// Tenant VMs alive.
-    pub vms: u64,
-    /// Resident memory, bytes.
-    pub rss_bytes: u64,
 }
 
 /// What runs the requests.

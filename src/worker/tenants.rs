@@ -82,11 +82,11 @@ pub enum Job {
     Drop,
 }
 
-type Reply = oneshot::Sender<Result<Value, RemoteError>>;
+type Responder = oneshot::Sender<Result<Value, RemoteError>>;
 
 struct Handle {
     serial: u64,
-    tx: mpsc::Sender<(Job, Option<Reply>)>,
+    tx: mpsc::Sender<(Job, Option<Responder>)>,
     last_used: Arc<AtomicU64>,
 }
 
@@ -174,7 +174,7 @@ impl Tenants {
         self: &Arc<Self>,
         tenant: Tenant,
         job: Job,
-        reply: Option<Reply>,
+        reply: Option<Responder>,
     ) -> Result<(), RemoteError> {
         let mut msg = (job, reply);
         // Two rounds: a task that is just retiring closes its queue; the
@@ -208,7 +208,7 @@ impl Tenants {
         self.uses.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn sender(self: &Arc<Self>, tenant: &Tenant) -> mpsc::Sender<(Job, Option<Reply>)> {
+    fn sender(self: &Arc<Self>, tenant: &Tenant) -> mpsc::Sender<(Job, Option<Responder>)> {
         if let Some(h) = self.live.get(tenant) {
             h.last_used.store(self.tick(), Ordering::Relaxed);
             return h.tx.clone();
@@ -248,7 +248,7 @@ impl Tenants {
         self: Arc<Self>,
         tenant: Tenant,
         serial: u64,
-        mut rx: mpsc::Receiver<(Job, Option<Reply>)>,
+        mut rx: mpsc::Receiver<(Job, Option<Responder>)>,
     ) {
         let mut vm: Option<Vm> = None;
         loop {
