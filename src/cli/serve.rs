@@ -74,11 +74,12 @@ pub(super) struct ServeArgs {
     /// first start].
     #[arg(long, env = "MESHPLAY_API_TOKEN", hide_env_values = true)]
     pub(super) api_token: Option<String>,
-    /// How often workers send heartbeats.
-    #[arg(long, default_value_t = 1000)]
+    /// How often workers send heartbeats (at least 1).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) heartbeat_interval_ms: u64,
-    /// Silence after which a worker is declared dead and restarted.
-    #[arg(long, default_value_t = 5000)]
+    /// Silence after which a worker is declared dead and restarted (longer
+    /// than the interval).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) heartbeat_timeout_ms: u64,
     /// How long workers may finish their work on shutdown.
     #[arg(long, default_value_t = 5000)]
@@ -137,6 +138,13 @@ pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
 }
 
 pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
+    if args.heartbeat_timeout_ms <= args.heartbeat_interval_ms {
+        return Err(CliError::Usage(format!(
+            "--heartbeat-timeout-ms ({}) must be longer than --heartbeat-interval-ms ({}): \
+             a worker would be declared dead between two heartbeats",
+            args.heartbeat_timeout_ms, args.heartbeat_interval_ms
+        )));
+    }
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Usage(format!("cannot find my own executable: {e}")))?;
     for (what, dir) in [("plugin", &args.plugins_dir), ("filter", &args.filters_dir)] {

@@ -420,7 +420,10 @@ impl Hub {
             let _ = sink.close().await;
         });
 
-        let check_every = (self.config.heartbeat_timeout / 4).min(Duration::from_millis(250));
+        // At least 1 ms: a zero period would panic the connection's task.
+        let check_every = (self.config.heartbeat_timeout / 4)
+            .min(Duration::from_millis(250))
+            .max(Duration::from_millis(1));
         let mut ticker = tokio::time::interval(check_every);
         let reason = loop {
             tokio::select! {

@@ -183,7 +183,8 @@ fn time_table(lua: &Lua, clock: &Arc<Clock>) -> mlua::Result<Table> {
                         "time.sleep: milliseconds must be >= 0",
                     ));
                 }
-                let want = Duration::from_secs_f64(ms / 1000.0);
+                // Past what a Duration holds is "forever", cut at the deadline.
+                let want = Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX);
                 let remaining = clock.remaining();
                 tokio::time::sleep(want.min(remaining)).await;
                 if want > remaining {

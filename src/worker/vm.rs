@@ -31,6 +31,7 @@ use crate::mesophyll::message::{ErrorKind, Event, RemoteError, Tenant};
 use crate::worker::services::Services;
 use crate::worker::watchdog::{Clock, DeadlineExceeded};
 use crate::worker::{host, kv};
+use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, StdLib, Table};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -173,6 +174,8 @@ impl Vm {
                 let chunk = self
                     .lua
                     .load(&plugin.bytecode[..])
+                    // Our own compiler's output (catalogue::plugin::build).
+                    .set_mode(ChunkMode::Binary)
                     .set_name(format!("@{}", plugin.manifest.name))
                     .set_environment(env);
                 let table: Table = self.guarded(chunk.call_async(()), deadline).await?;
@@ -214,6 +217,9 @@ impl Vm {
         let chunk = self
             .lua
             .load(code)
+            // Source text only: Luau does not verify bytecode, so a chunk
+            // that happens to be bytecode must fail to parse, not run.
+            .set_mode(ChunkMode::Text)
             .set_name(format!("={name}"))
             .set_environment(self.script_env.clone());
         let arg = self.event_table(event)?;
@@ -445,5 +451,30 @@ mod tests {
         let mut vm = vm();
         let err = run(&mut vm, "time.sleep(60000)", 100).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_script_that_is_bytecode_is_refused_as_text() {
+        let bytecode = crate::catalogue::plugin::compile(b"return 42").unwrap();
+        let code = String::from_utf8(bytecode).expect("this chunk's bytecode is UTF-8");
+        let mut vm = vm();
+        let err = run(&mut vm, &code, 1000).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Syntax, "{err}");
+        assert_eq!(run(&mut vm, "return 1", 1000).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_absurd_sleep_is_a_timeout_not_a_panic() {
+        let mut vm = vm();
+        for ms in ["1e300", "math.huge", "2^64"] {
+            let err = run(&mut vm, &format!("time.sleep({ms})"), 100)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err.kind, ErrorKind::Timeout | ErrorKind::Runtime),
+                "{ms}: {err}"
+            );
+        }
+        assert_eq!(run(&mut vm, "return 1", 1000).await.unwrap(), 1);
     }
 }
