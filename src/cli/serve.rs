@@ -8,7 +8,7 @@ use crate::master::supervisor::SupervisorConfig;
 use crate::master::{self, MasterConfig};
 use crate::mesophyll::auth::{PARENT_ENV, TOKEN_ENV};
 use crate::mesophyll::hub::HubConfig;
-use crate::mesophyll::uplink::UplinkConfig;
+use crate::mesophyll::uplink::{CONNECT_TIMEOUT, UplinkConfig};
 use crate::worker::filters::FilterLimits;
 use crate::worker::tenants::TenantsConfig;
 use crate::worker::vm::VmLimits;
@@ -109,6 +109,7 @@ pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
             master,
             worker_id,
             token,
+            connect_timeout: CONNECT_TIMEOUT,
         },
         cache_dir: args.cache_dir,
         filter_limits: FilterLimits {

@@ -42,7 +42,13 @@ pub struct UplinkConfig {
     pub worker_id: u32,
     /// The token the master issued for this worker. Never logged.
     pub token: String,
+    /// How long connecting, upgrading and waiting for `Hello` may take
+    /// before the attempt is given up and retried.
+    pub connect_timeout: Duration,
 }
+
+/// What [`UplinkConfig::connect_timeout`] is unless told otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for UplinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,44 +184,33 @@ async fn session(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES + 1024))
         .max_frame_size(Some(MAX_FRAME_BYTES + 1024));
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true)
-        .await
-        .map_err(|e| match e {
-            tungstenite::Error::Http(resp) if resp.status() == 401 || resp.status() == 404 => {
-                SessionError::Fatal(UplinkError::Refused(resp.status().as_u16()))
-            }
-            other => SessionError::Retry(other.to_string()),
-        })?;
-    let (mut sink, mut stream) = socket.split();
-
-    // Hello comes first; everything else waits for it.
-    let (interval, timeout) = loop {
-        match stream.next().await {
-            Some(Ok(Message::Binary(bytes))) => match codec::decode::<ServerMessage>(&bytes) {
-                Ok(ServerMessage::Hello {
-                    protocol,
-                    heartbeat_interval_ms,
-                    heartbeat_timeout_ms,
-                    ..
-                }) => {
-                    if protocol != PROTOCOL_VERSION {
-                        return Err(SessionError::Fatal(UplinkError::ProtocolMismatch {
-                            theirs: protocol,
-                            ours: PROTOCOL_VERSION,
-                        }));
+    let opening = async {
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true)
+                .await
+                .map_err(|e| match e {
+                    tungstenite::Error::Http(resp)
+                        if resp.status() == 401 || resp.status() == 404 =>
+                    {
+                        SessionError::Fatal(UplinkError::Refused(resp.status().as_u16()))
                     }
-                    break (
-                        Duration::from_millis(heartbeat_interval_ms.max(10)),
-                        Duration::from_millis(heartbeat_timeout_ms.max(100)),
-                    );
-                }
-                _ => return Err(SessionError::Retry("first frame was not Hello".into())),
-            },
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(SessionError::Retry(e.to_string())),
-            None => return Err(SessionError::Retry("closed before Hello".into())),
-        }
+                    other => SessionError::Retry(other.to_string()),
+                })?;
+        let (sink, mut stream) = socket.split();
+        let timing = hello(&mut stream).await?;
+        Ok::<_, SessionError>((sink, stream, timing))
     };
+    // A master that accepts TCP and then says nothing (wedged, or a
+    // half-open socket) must not hold the worker forever.
+    let (mut sink, mut stream, (interval, timeout)) =
+        tokio::time::timeout(config.connect_timeout, opening)
+            .await
+            .map_err(|_| {
+                SessionError::Retry(format!(
+                    "no Hello within {:?} of connecting",
+                    config.connect_timeout
+                ))
+            })??;
     tracing::info!(master = %config.master, "connected to the master");
     handler.connected();
 
@@ -266,19 +261,57 @@ async fn session(
                     rss_bytes: load.rss_bytes,
                     bad_frames: bad_frames.count(),
                 };
+                // The master sends nothing of its own when idle, but answers
+                // every ping with a pong: silence past the timeout means it
+                // is wedged or the link is half-open (writes still succeed
+                // into the kernel's buffer), so leave for a new connection.
+                if last_from_master.elapsed() > timeout {
+                    return Err(SessionError::Retry(format!(
+                        "nothing from the master for {:?}",
+                        last_from_master.elapsed()
+                    )));
+                }
                 let frame = codec::encode(&beat).expect("Heartbeat encodes");
-                if let Err(e) = sink.send(Message::Binary(frame.into())).await {
-                    return Err(SessionError::Retry(e.to_string()));
-                }
-                // The master sends nothing when idle, so silence alone is no
-                // sign of trouble; a failed send above is. Past the timeout we
-                // also probe with a ping so a half-open socket is noticed.
-                if last_from_master.elapsed() > timeout
-                    && sink.send(Message::Ping(Vec::new().into())).await.is_err()
-                {
-                    return Err(SessionError::Retry("ping failed".into()));
-                }
+                sink.feed(Message::Binary(frame.into()))
+                    .await
+                    .and(sink.send(Message::Ping(Vec::new().into())).await)
+                    .map_err(|e| SessionError::Retry(e.to_string()))?;
             }
+        }
+    }
+}
+
+/// Waits for the master's `Hello`; everything else waits for it. Returns
+/// the heartbeat interval and timeout it announces.
+async fn hello<S>(stream: &mut S) -> Result<(Duration, Duration), SessionError>
+where
+    S: futures::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Binary(bytes))) => match codec::decode::<ServerMessage>(&bytes) {
+                Ok(ServerMessage::Hello {
+                    protocol,
+                    heartbeat_interval_ms,
+                    heartbeat_timeout_ms,
+                    ..
+                }) => {
+                    if protocol != PROTOCOL_VERSION {
+                        return Err(SessionError::Fatal(UplinkError::ProtocolMismatch {
+                            theirs: protocol,
+                            ours: PROTOCOL_VERSION,
+                        }));
+                    }
+                    return Ok((
+                        Duration::from_millis(heartbeat_interval_ms.max(10)),
+                        Duration::from_millis(heartbeat_timeout_ms.max(100)),
+                    ));
+                }
+                _ => return Err(SessionError::Retry("first frame was not Hello".into())),
+            },
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(SessionError::Retry(e.to_string())),
+            None => return Err(SessionError::Retry("closed before Hello".into())),
         }
     }
 }
@@ -301,5 +334,94 @@ fn answer_frame(msg: ClientMessage) -> Option<Vec<u8>> {
             };
             Some(codec::encode(&refusal).expect("a short error encodes"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The uplink against fake masters on real loopback sockets: one that
+    //! accepts TCP and never answers the upgrade, one that says Hello and
+    //! then never reads again (a half-open or wedged master).
+
+    use super::*;
+    use crate::mesophyll::message::LoadFigures;
+    use tokio::net::TcpListener;
+
+    struct Idle;
+
+    impl Handler for Idle {
+        fn handle(&self, _: ServerMessage, _: Outbox) {}
+        fn load(&self) -> LoadFigures {
+            LoadFigures::default()
+        }
+    }
+
+    fn config(addr: std::net::SocketAddr) -> UplinkConfig {
+        UplinkConfig {
+            master: addr.to_string(),
+            worker_id: 0,
+            token: "t".into(),
+            connect_timeout: Duration::from_millis(300),
+        }
+    }
+
+    /// Accepts TCP connections on `listener` for `within` and counts them,
+    /// handing each to `serve`.
+    async fn count_connections<F, Fut>(listener: TcpListener, within: Duration, serve: F) -> usize
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut n = 0;
+        let until = tokio::time::Instant::now() + within;
+        while let Ok(Ok((tcp, _))) = tokio::time::timeout_at(until, listener.accept()).await {
+            n += 1;
+            tokio::spawn(serve(tcp));
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn a_master_that_never_answers_the_upgrade_is_given_up_on_and_retried() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uplink = tokio::spawn(run(config(listener.local_addr().unwrap()), Arc::new(Idle)));
+        let n = count_connections(listener, Duration::from_secs(3), |tcp| async move {
+            // Hold the socket open and say nothing.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(tcp);
+        })
+        .await;
+        uplink.abort();
+        assert!(
+            n >= 2,
+            "the worker connected {n} time(s): it waited on a silent upgrade"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_master_that_goes_silent_after_hello_is_left_for_a_new_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uplink = tokio::spawn(run(config(listener.local_addr().unwrap()), Arc::new(Idle)));
+        let n = count_connections(listener, Duration::from_secs(4), |tcp| async move {
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let hello = codec::encode(&ServerMessage::Hello {
+                protocol: PROTOCOL_VERSION,
+                worker_id: 0,
+                heartbeat_interval_ms: 50,
+                heartbeat_timeout_ms: 300,
+            })
+            .unwrap();
+            ws.send(Message::Binary(hello.into())).await.unwrap();
+            // Never read again: no pong, no answer, while the kernel still
+            // takes the worker's writes.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(ws);
+        })
+        .await;
+        uplink.abort();
+        assert!(
+            n >= 2,
+            "the worker connected {n} time(s): it never noticed the silence"
+        );
     }
 }
