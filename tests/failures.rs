@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Master, Opts, alive, eventually, signal, tenants_on, with_external_worker_1};
+use common::{
+    Master, Opts, SpawnGuard, alive, eventually, signal, tenants_on, with_external_worker_1,
+};
 use futures::{SinkExt, StreamExt};
 use meshplay::client::DispatchOutcome;
 use meshplay::datadir::DataDir;
@@ -352,24 +354,4 @@ async fn a_worker_started_by_hand_with_token_on_the_command_line_serves() {
         .status()
         .unwrap();
     assert!(!status.success());
-}
-
-/// Kills a child process when dropped, so a failing test leaves none.
-struct Guard(std::process::Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-trait SpawnGuard {
-    fn kill_on_drop_guard(&mut self) -> Guard;
-}
-
-impl SpawnGuard for std::process::Command {
-    fn kill_on_drop_guard(&mut self) -> Guard {
-        Guard(self.spawn().unwrap())
-    }
 }

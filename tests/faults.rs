@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::EXE;
+use common::{EXE, SpawnGuard};
+use meshplay::client::DispatchOutcome;
+use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,5 +62,65 @@ fn a_zero_or_inverted_heartbeat_is_a_usage_error_not_a_panic() {
         assert_eq!(status.code(), Some(2), "{interval}/{timeout}: {err}");
         assert!(err.contains("heartbeat"), "{err}");
         assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_a_worker_that_is_not_up_wait_for_it_within_their_deadline() {
+    let (m, token) = common::with_external_worker_1().await;
+    m.wait_connected(1).await;
+    let t = common::tenants_on("user", 1, 2, 1).remove(0);
+
+    // Worker 1 does not exist yet: a short budget ends in 503, but only
+    // once the budget is spent, not at once.
+    let started = Instant::now();
+    let mut short = common::event("echo", json!(1));
+    short.timeout_ms = Some(400);
+    let err = m.client.dispatch(&t.kind, &t.id, &short).await.unwrap_err();
+    assert_eq!(err.code(), Some("worker_unavailable"), "{err}");
+    assert!(started.elapsed() >= Duration::from_millis(400), "{err}");
+
+    // A longer one waits, and is served once the worker connects.
+    let client = m.client.clone();
+    let (kind, id) = (t.kind.clone(), t.id.clone());
+    let waiting = tokio::spawn(async move {
+        client
+            .dispatch(&kind, &id, &common::event("echo", json!(7)))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "answered before worker 1 existed");
+    let _worker = Command::new(EXE)
+        .args(["--worker", "--worker-id", "1", "--master"])
+        .arg(m.endpoint.mesophyll_addr.to_string())
+        .env("MESHPLAY_WORKER_TOKEN", &token)
+        .stderr(Stdio::null())
+        .kill_on_drop_guard();
+    match waiting.await.unwrap().unwrap() {
+        DispatchOutcome::Done(d) => assert_eq!(d.results[0].value.as_ref().unwrap()["data"], 7),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_worker_that_dies_is_respawned_at_once_every_time() {
+    let m = common::Master::start(common::Opts::default()).await;
+    m.wait_connected(2).await;
+    for round in 1..=3 {
+        let old = m.worker(0).await.pid.unwrap();
+        common::signal(old, libc::SIGKILL);
+        m.wait_restarted(0, old, Duration::from_secs(20)).await;
+        m.wait_connected(2).await;
+        let restarts = m
+            .log()
+            .lines()
+            .filter(|l| l.contains("worker died; restarting") && l.contains("worker=0"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        assert_eq!(restarts.len(), round, "{restarts:#?}");
+        assert!(
+            restarts.iter().all(|l| l.contains("delay=0ns")),
+            "a worker that had been serving waited out a back-off: {restarts:#?}"
+        );
     }
 }

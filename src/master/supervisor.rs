@@ -8,11 +8,20 @@
 //!    ADDR --cache-dir DIR` with the token in [`TOKEN_ENV`] (never on the
 //!    command line, where `ps` would show it);
 //! 2. wait until the child exits, or the hub declares it dead (no frame for
-//!    the heartbeat timeout: a hung or stopped process), or it does not
-//!    connect within [`SupervisorConfig::connect_timeout`]; kill it if it is
-//!    still there;
-//! 3. wait out an exponential back-off (reset once a worker has lived
-//!    [`SupervisorConfig::healthy_after`]) and go to 1.
+//!    the heartbeat timeout: a hung or stopped process), or it is not
+//!    connected within [`SupervisorConfig::connect_timeout`] of its spawn or
+//!    of losing its connection ([`Liveness`]); kill it if it is still there;
+//! 3. go to 1, at once or after a back-off ([`RestartPolicy`]).
+//!
+//! **Restart policy** (as systemd's start limits and Erlang's restart
+//! intensity): a worker that had become ready (connected, so its states
+//! and catalogue were loaded) and then died is respawned at once: its
+//! shard is down only as long as a start takes, and requests for it wait
+//! that long ([`crate::mesophyll::hub::Hub::request`]). A worker that dies
+//! before it is ready is in a crash loop and waits out an exponential
+//! back-off, and so does one that died ready more than
+//! [`SupervisorConfig::max_fast_restarts`] times within
+//! [`SupervisorConfig::restart_window`].
 //!
 //! Orphans: a child gets `PR_SET_PDEATHSIG = SIGKILL` and [`PARENT_ENV`], so
 //! it dies with the master even when the master is killed with SIGKILL and
@@ -51,9 +60,13 @@ pub struct SupervisorConfig {
     pub backoff_initial: Duration,
     /// Longest restart delay.
     pub backoff_max: Duration,
-    /// A worker that lived this long resets the back-off.
-    pub healthy_after: Duration,
-    /// A spawned worker that has not connected by then is killed.
+    /// Restarts of ready workers allowed within [`Self::restart_window`]
+    /// before they too wait out the back-off.
+    pub max_fast_restarts: usize,
+    /// The window of [`Self::max_fast_restarts`].
+    pub restart_window: Duration,
+    /// A worker not connected this long after its spawn, or after losing
+    /// its connection while its process lives, is killed.
     pub connect_timeout: Duration,
 }
 
@@ -68,7 +81,8 @@ impl SupervisorConfig {
             worker_log: None,
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
-            healthy_after: Duration::from_secs(30),
+            max_fast_restarts: 10,
+            restart_window: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
         }
     }
@@ -242,22 +256,21 @@ impl Watcher {
     }
 
     async fn run(self, mut first: Option<Child>) {
-        let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
+        let mut policy = RestartPolicy::new(&self.config);
         loop {
             let child = match first.take() {
                 Some(c) => Ok(c),
                 None => self.spawn(),
             };
-            let started = Instant::now();
-            let end = match child {
+            let (end, was_ready) = match child {
                 Ok(mut child) => {
-                    let end = self.watch(&mut child).await;
+                    let (end, was_ready) = self.watch(&mut child).await;
                     self.finish(&mut child, &end).await;
-                    end
+                    (end, was_ready)
                 }
                 Err(e) => {
                     tracing::error!(worker = self.id, "cannot spawn worker: {e}");
-                    End::Exited(Err(e))
+                    (End::Exited(Err(e)), false)
                 }
             };
             self.set(|s| s.pid = None);
@@ -265,10 +278,7 @@ impl Watcher {
                 self.set(|s| s.state = WorkerState::Stopped);
                 return;
             }
-            if started.elapsed() >= self.config.healthy_after {
-                backoff.reset();
-            }
-            let delay = backoff.next_delay();
+            let delay = policy.delay_after(was_ready, Instant::now());
             tracing::warn!(worker = self.id, %end, ?delay, "worker died; restarting");
             self.set(|s| {
                 s.state = WorkerState::Restarting;
@@ -285,50 +295,61 @@ impl Watcher {
         }
     }
 
-    /// Waits for the end of one life of the worker.
-    async fn watch(&self, child: &mut Child) -> End {
+    /// Waits for the end of one life of the worker; says too whether it
+    /// became ready (connected) in that life.
+    async fn watch(&self, child: &mut Child) -> (End, bool) {
         let mut events = self.hub.subscribe();
-        let connect_deadline = Instant::now() + self.config.connect_timeout;
-        let mut connected = self.hub.is_connected(self.id);
-        if connected {
+        let mut life = Liveness::new(self.config.connect_timeout, Instant::now());
+        if self.hub.is_connected(self.id) {
+            life.connected();
             self.set(|s| s.state = WorkerState::Running);
         }
         let mut stop = self.stop.clone();
-        loop {
+        let end = loop {
+            // Far in the future when connected: the branch is disabled then.
+            let deadline = life
+                .deadline()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                status = child.wait() => return End::Exited(status),
+                status = child.wait() => break End::Exited(status),
                 grace = stop.wait_for(Option::is_some) => {
                     let grace = grace.map(|g| (*g).unwrap_or_default()).unwrap_or_default();
-                    return End::Stop(grace);
+                    break End::Stop(grace);
                 }
-                _ = tokio::time::sleep_until(connect_deadline), if !connected => {
-                    return End::NeverConnected;
+                _ = tokio::time::sleep_until(deadline), if life.deadline().is_some() => {
+                    break End::NeverConnected;
                 }
                 event = events.recv() => match event {
                     Ok(HubEvent::Connected { worker, .. }) if worker == self.id => {
-                        connected = true;
+                        life.connected();
                         self.set(|s| s.state = WorkerState::Running);
                     }
                     Ok(HubEvent::Disconnected { worker, reason, .. }) if worker == self.id => {
                         if reason == DisconnectReason::HeartbeatTimeout {
-                            return End::Hung;
+                            break End::Hung;
                         }
                         // A closed socket with a live process: the worker
-                        // reconnects by itself; give it the connect timeout.
+                        // reconnects by itself, within the connect timeout.
                         if !self.hub.is_connected(self.id) {
+                            life.disconnected(Instant::now());
                             self.set(|s| s.state = WorkerState::Starting);
                         }
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        connected = self.hub.is_connected(self.id);
+                        if self.hub.is_connected(self.id) {
+                            life.connected();
+                        } else {
+                            life.disconnected(Instant::now());
+                        }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        return End::Stop(Duration::ZERO);
+                        break End::Stop(Duration::ZERO);
                     }
                 },
             }
-        }
+        };
+        (end, life.was_ready())
     }
 
     /// Makes sure the child is gone and its connection closed.
@@ -346,5 +367,133 @@ impl Watcher {
         }
         // Pending requests fail now, not at their deadlines.
         self.hub.disconnect(self.id, DisconnectReason::Kicked);
+    }
+}
+
+/// Whether one life of a worker is connected, and by when it must be.
+///
+/// A fresh spawn must connect within the connect timeout; so must a worker
+/// whose connection closed while its process lives (it reconnects by
+/// itself, or it is stuck and gets killed).
+#[derive(Debug)]
+struct Liveness {
+    connect_timeout: Duration,
+    deadline: Option<Instant>,
+    ready: bool,
+}
+
+impl Liveness {
+    fn new(connect_timeout: Duration, now: Instant) -> Self {
+        Liveness {
+            connect_timeout,
+            deadline: Some(now + connect_timeout),
+            ready: false,
+        }
+    }
+
+    fn connected(&mut self) {
+        self.deadline = None;
+        self.ready = true;
+    }
+
+    fn disconnected(&mut self, now: Instant) {
+        if self.deadline.is_none() {
+            self.deadline = Some(now + self.connect_timeout);
+        }
+    }
+
+    /// When the worker is declared never (re)connected, if it is not
+    /// connected now.
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn was_ready(&self) -> bool {
+        self.ready
+    }
+}
+
+/// How long to wait before the next spawn of one worker.
+#[derive(Debug)]
+struct RestartPolicy {
+    backoff: Backoff,
+    max_fast: usize,
+    window: Duration,
+    fast: std::collections::VecDeque<Instant>,
+}
+
+impl RestartPolicy {
+    fn new(config: &SupervisorConfig) -> Self {
+        RestartPolicy {
+            backoff: Backoff::new(config.backoff_initial, config.backoff_max),
+            max_fast: config.max_fast_restarts,
+            window: config.restart_window,
+            fast: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The delay after a life that ended at `now`, ready or not.
+    fn delay_after(&mut self, was_ready: bool, now: Instant) -> Duration {
+        while self
+            .fast
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
+            self.fast.pop_front();
+        }
+        if was_ready && self.fast.len() < self.max_fast {
+            self.fast.push_back(now);
+            self.backoff.reset();
+            return Duration::ZERO;
+        }
+        self.backoff.next_delay()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_rearms_the_connect_deadline() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(30);
+        let mut life = Liveness::new(timeout, t0);
+        assert_eq!(life.deadline(), Some(t0 + timeout));
+        life.connected();
+        assert_eq!(life.deadline(), None);
+        // The process lives on but its socket closed: it must reconnect
+        // within the timeout, or be killed and restarted.
+        let t1 = t0 + Duration::from_secs(100);
+        life.disconnected(t1);
+        assert_eq!(life.deadline(), Some(t1 + timeout));
+        // A second close before it reconnects does not push the deadline.
+        life.disconnected(t1 + Duration::from_secs(5));
+        assert_eq!(life.deadline(), Some(t1 + timeout));
+        assert!(life.was_ready());
+    }
+
+    #[test]
+    fn ready_workers_restart_at_once_and_crash_loops_back_off() {
+        let mut config = SupervisorConfig::new("x".into(), String::new(), "c".into());
+        config.max_fast_restarts = 3;
+        config.restart_window = Duration::from_secs(10);
+        let mut policy = RestartPolicy::new(&config);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            let at = t0 + Duration::from_secs(i);
+            assert_eq!(policy.delay_after(true, at), Duration::ZERO);
+        }
+        // A fourth within the window is a loop too.
+        assert!(policy.delay_after(true, t0 + Duration::from_secs(3)) > Duration::ZERO);
+        // Never ready: back-off, growing.
+        let a = policy.delay_after(false, t0 + Duration::from_secs(4));
+        let b = policy.delay_after(false, t0 + Duration::from_secs(5));
+        assert!(a > Duration::ZERO && b > Duration::ZERO);
+        // Once the window has passed, a ready worker restarts at once again.
+        assert_eq!(
+            policy.delay_after(true, t0 + Duration::from_secs(30)),
+            Duration::ZERO
+        );
     }
 }

@@ -164,6 +164,9 @@ struct Slot {
     token: Vec<u8>,
     conn: Option<Arc<Connection>>,
     connections: u64,
+    /// Bumped on every new connection: requests that arrived while the
+    /// worker was away wait on it.
+    up: watch::Sender<u64>,
 }
 
 /// One live WebSocket to one worker.
@@ -234,6 +237,7 @@ impl Hub {
             token: Vec::new(),
             conn: None,
             connections: 0,
+            up: watch::Sender::new(0),
         });
         slot.token = token.as_bytes().to_vec();
     }
@@ -256,11 +260,14 @@ impl Hub {
     }
 
     /// Sends `build(req_id)` to `worker` and waits for its answer, at most
-    /// `deadline`.
+    /// `deadline` in all.
     ///
-    /// Fails at once with [`HubError::WorkerUnavailable`] when the worker is
-    /// not connected (or its connection ends while waiting), with
-    /// [`HubError::Overloaded`] when its queue is full, with
+    /// A worker that is not connected (restarting, or not joined yet) is
+    /// waited for within the deadline; past it the request fails with
+    /// [`HubError::WorkerUnavailable`]. Once sent, a request whose
+    /// connection ends fails at once with [`HubError::WorkerUnavailable`]
+    /// (it may have run: it is never replayed). Fails with
+    /// [`HubError::Overloaded`] when the worker's queue is full, with
     /// [`HubError::DeadlineExceeded`] when no answer comes in time, and with
     /// [`HubError::Remote`] when the worker answers with an error.
     pub async fn request(
@@ -269,7 +276,9 @@ impl Hub {
         deadline: Duration,
         build: impl FnOnce(u64) -> ServerMessage,
     ) -> Result<Value, HubError> {
-        let conn = self.connection(worker)?;
+        let until = Instant::now() + deadline;
+        let conn = self.connection_by(worker, until).await?;
+        let deadline = until.saturating_duration_since(Instant::now());
         let pending = conn
             .pending
             .register()
@@ -292,6 +301,21 @@ impl Hub {
     /// the deadline.
     pub fn send(&self, worker: u32, msg: &ServerMessage) -> Result<(), HubError> {
         let conn = self.connection(worker)?;
+        conn.enqueue(codec::encode(msg)?)
+    }
+
+    /// Like [`Hub::send`], but waits (at most `deadline`) for a worker that
+    /// is not connected: a fire-and-forget event for a restarting worker is
+    /// delivered once it is back, not refused.
+    pub async fn send_within(
+        &self,
+        worker: u32,
+        deadline: Duration,
+        msg: &ServerMessage,
+    ) -> Result<(), HubError> {
+        let conn = self
+            .connection_by(worker, Instant::now() + deadline)
+            .await?;
         conn.enqueue(codec::encode(msg)?)
     }
 
@@ -336,6 +360,40 @@ impl Hub {
             .collect();
         out.sort_by_key(|w| w.id);
         out
+    }
+
+    /// Worker `worker`'s connection, waiting for one until `until` if it has
+    /// none now.
+    async fn connection_by(
+        &self,
+        worker: u32,
+        until: Instant,
+    ) -> Result<Arc<Connection>, HubError> {
+        let mut up = {
+            let slot = self
+                .slots
+                .get(&worker)
+                .ok_or(HubError::UnknownWorker(worker))?;
+            if let Some(conn) = &slot.conn {
+                return Ok(Arc::clone(conn));
+            }
+            slot.up.subscribe()
+        };
+        loop {
+            match tokio::time::timeout_at(until.into(), up.changed()).await {
+                Ok(Ok(())) => {
+                    if let Ok(conn) = self.connection(worker) {
+                        return Ok(conn);
+                    }
+                }
+                Ok(Err(_)) | Err(_) => {
+                    return Err(HubError::WorkerUnavailable {
+                        worker,
+                        reason: "not connected within the deadline".into(),
+                    });
+                }
+            }
+        }
     }
 
     fn connection(&self, worker: u32) -> Result<Arc<Connection>, HubError> {
@@ -395,7 +453,9 @@ impl Hub {
                 return;
             };
             slot.connections += 1;
-            slot.conn.replace(Arc::clone(&conn))
+            let replaced = slot.conn.replace(Arc::clone(&conn));
+            slot.up.send_replace(serial);
+            replaced
         };
         if let Some(old) = replaced {
             let _ = old.close.send(Some(DisconnectReason::Replaced));

@@ -323,3 +323,23 @@ pub async fn raw(
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, json)
 }
+
+/// Kills a child process when dropped, so a failing test leaves none.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub trait SpawnGuard {
+    fn kill_on_drop_guard(&mut self) -> Guard;
+}
+
+impl SpawnGuard for std::process::Command {
+    fn kill_on_drop_guard(&mut self) -> Guard {
+        Guard(self.spawn().unwrap())
+    }
+}

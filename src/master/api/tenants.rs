@@ -39,15 +39,13 @@ pub(super) async fn dispatch(
     };
     let deadline_ms = budget.as_millis() as u64;
     if !req.wait {
-        state.hub.send(
-            worker,
-            &ServerMessage::DispatchEvent {
-                req_id: None,
-                tenant: tenant.clone(),
-                event,
-                deadline_ms,
-            },
-        )?;
+        let queued = ServerMessage::DispatchEvent {
+            req_id: None,
+            tenant: tenant.clone(),
+            event,
+            deadline_ms,
+        };
+        state.hub.send_within(worker, budget, &queued).await?;
         return Ok((StatusCode::ACCEPTED, Json(Accepted { tenant, worker })).into_response());
     }
     let value = state
