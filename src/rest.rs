@@ -91,6 +91,11 @@ pub struct Workers {
     /// Frames the hub could not decode since the master started (all
     /// workers together). They are dropped, never fatal.
     pub bad_frames: u64,
+    /// Requests that had been sent to a worker whose connection then ended
+    /// (killed, hung, cut), failed at once with `worker_unavailable`, since
+    /// the master started. They may have run; they are never replayed.
+    #[serde(default)]
+    pub lost_in_flight: u64,
 }
 
 fn yes() -> bool {

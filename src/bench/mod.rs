@@ -5,6 +5,8 @@
 //! - [`kv`]: the DB endpoints from a worker's view;
 //! - [`filter`]: a filter call as workers make it, against a bare call;
 //! - [`memory`]: a worker's RSS per idle tenant;
+//! - [`chaos`]: faults under load (kills, a hang, the master killed under
+//!   durable writers), with the master in a child process;
 //! - [`baseline`]: the raw limits (WebSocket echo, HTTP/2 echo, sled,
 //!   wasmtime, mlua) measured in the same run;
 //! - [`load`]: the load generator all of them share;
@@ -15,6 +17,7 @@
 //! temporary data directory with the echo plugin, on free loopback ports.
 
 pub mod baseline;
+pub mod chaos;
 pub mod dispatch;
 pub mod figures;
 pub mod filter;

@@ -1,4 +1,4 @@
-//! `meshplay bench dispatch|kv|filter|memory`: the figures of
+//! `meshplay bench dispatch|kv|filter|memory|chaos`: the figures of
 //! [`crate::bench`], printed for people or as JSON.
 
 use super::{CliError, ClientArgs, client};
@@ -19,6 +19,49 @@ pub(super) enum BenchCommand {
     Memory(BenchMemoryArgs),
     /// The example filters: fresh instance + call, against a live instance.
     Filter(BenchFilterArgs),
+    /// Faults under load: workers SIGKILLed and SIGSTOPped, the master
+    /// SIGKILLed under durable writers; exits 1 when a check is missed.
+    Chaos(BenchChaosArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchChaosArgs {
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    pub(super) workers: u32,
+    /// How long the kill case runs.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(super) duration: Duration,
+    /// A worker is SIGKILLed this often.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(super) kill_every: Duration,
+    /// Clients at once.
+    #[arg(long, default_value_t = 32)]
+    pub(super) concurrency: usize,
+    /// Distinct tenants.
+    #[arg(long, default_value_t = 200)]
+    pub(super) tenants: u32,
+    /// Every request's budget.
+    #[arg(long, default_value_t = 3000)]
+    pub(super) timeout_ms: u64,
+    /// The master's heartbeat timeout.
+    #[arg(long, default_value_t = 2000)]
+    pub(super) heartbeat_timeout_ms: u64,
+    /// Skip the SIGSTOP case.
+    #[arg(long)]
+    pub(super) no_hang: bool,
+    /// Rounds of the master-kill case (0 skips it).
+    #[arg(long, default_value_t = 3)]
+    pub(super) master_rounds: u32,
+    /// Durable writers while the master is killed.
+    #[arg(long, default_value_t = 64)]
+    pub(super) writers: usize,
+    /// How long they write before each kill.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(super) write_for: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +192,25 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
             (bench::kv::run(opts).await?, a.common.json)
         }
         BenchCommand::Memory(a) => (bench::memory::run(&a.tenants, a.concurrency).await?, a.json),
+        BenchCommand::Chaos(a) => {
+            let opts = bench::chaos::ChaosOptions {
+                exe: std::env::current_exe()
+                    .map_err(|e| CliError::Usage(format!("cannot find my own executable: {e}")))?,
+                workers: a.workers,
+                duration: a.duration,
+                kill_every: a.kill_every,
+                concurrency: a.concurrency,
+                tenants: a.tenants,
+                timeout_ms: a.timeout_ms,
+                heartbeat_timeout_ms: a.heartbeat_timeout_ms,
+                hang: !a.no_hang,
+                master_rounds: a.master_rounds,
+                writers: a.writers,
+                write_for: a.write_for,
+                progress: progress(a.json),
+            };
+            (bench::chaos::run(opts).await?, a.json)
+        }
         BenchCommand::Filter(a) => {
             let report = tokio::task::spawn_blocking(move || {
                 bench::filter::run(&a.filters, a.duration, !a.no_baseline)
@@ -162,6 +224,11 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
         report.print_json();
     } else {
         report.print();
+    }
+    // Speed targets are reported, not enforced; chaos checks are outcomes
+    // (lost writes, late requests), so a missed one fails the command.
+    if report.bench == "chaos" && report.checks.iter().any(|c| !c.met) {
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -79,15 +79,19 @@ impl Correlation {
         }
     }
 
-    /// Fails every pending request with `reason` and refuses new ones.
-    pub fn fail_all(&self, reason: &str) {
+    /// Fails every pending request with `reason` and refuses new ones;
+    /// returns how many were failed.
+    pub fn fail_all(&self, reason: &str) -> usize {
         self.closed.store(true, Ordering::Release);
         let ids: Vec<u64> = self.waiting.iter().map(|e| *e.key()).collect();
+        let mut failed = 0;
         for id in ids {
             if let Some((_, tx)) = self.waiting.remove(&id) {
                 let _ = tx.send(Err(WaitError::WorkerUnavailable(reason.to_string())));
+                failed += 1;
             }
         }
+        failed
     }
 
     /// Requests awaiting an answer.

@@ -121,6 +121,20 @@ pub enum ServerMessage {
     },
 }
 
+impl ServerMessage {
+    /// Puts `id` in the message's `req_id` (a request re-sent on a new
+    /// connection gets a new id there); messages without one are unchanged.
+    pub fn set_req_id(&mut self, id: u64) {
+        match self {
+            ServerMessage::DispatchEvent { req_id, .. } => *req_id = Some(id),
+            ServerMessage::RunScript { req_id, .. } | ServerMessage::DropTenant { req_id, .. } => {
+                *req_id = id
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Worker -> master.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ClientMessage {

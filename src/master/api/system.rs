@@ -58,5 +58,6 @@ pub(super) async fn workers(State(state): State<Arc<ApiState>>) -> Json<Workers>
     Json(Workers {
         workers,
         bad_frames: state.hub.bad_frames(),
+        lost_in_flight: state.hub.lost_in_flight(),
     })
 }

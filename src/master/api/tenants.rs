@@ -15,12 +15,18 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How much longer the master waits for a worker than the tenant code's own
 /// deadline, so that the worker's precise "timeout" arrives before the hub's
 /// blunt "deadline exceeded".
 const ANSWER_SLACK: Duration = Duration::from_secs(1);
+
+/// What is left of `budget` since `started`, for the worker: a request that
+/// waited for its worker to come back has that much less to run.
+fn left(started: Instant, budget: Duration) -> u64 {
+    budget.saturating_sub(started.elapsed()).as_millis().max(1) as u64
+}
 
 pub(super) async fn dispatch(
     State(state): State<Arc<ApiState>>,
@@ -37,15 +43,15 @@ pub(super) async fn dispatch(
         name: req.name,
         data: req.data,
     };
-    let deadline_ms = budget.as_millis() as u64;
+    let started = Instant::now();
     if !req.wait {
-        let queued = ServerMessage::DispatchEvent {
+        let queued = || ServerMessage::DispatchEvent {
             req_id: None,
             tenant: tenant.clone(),
             event,
-            deadline_ms,
+            deadline_ms: left(started, budget),
         };
-        state.hub.send_within(worker, budget, &queued).await?;
+        state.hub.send_within(worker, budget, queued).await?;
         return Ok((StatusCode::ACCEPTED, Json(Accepted { tenant, worker })).into_response());
     }
     let value = state
@@ -55,7 +61,7 @@ pub(super) async fn dispatch(
                 req_id: Some(req_id),
                 tenant: tenant.clone(),
                 event,
-                deadline_ms,
+                deadline_ms: left(started, budget),
             }
         })
         .await?;
@@ -82,6 +88,7 @@ pub(super) async fn run_script(
     let tenant = tenant(kind, id)?;
     let budget = timeout(req.timeout_ms)?;
     let worker = shard::worker_for(&tenant, state.workers);
+    let started = Instant::now();
     let result = state
         .hub
         .request(worker, budget + ANSWER_SLACK, |req_id| {
@@ -91,7 +98,7 @@ pub(super) async fn run_script(
                 name: req.name.unwrap_or_else(|| "script".into()),
                 code: req.code,
                 event: req.event.unwrap_or_default(),
-                deadline_ms: budget.as_millis() as u64,
+                deadline_ms: left(started, budget),
             }
         })
         .await?;

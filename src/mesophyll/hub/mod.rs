@@ -25,35 +25,35 @@
 //!   send one: their encoder refuses oversized answers and sends an error
 //!   instead.
 //!
+//! A request for a worker that has no connection (restarting, or not joined
+//! yet) waits for its next one within the request's deadline; so does one
+//! that finds its connection closing before it was sent. Once sent, a
+//! request whose connection ends fails at once (and is counted in
+//! [`Hub::lost_in_flight`]): it may have run, so it is never replayed.
+//!
 //! A worker that connects again replaces its previous connection. Every
 //! connection has a unique serial number and clean-up only removes the slot's
 //! connection if it still carries its own serial, so the old connection's
 //! clean-up can never evict the new one.
 
+mod connection;
+
+use connection::Connection;
+
 use crate::mesophyll::auth::{Credentials, Refusal};
 use crate::mesophyll::bad_frames::BadFrames;
-use crate::mesophyll::codec::{self, CodecError, MAX_FRAME_BYTES};
-use crate::mesophyll::correlation::{Correlation, WaitError};
-use crate::mesophyll::message::{
-    ClientMessage, LoadFigures, PROTOCOL_VERSION, RemoteError, ServerMessage,
-};
-use crate::mesophyll::writer::{Batched, write_batch};
+use crate::mesophyll::codec::{self, CodecError};
+use crate::mesophyll::correlation::WaitError;
+use crate::mesophyll::message::{LoadFigures, RemoteError, ServerMessage};
 use axum::Router;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dashmap::DashMap;
-use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 
 /// Timing and sizing of the hub.
 #[derive(Debug, Clone)]
@@ -169,46 +169,13 @@ struct Slot {
     up: watch::Sender<u64>,
 }
 
-/// One live WebSocket to one worker.
-struct Connection {
-    serial: u64,
-    worker: u32,
-    outbound: mpsc::Sender<Vec<u8>>,
-    pending: Arc<Correlation>,
-    opened: Instant,
-    last_frame_ms: AtomicU64,
-    load: Mutex<LoadFigures>,
-    close: watch::Sender<Option<DisconnectReason>>,
-}
-
-impl Connection {
-    fn touch(&self) {
-        self.last_frame_ms
-            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn silence(&self) -> Duration {
-        let last = Duration::from_millis(self.last_frame_ms.load(Ordering::Relaxed));
-        self.opened.elapsed().saturating_sub(last)
-    }
-
-    fn enqueue(&self, frame: Vec<u8>) -> Result<(), HubError> {
-        self.outbound.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => HubError::Overloaded(self.worker),
-            mpsc::error::TrySendError::Closed(_) => HubError::WorkerUnavailable {
-                worker: self.worker,
-                reason: "connection closing".into(),
-            },
-        })
-    }
-}
-
 /// The master's end of Mesophyll. Cheap to share (`Arc<Hub>`).
 pub struct Hub {
     config: HubConfig,
     slots: DashMap<u32, Slot>,
     serials: AtomicU64,
     bad_frames: BadFrames,
+    lost_in_flight: AtomicU64,
     events: broadcast::Sender<HubEvent>,
 }
 
@@ -220,6 +187,7 @@ impl Hub {
             slots: DashMap::new(),
             serials: AtomicU64::new(1),
             bad_frames: BadFrames::default(),
+            lost_in_flight: AtomicU64::new(0),
             events: broadcast::channel(1024).0,
         })
     }
@@ -252,10 +220,16 @@ impl Hub {
         self.bad_frames.count()
     }
 
+    /// Requests that were waiting on a connection when it ended, and so
+    /// failed with "worker unavailable", since start.
+    pub fn lost_in_flight(&self) -> u64 {
+        self.lost_in_flight.load(Ordering::Relaxed)
+    }
+
     /// The axum router serving `GET /ws`.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/ws", get(upgrade))
+            .route("/ws", get(connection::upgrade))
             .with_state(Arc::clone(self))
     }
 
@@ -277,15 +251,33 @@ impl Hub {
         build: impl FnOnce(u64) -> ServerMessage,
     ) -> Result<Value, HubError> {
         let until = Instant::now() + deadline;
-        let conn = self.connection_by(worker, until).await?;
-        let deadline = until.saturating_duration_since(Instant::now());
-        let pending = conn
-            .pending
-            .register()
-            .map_err(|e| unavailable(worker, e))?;
-        let frame = codec::encode(&build(pending.id()))?;
-        conn.enqueue(frame)?;
+        let mut msg: Option<ServerMessage> = None;
+        let mut build = Some(build);
+        let mut stale = None;
+        let (conn, pending) = loop {
+            let conn = self.connection_by(worker, until, stale).await?;
+            // A connection that is closing takes nothing more: wait for the
+            // worker's next one instead of failing a request never sent.
+            let Ok(pending) = conn.pending.register() else {
+                stale = Some(conn.serial);
+                continue;
+            };
+            let message = match (msg.as_mut(), build.take()) {
+                (Some(m), _) => {
+                    m.set_req_id(pending.id());
+                    m
+                }
+                (None, Some(build)) => msg.insert(build(pending.id())),
+                (None, None) => unreachable!("built on the first pass"),
+            };
+            match conn.enqueue(codec::encode(message)?) {
+                Ok(()) => break (conn, pending),
+                Err(HubError::WorkerUnavailable { .. }) => stale = Some(conn.serial),
+                Err(e) => return Err(e),
+            }
+        };
         drop(conn);
+        let deadline = until.saturating_duration_since(Instant::now());
         match pending.wait(deadline).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(remote)) => Err(HubError::Remote(remote)),
@@ -307,16 +299,25 @@ impl Hub {
     /// Like [`Hub::send`], but waits (at most `deadline`) for a worker that
     /// is not connected: a fire-and-forget event for a restarting worker is
     /// delivered once it is back, not refused.
+    /// The message is built once the connection is there, so that what it
+    /// carries (a remaining deadline) can account for the wait.
     pub async fn send_within(
         &self,
         worker: u32,
         deadline: Duration,
-        msg: &ServerMessage,
+        build: impl FnOnce() -> ServerMessage,
     ) -> Result<(), HubError> {
-        let conn = self
-            .connection_by(worker, Instant::now() + deadline)
-            .await?;
-        conn.enqueue(codec::encode(msg)?)
+        let until = Instant::now() + deadline;
+        let msg = build();
+        let frame = codec::encode(&msg)?;
+        let mut stale = None;
+        loop {
+            let conn = self.connection_by(worker, until, stale).await?;
+            match conn.enqueue(frame.clone()) {
+                Err(HubError::WorkerUnavailable { .. }) => stale = Some(conn.serial),
+                other => return other,
+            }
+        }
     }
 
     /// Sends `msg` to every connected worker; returns how many got it queued.
@@ -363,29 +364,28 @@ impl Hub {
     }
 
     /// Worker `worker`'s connection, waiting for one until `until` if it has
-    /// none now.
+    /// none now (or only the one numbered `stale`, which is closing).
     async fn connection_by(
         &self,
         worker: u32,
         until: Instant,
+        stale: Option<u64>,
     ) -> Result<Arc<Connection>, HubError> {
-        let mut up = {
-            let slot = self
-                .slots
-                .get(&worker)
-                .ok_or(HubError::UnknownWorker(worker))?;
-            if let Some(conn) = &slot.conn {
-                return Ok(Arc::clone(conn));
-            }
-            slot.up.subscribe()
-        };
         loop {
-            match tokio::time::timeout_at(until.into(), up.changed()).await {
-                Ok(Ok(())) => {
-                    if let Ok(conn) = self.connection(worker) {
-                        return Ok(conn);
-                    }
+            let mut up = {
+                let slot = self
+                    .slots
+                    .get(&worker)
+                    .ok_or(HubError::UnknownWorker(worker))?;
+                if let Some(conn) = &slot.conn
+                    && Some(conn.serial) != stale
+                {
+                    return Ok(Arc::clone(conn));
                 }
+                slot.up.subscribe()
+            };
+            match tokio::time::timeout_at(until.into(), up.changed()).await {
+                Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => {
                     return Err(HubError::WorkerUnavailable {
                         worker,
@@ -409,10 +409,9 @@ impl Hub {
             })
     }
 
-    /// Checks id and token; returns the status to refuse with, if any.
-    /// Checks worker `id`'s `token` in constant time: `NOT_FOUND` for an
-    /// unknown id, `UNAUTHORIZED` for a wrong token. The DB endpoints use it
-    /// on every call.
+    /// Checks a caller's worker id and token (in constant time): the id of
+    /// the worker, or why it is refused. The upgrade and every DB call use
+    /// it.
     pub fn authenticate(&self, creds: &Credentials) -> Result<u32, Refusal> {
         let id = creds.id.ok_or(Refusal::UnknownWorker)?;
         let slot = self.slots.get(&id).ok_or(Refusal::UnknownWorker)?;
@@ -422,147 +421,6 @@ impl Hub {
         }
         Ok(id)
     }
-
-    /// Runs one upgraded connection to its end.
-    async fn serve(self: Arc<Self>, worker: u32, socket: WebSocket) {
-        let serial = self.serials.fetch_add(1, Ordering::Relaxed);
-        let (outbound, mut queue) = mpsc::channel::<Vec<u8>>(self.config.send_queue);
-        let (close, mut closed) = watch::channel(None);
-        let conn = Arc::new(Connection {
-            serial,
-            worker,
-            outbound,
-            pending: Correlation::new(),
-            opened: Instant::now(),
-            last_frame_ms: AtomicU64::new(0),
-            load: Mutex::new(LoadFigures::default()),
-            close,
-        });
-
-        let hello = ServerMessage::Hello {
-            protocol: PROTOCOL_VERSION,
-            worker_id: worker,
-            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
-            heartbeat_timeout_ms: self.config.heartbeat_timeout.as_millis() as u64,
-        };
-        // The queue is empty and nobody else holds it yet: Hello goes first.
-        let _ = conn.enqueue(codec::encode(&hello).expect("Hello encodes"));
-
-        let replaced = {
-            let Some(mut slot) = self.slots.get_mut(&worker) else {
-                return;
-            };
-            slot.connections += 1;
-            let replaced = slot.conn.replace(Arc::clone(&conn));
-            slot.up.send_replace(serial);
-            replaced
-        };
-        if let Some(old) = replaced {
-            let _ = old.close.send(Some(DisconnectReason::Replaced));
-        }
-        tracing::info!(worker, conn = serial, "worker connected");
-        let _ = self.events.send(HubEvent::Connected {
-            worker,
-            conn: serial,
-        });
-
-        let (mut sink, mut stream) = socket.split();
-        let writer = tokio::spawn(async move {
-            while let Some(frame) = queue.recv().await {
-                let to_message = |f: Vec<u8>| Batched::Frame(Message::Binary(f.into()));
-                if write_batch(&mut sink, frame, || queue.try_recv().ok(), to_message)
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            let _ = sink.close().await;
-        });
-
-        // At least 1 ms: a zero period would panic the connection's task.
-        let check_every = (self.config.heartbeat_timeout / 4)
-            .min(Duration::from_millis(250))
-            .max(Duration::from_millis(1));
-        let mut ticker = tokio::time::interval(check_every);
-        let reason = loop {
-            tokio::select! {
-                frame = stream.next() => match frame {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        conn.touch();
-                        self.on_frame(&conn, &bytes);
-                    }
-                    Some(Ok(Message::Text(_))) => {
-                        conn.touch();
-                        self.bad_frames.note(&format!("worker {worker}"), "text frame");
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => conn.touch(),
-                    Some(Ok(Message::Close(_))) | None => break DisconnectReason::Closed,
-                    Some(Err(e)) => {
-                        tracing::warn!(worker, conn = serial, "connection failed: {e}");
-                        break DisconnectReason::Closed;
-                    }
-                },
-                _ = ticker.tick() => {
-                    if conn.silence() > self.config.heartbeat_timeout {
-                        tracing::warn!(
-                            worker, conn = serial,
-                            "no frame for {:?}: declaring the worker dead",
-                            self.config.heartbeat_timeout
-                        );
-                        break DisconnectReason::HeartbeatTimeout;
-                    }
-                }
-                _ = closed.changed() => {
-                    break closed.borrow().unwrap_or(DisconnectReason::Kicked);
-                }
-            }
-        };
-
-        conn.pending.fail_all(match reason {
-            DisconnectReason::HeartbeatTimeout => "missed its heartbeats",
-            DisconnectReason::Replaced => "reconnected on a new connection",
-            DisconnectReason::Closed => "connection closed",
-            DisconnectReason::Kicked => "disconnected by the master",
-        });
-        if let Some(mut slot) = self.slots.get_mut(&worker)
-            && slot.conn.as_ref().is_some_and(|c| c.serial == serial)
-        {
-            slot.conn = None;
-        }
-        writer.abort();
-        tracing::info!(worker, conn = serial, ?reason, "worker disconnected");
-        let _ = self.events.send(HubEvent::Disconnected {
-            worker,
-            conn: serial,
-            reason,
-        });
-    }
-
-    fn on_frame(&self, conn: &Connection, bytes: &[u8]) {
-        match codec::decode::<ClientMessage>(bytes) {
-            Ok(ClientMessage::DispatchResponse { req_id, result }) => {
-                if !conn.pending.complete(req_id, result) {
-                    tracing::debug!(worker = conn.worker, req_id, "late or unknown response");
-                }
-            }
-            Ok(ClientMessage::Heartbeat {
-                in_flight,
-                vms,
-                rss_bytes,
-                bad_frames: _,
-            }) => {
-                *conn.load.lock().unwrap() = LoadFigures {
-                    in_flight,
-                    vms,
-                    rss_bytes,
-                };
-            }
-            Err(e) => self
-                .bad_frames
-                .note(&format!("worker {}", conn.worker), &e.to_string()),
-        }
-    }
 }
 
 fn unavailable(worker: u32, e: WaitError) -> HubError {
@@ -570,26 +428,4 @@ fn unavailable(worker: u32, e: WaitError) -> HubError {
         worker,
         reason: e.to_string(),
     }
-}
-
-async fn upgrade(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let creds = Credentials::read(&headers, Some(&query));
-    let id = match hub.authenticate(&creds) {
-        Ok(id) => id,
-        Err(refusal) => {
-            tracing::warn!(worker = ?creds.id, %refusal, "refused a worker connection");
-            return (refusal.status(), refusal.to_string()).into_response();
-        }
-    };
-    let Ok(ws) = ws else {
-        return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
-    };
-    ws.max_message_size(MAX_FRAME_BYTES + 1024)
-        .max_frame_size(MAX_FRAME_BYTES + 1024)
-        .on_upgrade(move |socket| hub.serve(id, socket))
 }
