@@ -20,7 +20,7 @@ use crate::catalogue::plugin::Plugin;
 use crate::mesophyll::db::TenantStateEntry;
 use crate::mesophyll::message::TenantState;
 use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
-use crate::worker::filters::Verdict;
+use crate::worker::filters::{FilterError, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
 use crate::worker::services::Services;
 use crate::worker::vm::{Vm, VmLimits};
@@ -381,6 +381,14 @@ impl Tenants {
                     return Err(RemoteError::new(
                         ErrorKind::Rejected,
                         format!("{}: {reason}", f.name),
+                    ));
+                }
+                // A full pool is no fault of the filter's: the caller may
+                // retry, and a filter is never skipped for want of room.
+                Err(e @ FilterError::Overloaded(_)) => {
+                    return Err(RemoteError::new(
+                        ErrorKind::Overloaded,
+                        format!("filter {} {e}", f.name),
                     ));
                 }
                 Err(e) if f.on_error == OnError::Continue => {

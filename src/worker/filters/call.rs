@@ -50,12 +50,21 @@ enum GuestError {
 
 impl FilterEngine {
     /// Runs `filter` once, in a fresh instance, within `timeout`.
+    ///
+    /// Fails with [`FilterError::Overloaded`] at once when every pool slot
+    /// is taken, [`FilterError::Timeout`] past the deadline,
+    /// [`FilterError::Trap`] when the module traps (memory cap included),
+    /// [`FilterError::Failed`] when its answer is not a verdict.
     pub fn run(
         &self,
         filter: &CompiledFilter,
         input: &FilterInput<'_>,
         timeout: Duration,
     ) -> Result<Verdict, FilterError> {
+        let _slot = self
+            .slots
+            .try_acquire()
+            .map_err(|_| FilterError::Overloaded(self.limits.instances))?;
         let bytes = rmp_serde::to_vec_named(input)
             .map_err(|e| FilterError::Failed(format!("cannot encode the input: {e}")))?;
         let len = i32::try_from(bytes.len())

@@ -85,6 +85,9 @@ pub enum FilterError {
     /// The plugin names a filter that is not in the catalogue.
     #[error("no filter named {0:?}")]
     Missing(String),
+    /// Every instance slot of the pool is in use: try again.
+    #[error("all {0} filter instance slots are in use")]
+    Overloaded(u32),
 }
 
 /// A compiled, ABI-checked filter, ready to instantiate.
@@ -122,6 +125,9 @@ pub struct FilterEngine {
     linker: Arc<Linker<CallState>>,
     cache_dir: Option<PathBuf>,
     pub(crate) limits: FilterLimits,
+    /// One permit per pool slot: a call past the pool is refused as
+    /// overloaded before it reaches the allocator.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl FilterEngine {
@@ -176,6 +182,7 @@ impl FilterEngine {
             engine,
             linker: Arc::new(linker),
             cache_dir,
+            slots: Arc::new(tokio::sync::Semaphore::new(limits.instances as usize)),
             limits,
         })
     }

@@ -115,3 +115,47 @@ fn the_second_compile_comes_from_the_cache() {
     assert!(second.from_cache);
     assert!(run(&e, &second, json!("x"), json!(null)).is_ok());
 }
+
+#[test]
+fn calls_past_the_pool_are_overloaded_not_trapped() {
+    let e = FilterEngine::new(
+        None,
+        FilterLimits {
+            instances: 2,
+            ..FilterLimits::default()
+        },
+    )
+    .unwrap();
+    let looping = Arc::new(e.compile("loop", &fixture("endless-loop.wat")).unwrap());
+    let redact = e.compile("redact", &dist("redact")).unwrap();
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let (e, f) = (e.clone(), Arc::clone(&looping));
+            std::thread::spawn(move || {
+                let tenant = Tenant::new("user", "1");
+                let event = Event::default();
+                e.run(
+                    &f,
+                    &FilterInput {
+                        tenant: &tenant,
+                        event: &event,
+                        config: &json!(null),
+                    },
+                    Duration::from_millis(1000),
+                )
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    if spinners.iter().any(|s| s.is_finished()) {
+        let r: Vec<_> = spinners.into_iter().map(|s| s.join().unwrap()).collect();
+        panic!("the spinners ended early: {r:?}");
+    }
+    let third = run(&e, &redact, json!("x"), json!(null));
+    assert!(matches!(third, Err(FilterError::Overloaded(2))), "{third:?}");
+    for s in spinners {
+        assert!(matches!(s.join().unwrap(), Err(FilterError::Timeout(_))));
+    }
+    // Room again once they ended.
+    assert!(run(&e, &redact, json!("x"), json!(null)).is_ok());
+}
