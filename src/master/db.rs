@@ -11,7 +11,7 @@
 
 use crate::master::registry::Registry;
 use crate::master::shard;
-use crate::master::store::{Store, StoreError};
+use crate::master::store::{GlobalDelete, Store, StoreError};
 use crate::mesophyll::auth::{Credentials, Refusal};
 use crate::mesophyll::db::{
     DEFAULT_FIND_LIMIT, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, MAX_DB_BODY_BYTES,
@@ -380,17 +380,19 @@ async fn global(
             key,
             version,
             scope,
-        } => match state.store.global_get(&scope, &key, version)? {
-            None => GlobalReply::Deleted(false),
-            Some(e) if e.owner.as_ref() != Some(&tenant) => {
+        } => match state
+            .store
+            .global_delete(&scope, &key, version, &tenant)
+            .await?
+        {
+            GlobalDelete::Deleted => GlobalReply::Deleted(true),
+            GlobalDelete::Missing => GlobalReply::Deleted(false),
+            GlobalDelete::NotOwner => {
                 return Err(EndpointError::new(
                     StatusCode::FORBIDDEN,
                     "forbidden",
                     format!("{scope}/{key} version {version} belongs to another tenant"),
                 ));
-            }
-            Some(_) => {
-                GlobalReply::Deleted(state.store.global_delete(&scope, &key, version).await?)
             }
         },
     };

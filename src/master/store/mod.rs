@@ -49,6 +49,16 @@ pub enum StoreError {
     Exists(String),
 }
 
+/// What an owner's delete of a global entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GlobalDelete {
+    Deleted,
+    /// There was no such entry.
+    Missing,
+    /// The entry belongs to another tenant (or to none); it is untouched.
+    NotOwner,
+}
+
 /// A boxed future, so the trait stays object-safe.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -114,13 +124,16 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         version: u32,
     ) -> Result<Option<GlobalEntry>, StoreError>;
-    /// Removes one global entry; true when it existed.
+    /// Removes one global entry if `owner` owns it, in one atomic step (a
+    /// check and a delete apart could remove an entry another tenant made
+    /// in between).
     fn global_delete<'a>(
         &'a self,
         scope: &'a str,
         key: &'a str,
         version: u32,
-    ) -> StoreFuture<'a, bool>;
+        owner: &'a Tenant,
+    ) -> StoreFuture<'a, GlobalDelete>;
     /// Every uploaded plugin or filter: `(key, bytes)`, keys like
     /// `plugin/<name>` and `filter/<name>`.
     fn catalogue_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;

@@ -5,7 +5,7 @@ use super::commit::GroupCommit;
 use super::keys::{
     decode, encode, global_key, key_of, kv_key, prefix_end, push_part, tenant_prefix,
 };
-use super::{Store, StoreError, StoreFuture};
+use super::{GlobalDelete, Store, StoreError, StoreFuture};
 use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
 use crate::mesophyll::message::{Tenant, TenantState};
 use std::path::Path;
@@ -267,14 +267,31 @@ impl Store for SledStore {
         scope: &'a str,
         key: &'a str,
         version: u32,
-    ) -> StoreFuture<'a, bool> {
+        owner: &'a Tenant,
+    ) -> StoreFuture<'a, GlobalDelete> {
         Box::pin(async move {
-            let existed = self
-                .global
-                .remove(global_key(scope, key, version))?
-                .is_some();
-            self.commit.durable().await?;
-            Ok(existed)
+            let k = global_key(scope, key, version);
+            let outcome = loop {
+                let Some(current) = self.global.get(&k)? else {
+                    break GlobalDelete::Missing;
+                };
+                if decode::<GlobalEntry>(&current)?.owner.as_ref() != Some(owner) {
+                    break GlobalDelete::NotOwner;
+                }
+                // Only the very entry that was checked goes; if it changed
+                // in between, check again.
+                if self
+                    .global
+                    .compare_and_swap(&k, Some(&current), None as Option<&[u8]>)?
+                    .is_ok()
+                {
+                    break GlobalDelete::Deleted;
+                }
+            };
+            if outcome == GlobalDelete::Deleted {
+                self.commit.durable().await?;
+            }
+            Ok(outcome)
         })
     }
 
@@ -426,7 +443,21 @@ mod tests {
             Err(StoreError::Exists(_))
         ));
         assert_eq!(s.global_get("lists", "list", 1).unwrap(), Some(e));
-        assert!(s.global_delete("lists", "list", 1).await.unwrap());
+        let other = Tenant::new("user", "2");
+        assert_eq!(
+            s.global_delete("lists", "list", 1, &other).await.unwrap(),
+            GlobalDelete::NotOwner
+        );
+        assert!(s.global_get("lists", "list", 1).unwrap().is_some());
+        let owner = Tenant::new("user", "1");
+        assert_eq!(
+            s.global_delete("lists", "list", 1, &owner).await.unwrap(),
+            GlobalDelete::Deleted
+        );
+        assert_eq!(
+            s.global_delete("lists", "list", 1, &owner).await.unwrap(),
+            GlobalDelete::Missing
+        );
     }
 
     #[tokio::test]

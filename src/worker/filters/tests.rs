@@ -152,7 +152,10 @@ fn calls_past_the_pool_are_overloaded_not_trapped() {
         panic!("the spinners ended early: {r:?}");
     }
     let third = run(&e, &redact, json!("x"), json!(null));
-    assert!(matches!(third, Err(FilterError::Overloaded(2))), "{third:?}");
+    assert!(
+        matches!(third, Err(FilterError::Overloaded(2))),
+        "{third:?}"
+    );
     for s in spinners {
         assert!(matches!(s.join().unwrap(), Err(FilterError::Timeout(_))));
     }
