@@ -124,3 +124,23 @@ async fn a_healthy_worker_that_dies_is_respawned_at_once_every_time() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_upload_whose_files_name_a_path_is_refused() {
+    let m = common::Master::start(common::Opts::default()).await;
+    let before = m.client.plugins().await.unwrap();
+    for bad in ["../../x.luau", "sub/init.luau", "/etc/x.luau", ".luau"] {
+        let upload = meshplay::rest::PluginUpload {
+            manifest: "name = 'evil'\nversion = '1'\nevents = ['evil']".into(),
+            files: [
+                ("init.luau".to_string(), "return {}".to_string()),
+                (bad.to_string(), "return {}".to_string()),
+            ]
+            .into(),
+        };
+        let err = m.client.put_plugin("evil", &upload).await.unwrap_err();
+        assert_eq!(err.code(), Some("bad_request"), "{bad}: {err}");
+        assert!(err.to_string().contains("file name"), "{bad}: {err}");
+    }
+    assert_eq!(m.client.plugins().await.unwrap().plugins, before.plugins);
+}
