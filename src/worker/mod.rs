@@ -97,7 +97,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     let revision = catalogue.revision;
     let services = Services::new(worker_id, Some(db.clone()), Some(engine), catalogue);
     let tenants = Tenants::new(config.tenants.clone(), Arc::clone(&services));
-    tenants.replace_states(states);
+    let reload = tenants.begin_reload();
+    tenants.finish_reload(reload, states);
     let worker = Arc::new(Worker {
         db,
         services,
@@ -413,7 +414,8 @@ impl Handler for Worker {
             match db.tenant_states(LOAD_DEADLINE).await {
                 Ok(states) => {
                     tracing::info!(tenants = states.len(), "tenant states reloaded");
-                    tenants.replace_states(states);
+                    let reload = tenants.begin_reload();
+                    tenants.finish_reload(reload, states);
                 }
                 Err(e) => tracing::error!("cannot reload tenant states: {e}"),
             }

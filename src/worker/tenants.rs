@@ -28,7 +28,7 @@ use dashmap::DashMap;
 use serde_json::Value;
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -88,7 +88,22 @@ struct Handle {
     serial: u64,
     tx: mpsc::Sender<(Job, Option<Responder>)>,
     last_used: Arc<AtomicU64>,
+    /// Set while the actor runs a job: such a tenant is not evicted.
+    busy: Arc<AtomicBool>,
 }
+
+/// Changes of tenant state that arrived while a full reload was under way,
+/// in arrival order: they are newer than the reload's snapshot may be, so
+/// they are applied again on top of it.
+#[derive(Default)]
+struct Reloads {
+    running: usize,
+    changes: Vec<(Tenant, Option<TenantState>)>,
+}
+
+/// A full reload of the tenant states, begun with [`Tenants::begin_reload`].
+#[must_use = "finish it with Tenants::finish_reload"]
+pub struct Reload(());
 
 /// The tenants of this worker.
 pub struct Tenants {
@@ -96,6 +111,12 @@ pub struct Tenants {
     services: Arc<Services>,
     states: DashMap<Tenant, TenantState>,
     live: DashMap<Tenant, Handle>,
+    /// One turn per tenant: an actor holds its tenant's turn from its first
+    /// job to its exit, so a tenant evicted (or idle-retired) while a job
+    /// runs gets its next actor only after that job; jobs of one tenant
+    /// never run at the same time or out of order.
+    turns: DashMap<Tenant, Arc<tokio::sync::Mutex<()>>>,
+    reloads: std::sync::Mutex<Reloads>,
     serials: AtomicU64,
     vms: AtomicU64,
     /// A logical clock for LRU: bumped on every use (wall-clock time ties
@@ -111,6 +132,8 @@ impl Tenants {
             services,
             states: DashMap::new(),
             live: DashMap::new(),
+            turns: DashMap::new(),
+            reloads: std::sync::Mutex::default(),
             serials: AtomicU64::new(0),
             vms: AtomicU64::new(0),
             uses: AtomicU64::new(0),
@@ -120,6 +143,16 @@ impl Tenants {
     /// Sets (or, with `None`, clears) one tenant's state; the tenant's next
     /// event sees it.
     pub fn set_state(&self, tenant: Tenant, state: Option<TenantState>) {
+        {
+            let mut reloads = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+            if reloads.running > 0 {
+                reloads.changes.push((tenant.clone(), state.clone()));
+            }
+        }
+        self.apply_state(tenant, state);
+    }
+
+    fn apply_state(&self, tenant: Tenant, state: Option<TenantState>) {
         match state {
             Some(s) => {
                 self.states.insert(tenant, s);
@@ -130,8 +163,40 @@ impl Tenants {
         }
     }
 
-    /// Replaces every tenant state with `entries` (a full reload).
-    pub fn replace_states(&self, entries: Vec<TenantStateEntry>) {
+    /// One tenant's state as this worker holds it.
+    pub fn state(&self, tenant: &Tenant) -> Option<TenantState> {
+        self.states.get(tenant).map(|s| s.clone())
+    }
+
+    /// Starts a full reload: call before asking the master for every state.
+    pub fn begin_reload(&self) -> Reload {
+        self.reloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .running += 1;
+        Reload(())
+    }
+
+    /// Ends a full reload with what the master answered (or, with `None`,
+    /// gives it up): every state becomes `entries`, then the changes that
+    /// arrived meanwhile are applied again, in order, on top.
+    pub fn finish_reload(&self, reload: Reload, entries: impl Into<Option<Vec<TenantStateEntry>>>) {
+        let Reload(()) = reload;
+        let mut reloads = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entries) = entries.into() {
+            self.replace_states(entries);
+            for (tenant, state) in reloads.changes.clone() {
+                self.apply_state(tenant, state);
+            }
+        }
+        reloads.running -= 1;
+        if reloads.running == 0 {
+            reloads.changes.clear();
+        }
+    }
+
+    /// Replaces every tenant state with `entries`.
+    fn replace_states(&self, entries: Vec<TenantStateEntry>) {
         let fresh: std::collections::HashSet<Tenant> =
             entries.iter().map(|e| e.tenant.clone()).collect();
         self.states.retain(|t, _| fresh.contains(t));
@@ -220,23 +285,38 @@ impl Tenants {
             let (tx, rx) = mpsc::channel(self.config.queue_depth);
             let serial = self.serials.fetch_add(1, Ordering::Relaxed);
             let last_used = Arc::new(AtomicU64::new(self.tick()));
-            tokio::spawn(Arc::clone(self).actor(tenant.clone(), serial, rx));
+            let busy = Arc::new(AtomicBool::new(false));
+            let turn = Arc::clone(
+                self.turns
+                    .entry(tenant.clone())
+                    .or_insert_with(Default::default)
+                    .value(),
+            );
+            tokio::spawn(Arc::clone(self).actor(
+                tenant.clone(),
+                serial,
+                rx,
+                turn,
+                Arc::clone(&busy),
+            ));
             Handle {
                 serial,
                 tx,
                 last_used,
+                busy,
             }
         });
         entry.tx.clone()
     }
 
-    /// Removes the least recently used tenant whose queue is empty; its task
-    /// ends after the job it is running, if any.
+    /// Removes the least recently used tenant that is idle (nothing queued,
+    /// nothing running); with none idle, nobody is evicted and the cap is
+    /// exceeded for a while rather than a busy tenant disturbed.
     fn evict_one(&self) {
         let victim = self
             .live
             .iter()
-            .filter(|h| h.tx.capacity() == h.tx.max_capacity())
+            .filter(|h| h.tx.capacity() == h.tx.max_capacity() && !h.busy.load(Ordering::SeqCst))
             .min_by_key(|h| h.last_used.load(Ordering::Relaxed))
             .map(|h| (h.key().clone(), h.serial));
         if let Some((tenant, serial)) = victim {
@@ -249,7 +329,12 @@ impl Tenants {
         tenant: Tenant,
         serial: u64,
         mut rx: mpsc::Receiver<(Job, Option<Responder>)>,
+        turn: Arc<tokio::sync::Mutex<()>>,
+        busy: Arc<AtomicBool>,
     ) {
+        // Wait for an earlier actor of this tenant (evicted or retiring) to
+        // finish every job it took.
+        let my_turn = turn.lock().await;
         let mut vm: Option<Vm> = None;
         loop {
             let next = tokio::time::timeout(self.config.idle_ttl, rx.recv()).await;
@@ -257,26 +342,33 @@ impl Tenants {
                 // Idle, or evicted (every sender dropped).
                 break;
             };
+            busy.store(true, Ordering::SeqCst);
+            let outcome = self.execute(&tenant, &mut vm, job).await;
+            busy.store(false, Ordering::SeqCst);
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
+            }
+        }
+        // Only our own entry: a newer task for the same tenant stays (and
+        // waits for our turn to end).
+        self.live.remove_if(&tenant, |_, h| h.serial == serial);
+        // Jobs that raced into the queue as we stopped reading are still
+        // ours to run, in order: nobody else may run them before us.
+        rx.close();
+        while let Ok((job, reply)) = rx.try_recv() {
             let outcome = self.execute(&tenant, &mut vm, job).await;
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
             }
         }
-        // Only our own entry: a newer task for the same tenant stays.
-        self.live.remove_if(&tenant, |_, h| h.serial == serial);
         if vm.take().is_some() {
             self.vms.fetch_sub(1, Ordering::Relaxed);
         }
-        // Jobs that raced into the queue after we stopped reading.
-        rx.close();
-        while let Ok((_, reply)) = rx.try_recv() {
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(RemoteError::new(
-                    ErrorKind::Unavailable,
-                    "the tenant's VM was evicted; retry",
-                )));
-            }
-        }
+        drop(my_turn);
+        // Forget the turn unless a newer actor holds it too.
+        self.turns.remove_if(&tenant, |_, t| {
+            Arc::ptr_eq(t, &turn) && Arc::strong_count(t) <= 2
+        });
     }
 
     async fn execute(
@@ -545,5 +637,81 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Runtime);
         assert!(err.message.starts_with("greeter:13:"), "{err}");
         assert!(err.message.contains("needs data.name"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn evicting_a_busy_tenant_never_runs_it_twice_at_once() {
+        let t = tenants(1);
+        let a = Tenant::new("u", "a");
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let slow = {
+            let (t, a, order) = (Arc::clone(&t), a.clone(), Arc::clone(&order));
+            tokio::spawn(async move {
+                let r = t.run(a, script("time.sleep(300) return 1")).await;
+                order.lock().unwrap().push(1);
+                r
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The cap is one tenant: B evicts A, whose queue is empty while its
+        // first job still runs.
+        t.run(Tenant::new("u", "b"), script("return 0"))
+            .await
+            .unwrap();
+        let second = t.run(a, script("return 2")).await;
+        order.lock().unwrap().push(2);
+        assert_eq!(slow.await.unwrap().unwrap(), 1);
+        assert_eq!(second.unwrap(), 2);
+        assert_eq!(
+            *order.lock().unwrap(),
+            [1, 2],
+            "A's second job overtook its first"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_that_races_an_idle_exit_is_run_not_dropped() {
+        let t = Tenants::new(
+            TenantsConfig {
+                idle_ttl: Duration::from_millis(20),
+                ..TenantsConfig::default()
+            },
+            Services::bare(),
+        );
+        let a = Tenant::new("u", "1");
+        // Many rounds of: let the actor go idle, then send just as it exits.
+        for _ in 0..50 {
+            t.run(a.clone(), script("return 1")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let out = t.run(a.clone(), script("return 2")).await;
+            assert_eq!(out.unwrap(), 2);
+        }
+    }
+
+    #[test]
+    fn a_state_change_during_a_reload_survives_the_reload() {
+        let t = tenants(10);
+        let a = Tenant::new("u", "1");
+        let old = TenantState {
+            data: serde_json::json!("old"),
+            ..TenantState::default()
+        };
+        let new = TenantState {
+            data: serde_json::json!("new"),
+            ..TenantState::default()
+        };
+        // The worker asks for every state; before the answer lands, a newer
+        // change arrives; the answer (read before the change) must not
+        // overwrite it.
+        let reload = t.begin_reload();
+        t.set_state(a.clone(), Some(new.clone()));
+        t.finish_reload(
+            reload,
+            vec![TenantStateEntry {
+                tenant: a.clone(),
+                state: old,
+            }],
+        );
+        assert_eq!(t.state(&a), Some(new));
     }
 }
