@@ -69,6 +69,7 @@ fn server_messages() -> Vec<(&'static str, ServerMessage)> {
         (
             "tenant_state_changed",
             ServerMessage::TenantStateChanged {
+                req_id: None,
                 tenant: tenant(),
                 state: None,
             },

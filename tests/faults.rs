@@ -144,3 +144,47 @@ async fn a_plugin_upload_whose_files_name_a_path_is_refused() {
     }
     assert_eq!(m.client.plugins().await.unwrap().plugins, before.plugins);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wedged_workers_queue_is_bounded_in_bytes_and_state_changes_say_so() {
+    let m = common::Master::start(common::Opts {
+        heartbeat_timeout_ms: 20_000,
+        extra: vec!["--worker-queue-mb".into(), "2".into()],
+        ..common::Opts::default()
+    })
+    .await;
+    m.wait_connected(2).await;
+    let w0 = m.worker(0).await.pid.unwrap();
+    common::signal(w0, libc::SIGSTOP);
+    let t = common::tenants_on("user", 0, 2, 1).remove(0);
+    let big = "x".repeat(900 * 1024);
+    let mut overloaded = 0;
+    for _ in 0..40 {
+        let mut req = common::event("echo", json!(big));
+        req.wait = false;
+        match m.client.dispatch(&t.kind, &t.id, &req).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("overloaded") => overloaded += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // 36 MB sent at a stopped worker with a 2 MiB budget: the kernel's
+    // socket buffers take some, the queue 2 MiB, the rest is refused.
+    assert!(
+        overloaded > 0,
+        "all 40 queued: the queue is not bounded in bytes"
+    );
+    // The worker cannot confirm a state change: the API says so, instead
+    // of answering as if the worker had it.
+    let err = m
+        .client
+        .put_tenant_state(&t.kind, &t.id, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Some("overloaded" | "deadline_exceeded")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("stored"), "{err}");
+    common::signal(w0, libc::SIGCONT);
+}

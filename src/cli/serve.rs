@@ -81,6 +81,10 @@ pub(super) struct ServeArgs {
     /// than the interval).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) heartbeat_timeout_ms: u64,
+    /// Bytes of frames queued for one worker, in MiB, before requests for
+    /// it answer "overloaded".
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) worker_queue_mb: u64,
     /// How long workers may finish their work on shutdown.
     #[arg(long, default_value_t = 5000)]
     pub(super) shutdown_grace_ms: u64,
@@ -173,6 +177,7 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         hub: HubConfig {
             heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms),
+            send_queue_bytes: (args.worker_queue_mb * 1024 * 1024) as usize,
             ..HubConfig::default()
         },
         supervisor,

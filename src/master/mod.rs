@@ -215,6 +215,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         token: token.clone(),
         store,
         registry,
+        state_turns: api::TenantTurns::default(),
     });
     let app = api::router(state);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();

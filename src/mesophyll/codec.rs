@@ -109,6 +109,7 @@ mod tests {
                 tenant: tenant.clone(),
             },
             ServerMessage::TenantStateChanged {
+                req_id: Some(9),
                 tenant: tenant.clone(),
                 state: Some(TenantState {
                     events: Some(vec!["echo".into()]),
@@ -117,6 +118,7 @@ mod tests {
                 }),
             },
             ServerMessage::TenantStateChanged {
+                req_id: None,
                 tenant,
                 state: None,
             },

@@ -104,6 +104,9 @@ pub enum ServerMessage {
     /// applies it to the next events. A worker also reloads every state of
     /// its shard when it (re)connects, so a missed one heals.
     TenantStateChanged {
+        /// When set, the worker answers once the state is applied.
+        #[serde(default)]
+        req_id: Option<u64>,
         /// Whose state.
         tenant: Tenant,
         /// The new state.
@@ -126,7 +129,8 @@ impl ServerMessage {
     /// connection gets a new id there); messages without one are unchanged.
     pub fn set_req_id(&mut self, id: u64) {
         match self {
-            ServerMessage::DispatchEvent { req_id, .. } => *req_id = Some(id),
+            ServerMessage::DispatchEvent { req_id, .. }
+            | ServerMessage::TenantStateChanged { req_id, .. } => *req_id = Some(id),
             ServerMessage::RunScript { req_id, .. } | ServerMessage::DropTenant { req_id, .. } => {
                 *req_id = id
             }

@@ -6,6 +6,7 @@
 //! - [`auth`]: how a worker proves who it is;
 //! - [`bad_frames`]: undecodable frames, counted and dropped;
 //! - [`writer`]: queued frames written in batches, one flush each;
+//! - [`budget`]: the byte budget of every queue between processes;
 //! - [`correlation`]: request ids matched to waiting callers, with deadlines;
 //! - [`hub`]: the master's side (WebSocket server, auth, liveness);
 //! - [`uplink`]: the worker's side (connect, reconnect, heartbeat);
@@ -22,6 +23,8 @@ pub mod auth;
 pub mod backoff;
 #[cfg(feature = "server")]
 pub mod bad_frames;
+#[cfg(feature = "server")]
+pub mod budget;
 pub mod codec;
 #[cfg(feature = "server")]
 pub mod correlation;

@@ -12,6 +12,7 @@
 use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::bad_frames::BadFrames;
+use crate::mesophyll::budget::ByteBudget;
 use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
 use crate::mesophyll::message::{
     ClientMessage, LoadFigures, PROTOCOL_VERSION, RemoteError, ServerMessage,
@@ -32,6 +33,10 @@ pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 /// Answers queued towards the master before the handler waits for room.
 const OUTBOX_DEPTH: usize = 4096;
+
+/// Bytes of answers queued towards the master before an answer is replaced
+/// by an `overloaded` error.
+const OUTBOX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Where and who the worker is.
 #[derive(Clone)]
@@ -91,41 +96,71 @@ pub trait Handler: Send + Sync + 'static {
     fn connected(&self) {}
 }
 
-/// The way back to the master for one connection's answers.
+/// The way back to the master for one connection's answers: bounded in
+/// answers ([`OUTBOX_DEPTH`]) and in bytes ([`OUTBOX_BYTES`]). An answer
+/// that would go past the byte budget is replaced by a short `overloaded`
+/// error, so the master always hears back and memory never grows.
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<Outgoing>,
+    queued: Arc<ByteBudget>,
 }
 
 /// What the connection's writer takes, in order.
 enum Outgoing {
-    Message(ClientMessage),
+    /// An encoded answer.
+    Frame(Vec<u8>),
     /// Close the socket cleanly, after everything queued before, and stop.
     Close,
 }
 
 impl Outbox {
+    fn new(tx: mpsc::Sender<Outgoing>, budget: usize) -> Self {
+        Outbox {
+            tx,
+            queued: Arc::new(ByteBudget::new(budget)),
+        }
+    }
+
+    /// The frame of the answer to `req_id`, within the byte budget.
+    fn frame(&self, req_id: u64, result: Result<Value, RemoteError>) -> Vec<u8> {
+        let frame = answer_frame(req_id, result);
+        if self.queued.try_take(frame.len()) {
+            return frame;
+        }
+        let refusal = answer_frame(
+            req_id,
+            Err(RemoteError::new(
+                crate::mesophyll::message::ErrorKind::Overloaded,
+                format!(
+                    "the worker's answers to the master hold {} bytes already",
+                    self.queued.used()
+                ),
+            )),
+        );
+        // A refusal is small and always goes: the master must hear back.
+        self.queued.take(refusal.len());
+        refusal
+    }
+
     /// Sends the answer to `req_id`. When the connection is gone the answer
     /// is dropped: the master has already failed the request.
     pub async fn reply(&self, req_id: u64, result: Result<Value, RemoteError>) {
-        let _ = self
-            .tx
-            .send(Outgoing::Message(ClientMessage::DispatchResponse {
-                req_id,
-                result,
-            }))
-            .await;
+        let frame = self.frame(req_id, result);
+        let len = frame.len();
+        if self.tx.send(Outgoing::Frame(frame)).await.is_err() {
+            self.queued.give_back(len);
+        }
     }
 
     /// Like [`Outbox::reply`] but never waits: used to refuse work when the
     /// worker is saturated.
     pub fn try_reply(&self, req_id: u64, result: Result<Value, RemoteError>) {
-        let _ = self
-            .tx
-            .try_send(Outgoing::Message(ClientMessage::DispatchResponse {
-                req_id,
-                result,
-            }));
+        let frame = self.frame(req_id, result);
+        let len = frame.len();
+        if self.tx.try_send(Outgoing::Frame(frame)).is_err() {
+            self.queued.give_back(len);
+        }
     }
 
     /// Sends what is queued, closes the connection with a WebSocket close
@@ -215,7 +250,7 @@ async fn session(
     handler.connected();
 
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX_DEPTH);
-    let outbox = Outbox { tx };
+    let outbox = Outbox::new(tx, OUTBOX_BYTES);
     let mut heartbeat = tokio::time::interval(interval);
     let mut last_from_master = Instant::now();
 
@@ -237,10 +272,10 @@ async fn session(
             }
             Some(out) = rx.recv() => {
                 let to_message = |out| match out {
-                    Outgoing::Message(msg) => match answer_frame(msg) {
-                        Some(frame) => Batched::Frame(Message::Binary(frame.into())),
-                        None => Batched::Skip,
-                    },
+                    Outgoing::Frame(frame) => {
+                        outbox.queued.give_back(frame.len());
+                        Batched::Frame(Message::Binary(frame.into()))
+                    }
                     Outgoing::Close => Batched::Close,
                 };
                 match write_batch(&mut sink, out, || rx.try_recv().ok(), to_message).await {
@@ -316,25 +351,20 @@ where
     }
 }
 
-/// Encodes an outgoing message; an answer too large to send becomes a
-/// `too_large` error for the master instead of being left to time out.
-fn answer_frame(msg: ClientMessage) -> Option<Vec<u8>> {
-    match codec::encode(&msg) {
-        Ok(frame) => Some(frame),
-        Err(e) => {
-            let ClientMessage::DispatchResponse { req_id, .. } = msg else {
-                return None;
-            };
-            let refusal = ClientMessage::DispatchResponse {
-                req_id,
-                result: Err(RemoteError::new(
-                    crate::mesophyll::message::ErrorKind::TooLarge,
-                    format!("the result cannot be sent: {e}"),
-                )),
-            };
-            Some(codec::encode(&refusal).expect("a short error encodes"))
-        }
-    }
+/// Encodes an answer; one too large to send becomes a `too_large` error
+/// for the master instead of being left to time out.
+fn answer_frame(req_id: u64, result: Result<Value, RemoteError>) -> Vec<u8> {
+    let msg = ClientMessage::DispatchResponse { req_id, result };
+    codec::encode(&msg).unwrap_or_else(|e| {
+        let refusal = ClientMessage::DispatchResponse {
+            req_id,
+            result: Err(RemoteError::new(
+                crate::mesophyll::message::ErrorKind::TooLarge,
+                format!("the result cannot be sent: {e}"),
+            )),
+        };
+        codec::encode(&refusal).expect("a short error encodes")
+    })
 }
 
 #[cfg(test)]
@@ -423,5 +453,33 @@ mod tests {
             n >= 2,
             "the worker connected {n} time(s): it never noticed the silence"
         );
+    }
+
+    #[tokio::test]
+    async fn answers_past_the_byte_budget_become_overloaded_errors() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let outbox = Outbox::new(tx, 10_000);
+        let big = Value::String("x".repeat(6_000));
+        outbox.reply(1, Ok(big.clone())).await;
+        outbox.reply(2, Ok(big)).await;
+        let decode = |o: Outgoing| match o {
+            Outgoing::Frame(f) => codec::decode::<ClientMessage>(&f).unwrap(),
+            Outgoing::Close => panic!("close"),
+        };
+        let ClientMessage::DispatchResponse {
+            req_id: 1,
+            result: Ok(_),
+        } = decode(rx.recv().await.unwrap())
+        else {
+            panic!("the first answer fits")
+        };
+        let ClientMessage::DispatchResponse {
+            req_id: 2,
+            result: Err(e),
+        } = decode(rx.recv().await.unwrap())
+        else {
+            panic!("the second is past the budget")
+        };
+        assert_eq!(e.kind, crate::mesophyll::message::ErrorKind::Overloaded);
     }
 }

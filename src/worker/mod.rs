@@ -46,6 +46,10 @@ use tokio::time::Instant;
 /// cut to this.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(600);
 
+/// Requests a worker takes at once (running, queued at their tenants, or
+/// waiting for a catalogue reload); past it, requests are `overloaded`.
+pub const MAX_IN_FLIGHT: u64 = 16_384;
+
 /// How long one load of the catalogue or the tenant states may take.
 const LOAD_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -291,6 +295,19 @@ impl Worker {
         job: Job,
         outbox: Outbox,
     ) {
+        // Requests wait here (for a catalogue reload) before they reach a
+        // tenant's bounded queue: past this many, refuse rather than pile
+        // up tasks.
+        if self.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            outbox.try_reply(
+                req_id,
+                Err(RemoteError::new(
+                    ErrorKind::Overloaded,
+                    format!("the worker has {MAX_IN_FLIGHT} requests in flight"),
+                )),
+            );
+            return;
+        }
         let guard = InFlight::new(&self.in_flight);
         let tenants = Arc::clone(&self.tenants);
         let pending = self.catalogue_pending();
@@ -372,9 +389,16 @@ impl Handler for Worker {
             ServerMessage::DropTenant { req_id, tenant } => {
                 self.answer(req_id, tenant, Job::Drop, outbox);
             }
-            ServerMessage::TenantStateChanged { tenant, state } => {
+            ServerMessage::TenantStateChanged {
+                req_id,
+                tenant,
+                state,
+            } => {
                 tracing::debug!(%tenant, "tenant state changed");
                 self.tenants.set_state(tenant, state);
+                if let Some(req_id) = req_id {
+                    outbox.try_reply(req_id, Ok(serde_json::Value::Bool(true)));
+                }
             }
             ServerMessage::PluginsChanged { revision } => {
                 tracing::info!(revision, "the catalogue changed");
@@ -433,7 +457,8 @@ impl Handler for Worker {
 
 fn request_id(msg: &ServerMessage) -> Option<u64> {
     match msg {
-        ServerMessage::DispatchEvent { req_id, .. } => *req_id,
+        ServerMessage::DispatchEvent { req_id, .. }
+        | ServerMessage::TenantStateChanged { req_id, .. } => *req_id,
         ServerMessage::RunScript { req_id, .. } | ServerMessage::DropTenant { req_id, .. } => {
             Some(*req_id)
         }

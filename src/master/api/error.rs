@@ -30,6 +30,12 @@ impl ApiError {
         }
     }
 
+    /// The same error with its message rewritten by `f`.
+    pub(crate) fn with_message(mut self, f: impl FnOnce(&str) -> String) -> Self {
+        self.detail.message = f(&self.detail.message);
+        self
+    }
+
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }

@@ -77,6 +77,29 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// Plugins and filters.
     pub registry: Arc<Registry>,
+    /// One state change per tenant at a time.
+    pub state_turns: TenantTurns,
+}
+
+/// A turn per tenant, striped: changes to one tenant's state are stored
+/// and announced one at a time, in the same order.
+pub struct TenantTurns([tokio::sync::Mutex<()>; 64]);
+
+impl Default for TenantTurns {
+    fn default() -> Self {
+        TenantTurns(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl TenantTurns {
+    /// Waits for `tenant`'s turn.
+    pub async fn turn(
+        &self,
+        tenant: &crate::mesophyll::message::Tenant,
+    ) -> tokio::sync::MutexGuard<'_, ()> {
+        let i = crate::master::shard::tenant_key(tenant) as usize % self.0.len();
+        self.0[i].lock().await
+    }
 }
 
 /// The API's router.

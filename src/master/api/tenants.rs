@@ -6,6 +6,7 @@ use super::extract::{Payload, tenant, timeout};
 use super::{ApiError, ApiState};
 use crate::master::shard;
 use crate::mesophyll::db::TenantStateEntry;
+use crate::mesophyll::hub::HubError;
 use crate::mesophyll::message::{Event, PluginOutcome, ServerMessage, TenantState};
 use crate::rest::{
     self, Accepted, DispatchRequest, Dispatched, Dropped, ScriptRequest, ScriptResult,
@@ -21,6 +22,9 @@ use std::time::{Duration, Instant};
 /// deadline, so that the worker's precise "timeout" arrives before the hub's
 /// blunt "deadline exceeded".
 const ANSWER_SLACK: Duration = Duration::from_secs(1);
+
+/// How long a connected worker has to confirm a state change.
+const STATE_ACK: Duration = Duration::from_secs(5);
 
 /// What is left of `budget` since `started`, for the worker: a request that
 /// waited for its worker to come back has that much less to run.
@@ -147,16 +151,34 @@ pub(super) async fn put_state(
     Payload(new): Payload<TenantState>,
 ) -> Result<Json<TenantStateEntry>, ApiError> {
     let tenant = tenant(kind, id)?;
+    // One change of a tenant's state at a time, so that the worker is told
+    // in the order the store took them.
+    let _turn = state.state_turns.turn(&tenant).await;
     state.store.put_tenant_state(&tenant, &new).await?;
-    // The owning worker applies it to the next event; if it is down now, it
-    // reloads every state of its shard when it reconnects.
     let worker = shard::worker_for(&tenant, state.workers);
-    let _ = state.hub.send(
-        worker,
-        &ServerMessage::TenantStateChanged {
-            tenant: tenant.clone(),
-            state: Some(new.clone()),
-        },
-    );
+    // A worker that is not connected loads every state of its shard when
+    // it connects (the store has this one already); a connected one is told
+    // and must confirm, or the answer says it was not.
+    if state.hub.is_connected(worker) {
+        let told = state
+            .hub
+            .request(worker, STATE_ACK, |req_id| {
+                ServerMessage::TenantStateChanged {
+                    req_id: Some(req_id),
+                    tenant: tenant.clone(),
+                    state: Some(new.clone()),
+                }
+            })
+            .await;
+        match told {
+            Ok(_) | Err(HubError::WorkerUnavailable { .. } | HubError::UnknownWorker(_)) => {}
+            Err(e) => {
+                let e = ApiError::from(e);
+                return Err(e.with_message(|m| {
+                    format!("the state is stored, but worker {worker} did not confirm it ({m}); PUT it again")
+                }));
+            }
+        }
+    }
     Ok(Json(TenantStateEntry { tenant, state: new }))
 }

@@ -5,6 +5,7 @@
 
 use super::{DisconnectReason, Hub, HubError, HubEvent};
 use crate::mesophyll::auth::Credentials;
+use crate::mesophyll::budget::ByteBudget;
 use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
 use crate::mesophyll::correlation::Correlation;
 use crate::mesophyll::message::{ClientMessage, LoadFigures, PROTOCOL_VERSION, ServerMessage};
@@ -26,6 +27,7 @@ pub(super) struct Connection {
     pub(super) serial: u64,
     pub(super) worker: u32,
     outbound: mpsc::Sender<Vec<u8>>,
+    queued: Arc<ByteBudget>,
     pub(super) pending: Arc<Correlation>,
     opened: Instant,
     last_frame_ms: AtomicU64,
@@ -45,12 +47,19 @@ impl Connection {
     }
 
     pub(super) fn enqueue(&self, frame: Vec<u8>) -> Result<(), HubError> {
-        self.outbound.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => HubError::Overloaded(self.worker),
-            mpsc::error::TrySendError::Closed(_) => HubError::WorkerUnavailable {
-                worker: self.worker,
-                reason: "connection closing".into(),
-            },
+        let len = frame.len();
+        if !self.queued.try_take(len) {
+            return Err(HubError::Overloaded(self.worker));
+        }
+        self.outbound.try_send(frame).map_err(|e| {
+            self.queued.give_back(len);
+            match e {
+                mpsc::error::TrySendError::Full(_) => HubError::Overloaded(self.worker),
+                mpsc::error::TrySendError::Closed(_) => HubError::WorkerUnavailable {
+                    worker: self.worker,
+                    reason: "connection closing".into(),
+                },
+            }
         })
     }
 }
@@ -61,10 +70,12 @@ impl Hub {
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
         let (outbound, mut queue) = mpsc::channel::<Vec<u8>>(self.config.send_queue);
         let (close, mut closed) = watch::channel(None);
+        let queued = Arc::new(ByteBudget::new(self.config.send_queue_bytes));
         let conn = Arc::new(Connection {
             serial,
             worker,
             outbound,
+            queued: Arc::clone(&queued),
             pending: Correlation::new(),
             opened: Instant::now(),
             last_frame_ms: AtomicU64::new(0),
@@ -102,7 +113,10 @@ impl Hub {
         let (mut sink, mut stream) = socket.split();
         let writer = tokio::spawn(async move {
             while let Some(frame) = queue.recv().await {
-                let to_message = |f: Vec<u8>| Batched::Frame(Message::Binary(f.into()));
+                let to_message = |f: Vec<u8>| {
+                    queued.give_back(f.len());
+                    Batched::Frame(Message::Binary(f.into()))
+                };
                 if write_batch(&mut sink, frame, || queue.try_recv().ok(), to_message)
                     .await
                     .is_err()

@@ -8,7 +8,8 @@
 //! constant time. Nothing about the token is ever logged.
 //!
 //! Per connection:
-//! - a bounded outbound queue ([`HubConfig::send_queue`]); a full queue makes
+//! - an outbound queue bounded in frames and bytes ([`HubConfig::send_queue`],
+//!   [`HubConfig::send_queue_bytes`]); a full queue makes
 //!   the request fail at once with [`HubError::Overloaded`];
 //! - a [`Correlation`] table; when the connection ends, for whatever reason,
 //!   every request pending on it fails at once;
@@ -64,6 +65,9 @@ pub struct HubConfig {
     pub heartbeat_timeout: Duration,
     /// Frames queued for one worker before requests answer "overloaded".
     pub send_queue: usize,
+    /// Bytes of frames queued for one worker before requests answer
+    /// "overloaded".
+    pub send_queue_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -72,6 +76,7 @@ impl Default for HubConfig {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(5),
             send_queue: 4096,
+            send_queue_bytes: 64 * 1024 * 1024,
         }
     }
 }
