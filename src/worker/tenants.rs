@@ -286,12 +286,7 @@ impl Tenants {
             let serial = self.serials.fetch_add(1, Ordering::Relaxed);
             let last_used = Arc::new(AtomicU64::new(self.tick()));
             let busy = Arc::new(AtomicBool::new(false));
-            let turn = Arc::clone(
-                self.turns
-                    .entry(tenant.clone())
-                    .or_insert_with(Default::default)
-                    .value(),
-            );
+            let turn = Arc::clone(self.turns.entry(tenant.clone()).or_default().value());
             tokio::spawn(Arc::clone(self).actor(
                 tenant.clone(),
                 serial,
