@@ -11,7 +11,7 @@
 
 use crate::master::registry::Registry;
 use crate::master::shard;
-use crate::master::store::{GlobalDelete, Store, StoreError};
+use crate::master::store::{self, GlobalDelete, Store, StoreError};
 use crate::mesophyll::auth::{Credentials, Refusal};
 use crate::mesophyll::db::{
     DEFAULT_FIND_LIMIT, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, MAX_DB_BODY_BYTES,
@@ -214,7 +214,11 @@ async fn catalogue(
     headers: HeaderMap,
 ) -> Result<Response, EndpointError> {
     caller(&state, &headers)?;
-    Ok(ok(&state.registry.snapshot()?))
+    let registry = Arc::clone(&state.registry);
+    let snapshot = tokio::task::spawn_blocking(move || registry.snapshot())
+        .await
+        .map_err(|e| StoreError::Backend(format!("registry task: {e}")))??;
+    Ok(ok(&snapshot))
 }
 
 async fn tenant_states(
@@ -222,12 +226,11 @@ async fn tenant_states(
     headers: HeaderMap,
 ) -> Result<Response, EndpointError> {
     let id = caller(&state, &headers)?;
-    let mine: Vec<TenantStateEntry> = state
-        .store
-        .tenant_states()?
-        .into_iter()
-        .filter(|e| shard::worker_for(&e.tenant, state.workers) == id)
-        .collect();
+    let workers = state.workers;
+    let mine: Vec<TenantStateEntry> = store::blocking(&state.store, move |s| {
+        s.tenant_states(&|t| shard::worker_for(t, workers) == id)
+    })
+    .await?;
     Ok(ok(&mine))
 }
 
@@ -255,21 +258,22 @@ async fn kv(
 ) -> Result<Response, EndpointError> {
     let tenant = caller_for(&state, &headers, q)?;
     let op: KvOp = body(&bytes)?;
-    let reply = run_kv(state.store.as_ref(), &tenant, op).await?;
+    let reply = run_kv(&state.store, &tenant, op).await?;
     Ok(ok(&reply))
 }
 
 /// Runs one KV operation for `tenant` (after auth and shard checks): the
 /// DB endpoint and the REST API share it.
 pub async fn run_kv(
-    store: &dyn Store,
+    store: &Arc<dyn Store>,
     tenant: &Tenant,
     op: KvOp,
 ) -> Result<KvReply, EndpointError> {
     Ok(match op {
         KvOp::Get { scope, key } => {
             check_scope_key(&scope, &key)?;
-            KvReply::Record(store.kv_get(tenant, &scope, &key)?)
+            let tenant = tenant.clone();
+            KvReply::Record(store::blocking(store, move |s| s.kv_get(&tenant, &scope, &key)).await?)
         }
         KvOp::Set { scope, key, value } => {
             check_scope_key(&scope, &key)?;
@@ -292,33 +296,42 @@ pub async fn run_kv(
         } => {
             check_scope_key(&scope, "-")?;
             let limit = limit.unwrap_or(DEFAULT_FIND_LIMIT).clamp(1, MAX_FIND_LIMIT) as usize;
-            let mut records = Vec::new();
-            let mut more = false;
-            store.kv_scan(
-                tenant,
-                &scope,
-                &like_prefix(&pattern),
-                after.as_deref(),
-                &mut |r| {
-                    if !like(&pattern, &r.key) {
-                        return true;
-                    }
-                    if records.len() == limit {
-                        more = true;
-                        return false;
-                    }
-                    records.push(r);
-                    true
-                },
-            )?;
-            let next = if more {
-                records.last().map(|r| r.key.clone())
-            } else {
-                None
-            };
-            KvReply::Found { records, next }
+            let tenant = tenant.clone();
+            // A pattern with no literal prefix scans the whole scope: off
+            // the async threads.
+            store::blocking(store, move |s| {
+                let mut records = Vec::new();
+                let mut more = false;
+                s.kv_scan(
+                    &tenant,
+                    &scope,
+                    &like_prefix(&pattern),
+                    after.as_deref(),
+                    &mut |r| {
+                        if !like(&pattern, &r.key) {
+                            return true;
+                        }
+                        if records.len() == limit {
+                            more = true;
+                            return false;
+                        }
+                        records.push(r);
+                        true
+                    },
+                )?;
+                let next = if more {
+                    records.last().map(|r| r.key.clone())
+                } else {
+                    None
+                };
+                Ok(KvReply::Found { records, next })
+            })
+            .await?
         }
-        KvOp::ListScopes {} => KvReply::Scopes(store.kv_scopes(tenant)?),
+        KvOp::ListScopes {} => {
+            let tenant = tenant.clone();
+            KvReply::Scopes(store::blocking(store, move |s| s.kv_scopes(&tenant)).await?)
+        }
     })
 }
 
@@ -335,20 +348,25 @@ async fn public_global(
             version,
             scope,
         } => GlobalReply::Entry(
-            state
-                .store
-                .global_get(&scope, &key, version)?
+            store::blocking(&state.store, move |s| s.global_get(&scope, &key, version))
+                .await?
                 .filter(|e| e.public),
         ),
         PublicGlobalOp::Find { scope, query } => {
-            let mut out = Vec::new();
-            state.store.global_scan(&scope, &mut |e| {
-                if e.public && e.key.contains(&query) {
-                    out.push(e);
-                }
-                out.len() < MAX_FIND_LIMIT as usize
-            })?;
-            GlobalReply::Entries(out)
+            // A substring search reads the whole scope: off the async threads.
+            GlobalReply::Entries(
+                store::blocking(&state.store, move |s| {
+                    let mut out = Vec::new();
+                    s.global_scan(&scope, &mut |e| {
+                        if e.public && e.key.contains(&query) {
+                            out.push(e);
+                        }
+                        out.len() < MAX_FIND_LIMIT as usize
+                    })?;
+                    Ok(out)
+                })
+                .await?,
+            )
         }
     };
     Ok(ok(&reply))
@@ -397,4 +415,43 @@ async fn global(
         },
     };
     Ok(ok(&reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::store::SledStore;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_find_that_scans_a_whole_scope_leaves_the_async_thread_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled = SledStore::open(&dir.path().join("store")).unwrap();
+        let tenant = Tenant::new("user", "1");
+        sled.fill(&tenant, "big", 60_000);
+        let store: Arc<dyn Store> = Arc::new(sled);
+        let find = {
+            let (store, tenant) = (Arc::clone(&store), tenant.clone());
+            tokio::spawn(async move {
+                let op = KvOp::Find {
+                    scope: "big".into(),
+                    pattern: "%no such key%".into(),
+                    limit: None,
+                    after: None,
+                };
+                run_kv(&store, &tenant, op).await.unwrap();
+                Instant::now()
+            })
+        };
+        // One thread for both: the ticks can only end first if the scan
+        // runs elsewhere.
+        let ticks = tokio::spawn(async {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Instant::now()
+        });
+        let (found_at, ticked_at) = (find.await.unwrap(), ticks.await.unwrap());
+        assert!(ticked_at < found_at, "the scan held the async thread");
+    }
 }

@@ -3,6 +3,8 @@
 
 use super::extract::Payload;
 use super::{ApiError, ApiState};
+use crate::master::registry::Registry;
+use crate::master::store::StoreError;
 use crate::mesophyll::message::ServerMessage;
 use crate::rest::{Changed, FilterList, PluginList, PluginUpload};
 use axum::Json;
@@ -14,7 +16,8 @@ pub(super) async fn list_plugins(
 ) -> Result<Json<PluginList>, ApiError> {
     Ok(Json(PluginList {
         revision: state.registry.revision(),
-        plugins: state.registry.plugins()?,
+        // Listing compiles every plugin's Luau: off the async threads.
+        plugins: off_thread(&state, |r| r.plugins()).await?,
     }))
 }
 
@@ -23,8 +26,19 @@ pub(super) async fn list_filters(
 ) -> Result<Json<FilterList>, ApiError> {
     Ok(Json(FilterList {
         revision: state.registry.revision(),
-        filters: state.registry.filters()?,
+        filters: off_thread(&state, |r| r.filters()).await?,
     }))
+}
+
+/// Runs a registry read on a blocking thread.
+async fn off_thread<T: Send + 'static>(
+    state: &ApiState,
+    f: impl FnOnce(&Registry) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let registry = Arc::clone(&state.registry);
+    Ok(tokio::task::spawn_blocking(move || f(&registry))
+        .await
+        .map_err(|e| StoreError::Backend(format!("registry task: {e}")))??)
 }
 
 /// Tells every worker about a new catalogue revision.

@@ -32,7 +32,7 @@ pub(super) async fn find_kv(
         limit: q.limit,
         after: q.after,
     };
-    match db::run_kv(state.store.as_ref(), &tenant, op).await? {
+    match db::run_kv(&state.store, &tenant, op).await? {
         KvReply::Found { records, next } => Ok(Json(KvPage { records, next })),
         _ => unreachable!("Find answers Found"),
     }
@@ -44,7 +44,7 @@ pub(super) async fn get_kv(
 ) -> Result<Json<KvRecord>, ApiError> {
     let tenant = tenant(kind, id)?;
     match db::run_kv(
-        state.store.as_ref(),
+        &state.store,
         &tenant,
         KvOp::Get {
             scope: scope.clone(),
@@ -68,13 +68,7 @@ pub(super) async fn put_kv(
     Payload(value): Payload<serde_json::Value>,
 ) -> Result<Json<KvRecord>, ApiError> {
     let tenant = tenant(kind, id)?;
-    match db::run_kv(
-        state.store.as_ref(),
-        &tenant,
-        KvOp::Set { scope, key, value },
-    )
-    .await?
-    {
+    match db::run_kv(&state.store, &tenant, KvOp::Set { scope, key, value }).await? {
         KvReply::Stored(r) => Ok(Json(r)),
         _ => unreachable!("Set answers Stored"),
     }
@@ -85,7 +79,7 @@ pub(super) async fn delete_kv(
     Path((kind, id, scope, key)): Path<(String, String, String, String)>,
 ) -> Result<Json<Deleted>, ApiError> {
     let tenant = tenant(kind, id)?;
-    match db::run_kv(state.store.as_ref(), &tenant, KvOp::Delete { scope, key }).await? {
+    match db::run_kv(&state.store, &tenant, KvOp::Delete { scope, key }).await? {
         KvReply::Deleted(deleted) => Ok(Json(Deleted { deleted })),
         _ => unreachable!("Delete answers Deleted"),
     }

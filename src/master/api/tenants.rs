@@ -4,7 +4,7 @@
 
 use super::extract::{Payload, tenant, timeout};
 use super::{ApiError, ApiState};
-use crate::master::shard;
+use crate::master::{shard, store};
 use crate::mesophyll::db::TenantStateEntry;
 use crate::mesophyll::hub::HubError;
 use crate::mesophyll::message::{Event, PluginOutcome, ServerMessage, TenantState};
@@ -138,7 +138,12 @@ pub(super) async fn get_state(
     Path((kind, id)): Path<(String, String)>,
 ) -> Result<Json<TenantStateEntry>, ApiError> {
     let tenant = tenant(kind, id)?;
-    let current = state.store.tenant_state(&tenant)?.unwrap_or_default();
+    let current = {
+        let tenant = tenant.clone();
+        store::blocking(&state.store, move |s| s.tenant_state(&tenant))
+            .await?
+            .unwrap_or_default()
+    };
     Ok(Json(TenantStateEntry {
         tenant,
         state: current,

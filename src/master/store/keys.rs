@@ -21,6 +21,37 @@ pub fn push_part(buf: &mut Vec<u8>, part: &[u8]) {
     buf.extend_from_slice(&[0, 1]);
 }
 
+/// The parts of a key made by [`key_of`]; `None` for bytes that are not
+/// such a key.
+pub fn split(key: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut parts = Vec::new();
+    let mut part = Vec::new();
+    let mut bytes = key.iter().copied();
+    while let Some(b) = bytes.next() {
+        if b != 0 {
+            part.push(b);
+            continue;
+        }
+        match bytes.next()? {
+            0xff => part.push(0),
+            1 => parts.push(std::mem::take(&mut part)),
+            _ => return None,
+        }
+    }
+    part.is_empty().then_some(parts)
+}
+
+/// The tenant a `tenant_states` key names.
+pub fn tenant_of(key: &[u8]) -> Option<Tenant> {
+    match split(key)?.as_slice() {
+        [kind, id] => Some(Tenant::new(
+            String::from_utf8(kind.clone()).ok()?,
+            String::from_utf8(id.clone()).ok()?,
+        )),
+        _ => None,
+    }
+}
+
 /// `parts`, each encoded and terminated.
 pub fn key_of(parts: &[&[u8]]) -> Vec<u8> {
     let mut buf = Vec::new();
@@ -88,6 +119,18 @@ mod tests {
         let other = Tenant::new("user", "10");
         assert!(kv_key(&t, "s", "k").starts_with(&tenant_prefix(&t)));
         assert!(!kv_key(&other, "s", "k").starts_with(&tenant_prefix(&t)));
+    }
+
+    #[test]
+    fn keys_split_back_into_their_parts() {
+        let t = Tenant::new("gu\0ild", "7");
+        assert_eq!(tenant_of(&tenant_prefix(&t)), Some(t));
+        assert_eq!(
+            split(&key_of(&[b"a", b"", b"\0\x01"])),
+            Some(vec![b"a".to_vec(), vec![], b"\0\x01".to_vec()])
+        );
+        assert_eq!(split(b"abc"), None);
+        assert_eq!(split(&[b'a', 0, 7]), None);
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
 use crate::mesophyll::message::{Tenant, TenantState};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// A store failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -47,6 +48,20 @@ pub enum StoreError {
     /// The entry exists already (global KV create).
     #[error("{0} exists already")]
     Exists(String),
+}
+
+/// Runs the store's synchronous work `f` on a blocking thread: a scan of a
+/// whole scope, or a decode of many records, must not hold an async thread
+/// (and every request queued behind it).
+pub async fn blocking<T, F>(store: &Arc<dyn Store>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task: {e}")))?
 }
 
 /// What an owner's delete of a global entry did.
@@ -63,8 +78,9 @@ pub enum GlobalDelete {
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// What the DB endpoints and the REST API need of a store. Reads are
-/// synchronous (they never wait on disk for long); writes are futures that
-/// complete once the write is durable.
+/// synchronous, to be called through [`blocking`] (a scan can take long);
+/// writes are futures that complete once the write is durable, and do
+/// their own synchronous part off the async threads.
 pub trait Store: Send + Sync + 'static {
     /// One KV record.
     fn kv_get(
@@ -103,8 +119,12 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant's scopes, sorted.
     fn kv_scopes(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
 
-    /// Every tenant state.
-    fn tenant_states(&self) -> Result<Vec<TenantStateEntry>, StoreError>;
+    /// The states of the tenants `keep` wants (a worker's shard): the
+    /// others are not even decoded.
+    fn tenant_states(
+        &self,
+        keep: &dyn Fn(&Tenant) -> bool,
+    ) -> Result<Vec<TenantStateEntry>, StoreError>;
     /// One tenant's state.
     fn tenant_state(&self, tenant: &Tenant) -> Result<Option<TenantState>, StoreError>;
     /// Upserts one tenant's state.

@@ -3,7 +3,7 @@
 
 use super::commit::GroupCommit;
 use super::keys::{
-    decode, encode, global_key, key_of, kv_key, prefix_end, push_part, tenant_prefix,
+    decode, encode, global_key, key_of, kv_key, prefix_end, push_part, tenant_of, tenant_prefix,
 };
 use super::{GlobalDelete, Store, StoreError, StoreFuture};
 use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
@@ -18,7 +18,6 @@ impl From<sled::Error> for StoreError {
 
 /// The sled backend.
 pub struct SledStore {
-    db: sled::Db,
     kv: sled::Tree,
     global: sled::Tree,
     states: sled::Tree,
@@ -48,13 +47,33 @@ impl SledStore {
             Ok(())
         });
         Ok(SledStore {
-            db,
             kv,
             global,
             states,
             catalogue,
             commit,
         })
+    }
+}
+
+impl SledStore {
+    /// Writes `n` records `key-<i>` in `scope` at once, flushed once: for
+    /// tests that need a large scope.
+    #[cfg(test)]
+    pub(crate) fn fill(&self, tenant: &Tenant, scope: &str, n: usize) {
+        let mut batch = sled::Batch::default();
+        for i in 0..n {
+            let key = format!("key-{i:08}");
+            let record = KvRecord {
+                scope: scope.to_owned(),
+                key: key.clone(),
+                value: serde_json::Value::from(i),
+                created_at: 0,
+                updated_at: 0,
+            };
+            batch.insert(kv_key(tenant, scope, &key), encode(&record));
+        }
+        self.kv.apply_batch(batch).unwrap();
     }
 }
 
@@ -89,20 +108,23 @@ impl Store for SledStore {
                 updated_at: now,
             };
             // Keep created_at across updates without a read-modify-write
-            // race: compare-and-swap until our write lands.
-            let mut current = self.kv.get(&k)?;
-            loop {
-                if let Some(old) = &current {
-                    record.created_at = decode::<KvRecord>(old)?.created_at;
+            // race: compare-and-swap until our write lands, on a blocking
+            // thread (under contention the loop turns more than once).
+            let tree = self.kv.clone();
+            let record = tokio::task::spawn_blocking(move || {
+                let mut current = tree.get(&k)?;
+                loop {
+                    if let Some(old) = &current {
+                        record.created_at = decode::<KvRecord>(old)?.created_at;
+                    }
+                    match tree.compare_and_swap(&k, current.as_ref(), Some(encode(&record)))? {
+                        Ok(()) => return Ok::<_, StoreError>(record),
+                        Err(e) => current = e.current,
+                    }
                 }
-                match self
-                    .kv
-                    .compare_and_swap(&k, current.as_ref(), Some(encode(&record)))?
-                {
-                    Ok(()) => break,
-                    Err(e) => current = e.current,
-                }
-            }
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task: {e}")))??;
             self.commit.durable().await?;
             Ok(record)
         })
@@ -188,8 +210,20 @@ impl Store for SledStore {
         Ok(scopes)
     }
 
-    fn tenant_states(&self) -> Result<Vec<TenantStateEntry>, StoreError> {
-        self.states.iter().values().map(|v| decode(&v?)).collect()
+    fn tenant_states(
+        &self,
+        keep: &dyn Fn(&Tenant) -> bool,
+    ) -> Result<Vec<TenantStateEntry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.states.iter() {
+            let (k, v) = item?;
+            let tenant = tenant_of(&k)
+                .ok_or_else(|| StoreError::Corrupt(format!("tenant state key {k:?}")))?;
+            if keep(&tenant) {
+                out.push(decode(&v)?);
+            }
+        }
+        Ok(out)
     }
 
     fn tenant_state(&self, tenant: &Tenant) -> Result<Option<TenantState>, StoreError> {
@@ -320,12 +354,6 @@ impl SledStore {
                 Ok((String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
             })
             .collect()
-    }
-}
-
-impl Drop for SledStore {
-    fn drop(&mut self) {
-        let _ = self.db.flush();
     }
 }
 
@@ -471,6 +499,17 @@ mod tests {
         };
         s.put_tenant_state(&t, &state).await.unwrap();
         assert_eq!(s.tenant_state(&t).unwrap(), Some(state.clone()));
-        assert_eq!(s.tenant_states().unwrap()[0].state, state);
+        assert_eq!(s.tenant_states(&|_| true).unwrap()[0].state, state);
+        // Another shard's record is not even decoded: a corrupt one there
+        // does not fail this shard's load.
+        s.states
+            .insert(
+                tenant_prefix(&Tenant::new("guild", "2")),
+                b"\xc1 not msgpack".to_vec(),
+            )
+            .unwrap();
+        assert!(s.tenant_states(&|_| true).is_err());
+        let mine = s.tenant_states(&|x| *x == t).unwrap();
+        assert_eq!(mine.len(), 1);
     }
 }
