@@ -29,7 +29,7 @@
 use crate::catalogue::plugin::Plugin;
 use crate::mesophyll::message::{ErrorKind, Event, RemoteError, Tenant};
 use crate::worker::services::Services;
-use crate::worker::watchdog::{Clock, DeadlineExceeded};
+use crate::worker::watchdog::{Clock, DeadlineExceeded, track_user_coroutines};
 use crate::worker::{host, kv};
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, StdLib, Table};
@@ -115,6 +115,7 @@ impl Vm {
             globals.raw_set(name, mlua::Nil)?;
         }
         let clock = Clock::new();
+        track_user_coroutines(&lua, &clock)?;
         host::install(&lua, tenant, &clock, services)?;
         kv::install(&lua, tenant, &clock, services.db.as_ref())?;
 
@@ -476,5 +477,45 @@ mod tests {
             );
         }
         assert_eq!(run(&mut vm, "return 1", 1000).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_long_loop_in_a_user_coroutine_is_not_cut_short_by_the_watchdog() {
+        let mut vm = vm();
+        // Longer than a watchdog slice, shorter than the deadline: the
+        // coroutine must run to its end, not be yielded out of by the
+        // watchdog's "give the thread back" request.
+        let code = "
+            local function work()
+                local x = 0
+                local t = os.clock()
+                while os.clock() - t < 0.05 do x += 1 end
+                return 'done'
+            end
+            local wrapped = coroutine.wrap(work)()
+            local ok, resumed = coroutine.resume(coroutine.create(work))
+            return { wrapped, ok, resumed }
+        ";
+        assert_eq!(
+            run(&mut vm, code, 2000).await.unwrap(),
+            serde_json::json!(["done", true, "done"])
+        );
+        // Yields the script asks for still work, and runaways still end.
+        let code = "
+            local co = coroutine.wrap(function() coroutine.yield(1) return 2 end)
+            return { co(), co() }
+        ";
+        assert_eq!(
+            run(&mut vm, code, 1000).await.unwrap(),
+            serde_json::json!([1, 2])
+        );
+        let err = run(
+            &mut vm,
+            "coroutine.wrap(function() while true do end end)()",
+            200,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
     }
 }

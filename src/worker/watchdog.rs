@@ -10,7 +10,7 @@
 
 use mlua::VmState;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -31,6 +31,8 @@ pub struct DeadlineExceeded;
 #[derive(Debug)]
 pub struct Clock {
     flag: AtomicU8,
+    /// How deep the running call is in coroutines it resumed itself.
+    in_user_coroutines: AtomicU32,
     deadline: Mutex<Instant>,
 }
 
@@ -38,6 +40,7 @@ impl Clock {
     pub(super) fn new() -> Arc<Self> {
         Arc::new(Clock {
             flag: AtomicU8::new(RUN),
+            in_user_coroutines: AtomicU32::new(0),
             deadline: Mutex::new(Instant::now()),
         })
     }
@@ -58,6 +61,7 @@ impl Clock {
     pub(super) fn arm(self: &Arc<Self>, deadline: Instant) -> Armed {
         *self.deadline.lock().unwrap() = deadline;
         self.flag.store(RUN, Ordering::Relaxed);
+        self.in_user_coroutines.store(0, Ordering::Relaxed);
         Watchdog::get().arm(Arc::clone(self))
     }
 
@@ -69,6 +73,12 @@ impl Clock {
             RUN => Ok(VmState::Continue),
             YIELD => {
                 self.flag.store(RUN, Ordering::Relaxed);
+                // Inside a coroutine the script resumed, a yield would
+                // return to the script, not to tokio: the coroutine would
+                // seem to end early. Go on; the deadline still holds.
+                if self.in_user_coroutines.load(Ordering::Relaxed) > 0 {
+                    return Ok(VmState::Continue);
+                }
                 Ok(VmState::Yield)
             }
             _ => Err(mlua::Error::external(DeadlineExceeded)),
@@ -85,6 +95,52 @@ impl Clock {
                 .compare_exchange(RUN, YIELD, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
+}
+
+/// Replaces `coroutine.resume` and `coroutine.wrap` with versions that
+/// tell `clock` when the script runs inside a coroutine of its own, so that
+/// the watchdog's yield requests are not taken as the coroutine's yields.
+/// Call before the globals are frozen.
+pub(super) fn track_user_coroutines(lua: &mlua::Lua, clock: &Arc<Clock>) -> mlua::Result<()> {
+    let (inside, outside) = (Arc::clone(clock), Arc::clone(clock));
+    let enter = lua.create_function(move |_, ()| {
+        inside.in_user_coroutines.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    })?;
+    let leave = lua.create_function(move |_, ()| {
+        let _ =
+            outside
+                .in_user_coroutines
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        Ok(())
+    })?;
+    lua.load(
+        r#"
+        local enter, leave = ...
+        local create, native_resume = coroutine.create, coroutine.resume
+        local pack, unpack = table.pack, table.unpack
+        local function resume(co, ...)
+            enter()
+            local r = pack(native_resume(co, ...))
+            leave()
+            return unpack(r, 1, r.n)
+        end
+        coroutine.resume = resume
+        coroutine.wrap = function(f)
+            local co = create(f)
+            return function(...)
+                local r = pack(resume(co, ...))
+                if r[1] then
+                    return unpack(r, 2, r.n)
+                end
+                error(r[2], 0)
+            end
+        end
+        "#,
+    )
+    .set_name("=meshplay")
+    .set_mode(mlua::chunk::ChunkMode::Text)
+    .call::<()>((enter, leave))
 }
 
 /// The process-wide watchdog: one OS thread that ticks every armed clock
