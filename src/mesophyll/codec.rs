@@ -233,3 +233,141 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Round trips of arbitrary messages, and arbitrary bytes decoded
+    //! without a panic (the fuzz targets in `fuzz/` go further).
+
+    use super::*;
+    use crate::mesophyll::message::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn tenant() -> impl Strategy<Value = Tenant> {
+        (".{0,16}", ".{0,16}").prop_map(|(k, i)| Tenant::new(k, i))
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        (".{0,16}", json()).prop_map(|(name, data)| Event { name, data })
+    }
+
+    fn kind() -> impl Strategy<Value = ErrorKind> {
+        prop_oneof![
+            Just(ErrorKind::Timeout),
+            Just(ErrorKind::Memory),
+            Just(ErrorKind::Runtime),
+            Just(ErrorKind::Overloaded),
+            Just(ErrorKind::Unavailable),
+            Just(ErrorKind::TooLarge),
+        ]
+    }
+
+    fn server_message() -> impl Strategy<Value = ServerMessage> {
+        prop_oneof![
+            (any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(p, w, i, t)| {
+                ServerMessage::Hello {
+                    protocol: p,
+                    worker_id: w,
+                    heartbeat_interval_ms: i,
+                    heartbeat_timeout_ms: t,
+                }
+            }),
+            (any::<Option<u64>>(), tenant(), event(), any::<u64>()).prop_map(|(r, t, e, d)| {
+                ServerMessage::DispatchEvent {
+                    req_id: r,
+                    tenant: t,
+                    event: e,
+                    deadline_ms: d,
+                }
+            }),
+            (any::<u64>(), tenant(), ".{0,8}", ".{0,64}", event(), any::<u64>()).prop_map(
+                |(r, t, name, code, e, d)| ServerMessage::RunScript {
+                    req_id: r,
+                    tenant: t,
+                    name,
+                    code,
+                    event: e,
+                    deadline_ms: d,
+                }
+            ),
+            (any::<u64>(), tenant())
+                .prop_map(|(r, t)| ServerMessage::DropTenant { req_id: r, tenant: t }),
+            (any::<Option<u64>>(), tenant(), proptest::option::of(json())).prop_map(
+                |(r, t, data)| ServerMessage::TenantStateChanged {
+                    req_id: r,
+                    tenant: t,
+                    state: data.map(|data| TenantState {
+                        data,
+                        ..TenantState::default()
+                    }),
+                }
+            ),
+            any::<u64>().prop_map(|r| ServerMessage::PluginsChanged { revision: r }),
+            any::<u64>().prop_map(|g| ServerMessage::Shutdown { grace_ms: g }),
+        ]
+    }
+
+    fn client_message() -> impl Strategy<Value = ClientMessage> {
+        prop_oneof![
+            (any::<u64>(), json()).prop_map(|(r, v)| ClientMessage::DispatchResponse {
+                req_id: r,
+                result: Ok(v),
+            }),
+            (any::<u64>(), kind(), ".{0,32}").prop_map(|(r, k, m)| {
+                ClientMessage::DispatchResponse {
+                    req_id: r,
+                    result: Err(RemoteError::new(k, m)),
+                }
+            }),
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(i, v, r, b)| {
+                ClientMessage::Heartbeat {
+                    in_flight: i,
+                    vms: v,
+                    rss_bytes: r,
+                    bad_frames: b,
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn server_messages_round_trip(msg in server_message()) {
+            let bytes = encode(&msg).unwrap();
+            prop_assert_eq!(decode::<ServerMessage>(&bytes).unwrap(), msg);
+        }
+
+        #[test]
+        fn client_messages_round_trip(msg in client_message()) {
+            let bytes = encode(&msg).unwrap();
+            prop_assert_eq!(decode::<ClientMessage>(&bytes).unwrap(), msg);
+        }
+
+        #[test]
+        fn any_bytes_decode_to_a_message_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<ServerMessage>(&bytes);
+            let _ = decode::<ClientMessage>(&bytes);
+        }
+    }
+}

@@ -111,13 +111,20 @@ impl FilterEngine {
         memory
             .read(&store, out_ptr as usize, &mut out)
             .map_err(|_| FilterError::Failed("verdict out of bounds".into()))?;
-        match rmp_serde::from_slice::<Verdict>(&out) {
-            Ok(v) => Ok(v),
-            Err(e) => match rmp_serde::from_slice::<GuestError>(&out) {
-                Ok(GuestError::Error { message }) => Err(FilterError::Failed(message)),
-                Err(_) => Err(FilterError::Failed(format!("not a verdict: {e}"))),
-            },
-        }
+        decode_verdict(&out)
+    }
+}
+
+/// A filter's answer, as it left the guest's memory: a verdict, the guest's
+/// own error report, or something else ([`FilterError::Failed`] in both
+/// latter cases). Never panics, whatever the bytes.
+pub fn decode_verdict(bytes: &[u8]) -> Result<Verdict, FilterError> {
+    match rmp_serde::from_slice::<Verdict>(bytes) {
+        Ok(v) => Ok(v),
+        Err(e) => match rmp_serde::from_slice::<GuestError>(bytes) {
+            Ok(GuestError::Error { message }) => Err(FilterError::Failed(message)),
+            Err(_) => Err(FilterError::Failed(format!("not a verdict: {e}"))),
+        },
     }
 }
 
