@@ -24,7 +24,7 @@
 
 #[cfg(feature = "server")]
 pub mod bench;
-#[cfg(feature = "server")]
+#[cfg(feature = "catalogue")]
 pub mod catalogue;
 #[cfg(feature = "server")]
 pub mod cli;

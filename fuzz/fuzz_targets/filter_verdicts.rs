@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshplay::worker::filters::call::decode_verdict;
+use meshplay::catalogue::abi::decode_verdict;
 
 fuzz_target!(|bytes: &[u8]| {
     let _ = decode_verdict(bytes);

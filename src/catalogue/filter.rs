@@ -12,8 +12,10 @@
 //! module. Errors are one line, fit for an API answer.
 
 use sha2::{Digest, Sha256};
+#[cfg(feature = "server")]
 use wasmtime::{Engine, ExternType, Module, ValType};
 
+#[cfg(feature = "server")]
 /// Why a module is not a filter this host can run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModuleError {
@@ -25,6 +27,7 @@ pub enum ModuleError {
     Abi(String),
 }
 
+#[cfg(feature = "server")]
 /// Checks uploads without running them: a plain wasmtime engine that only
 /// compiles. Cheap to clone.
 #[derive(Clone, Default)]
@@ -32,6 +35,7 @@ pub struct ModuleChecker {
     engine: Engine,
 }
 
+#[cfg(feature = "server")]
 impl ModuleChecker {
     /// Checks that `bytes` are a filter this host can run.
     ///
@@ -50,6 +54,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+#[cfg(feature = "server")]
 /// Compiles `bytes`, with an error fit for one line of an API answer.
 pub fn parse(engine: &Engine, bytes: &[u8]) -> Result<Module, ModuleError> {
     if !bytes.starts_with(b"\0asm") {
@@ -67,6 +72,7 @@ pub fn parse(engine: &Engine, bytes: &[u8]) -> Result<Module, ModuleError> {
     })
 }
 
+#[cfg(feature = "server")]
 /// Checks the module's imports and exports against ABI v1.
 pub fn check_module(module: &Module) -> Result<(), ModuleError> {
     for import in module.imports() {
@@ -120,7 +126,7 @@ pub fn check_module(module: &Module) -> Result<(), ModuleError> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "server"))]
 mod tests {
     use super::*;
     use crate::fixtures::{dist, fixture};

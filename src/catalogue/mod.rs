@@ -10,11 +10,17 @@
 //! - [`plugin`]: a plugin bundle checked and compiled to Luau bytecode;
 //! - [`folder`]: plugin folders and `.wasm` files read from disk;
 //! - [`filter`]: a WebAssembly module checked against the filter ABI, and
-//!   its hash.
+//!   its hash;
+//! - [`abi`]: what a filter is handed and what it answers.
+//!
+//! The crate's `catalogue` feature builds this layer without the runtime
+//! (all but the module check, which needs wasmtime and comes with
+//! `server`): the fuzz targets use it so.
 //!
 //! Everything here is pure checking: no VM is started, no instance is made,
 //! no thread is spawned.
 
+pub mod abi;
 pub mod filter;
 pub mod folder;
 pub mod manifest;

@@ -301,18 +301,26 @@ mod properties {
                     deadline_ms: d,
                 }
             }),
-            (any::<u64>(), tenant(), ".{0,8}", ".{0,64}", event(), any::<u64>()).prop_map(
-                |(r, t, name, code, e, d)| ServerMessage::RunScript {
+            (
+                any::<u64>(),
+                tenant(),
+                ".{0,8}",
+                ".{0,64}",
+                event(),
+                any::<u64>()
+            )
+                .prop_map(|(r, t, name, code, e, d)| ServerMessage::RunScript {
                     req_id: r,
                     tenant: t,
                     name,
                     code,
                     event: e,
                     deadline_ms: d,
-                }
-            ),
-            (any::<u64>(), tenant())
-                .prop_map(|(r, t)| ServerMessage::DropTenant { req_id: r, tenant: t }),
+                }),
+            (any::<u64>(), tenant()).prop_map(|(r, t)| ServerMessage::DropTenant {
+                req_id: r,
+                tenant: t
+            }),
             (any::<Option<u64>>(), tenant(), proptest::option::of(json())).prop_map(
                 |(r, t, data)| ServerMessage::TenantStateChanged {
                     req_id: r,

@@ -3,50 +3,15 @@
 //! epoch deadline, and the verdict decoded from the instance's memory.
 
 use super::{CallState, CompiledFilter, FilterEngine, FilterError, TICK};
+use crate::catalogue::abi::decode_verdict;
+pub use crate::catalogue::abi::{FilterInput, Verdict};
 use crate::catalogue::filter::ModuleError;
-use crate::mesophyll::message::{Event, Tenant};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 /// The largest verdict a filter may return.
 const MAX_VERDICT_BYTES: u32 = 4 * 1024 * 1024;
-
-/// What a filter sees.
-#[derive(Debug, Clone, Serialize)]
-pub struct FilterInput<'a> {
-    /// Whose event.
-    pub tenant: &'a Tenant,
-    /// The event.
-    pub event: &'a Event,
-    /// The filter's configuration.
-    pub config: &'a serde_json::Value,
-}
-
-/// A filter's decision.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
-pub enum Verdict {
-    /// Go on, with the event rewritten or (`None`) as it was.
-    Continue {
-        /// The rewritten event.
-        #[serde(default)]
-        event: Option<Event>,
-    },
-    /// Stop, for this reason.
-    Reject {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// The guest's own error report, decoded beside [`Verdict`].
-#[derive(Deserialize)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
-enum GuestError {
-    Error { message: String },
-}
 
 impl FilterEngine {
     /// Runs `filter` once, in a fresh instance, within `timeout`.
@@ -111,20 +76,7 @@ impl FilterEngine {
         memory
             .read(&store, out_ptr as usize, &mut out)
             .map_err(|_| FilterError::Failed("verdict out of bounds".into()))?;
-        decode_verdict(&out)
-    }
-}
-
-/// A filter's answer, as it left the guest's memory: a verdict, the guest's
-/// own error report, or something else ([`FilterError::Failed`] in both
-/// latter cases). Never panics, whatever the bytes.
-pub fn decode_verdict(bytes: &[u8]) -> Result<Verdict, FilterError> {
-    match rmp_serde::from_slice::<Verdict>(bytes) {
-        Ok(v) => Ok(v),
-        Err(e) => match rmp_serde::from_slice::<GuestError>(bytes) {
-            Ok(GuestError::Error { message }) => Err(FilterError::Failed(message)),
-            Err(_) => Err(FilterError::Failed(format!("not a verdict: {e}"))),
-        },
+        decode_verdict(&out).map_err(FilterError::Failed)
     }
 }
 
