@@ -188,3 +188,40 @@ async fn a_wedged_workers_queue_is_bounded_in_bytes_and_state_changes_say_so() {
     assert!(err.to_string().contains("stored"), "{err}");
     common::signal(w0, libc::SIGCONT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_state_changes_leave_the_worker_with_what_the_store_has() {
+    let m = common::Master::start(common::Opts::default()).await;
+    m.wait_connected(2).await;
+    let t = common::tenants_on("user", 0, 2, 1).remove(0);
+    let subscribed = |events: &[&str]| meshplay::mesophyll::message::TenantState {
+        events: Some(events.iter().map(|e| e.to_string()).collect()),
+        ..Default::default()
+    };
+    for round in 0..20 {
+        let (a, b) = (m.client.clone(), m.client.clone());
+        let (ka, ia, kb, ib) = (t.kind.clone(), t.id.clone(), t.kind.clone(), t.id.clone());
+        let (on, off) = (subscribed(&["echo"]), subscribed(&["nothing"]));
+        let (x, y) = tokio::join!(
+            tokio::spawn(async move { a.put_tenant_state(&ka, &ia, &on).await }),
+            tokio::spawn(async move { b.put_tenant_state(&kb, &ib, &off).await }),
+        );
+        x.unwrap().unwrap();
+        y.unwrap().unwrap();
+        let stored = m.client.tenant_state(&t.kind, &t.id).await.unwrap().state;
+        let echo = m
+            .client
+            .dispatch(&t.kind, &t.id, &common::event("echo", json!(round)))
+            .await;
+        let runs = match echo {
+            Ok(_) => true,
+            Err(e) if e.code() == Some("not_subscribed") => false,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            runs,
+            stored.events == Some(vec!["echo".to_string()]),
+            "round {round}: the worker applied the changes in another order than the store"
+        );
+    }
+}

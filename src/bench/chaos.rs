@@ -412,9 +412,9 @@ async fn hang(opts: &ChaosOptions, served: &Served, report: &mut Report) -> Resu
         .map_err(|e| BenchError::Target(format!("the load task failed: {e}")))?;
     served.all_running(Duration::from_secs(30)).await?;
     report.figures.push(Figure::new("chaos/hang", &measured));
-    // The hub checks silence every quarter timeout (at most 250 ms), and the
-    // API is polled every 10 ms: that much past the timeout is on time.
-    let slack = (opts.heartbeat_timeout_ms / 4).min(250) + 100;
+    // The hub checks silence every 50 ms at most, and the API is polled
+    // every 10 ms: that much past the timeout is on time.
+    let slack = (opts.heartbeat_timeout_ms / 8).min(50) + 10;
     report.checks.push(Check {
         name: "seconds until a SIGSTOPped worker is declared dead".into(),
         value: detected.as_secs_f64(),

@@ -127,9 +127,11 @@ impl Hub {
             let _ = sink.close().await;
         });
 
-        // At least 1 ms: a zero period would panic the connection's task.
-        let check_every = (self.config.heartbeat_timeout / 4)
-            .min(Duration::from_millis(250))
+        // Silence is checked often enough that a dead worker is declared
+        // within 50 ms of its timeout (a tick per connection costs little);
+        // at least 1 ms: a zero period would panic the connection's task.
+        let check_every = (self.config.heartbeat_timeout / 8)
+            .min(Duration::from_millis(50))
             .max(Duration::from_millis(1));
         let mut ticker = tokio::time::interval(check_every);
         let reason = loop {
