@@ -234,6 +234,21 @@ impl Traffic {
         })
     }
 
+    /// Drives `plan` with this traffic in a task of its own.
+    fn start(
+        self: &Arc<Self>,
+        plan: LoadPlan,
+    ) -> tokio::task::JoinHandle<crate::bench::load::Measured> {
+        let traffic = Arc::clone(self);
+        tokio::spawn(async move {
+            drive(&plan, move |seq| {
+                let traffic = Arc::clone(&traffic);
+                async move { traffic.one(seq).await }
+            })
+            .await
+        })
+    }
+
     async fn one(&self, seq: u64) -> Result<(), String> {
         let tenant = &self.tenants[(seq % self.tenants.len() as u64) as usize];
         let req = DispatchRequest {
@@ -271,16 +286,7 @@ async fn kills(
         duration: opts.duration,
         progress: opts.progress,
     };
-    let load = {
-        let traffic = Arc::clone(&traffic);
-        tokio::spawn(async move {
-            drive(&plan, move |seq| {
-                let traffic = Arc::clone(&traffic);
-                async move { traffic.one(seq).await }
-            })
-            .await
-        })
-    };
+    let load = traffic.start(plan);
     let lost_before = served.lost_in_flight().await?;
     let started = Instant::now();
     let mut recoveries = Vec::new();
@@ -368,16 +374,7 @@ async fn hang(opts: &ChaosOptions, served: &Served, report: &mut Report) -> Resu
         duration: Duration::from_millis(opts.heartbeat_timeout_ms * 2 + 2000),
         progress: opts.progress,
     };
-    let load = {
-        let traffic = Arc::clone(&traffic);
-        tokio::spawn(async move {
-            drive(&plan, move |seq| {
-                let traffic = Arc::clone(&traffic);
-                async move { traffic.one(seq).await }
-            })
-            .await
-        })
-    };
+    let load = traffic.start(plan);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let w0 = served
         .client

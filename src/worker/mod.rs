@@ -8,6 +8,7 @@
 //! - [`vm`]: one sandboxed Luau VM, with its memory cap;
 //! - [`watchdog`]: the deadlines of Luau calls;
 //! - [`host`]: the API a script sees;
+//! - [`states`]: the tenant states (which events and plugins each runs);
 //! - [`tenants`]: one actor per tenant, so that tenants never wait on each
 //!   other.
 //!
@@ -21,6 +22,7 @@ pub mod host;
 pub mod kv;
 pub mod loaded;
 pub mod services;
+pub mod states;
 pub mod tenants;
 pub mod vm;
 pub mod watchdog;
@@ -101,8 +103,8 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     let revision = catalogue.revision;
     let services = Services::new(worker_id, Some(db.clone()), Some(engine), catalogue);
     let tenants = Tenants::new(config.tenants.clone(), Arc::clone(&services));
-    let reload = tenants.begin_reload();
-    tenants.finish_reload(reload, states);
+    let reload = tenants.states().begin_reload();
+    tenants.states().finish_reload(reload, states);
     let worker = Arc::new(Worker {
         db,
         services,
@@ -395,7 +397,7 @@ impl Handler for Worker {
                 state,
             } => {
                 tracing::debug!(%tenant, "tenant state changed");
-                self.tenants.set_state(tenant, state);
+                self.tenants.states().set(tenant, state);
                 if let Some(req_id) = req_id {
                     outbox.try_reply(req_id, Ok(serde_json::Value::Bool(true)));
                 }
@@ -438,8 +440,8 @@ impl Handler for Worker {
             match db.tenant_states(LOAD_DEADLINE).await {
                 Ok(states) => {
                     tracing::info!(tenants = states.len(), "tenant states reloaded");
-                    let reload = tenants.begin_reload();
-                    tenants.finish_reload(reload, states);
+                    let reload = tenants.states().begin_reload();
+                    tenants.states().finish_reload(reload, states);
                 }
                 Err(e) => tracing::error!("cannot reload tenant states: {e}"),
             }

@@ -17,12 +17,11 @@
 
 use crate::catalogue::manifest::OnError;
 use crate::catalogue::plugin::Plugin;
-use crate::mesophyll::db::TenantStateEntry;
-use crate::mesophyll::message::TenantState;
 use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
 use crate::worker::filters::{FilterError, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
 use crate::worker::services::Services;
+use crate::worker::states::TenantStates;
 use crate::worker::vm::{Vm, VmLimits};
 use dashmap::DashMap;
 use serde_json::Value;
@@ -92,31 +91,17 @@ struct Handle {
     busy: Arc<AtomicBool>,
 }
 
-/// Changes of tenant state that arrived while a full reload was under way,
-/// in arrival order: they are newer than the reload's snapshot may be, so
-/// they are applied again on top of it.
-#[derive(Default)]
-struct Reloads {
-    running: usize,
-    changes: Vec<(Tenant, Option<TenantState>)>,
-}
-
-/// A full reload of the tenant states, begun with [`Tenants::begin_reload`].
-#[must_use = "finish it with Tenants::finish_reload"]
-pub struct Reload(());
-
 /// The tenants of this worker.
 pub struct Tenants {
     config: TenantsConfig,
     services: Arc<Services>,
-    states: DashMap<Tenant, TenantState>,
+    states: TenantStates,
     live: DashMap<Tenant, Handle>,
     /// One turn per tenant: an actor holds its tenant's turn from its first
     /// job to its exit, so a tenant evicted (or idle-retired) while a job
     /// runs gets its next actor only after that job; jobs of one tenant
     /// never run at the same time or out of order.
     turns: DashMap<Tenant, Arc<tokio::sync::Mutex<()>>>,
-    reloads: std::sync::Mutex<Reloads>,
     serials: AtomicU64,
     vms: AtomicU64,
     /// A logical clock for LRU: bumped on every use (wall-clock time ties
@@ -130,79 +115,18 @@ impl Tenants {
         Arc::new(Tenants {
             config,
             services,
-            states: DashMap::new(),
+            states: TenantStates::default(),
             live: DashMap::new(),
             turns: DashMap::new(),
-            reloads: std::sync::Mutex::default(),
             serials: AtomicU64::new(0),
             vms: AtomicU64::new(0),
             uses: AtomicU64::new(0),
         })
     }
 
-    /// Sets (or, with `None`, clears) one tenant's state; the tenant's next
-    /// event sees it.
-    pub fn set_state(&self, tenant: Tenant, state: Option<TenantState>) {
-        {
-            let mut reloads = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
-            if reloads.running > 0 {
-                reloads.changes.push((tenant.clone(), state.clone()));
-            }
-        }
-        self.apply_state(tenant, state);
-    }
-
-    fn apply_state(&self, tenant: Tenant, state: Option<TenantState>) {
-        match state {
-            Some(s) => {
-                self.states.insert(tenant, s);
-            }
-            None => {
-                self.states.remove(&tenant);
-            }
-        }
-    }
-
-    /// One tenant's state as this worker holds it.
-    pub fn state(&self, tenant: &Tenant) -> Option<TenantState> {
-        self.states.get(tenant).map(|s| s.clone())
-    }
-
-    /// Starts a full reload: call before asking the master for every state.
-    pub fn begin_reload(&self) -> Reload {
-        self.reloads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .running += 1;
-        Reload(())
-    }
-
-    /// Ends a full reload with what the master answered (or, with `None`,
-    /// gives it up): every state becomes `entries`, then the changes that
-    /// arrived meanwhile are applied again, in order, on top.
-    pub fn finish_reload(&self, reload: Reload, entries: impl Into<Option<Vec<TenantStateEntry>>>) {
-        let Reload(()) = reload;
-        let mut reloads = self.reloads.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entries) = entries.into() {
-            self.replace_states(entries);
-            for (tenant, state) in reloads.changes.clone() {
-                self.apply_state(tenant, state);
-            }
-        }
-        reloads.running -= 1;
-        if reloads.running == 0 {
-            reloads.changes.clear();
-        }
-    }
-
-    /// Replaces every tenant state with `entries`.
-    fn replace_states(&self, entries: Vec<TenantStateEntry>) {
-        let fresh: std::collections::HashSet<Tenant> =
-            entries.iter().map(|e| e.tenant.clone()).collect();
-        self.states.retain(|t, _| fresh.contains(t));
-        for e in entries {
-            self.states.insert(e.tenant, e.state);
-        }
+    /// The tenants' states: what events and plugins each may run.
+    pub fn states(&self) -> &TenantStates {
+        &self.states
     }
 
     /// VMs alive now.
@@ -391,7 +315,7 @@ impl Tenants {
                 out
             }
             Job::Event { event, deadline } => {
-                let state = self.states.get(tenant).map(|s| s.clone());
+                let state = self.states.state(tenant);
                 if let Some(events) = state.as_ref().and_then(|s| s.events.as_ref())
                     && !events.contains(&event.name)
                 {
@@ -509,204 +433,4 @@ impl Tenants {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tenants(max: usize) -> Arc<Tenants> {
-        Tenants::new(
-            TenantsConfig {
-                max_tenants: max,
-                queue_depth: 2,
-                ..TenantsConfig::default()
-            },
-            Services::bare(),
-        )
-    }
-
-    fn script(code: &str) -> Job {
-        Job::Script {
-            name: "t".into(),
-            code: code.into(),
-            event: Event::default(),
-            deadline: Instant::now() + Duration::from_secs(5),
-        }
-    }
-
-    #[tokio::test]
-    async fn drop_gives_the_next_job_a_fresh_vm() {
-        let t = tenants(10);
-        let a = Tenant::new("u", "1");
-        t.run(a.clone(), script("x = 1")).await.unwrap();
-        assert_eq!(t.run(a.clone(), script("return x")).await.unwrap(), 1);
-        t.run(a.clone(), Job::Drop).await.unwrap();
-        assert_eq!(
-            t.run(a.clone(), script("return x")).await.unwrap(),
-            Value::Null
-        );
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_is_overloaded_at_once() {
-        let t = tenants(10);
-        let a = Tenant::new("u", "1");
-        // One job running (sleeping), two queued: the fourth is refused.
-        for _ in 0..3 {
-            t.submit_detached(a.clone(), script("time.sleep(300)"))
-                .unwrap();
-            tokio::task::yield_now().await;
-        }
-        let err = t.run(a, script("return 1")).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Overloaded);
-    }
-
-    #[tokio::test]
-    async fn past_the_cap_the_least_recently_used_tenant_is_evicted() {
-        let t = tenants(2);
-        for id in ["1", "2", "3"] {
-            t.run(Tenant::new("u", id), script("x = 1")).await.unwrap();
-        }
-        assert_eq!(t.live(), 2);
-        // Tenant 1 was evicted: its VM is fresh.
-        assert_eq!(
-            t.run(Tenant::new("u", "1"), script("return x"))
-                .await
-                .unwrap(),
-            Value::Null
-        );
-    }
-
-    #[tokio::test]
-    async fn an_event_nobody_handles_is_not_found() {
-        let t = tenants(2);
-        let err = t
-            .run(
-                Tenant::new("u", "1"),
-                Job::Event {
-                    event: Event {
-                        name: "nope".into(),
-                        data: Value::Null,
-                    },
-                    deadline: Instant::now() + Duration::from_secs(1),
-                },
-            )
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound);
-    }
-
-    fn event(name: &str, data: Value) -> Job {
-        Job::Event {
-            event: Event {
-                name: name.into(),
-                data,
-            },
-            deadline: Instant::now() + Duration::from_secs(5),
-        }
-    }
-
-    #[tokio::test]
-    async fn the_shipped_greeter_counts_members_and_explains_bad_input() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
-        let (catalogue, errors) = LoadedCatalogue::load(&dir);
-        assert!(errors.is_empty(), "{errors:?}");
-        let t = Tenants::new(
-            TenantsConfig::default(),
-            Services::new(0, None, None, catalogue),
-        );
-        let guild = Tenant::new("guild", "7");
-        let join = |name: &str| event("member_join", serde_json::json!({ "name": name }));
-        t.run(guild.clone(), join("Ada")).await.unwrap();
-        let out = t.run(guild.clone(), join("Grace")).await.unwrap();
-        let out: Vec<PluginOutcome> = serde_json::from_value(out).unwrap();
-        assert_eq!(out.len(), 1);
-        let v = out[0].result.clone().unwrap();
-        assert_eq!(v["message"], "Welcome, Grace! You are member #2 here.");
-        assert_eq!(v["by"], "greeter 1.0.0");
-
-        let out = t
-            .run(guild, event("member_join", Value::Null))
-            .await
-            .unwrap();
-        let out: Vec<PluginOutcome> = serde_json::from_value(out).unwrap();
-        let err = out[0].result.clone().unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Runtime);
-        assert!(err.message.starts_with("greeter:13:"), "{err}");
-        assert!(err.message.contains("needs data.name"), "{err}");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn evicting_a_busy_tenant_never_runs_it_twice_at_once() {
-        let t = tenants(1);
-        let a = Tenant::new("u", "a");
-        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let slow = {
-            let (t, a, order) = (Arc::clone(&t), a.clone(), Arc::clone(&order));
-            tokio::spawn(async move {
-                let r = t.run(a, script("time.sleep(300) return 1")).await;
-                order.lock().unwrap().push(1);
-                r
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // The cap is one tenant: B evicts A, whose queue is empty while its
-        // first job still runs.
-        t.run(Tenant::new("u", "b"), script("return 0"))
-            .await
-            .unwrap();
-        let second = t.run(a, script("return 2")).await;
-        order.lock().unwrap().push(2);
-        assert_eq!(slow.await.unwrap().unwrap(), 1);
-        assert_eq!(second.unwrap(), 2);
-        assert_eq!(
-            *order.lock().unwrap(),
-            [1, 2],
-            "A's second job overtook its first"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_job_that_races_an_idle_exit_is_run_not_dropped() {
-        let t = Tenants::new(
-            TenantsConfig {
-                idle_ttl: Duration::from_millis(20),
-                ..TenantsConfig::default()
-            },
-            Services::bare(),
-        );
-        let a = Tenant::new("u", "1");
-        // Many rounds of: let the actor go idle, then send just as it exits.
-        for _ in 0..50 {
-            t.run(a.clone(), script("return 1")).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let out = t.run(a.clone(), script("return 2")).await;
-            assert_eq!(out.unwrap(), 2);
-        }
-    }
-
-    #[test]
-    fn a_state_change_during_a_reload_survives_the_reload() {
-        let t = tenants(10);
-        let a = Tenant::new("u", "1");
-        let old = TenantState {
-            data: serde_json::json!("old"),
-            ..TenantState::default()
-        };
-        let new = TenantState {
-            data: serde_json::json!("new"),
-            ..TenantState::default()
-        };
-        // The worker asks for every state; before the answer lands, a newer
-        // change arrives; the answer (read before the change) must not
-        // overwrite it.
-        let reload = t.begin_reload();
-        t.set_state(a.clone(), Some(new.clone()));
-        t.finish_reload(
-            reload,
-            vec![TenantStateEntry {
-                tenant: a.clone(),
-                state: old,
-            }],
-        );
-        assert_eq!(t.state(&a), Some(new));
-    }
-}
+mod tests;

@@ -1,0 +1,204 @@
+//! Tenants against bare services and the shipped plugins: ordering,
+//! eviction, queues, state reloads.
+
+use super::*;
+use crate::mesophyll::db::TenantStateEntry;
+use crate::mesophyll::message::TenantState;
+
+fn tenants(max: usize) -> Arc<Tenants> {
+    Tenants::new(
+        TenantsConfig {
+            max_tenants: max,
+            queue_depth: 2,
+            ..TenantsConfig::default()
+        },
+        Services::bare(),
+    )
+}
+
+fn script(code: &str) -> Job {
+    Job::Script {
+        name: "t".into(),
+        code: code.into(),
+        event: Event::default(),
+        deadline: Instant::now() + Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn drop_gives_the_next_job_a_fresh_vm() {
+    let t = tenants(10);
+    let a = Tenant::new("u", "1");
+    t.run(a.clone(), script("x = 1")).await.unwrap();
+    assert_eq!(t.run(a.clone(), script("return x")).await.unwrap(), 1);
+    t.run(a.clone(), Job::Drop).await.unwrap();
+    assert_eq!(
+        t.run(a.clone(), script("return x")).await.unwrap(),
+        Value::Null
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_is_overloaded_at_once() {
+    let t = tenants(10);
+    let a = Tenant::new("u", "1");
+    // One job running (sleeping), two queued: the fourth is refused.
+    for _ in 0..3 {
+        t.submit_detached(a.clone(), script("time.sleep(300)"))
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    let err = t.run(a, script("return 1")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Overloaded);
+}
+
+#[tokio::test]
+async fn past_the_cap_the_least_recently_used_tenant_is_evicted() {
+    let t = tenants(2);
+    for id in ["1", "2", "3"] {
+        t.run(Tenant::new("u", id), script("x = 1")).await.unwrap();
+    }
+    assert_eq!(t.live(), 2);
+    // Tenant 1 was evicted: its VM is fresh.
+    assert_eq!(
+        t.run(Tenant::new("u", "1"), script("return x"))
+            .await
+            .unwrap(),
+        Value::Null
+    );
+}
+
+#[tokio::test]
+async fn an_event_nobody_handles_is_not_found() {
+    let t = tenants(2);
+    let err = t
+        .run(
+            Tenant::new("u", "1"),
+            Job::Event {
+                event: Event {
+                    name: "nope".into(),
+                    data: Value::Null,
+                },
+                deadline: Instant::now() + Duration::from_secs(1),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound);
+}
+
+fn event(name: &str, data: Value) -> Job {
+    Job::Event {
+        event: Event {
+            name: name.into(),
+            data,
+        },
+        deadline: Instant::now() + Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn the_shipped_greeter_counts_members_and_explains_bad_input() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins");
+    let (catalogue, errors) = LoadedCatalogue::load(&dir);
+    assert!(errors.is_empty(), "{errors:?}");
+    let t = Tenants::new(
+        TenantsConfig::default(),
+        Services::new(0, None, None, catalogue),
+    );
+    let guild = Tenant::new("guild", "7");
+    let join = |name: &str| event("member_join", serde_json::json!({ "name": name }));
+    t.run(guild.clone(), join("Ada")).await.unwrap();
+    let out = t.run(guild.clone(), join("Grace")).await.unwrap();
+    let out: Vec<PluginOutcome> = serde_json::from_value(out).unwrap();
+    assert_eq!(out.len(), 1);
+    let v = out[0].result.clone().unwrap();
+    assert_eq!(v["message"], "Welcome, Grace! You are member #2 here.");
+    assert_eq!(v["by"], "greeter 1.0.0");
+
+    let out = t
+        .run(guild, event("member_join", Value::Null))
+        .await
+        .unwrap();
+    let out: Vec<PluginOutcome> = serde_json::from_value(out).unwrap();
+    let err = out[0].result.clone().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Runtime);
+    assert!(err.message.starts_with("greeter:13:"), "{err}");
+    assert!(err.message.contains("needs data.name"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicting_a_busy_tenant_never_runs_it_twice_at_once() {
+    let t = tenants(1);
+    let a = Tenant::new("u", "a");
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let slow = {
+        let (t, a, order) = (Arc::clone(&t), a.clone(), Arc::clone(&order));
+        tokio::spawn(async move {
+            let r = t.run(a, script("time.sleep(300) return 1")).await;
+            order.lock().unwrap().push(1);
+            r
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The cap is one tenant: B evicts A, whose queue is empty while its
+    // first job still runs.
+    t.run(Tenant::new("u", "b"), script("return 0"))
+        .await
+        .unwrap();
+    let second = t.run(a, script("return 2")).await;
+    order.lock().unwrap().push(2);
+    assert_eq!(slow.await.unwrap().unwrap(), 1);
+    assert_eq!(second.unwrap(), 2);
+    assert_eq!(
+        *order.lock().unwrap(),
+        [1, 2],
+        "A's second job overtook its first"
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_races_an_idle_exit_is_run_not_dropped() {
+    let t = Tenants::new(
+        TenantsConfig {
+            idle_ttl: Duration::from_millis(20),
+            ..TenantsConfig::default()
+        },
+        Services::bare(),
+    );
+    let a = Tenant::new("u", "1");
+    // Many rounds of: let the actor go idle, then send just as it exits.
+    for _ in 0..50 {
+        t.run(a.clone(), script("return 1")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let out = t.run(a.clone(), script("return 2")).await;
+        assert_eq!(out.unwrap(), 2);
+    }
+}
+
+#[test]
+fn a_state_change_during_a_reload_survives_the_reload() {
+    let t = tenants(10);
+    let a = Tenant::new("u", "1");
+    let old = TenantState {
+        data: serde_json::json!("old"),
+        ..TenantState::default()
+    };
+    let new = TenantState {
+        data: serde_json::json!("new"),
+        ..TenantState::default()
+    };
+    // The worker asks for every state; before the answer lands, a newer
+    // change arrives; the answer (read before the change) must not
+    // overwrite it.
+    let reload = t.states().begin_reload();
+    t.states().set(a.clone(), Some(new.clone()));
+    t.states().finish_reload(
+        reload,
+        vec![TenantStateEntry {
+            tenant: a.clone(),
+            state: old,
+        }],
+    );
+    assert_eq!(t.states().state(&a), Some(new));
+}
