@@ -13,7 +13,7 @@
 //! 3. **Master and worker**, above and apart (they meet only through the
 //!    protocol): [`master`] (supervisor, shards, store, registry, REST API)
 //!    and [`worker`] (tenant VMs, the filter runtime).
-//! 4. **Command line** on top: [`cli`] (and [`bench`], which drives all of
+//! 4. **Command line** on top: [`cli`] (and [`bench`](mod@bench), which drives all of
 //!    the above to measure it).
 //!
 //! With `--no-default-features --features client`, only floor 1 builds:

@@ -11,9 +11,9 @@
 //! Exit codes: 0 success; 1 an error (printed to stderr); 2 bad usage; 3 the
 //! request went through but at least one plugin answered with an error.
 //!
-//! One file per command group: [`serve`] (the master, and the hidden worker
-//! mode), [`workers`], [`tenants`] (dispatch, scripts, drops), [`kv`],
-//! [`catalogue`] (plugins and filters), [`bench`].
+//! One file per command group: `serve` (the master, and the hidden worker
+//! mode), `workers`, `tenants` (dispatch, scripts, drops), `kv`,
+//! `catalogue` (plugins and filters), `bench`.
 
 mod bench;
 mod catalogue;

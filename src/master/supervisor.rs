@@ -10,8 +10,8 @@
 //! 2. wait until the child exits, or the hub declares it dead (no frame for
 //!    the heartbeat timeout: a hung or stopped process), or it is not
 //!    connected within [`SupervisorConfig::connect_timeout`] of its spawn or
-//!    of losing its connection ([`Liveness`]); kill it if it is still there;
-//! 3. go to 1, at once or after a back-off ([`RestartPolicy`]).
+//!    of losing its connection (`Liveness`); kill it if it is still there;
+//! 3. go to 1, at once or after a back-off (`RestartPolicy`).
 //!
 //! **Restart policy** (as systemd's start limits and Erlang's restart
 //! intensity): a worker that had become ready (connected, so its states

@@ -97,7 +97,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// The way back to the master for one connection's answers: bounded in
-/// answers ([`OUTBOX_DEPTH`]) and in bytes ([`OUTBOX_BYTES`]). An answer
+/// answers (`OUTBOX_DEPTH`) and in bytes (`OUTBOX_BYTES`). An answer
 /// that would go past the byte budget is replaced by a short `overloaded`
 /// error, so the master always hears back and memory never grows.
 #[derive(Clone)]

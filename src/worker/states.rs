@@ -17,7 +17,7 @@ struct Reloads {
     changes: Vec<(Tenant, Option<TenantState>)>,
 }
 
-/// A full reload of the tenant states, begun with [`Tenants::begin_reload`].
+/// A full reload of the tenant states, begun with [`TenantStates::begin_reload`].
 #[must_use = "finish it with Tenants::finish_reload"]
 pub struct Reload(());
 

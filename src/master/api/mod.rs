@@ -33,7 +33,7 @@
 //! `authorization: Bearer <admin token>`, compared in constant time.
 //!
 //! Status codes: 400 bad body or tenant, 401 no or wrong token, 404 no such
-//! route or no plugin for the event, 413 body over [`MAX_BODY_BYTES`], 422
+//! route or no plugin for the event, 413 body over [`MAX_BODY_BYTES`](crate::rest::MAX_BODY_BYTES), 422
 //! the script failed (runtime, syntax, memory), 503 the owning worker is down
 //! or overloaded, 504 the tenant code or the worker ran past the deadline.
 

@@ -11,7 +11,7 @@
 //! - an outbound queue bounded in frames and bytes ([`HubConfig::send_queue`],
 //!   [`HubConfig::send_queue_bytes`]); a full queue makes
 //!   the request fail at once with [`HubError::Overloaded`];
-//! - a [`Correlation`] table; when the connection ends, for whatever reason,
+//! - a [`Correlation`](crate::mesophyll::correlation::Correlation) table; when the connection ends, for whatever reason,
 //!   every request pending on it fails at once;
 //! - a liveness clock: any frame counts; after
 //!   [`HubConfig::heartbeat_timeout`] of silence the connection is declared
@@ -20,7 +20,7 @@
 //!   the process;
 //! - text frames and undecodable binary frames are counted and logged (at
 //!   most once per [`crate::mesophyll::bad_frames::LOG_EVERY`]), never fatal;
-//! - a frame over [`MAX_FRAME_BYTES`] is the one exception: it cannot be
+//! - a frame over [`MAX_FRAME_BYTES`](crate::mesophyll::codec::MAX_FRAME_BYTES) is the one exception: it cannot be
 //!   skipped without reading it whole, so it ends the connection (its pending
 //!   requests fail at once; a real worker reconnects). Honest workers never
 //!   send one: their encoder refuses oversized answers and sends an error
