@@ -238,7 +238,8 @@ impl Hub {
             .with_state(Arc::clone(self))
     }
 
-    /// Sends `build(req_id)` to `worker` and waits for its answer, at most
+    /// Sends the message `build` makes (with the request id of each attempt
+    /// put in it) to `worker` and waits for its answer, at most
     /// `deadline` in all.
     ///
     /// A worker that is not connected (restarting, or not joined yet) is
@@ -256,30 +257,22 @@ impl Hub {
         build: impl FnOnce(u64) -> ServerMessage,
     ) -> Result<Value, HubError> {
         let until = Instant::now() + deadline;
-        let mut msg: Option<ServerMessage> = None;
-        let mut build = Some(build);
-        let mut stale = None;
-        let (conn, pending) = loop {
-            let conn = self.connection_by(worker, until, stale).await?;
+        let mut conn = self.connection_by(worker, until, None).await?;
+        // Built once a connection is there (what it carries may account for
+        // the wait); each attempt puts its own request id in it.
+        let mut msg = build(0);
+        let pending = loop {
             // A connection that is closing takes nothing more: wait for the
             // worker's next one instead of failing a request never sent.
-            let Ok(pending) = conn.pending.register() else {
-                stale = Some(conn.serial);
-                continue;
-            };
-            let message = match (msg.as_mut(), build.take()) {
-                (Some(m), _) => {
-                    m.set_req_id(pending.id());
-                    m
+            if let Ok(pending) = conn.pending.register() {
+                msg.set_req_id(pending.id());
+                match conn.enqueue(codec::encode(&msg)?) {
+                    Ok(()) => break pending,
+                    Err(HubError::WorkerUnavailable { .. }) => {}
+                    Err(e) => return Err(e),
                 }
-                (None, Some(build)) => msg.insert(build(pending.id())),
-                (None, None) => unreachable!("built on the first pass"),
-            };
-            match conn.enqueue(codec::encode(message)?) {
-                Ok(()) => break (conn, pending),
-                Err(HubError::WorkerUnavailable { .. }) => stale = Some(conn.serial),
-                Err(e) => return Err(e),
             }
+            conn = self.connection_by(worker, until, Some(conn.serial)).await?;
         };
         drop(conn);
         let deadline = until.saturating_duration_since(Instant::now());
@@ -313,13 +306,13 @@ impl Hub {
         build: impl FnOnce() -> ServerMessage,
     ) -> Result<(), HubError> {
         let until = Instant::now() + deadline;
+        let mut conn = self.connection_by(worker, until, None).await?;
         let msg = build();
-        let frame = codec::encode(&msg)?;
-        let mut stale = None;
         loop {
-            let conn = self.connection_by(worker, until, stale).await?;
-            match conn.enqueue(frame.clone()) {
-                Err(HubError::WorkerUnavailable { .. }) => stale = Some(conn.serial),
+            match conn.enqueue(codec::encode(&msg)?) {
+                Err(HubError::WorkerUnavailable { .. }) => {
+                    conn = self.connection_by(worker, until, Some(conn.serial)).await?;
+                }
                 other => return other,
             }
         }
