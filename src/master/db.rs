@@ -214,10 +214,7 @@ async fn catalogue(
     headers: HeaderMap,
 ) -> Result<Response, EndpointError> {
     caller(&state, &headers)?;
-    let registry = Arc::clone(&state.registry);
-    let snapshot = tokio::task::spawn_blocking(move || registry.snapshot())
-        .await
-        .map_err(|e| StoreError::Backend(format!("registry task: {e}")))??;
+    let snapshot = Registry::blocking(&state.registry, |r| r.snapshot()).await?;
     Ok(ok(&snapshot))
 }
 

@@ -109,6 +109,18 @@ impl Registry {
         (registry, problems)
     }
 
+    /// Runs the read `f` on a blocking thread: listings read every upload
+    /// from the store, and `plugins` compiles every plugin's Luau.
+    pub async fn blocking<T: Send + 'static>(
+        registry: &Arc<Registry>,
+        f: impl FnOnce(&Registry) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let registry = Arc::clone(registry);
+        tokio::task::spawn_blocking(move || f(&registry))
+            .await
+            .map_err(|e| StoreError::Backend(format!("registry task: {e}")))?
+    }
+
     /// The revision now.
     pub fn revision(&self) -> u64 {
         self.revision.load(Ordering::SeqCst)

@@ -4,7 +4,6 @@
 use super::extract::Payload;
 use super::{ApiError, ApiState};
 use crate::master::registry::Registry;
-use crate::master::store::StoreError;
 use crate::mesophyll::message::ServerMessage;
 use crate::rest::{Changed, FilterList, PluginList, PluginUpload};
 use axum::Json;
@@ -17,7 +16,7 @@ pub(super) async fn list_plugins(
     Ok(Json(PluginList {
         revision: state.registry.revision(),
         // Listing compiles every plugin's Luau: off the async threads.
-        plugins: off_thread(&state, |r| r.plugins()).await?,
+        plugins: Registry::blocking(&state.registry, |r| r.plugins()).await?,
     }))
 }
 
@@ -26,19 +25,8 @@ pub(super) async fn list_filters(
 ) -> Result<Json<FilterList>, ApiError> {
     Ok(Json(FilterList {
         revision: state.registry.revision(),
-        filters: off_thread(&state, |r| r.filters()).await?,
+        filters: Registry::blocking(&state.registry, |r| r.filters()).await?,
     }))
-}
-
-/// Runs a registry read on a blocking thread.
-async fn off_thread<T: Send + 'static>(
-    state: &ApiState,
-    f: impl FnOnce(&Registry) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let registry = Arc::clone(&state.registry);
-    Ok(tokio::task::spawn_blocking(move || f(&registry))
-        .await
-        .map_err(|e| StoreError::Backend(format!("registry task: {e}")))??)
 }
 
 /// Tells every worker about a new catalogue revision.
