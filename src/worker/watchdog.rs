@@ -97,25 +97,9 @@ impl Clock {
     }
 }
 
-/// Replaces `coroutine.resume` and `coroutine.wrap` with versions that
-/// tell `clock` when the script runs inside a coroutine of its own, so that
-/// the watchdog's yield requests are not taken as the coroutine's yields.
-/// Call before the globals are frozen.
-pub(super) fn track_user_coroutines(lua: &mlua::Lua, clock: &Arc<Clock>) -> mlua::Result<()> {
-    let (inside, outside) = (Arc::clone(clock), Arc::clone(clock));
-    let enter = lua.create_function(move |_, ()| {
-        inside.in_user_coroutines.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    })?;
-    let leave = lua.create_function(move |_, ()| {
-        let _ =
-            outside
-                .in_user_coroutines
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        Ok(())
-    })?;
-    lua.load(
-        r#"
+/// Luau that replaces `coroutine.resume` and `coroutine.wrap` with versions
+/// calling `enter` and `leave` (its two arguments) around every resume.
+const TRACKED_COROUTINES: &str = r#"
         local enter, leave = ...
         local create, native_resume = coroutine.create, coroutine.resume
         local pack, unpack = table.pack, table.unpack
@@ -136,11 +120,35 @@ pub(super) fn track_user_coroutines(lua: &mlua::Lua, clock: &Arc<Clock>) -> mlua
                 error(r[2], 0)
             end
         end
-        "#,
-    )
-    .set_name("=meshplay")
-    .set_mode(mlua::chunk::ChunkMode::Text)
-    .call::<()>((enter, leave))
+        "#;
+
+/// Replaces `coroutine.resume` and `coroutine.wrap` with versions that
+/// tell `clock` when the script runs inside a coroutine of its own, so that
+/// the watchdog's yield requests are not taken as the coroutine's yields.
+/// Call before the globals are frozen.
+pub(super) fn track_user_coroutines(lua: &mlua::Lua, clock: &Arc<Clock>) -> mlua::Result<()> {
+    let (inside, outside) = (Arc::clone(clock), Arc::clone(clock));
+    let enter = lua.create_function(move |_, ()| {
+        inside.in_user_coroutines.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    })?;
+    let leave = lua.create_function(move |_, ()| {
+        let _ =
+            outside
+                .in_user_coroutines
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        Ok(())
+    })?;
+    // Compiled once per process, not once per VM: it is our own code.
+    static BYTECODE: OnceLock<Vec<u8>> = OnceLock::new();
+    let bytecode = BYTECODE.get_or_init(|| {
+        crate::catalogue::plugin::compile(TRACKED_COROUTINES.as_bytes())
+            .expect("the coroutine wrappers compile")
+    });
+    lua.load(&bytecode[..])
+        .set_name("=meshplay")
+        .set_mode(mlua::chunk::ChunkMode::Binary)
+        .call::<()>((enter, leave))
 }
 
 /// The process-wide watchdog: one OS thread that ticks every armed clock
