@@ -4,72 +4,12 @@
 
 mod common;
 
+use common::api::{built, failure, fixture, results, script, upload, value};
 use common::{Master, Opts, event, eventually, signal, tenants_on};
-use meshplay::client::{ApiClient, ApiClientError, DispatchOutcome};
-use meshplay::rest::{DispatchRequest, PluginResult, PluginUpload, ScriptRequest};
+use meshplay::client::ApiClientError;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("filters/fixtures")
-        .join(name);
-    if name.ends_with(".wat") {
-        wat::parse_file(&path).unwrap()
-    } else {
-        std::fs::read(&path).unwrap()
-    }
-}
-
-fn built(name: &str) -> Vec<u8> {
-    std::fs::read(common::filters_dir().join(format!("{name}.wasm"))).unwrap()
-}
-
-/// The results of one waiting dispatch, by plugin.
-async fn results(c: &ApiClient, id: &str, req: &DispatchRequest) -> BTreeMap<String, PluginResult> {
-    match c.dispatch("user", id, req).await.unwrap() {
-        DispatchOutcome::Done(d) => d
-            .results
-            .into_iter()
-            .map(|r| (r.plugin.clone(), r))
-            .collect(),
-        other => panic!("{other:?}"),
-    }
-}
-
-async fn value(c: &ApiClient, id: &str, plugin: &str, req: &DispatchRequest) -> Value {
-    let r = results(c, id, req).await.remove(plugin).expect(plugin);
-    assert!(r.error.is_none(), "{r:?}");
-    r.value.unwrap()
-}
-
-/// The (code, message) of plugin `plugin`'s failed result.
-async fn failure(c: &ApiClient, id: &str, plugin: &str, req: &DispatchRequest) -> (String, String) {
-    let r = results(c, id, req).await.remove(plugin).expect(plugin);
-    let e = r
-        .error
-        .unwrap_or_else(|| panic!("expected an error, got {:?}", r.value));
-    (e.code, e.message)
-}
-
-fn upload(manifest: &str, code: &str) -> PluginUpload {
-    PluginUpload {
-        manifest: manifest.into(),
-        files: BTreeMap::from([("init.luau".to_string(), code.to_string())]),
-    }
-}
-
-async fn script(c: &ApiClient, id: &str, code: &str) -> Result<Value, ApiClientError> {
-    let req = ScriptRequest {
-        name: Some("t".into()),
-        code: code.into(),
-        event: None,
-        timeout_ms: Some(5000),
-    };
-    c.run_script("user", id, &req).await.map(|r| r.result)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guestbook_plugin_checks_cleans_and_keeps_entries() {

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod api;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use meshplay::client::ApiClient;
