@@ -25,6 +25,7 @@ fn event() -> Event {
     Event {
         name: "member_join".into(),
         data: json!({"name": "Ada", "roles": ["admin", "dev"], "n": 42}),
+        ..Default::default()
     }
 }
 

@@ -49,6 +49,7 @@ fn vm_benches(c: &mut Criterion) {
     let event = Event {
         name: "echo".into(),
         data: json!({"x": 1}),
+        ..Default::default()
     };
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
     rt.block_on(vm.handle_event(&echo, &event, deadline()))
@@ -71,6 +72,7 @@ fn filter_benches(c: &mut Criterion) {
     let event = Event {
         name: "sign".into(),
         data: json!({"name": "Ada", "message": "write to ada@example.org or call 0612345678"}),
+        ..Default::default()
     };
     let configs = [
         ("redact", json!(null)),
@@ -85,6 +87,7 @@ fn filter_benches(c: &mut Criterion) {
             tenant: &t,
             event: &event,
             config: &config,
+            plugin: None,
         };
         c.bench_function(&format!("filter/instantiate+call/{name}"), |b| {
             b.iter(|| {

@@ -170,6 +170,7 @@ async fn scripts_run_in_the_tenant_vm_and_drop_gives_a_fresh_one() {
     req.event = Some(Event {
         name: "calc".into(),
         data: json!({"n": 21}),
+        ..Default::default()
     });
     assert_eq!(c.run_script("user", "5", &req).await.unwrap().result, 42);
 

@@ -62,6 +62,7 @@ fn message(req_id: u64, n: u64, tenants: u32) -> ServerMessage {
         event: Event {
             name: "echo".into(),
             data: serde_json::json!(n),
+            ..Default::default()
         },
         deadline_ms: DEADLINE.as_millis() as u64,
     }

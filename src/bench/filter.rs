@@ -26,6 +26,7 @@ pub fn run(dir: &Path, duration: Duration, baseline_too: bool) -> Result<Report,
     let event = Event {
         name: "sign".into(),
         data: json!({"name": "Ada", "message": "write to ada@example.org or call 0612345678"}),
+        ..Default::default()
     };
     let mut figures = Vec::new();
     let mut checks = Vec::new();
@@ -44,6 +45,7 @@ pub fn run(dir: &Path, duration: Duration, baseline_too: bool) -> Result<Report,
             tenant: &tenant,
             event: &event,
             config: &config,
+            plugin: None,
         };
         let fresh = spin(duration, || {
             engine

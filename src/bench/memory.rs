@@ -62,6 +62,7 @@ pub async fn run(steps: &[u64], concurrency: usize) -> Result<Report, BenchError
                             event: Event {
                                 name: "echo".into(),
                                 data: serde_json::Value::Null,
+                                ..Default::default()
                             },
                             deadline_ms: 30_000,
                         }

@@ -16,6 +16,11 @@ pub struct FilterInput<'a> {
     pub event: &'a Event,
     /// The filter's configuration.
     pub config: &'a serde_json::Value,
+    /// The plugin whose manifest applies the filter (`None` under
+    /// `filters.run`). proxy-wasm filters read it as the `plugin_name`
+    /// property; it is not part of ABI v1's input.
+    #[serde(skip)]
+    pub plugin: Option<&'a str>,
 }
 
 /// A filter's decision.
@@ -32,6 +37,10 @@ pub enum Verdict {
     Reject {
         /// Why.
         reason: String,
+        /// The HTTP status of a proxy-wasm filter's local response; ABI v1
+        /// filters may set it too.
+        #[serde(default)]
+        status: Option<u32>,
     },
 }
 
@@ -67,7 +76,8 @@ mod tests {
         assert_eq!(
             decode_verdict(&reject),
             Ok(Verdict::Reject {
-                reason: "no".into()
+                reason: "no".into(),
+                status: None
             })
         );
         let own = rmp_serde::to_vec_named(

@@ -97,6 +97,7 @@ pub(super) async fn run_script(args: ScriptArgs) -> Result<ExitCode, CliError> {
         event: Some(Event {
             name: "script".into(),
             data: parse_json("--data", &args.data)?,
+            ..Default::default()
         }),
         timeout_ms: args.timeout_ms,
     };

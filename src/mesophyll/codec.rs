@@ -76,6 +76,7 @@ mod tests {
         let event = Event {
             name: "echo".into(),
             data: json!({"x": 1, "nested": [1.5, "two", null, {"ok": true}]}),
+            ..Default::default()
         };
         vec![
             ServerMessage::Hello {
@@ -269,7 +270,11 @@ mod properties {
     }
 
     fn event() -> impl Strategy<Value = Event> {
-        (".{0,16}", json()).prop_map(|(name, data)| Event { name, data })
+        (".{0,16}", json()).prop_map(|(name, data)| Event {
+            name,
+            data,
+            ..Default::default()
+        })
     }
 
     fn kind() -> impl Strategy<Value = ErrorKind> {

@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The protocol revision spoken by this build. A worker refuses a `Hello`
@@ -51,6 +52,11 @@ pub struct Event {
     /// The event's payload.
     #[serde(default)]
     pub data: Value,
+    /// Headers a proxy-wasm filter added or changed (lower-case names; a
+    /// name set twice has its values joined with `, `). Absent from the
+    /// wire when empty, so events without them encode as before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// Master -> worker.

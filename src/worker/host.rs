@@ -8,7 +8,7 @@
 //! past its budget.
 
 use crate::mesophyll::message::{Event, Tenant};
-use crate::worker::filters::Verdict;
+use crate::worker::filters::{FilterInput, Verdict};
 use crate::worker::services::Services;
 use crate::worker::watchdog::{Clock, DeadlineExceeded};
 use mlua::LuaSerdeExt;
@@ -78,7 +78,17 @@ fn filters_table(
                 let timeout = remaining.min(crate::catalogue::manifest::DEFAULT_FILTER_TIMEOUT);
                 let catalogue = services.catalogue();
                 let verdict = services
-                    .run_filter(&catalogue, &name, &tenant, &event, &config, Some(timeout))
+                    .run_filter(
+                        &catalogue,
+                        &name,
+                        &FilterInput {
+                            tenant: &tenant,
+                            event: &event,
+                            config: &config,
+                            plugin: None,
+                        },
+                        Some(timeout),
+                    )
                     .map_err(|e| mlua::Error::runtime(format!("filters.run: {name} {e}")))?;
                 let out = lua.create_table()?;
                 match verdict {
@@ -95,9 +105,10 @@ fn filters_table(
                             )?,
                         )?;
                     }
-                    Verdict::Reject { reason } => {
+                    Verdict::Reject { reason, status } => {
                         out.set("verdict", "reject")?;
                         out.set("reason", reason)?;
+                        out.set("status", status)?;
                     }
                 }
                 Ok(out)

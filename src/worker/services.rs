@@ -7,7 +7,6 @@
 
 use crate::catalogue::manifest::DEFAULT_FILTER_TIMEOUT;
 use crate::mesophyll::db_client::DbClient;
-use crate::mesophyll::message::{Event, Tenant};
 use crate::worker::filters::{FilterEngine, FilterError, FilterInput, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
 use std::sync::{Arc, RwLock};
@@ -55,7 +54,7 @@ impl Services {
         *self.catalogue.write().unwrap() = Arc::new(catalogue);
     }
 
-    /// Runs filter `name` of `catalogue` on `event`, within `timeout`
+    /// Runs filter `name` of `catalogue` on `input`, within `timeout`
     /// ([`DEFAULT_FILTER_TIMEOUT`] when `None`).
     ///
     /// Runs on the calling thread. On a multi-threaded tokio runtime (a
@@ -66,9 +65,7 @@ impl Services {
         &self,
         catalogue: &LoadedCatalogue,
         name: &str,
-        tenant: &Tenant,
-        event: &Event,
-        config: &serde_json::Value,
+        input: &FilterInput<'_>,
         timeout: Option<Duration>,
     ) -> Result<Verdict, FilterError> {
         let filter = catalogue
@@ -78,12 +75,7 @@ impl Services {
             .engine
             .as_ref()
             .ok_or_else(|| FilterError::Missing(name.to_owned()))?;
-        let input = FilterInput {
-            tenant,
-            event,
-            config,
-        };
-        let call = || engine.run(filter, &input, timeout.unwrap_or(DEFAULT_FILTER_TIMEOUT));
+        let call = || engine.run(filter, input, timeout.unwrap_or(DEFAULT_FILTER_TIMEOUT));
         let multi_threaded = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if multi_threaded {

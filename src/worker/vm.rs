@@ -272,6 +272,11 @@ impl Vm {
                 self.lua.to_value_with(&event.data, to_lua())?,
             )?;
             t.raw_set(&self.keys.tenant, &self.tenant_table)?;
+            // Only events a proxy-wasm filter gave headers carry the key:
+            // the common event pays for no empty table.
+            if !event.headers.is_empty() {
+                t.raw_set("headers", self.lua.to_value(&event.headers)?)?;
+            }
             Ok(mlua::Value::Table(t))
         };
         build().map_err(|e| RemoteError::new(ErrorKind::BadRequest, format!("event: {e}")))

@@ -46,6 +46,7 @@ pub(super) async fn dispatch(
     let event = Event {
         name: req.name,
         data: req.data,
+        ..Default::default()
     };
     let started = Instant::now();
     if !req.wait {

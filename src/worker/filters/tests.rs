@@ -21,6 +21,7 @@ fn run(
     let event = Event {
         name: "msg".into(),
         data,
+        ..Default::default()
     };
     e.run(
         f,
@@ -28,6 +29,7 @@ fn run(
             tenant: &tenant,
             event: &event,
             config: &config,
+            plugin: None,
         },
         DEFAULT_FILTER_TIMEOUT,
     )
@@ -53,7 +55,8 @@ fn redact_rewrites_and_keyword_block_rejects() {
     assert_eq!(
         run(&e, &block, json!(["buy SPAM"]), words.clone()).unwrap(),
         Verdict::Reject {
-            reason: "blocked word: spam".into()
+            reason: "blocked word: spam".into(),
+            status: None
         }
     );
     assert_eq!(
@@ -140,6 +143,7 @@ fn calls_past_the_pool_are_overloaded_not_trapped() {
                         tenant: &tenant,
                         event: &event,
                         config: &json!(null),
+                        plugin: None,
                     },
                     Duration::from_millis(1000),
                 )

@@ -18,7 +18,7 @@
 use crate::catalogue::manifest::OnError;
 use crate::catalogue::plugin::Plugin;
 use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
-use crate::worker::filters::{FilterError, Verdict};
+use crate::worker::filters::{FilterError, FilterInput, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
 use crate::worker::services::Services;
 use crate::worker::states::TenantStates;
@@ -382,17 +382,24 @@ impl Tenants {
                 continue;
             }
             let timeout = f.timeout_ms.map(Duration::from_millis);
+            let input = FilterInput {
+                tenant,
+                event: &event,
+                config: &f.config,
+                plugin: Some(&plugin.manifest.name),
+            };
             match self
                 .services
-                .run_filter(catalogue, &f.name, tenant, &event, &f.config, timeout)
+                .run_filter(catalogue, &f.name, &input, timeout)
             {
                 Ok(Verdict::Continue { event: Some(next) }) => event = Cow::Owned(next),
                 Ok(Verdict::Continue { event: None }) => {}
-                Ok(Verdict::Reject { reason }) => {
-                    return Err(RemoteError::new(
-                        ErrorKind::Rejected,
-                        format!("{}: {reason}", f.name),
-                    ));
+                Ok(Verdict::Reject { reason, status }) => {
+                    let message = match status {
+                        Some(status) => format!("{} ({status}): {reason}", f.name),
+                        None => format!("{}: {reason}", f.name),
+                    };
+                    return Err(RemoteError::new(ErrorKind::Rejected, message));
                 }
                 // A full pool is no fault of the filter's: the caller may
                 // retry, and a filter is never skipped for want of room.

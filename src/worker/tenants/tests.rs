@@ -78,6 +78,7 @@ async fn an_event_nobody_handles_is_not_found() {
                 event: Event {
                     name: "nope".into(),
                     data: Value::Null,
+                    ..Default::default()
                 },
                 deadline: Instant::now() + Duration::from_secs(1),
             },
@@ -92,6 +93,7 @@ fn event(name: &str, data: Value) -> Job {
         event: Event {
             name: name.into(),
             data,
+            ..Default::default()
         },
         deadline: Instant::now() + Duration::from_secs(5),
     }
