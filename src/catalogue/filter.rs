@@ -1,16 +1,22 @@
-//! A WebAssembly module checked against Meshplay's filter ABI, and the
-//! hash a module is known by.
+//! A WebAssembly module checked against the filter ABIs Meshplay runs, and
+//! the hash a module is known by.
 //!
-//! ABI v1 (described for authors in `filters/README.md`): a module exports
-//! `memory`, the marker `meshplay_abi_v1`, `meshplay_alloc(len) -> ptr` and
-//! `meshplay_filter(ptr, len) -> i64`, may import `meshplay.log(level, ptr,
-//! len)` and `meshplay.now_ms() -> i64`, and nothing else (no WASI).
+//! Two ABIs, told apart by their marker export ([`Abi`]):
+//!
+//! - Meshplay's ABI v1 (described for authors in `filters/README.md`): a
+//!   module exports `memory`, the marker `meshplay_abi_v1`,
+//!   `meshplay_alloc(len) -> ptr` and `meshplay_filter(ptr, len) -> i64`,
+//!   may import `meshplay.log(level, ptr, len)` and `meshplay.now_ms() ->
+//!   i64`, and nothing else (no WASI);
+//! - proxy-wasm ABI 0.2.1, unchanged Envoy HTTP filters: the marker
+//!   `proxy_abi_version_0_2_1`, checked by [`super::proxy_abi`].
 //!
 //! [`check_module`] is what both sides run: the master on a plain engine
 //! through [`ModuleChecker`] (no pooling allocator, no epoch thread: it
 //! never runs a filter), a worker on its own engine before it keeps the
 //! module. Errors are one line, fit for an API answer.
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 #[cfg(feature = "server")]
 use wasmtime::{Engine, ExternType, Module, ValType};
@@ -25,6 +31,30 @@ pub enum ModuleError {
     /// A valid module that does not follow the filter ABI.
     #[error("not a Meshplay filter (ABI v1): {0}")]
     Abi(String),
+    /// A module that carries the proxy-wasm 0.2.1 marker but breaks that ABI
+    /// (or asks for what the host does not give, such as files).
+    #[error("not a proxy-wasm filter (ABI 0.2.1): {0}")]
+    ProxyAbi(String),
+}
+
+/// The ABI a filter module speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Abi {
+    /// Meshplay's own: one call, MessagePack in, a verdict out.
+    #[serde(rename = "meshplay-v1")]
+    MeshplayV1,
+    /// proxy-wasm 0.2.1: the event presented as an HTTP request.
+    #[serde(rename = "proxy-wasm-0.2.1")]
+    ProxyWasm,
+}
+
+impl std::fmt::Display for Abi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Abi::MeshplayV1 => "meshplay-v1",
+            Abi::ProxyWasm => "proxy-wasm-0.2.1",
+        })
+    }
 }
 
 #[cfg(feature = "server")]
@@ -37,11 +67,12 @@ pub struct ModuleChecker {
 
 #[cfg(feature = "server")]
 impl ModuleChecker {
-    /// Checks that `bytes` are a filter this host can run.
+    /// Checks that `bytes` are a filter this host can run, and says which
+    /// ABI it speaks.
     ///
     /// Compiling takes milliseconds to seconds for a large module: call it
     /// off the async threads.
-    pub fn check(&self, bytes: &[u8]) -> Result<(), ModuleError> {
+    pub fn check(&self, bytes: &[u8]) -> Result<Abi, ModuleError> {
         check_module(&parse(&self.engine, bytes)?)
     }
 }
@@ -73,8 +104,19 @@ pub fn parse(engine: &Engine, bytes: &[u8]) -> Result<Module, ModuleError> {
 }
 
 #[cfg(feature = "server")]
-/// Checks the module's imports and exports against ABI v1.
-pub fn check_module(module: &Module) -> Result<(), ModuleError> {
+/// Checks the module's imports and exports against the ABI its marker
+/// names (ABI v1 when it carries no proxy-wasm marker), and returns it.
+pub fn check_module(module: &Module) -> Result<Abi, ModuleError> {
+    if module.get_export(super::proxy_abi::MARKER).is_some() {
+        super::proxy_abi::check(module)?;
+        return Ok(Abi::ProxyWasm);
+    }
+    check_v1(module)?;
+    Ok(Abi::MeshplayV1)
+}
+
+#[cfg(feature = "server")]
+fn check_v1(module: &Module) -> Result<(), ModuleError> {
     for import in module.imports() {
         let allowed = match (import.module(), import.name(), import.ty()) {
             ("meshplay", "log", ExternType::Func(f)) => {

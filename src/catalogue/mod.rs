@@ -11,6 +11,8 @@
 //! - [`folder`]: plugin folders and `.wasm` files read from disk;
 //! - [`filter`]: a WebAssembly module checked against the filter ABI, and
 //!   its hash;
+//! - [`proxy_abi`]: what a proxy-wasm 0.2.1 module may import and must
+//!   export;
 //! - [`abi`]: what a filter is handed and what it answers.
 //!
 //! The crate's `catalogue` feature builds this layer without the runtime
@@ -26,3 +28,5 @@ pub mod folder;
 pub mod manifest;
 pub mod name;
 pub mod plugin;
+#[cfg(feature = "server")]
+pub mod proxy_abi;

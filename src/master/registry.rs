@@ -94,7 +94,7 @@ impl Registry {
         let mut folder_filters = Vec::new();
         for m in modules {
             match checker.check(&m.bytes) {
-                Ok(()) => folder_filters.push(m),
+                Ok(_) => folder_filters.push(m),
                 Err(e) => problems.push(format!("filter {}: {e}", m.name)),
             }
         }
