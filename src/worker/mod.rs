@@ -162,7 +162,7 @@ async fn build_catalogue(
             tokio::task::spawn_blocking(move || engine.compile(&module.name, &module.bytes)).await;
         match compiled {
             Ok(Ok(f)) => {
-                tracing::info!(filter = %name, cached = f.from_cache, sha256 = %f.sha256, "filter loaded");
+                tracing::info!(filter = %name, abi = %f.abi, cached = f.from_cache, sha256 = %f.sha256, "filter loaded");
                 filters.insert(name, Arc::new(f));
             }
             Ok(Err(e)) => tracing::error!(filter = %name, "filter not loaded: {e}"),

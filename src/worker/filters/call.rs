@@ -1,14 +1,16 @@
-//! One filter call under ABI v1: the input encoded as MessagePack, a fresh
-//! instance from the pool, `meshplay_alloc` then `meshplay_filter` under an
-//! epoch deadline, and the verdict decoded from the instance's memory.
+//! One filter call: a slot of the pool, then the call under the module's
+//! ABI. Under ABI v1 (here): the input encoded as MessagePack, a fresh
+//! instance, `meshplay_alloc` then `meshplay_filter` under an epoch
+//! deadline, and the verdict decoded from the instance's memory; under
+//! proxy-wasm, [`super::proxy::call`].
 
-use super::{CallState, CompiledFilter, FilterEngine, FilterError, TICK};
+use super::{CallState, CompiledFilter, FilterEngine, FilterError, Pre, TICK};
 use crate::catalogue::abi::decode_verdict;
 pub use crate::catalogue::abi::{FilterInput, Verdict};
 use crate::catalogue::filter::ModuleError;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{InstancePre, Store, StoreLimitsBuilder, Trap};
 
 /// The largest verdict a filter may return.
 const MAX_VERDICT_BYTES: u32 = 4 * 1024 * 1024;
@@ -30,6 +32,21 @@ impl FilterEngine {
             .slots
             .try_acquire()
             .map_err(|_| FilterError::Overloaded(self.limits.instances))?;
+        match &filter.pre {
+            Pre::V1(pre) => self.run_v1(filter, pre, input, timeout),
+            Pre::ProxyWasm(pre) => {
+                self.run_proxy(&Arc::from(filter.name.as_str()), pre, input, timeout)
+            }
+        }
+    }
+
+    fn run_v1(
+        &self,
+        filter: &CompiledFilter,
+        pre: &InstancePre<CallState>,
+        input: &FilterInput<'_>,
+        timeout: Duration,
+    ) -> Result<Verdict, FilterError> {
         let bytes = rmp_serde::to_vec_named(input)
             .map_err(|e| FilterError::Failed(format!("cannot encode the input: {e}")))?;
         let len = i32::try_from(bytes.len())
@@ -45,12 +62,11 @@ impl FilterEngine {
             },
         );
         store.limiter(|s| &mut s.limits);
-        let ticks = (timeout.as_millis() / TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
+        store.set_epoch_deadline(deadline_ticks(timeout));
         store.epoch_deadline_trap();
 
         let trap = |e: wasmtime::Error| classify(e, timeout);
-        let instance = filter.pre.instantiate(&mut store).map_err(trap)?;
+        let instance = pre.instantiate(&mut store).map_err(trap)?;
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| FilterError::from(ModuleError::Abi("no memory export".into())))?;
@@ -80,7 +96,14 @@ impl FilterEngine {
     }
 }
 
-fn classify(e: wasmtime::Error, timeout: Duration) -> FilterError {
+/// Epoch ticks that make up `timeout` (at least one).
+pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_millis() / TICK.as_millis()).max(1) as u64
+}
+
+/// A call's error as a filter error: an epoch interrupt is the deadline,
+/// anything else a trap.
+pub(crate) fn classify(e: wasmtime::Error, timeout: Duration) -> FilterError {
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => FilterError::Timeout(timeout),
         Some(t) => FilterError::Trap(t.to_string()),

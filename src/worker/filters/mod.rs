@@ -15,7 +15,9 @@
 //!   worker loads it instead of compiling again;
 //! - [`call`]: one call under ABI v1, input and verdict in MessagePack, in a
 //!   fresh instance (nothing a filter keeps survives to the next call);
-//! - [`imports`]: the host functions a filter may import.
+//! - [`imports`]: the host functions an ABI v1 filter may import;
+//! - [`proxy`]: the proxy-wasm 0.2.1 host (the event as an HTTP request),
+//!   on the same engine, pool and limits.
 //!
 //! **Limits**: a deadline per call (epochs; a loop ends with
 //! [`FilterError::Timeout`]) and a memory cap (growing past it fails, and a
@@ -25,10 +27,11 @@
 pub mod cache;
 pub mod call;
 pub mod imports;
+pub mod proxy;
 
 pub use call::{FilterInput, Verdict};
 
-use crate::catalogue::filter::{ModuleError, check_module, parse, sha256_hex};
+use crate::catalogue::filter::{Abi, ModuleError, check_module, parse, sha256_hex};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +101,15 @@ pub struct CompiledFilter {
     pub sha256: String,
     /// Whether the machine code came from the on-disk cache.
     pub from_cache: bool,
-    pre: InstancePre<CallState>,
+    /// The ABI it speaks.
+    pub abi: Abi,
+    pub(crate) pre: Pre,
+}
+
+/// A module linked for its ABI, ready to instantiate.
+pub(crate) enum Pre {
+    V1(InstancePre<CallState>),
+    ProxyWasm(InstancePre<proxy::HostState>),
 }
 
 impl std::fmt::Debug for CompiledFilter {
@@ -107,6 +118,7 @@ impl std::fmt::Debug for CompiledFilter {
             .field("name", &self.name)
             .field("sha256", &self.sha256)
             .field("from_cache", &self.from_cache)
+            .field("abi", &self.abi)
             .finish()
     }
 }
@@ -123,6 +135,9 @@ pub(crate) struct CallState {
 pub struct FilterEngine {
     pub(crate) engine: Engine,
     linker: Arc<Linker<CallState>>,
+    proxy_linker: Arc<Linker<proxy::HostState>>,
+    /// proxy-wasm shared data and metrics, for every call of this worker.
+    pub(crate) proxy_shared: Arc<proxy::shared::ProxyShared>,
     cache_dir: Option<PathBuf>,
     pub(crate) limits: FilterLimits,
     /// One permit per pool slot: a call past the pool is refused as
@@ -178,9 +193,13 @@ impl FilterEngine {
 
         let mut linker = Linker::new(&engine);
         imports::define(&mut linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
+        let mut proxy_linker = Linker::new(&engine);
+        proxy::define(&mut proxy_linker).map_err(|e| FilterError::Engine(format!("{e:#}")))?;
         Ok(FilterEngine {
             engine,
             linker: Arc::new(linker),
+            proxy_linker: Arc::new(proxy_linker),
+            proxy_shared: Arc::default(),
             cache_dir,
             slots: Arc::new(tokio::sync::Semaphore::new(limits.instances as usize)),
             limits,
@@ -209,15 +228,27 @@ impl FilterEngine {
                 m
             }
         };
-        check_module(&module)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| ModuleError::Abi(format!("{e:#}")))?;
+        let abi = check_module(&module)?;
+        let pre = match abi {
+            Abi::MeshplayV1 => Pre::V1(
+                self.linker
+                    .instantiate_pre(&module)
+                    .map_err(|e| ModuleError::Abi(format!("{e:#}")))?,
+            ),
+            Abi::ProxyWasm => {
+                let link = || -> wasmtime::Result<InstancePre<proxy::HostState>> {
+                    let mut linker = (*self.proxy_linker).clone();
+                    proxy::link_unimplemented(&mut linker, &module)?;
+                    linker.instantiate_pre(&module)
+                };
+                Pre::ProxyWasm(link().map_err(|e| ModuleError::ProxyAbi(format!("{e:#}")))?)
+            }
+        };
         Ok(CompiledFilter {
             name: name.to_owned(),
             sha256,
             from_cache,
+            abi,
             pre,
         })
     }

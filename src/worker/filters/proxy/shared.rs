@@ -1,0 +1,224 @@
+//! What outlives one proxy-wasm call inside a worker: shared data, scoped
+//! to the tenant, and the metrics filters define.
+//!
+//! **Shared data** is Envoy's per-VM key-value store, cut to one tenant:
+//! every proxy-wasm filter that runs for tenant T reads and writes T's
+//! entries, and no other tenant's. A tenant's events all go to one worker
+//! (sharding), so the worker's copy is the whole of it; it lives in memory
+//! as long as the worker process (a restarted worker starts empty), at most
+//! [`MAX_TENANT_BYTES`] per tenant.
+//!
+//! **Metrics** are the worker's, by filter and name (no tenant: labels per
+//! tenant would not scale). A filter sees only the ids it defined.
+
+use super::Status;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The most bytes of keys and values one tenant's shared data may hold.
+pub const MAX_TENANT_BYTES: usize = 1024 * 1024;
+
+/// The most metrics one worker keeps.
+pub const MAX_METRICS: usize = 1024;
+
+/// Shared data and metrics of one worker's proxy-wasm filters.
+#[derive(Default)]
+pub struct ProxyShared {
+    data: Mutex<HashMap<String, TenantData>>,
+    metrics: Mutex<Vec<Metric>>,
+}
+
+#[derive(Default)]
+struct TenantData {
+    entries: HashMap<Vec<u8>, (Vec<u8>, u32)>,
+    bytes: usize,
+}
+
+/// What a metric counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// Set, or moved either way.
+    Gauge,
+    /// A distribution of recorded values (kept as count and sum).
+    Histogram,
+}
+
+/// One metric as it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// The filter that defined it.
+    pub filter: Arc<str>,
+    /// Its name, as the filter gave it.
+    pub name: String,
+    pub kind: MetricKind,
+    /// A counter's or gauge's value; a histogram's sum.
+    pub value: i64,
+    /// How many values a histogram recorded.
+    pub count: u64,
+}
+
+impl ProxyShared {
+    /// Tenant `tenant`'s value under `key` and its compare-and-swap token.
+    pub fn get(&self, tenant: &str, key: &[u8]) -> Option<(Vec<u8>, u32)> {
+        let data = self.data.lock().unwrap();
+        data.get(tenant)?.entries.get(key).cloned()
+    }
+
+    /// Sets tenant `tenant`'s `key` to `value`. A non-zero `cas` must match
+    /// the entry's token (as Envoy does, a key that does not exist yet is
+    /// created whatever the token).
+    ///
+    /// Fails with `CAS_MISMATCH` when the entry changed since it was read,
+    /// `INTERNAL_FAILURE` when the tenant's budget would be exceeded.
+    pub fn set(&self, tenant: &str, key: &[u8], value: &[u8], cas: u32) -> Result<(), Status> {
+        let mut data = self.data.lock().unwrap();
+        let t = data.entry(tenant.to_owned()).or_default();
+        let (old_bytes, token) = match t.entries.get(key) {
+            Some((_, token)) if cas != 0 && cas != *token => return Err(Status::CasMismatch),
+            Some((old, token)) => (key.len() + old.len(), *token),
+            None => (0, 0),
+        };
+        let bytes = t.bytes - old_bytes + key.len() + value.len();
+        if bytes > MAX_TENANT_BYTES {
+            return Err(Status::InternalFailure);
+        }
+        let next = token.wrapping_add(1).max(1);
+        t.entries.insert(key.to_vec(), (value.to_vec(), next));
+        t.bytes = bytes;
+        Ok(())
+    }
+
+    /// The id of `filter`'s metric `name` of `kind`, defined now if it is
+    /// new. Every call of a filter defines its metrics again (a fresh
+    /// instance each time), so a name keeps its id.
+    ///
+    /// Fails with `BAD_ARGUMENT` when the name is taken by another kind,
+    /// `INTERNAL_FAILURE` past [`MAX_METRICS`].
+    pub fn define(&self, filter: &Arc<str>, kind: MetricKind, name: &str) -> Result<u32, Status> {
+        let mut metrics = self.metrics.lock().unwrap();
+        if let Some(i) = metrics
+            .iter()
+            .position(|m| m.filter == *filter && m.name == name)
+        {
+            return if metrics[i].kind == kind {
+                Ok(i as u32 + 1)
+            } else {
+                Err(Status::BadArgument)
+            };
+        }
+        if metrics.len() >= MAX_METRICS {
+            return Err(Status::InternalFailure);
+        }
+        metrics.push(Metric {
+            filter: Arc::clone(filter),
+            name: name.to_owned(),
+            kind,
+            value: 0,
+            count: 0,
+        });
+        Ok(metrics.len() as u32)
+    }
+
+    /// Runs `f` on metric `id` if `filter` defined it (`NOT_FOUND` otherwise).
+    fn with<T>(
+        &self,
+        filter: &str,
+        id: u32,
+        f: impl FnOnce(&mut Metric) -> Result<T, Status>,
+    ) -> Result<T, Status> {
+        let mut metrics = self.metrics.lock().unwrap();
+        match metrics.get_mut((id as usize).wrapping_sub(1)) {
+            Some(m) if &*m.filter == filter => f(m),
+            _ => Err(Status::NotFound),
+        }
+    }
+
+    /// Moves metric `id` by `delta`; a counter cannot go down
+    /// (`BAD_ARGUMENT`), a histogram is recorded, not moved.
+    pub fn increment(&self, filter: &str, id: u32, delta: i64) -> Result<(), Status> {
+        self.with(filter, id, |m| match m.kind {
+            MetricKind::Counter if delta < 0 => Err(Status::BadArgument),
+            MetricKind::Histogram => Err(Status::BadArgument),
+            _ => {
+                m.value = m.value.saturating_add(delta);
+                Ok(())
+            }
+        })
+    }
+
+    /// Sets metric `id` to `value` (a histogram records it).
+    pub fn record(&self, filter: &str, id: u32, value: u64) -> Result<(), Status> {
+        let value = i64::try_from(value).unwrap_or(i64::MAX);
+        self.with(filter, id, |m| {
+            if m.kind == MetricKind::Histogram {
+                m.value = m.value.saturating_add(value);
+                m.count += 1;
+            } else {
+                m.value = value;
+            }
+            Ok(())
+        })
+    }
+
+    /// Metric `id`'s value; a histogram has none to give (`BAD_ARGUMENT`).
+    pub fn value(&self, filter: &str, id: u32) -> Result<u64, Status> {
+        self.with(filter, id, |m| match m.kind {
+            MetricKind::Histogram => Err(Status::BadArgument),
+            _ => Ok(m.value.max(0) as u64),
+        })
+    }
+
+    /// Every metric as it stands.
+    pub fn metrics(&self) -> Vec<Metric> {
+        self.metrics.lock().unwrap().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_data_is_per_tenant_and_compare_and_swapped() {
+        let s = ProxyShared::default();
+        s.set("user:1", b"k", b"v1", 0).unwrap();
+        let (v, cas) = s.get("user:1", b"k").unwrap();
+        assert_eq!(v, b"v1");
+        assert_eq!(s.get("user:2", b"k"), None);
+        s.set("user:1", b"k", b"v2", cas).unwrap();
+        assert_eq!(s.set("user:1", b"k", b"v3", cas), Err(Status::CasMismatch));
+        assert_eq!(s.get("user:1", b"k").unwrap().0, b"v2");
+        let big = vec![0u8; MAX_TENANT_BYTES];
+        assert_eq!(
+            s.set("user:1", b"big", &big, 0),
+            Err(Status::InternalFailure)
+        );
+        // Another tenant's budget is its own.
+        s.set("user:2", b"b", &big[..MAX_TENANT_BYTES - 1], 0)
+            .unwrap();
+    }
+
+    #[test]
+    fn metrics_belong_to_the_filter_that_defined_them() {
+        let s = ProxyShared::default();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let id = s.define(&a, MetricKind::Counter, "hits").unwrap();
+        assert_eq!(s.define(&a, MetricKind::Counter, "hits"), Ok(id));
+        assert_eq!(
+            s.define(&a, MetricKind::Gauge, "hits"),
+            Err(Status::BadArgument)
+        );
+        s.increment("a", id, 2).unwrap();
+        assert_eq!(s.increment("a", id, -1), Err(Status::BadArgument));
+        assert_eq!(s.increment("b", id, 1), Err(Status::NotFound));
+        assert_eq!(s.value("a", id), Ok(2));
+        let h = s.define(&b, MetricKind::Histogram, "size").unwrap();
+        s.record("b", h, 10).unwrap();
+        s.record("b", h, 30).unwrap();
+        let m = s.metrics();
+        assert_eq!((m[1].value, m[1].count), (40, 2));
+        assert_eq!(s.value("b", 99), Err(Status::NotFound));
+    }
+}
