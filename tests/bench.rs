@@ -129,6 +129,11 @@ fn filter_measures_each_example_filter_against_a_live_instance() {
         ran_clean(figure(&r, &format!("filter/{name}")));
         ran_clean(figure(&r, &format!("baseline/wasm-call/{name}")));
     }
+    // proxy-wasm: a fresh root context per call, against one kept live.
+    for name in ["proxy-deny", "proxy-stamp"] {
+        ran_clean(figure(&r, &format!("filter/{name}")));
+        ran_clean(figure(&r, &format!("baseline/proxy-live-root/{name}")));
+    }
 }
 
 #[test]

@@ -1,12 +1,15 @@
 //! `meshplay bench filter`: each example filter called the way workers call
 //! it (a fresh pooled instance per call, deadline armed) against the same
-//! module called on one live instance (the bare wasmtime call).
+//! module called on one live instance: for ABI v1 the bare wasmtime call,
+//! for proxy-wasm one root context kept across calls, each call a new HTTP
+//! context in it (what the per-call lifetime of a root context costs).
 
 use crate::bench::figures::{Check, Figure, Report};
 use crate::bench::load::spin;
 use crate::bench::{BenchError, baseline};
+use crate::catalogue::filter::Abi;
 use crate::mesophyll::message::{Event, Tenant};
-use crate::worker::filters::{FilterEngine, FilterInput, FilterLimits};
+use crate::worker::filters::{CompiledFilter, FilterEngine, FilterInput, FilterLimits};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,6 +37,8 @@ pub fn run(dir: &Path, duration: Duration, baseline_too: bool) -> Result<Report,
         ("redact", json!(null)),
         ("keyword-block", json!({"words": ["spam", "scam"]})),
         ("require-fields", json!({"fields": ["name", "message"]})),
+        ("proxy-deny", json!({"words": ["spam", "scam"]})),
+        ("proxy-stamp", json!("bench")),
     ] {
         let path = dir.join(format!("{name}.wasm"));
         let bytes = std::fs::read(&path)
@@ -62,7 +67,12 @@ pub fn run(dir: &Path, duration: Duration, baseline_too: bool) -> Result<Report,
                 met: fresh.p50_us < 10.0,
             });
         }
-        if baseline_too {
+        if baseline_too && filter.abi == Abi::ProxyWasm {
+            let live = live_root(&engine, &filter, &input, duration)?;
+            let live = Figure::new(format!("baseline/proxy-live-root/{name}"), &live);
+            figures.push(fresh.against(&live));
+            figures.push(live);
+        } else if baseline_too {
             let encoded =
                 rmp_serde::to_vec_named(&input).map_err(|e| BenchError::Target(e.to_string()))?;
             let live = baseline::wasm_call(duration, &bytes, &encoded)?;
@@ -82,4 +92,36 @@ pub fn run(dir: &Path, duration: Duration, baseline_too: bool) -> Result<Report,
         figures,
         checks,
     })
+}
+
+/// Calls of the proxy-wasm `filter` on one instance whose root context was
+/// started once, each a new HTTP context.
+fn live_root(
+    engine: &FilterEngine,
+    filter: &CompiledFilter,
+    input: &FilterInput<'_>,
+    duration: Duration,
+) -> Result<crate::bench::load::Measured, BenchError> {
+    let timeout = Duration::from_millis(50);
+    let start = || {
+        engine
+            .rooted(filter, input, timeout)
+            .expect("a proxy-wasm filter")
+            .map_err(|e| BenchError::Target(format!("{}: {e}", filter.name)))
+    };
+    let mut rooted = start()?;
+    let mut context = 1;
+    Ok(spin(duration, || {
+        // Context ids are never reused; a fresh root now and then keeps
+        // the instance's heap from growing with the SDK's context maps.
+        context += 1;
+        if context > 10_000 {
+            rooted = start().map_err(|e| e.to_string())?;
+            context = 2;
+        }
+        rooted
+            .call(context, input)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }))
 }
