@@ -253,3 +253,51 @@ fn a_paused_request_that_the_filter_resumes_goes_on_and_one_it_resets_fails() {
         "{err}"
     );
 }
+
+#[test]
+fn memory_past_the_cap_is_refused_and_the_trap_is_the_calls_alone() {
+    let e = engine();
+    // 300 pages (about 19 MiB) more than the 16 MiB cap: memory.grow
+    // answers -1, and the module traps on it.
+    let hog = wat::parse_str(format!(
+        "(module (memory (export \"memory\") 1) (func (export \"{MARKER}\"))
+           (func (export \"proxy_on_memory_allocate\") (param i32) (result i32) (i32.const 0))
+           (func (export \"proxy_on_context_create\") (param i32 i32))
+           (func (export \"proxy_on_request_headers\") (param i32 i32 i32) (result i32)
+             (if (i32.eq (memory.grow (i32.const 300)) (i32.const -1)) (then unreachable))
+             (i32.const 0)))"
+    ))
+    .unwrap();
+    let hog = e.compile("hog", &hog).unwrap();
+    let err = run(&e, &hog, json!(1), json!(null)).unwrap_err();
+    assert!(
+        matches!(&err, FilterError::Trap(m) if m.contains("unreachable")),
+        "{err}"
+    );
+    let stamp = e.compile("proxy-stamp", &dist("proxy-stamp")).unwrap();
+    run(&e, &stamp, json!({}), json!(null)).unwrap();
+}
+
+#[test]
+fn a_trap_carries_what_the_filter_logged_last_at_error_level() {
+    // What the Rust SDK does on a panic: log the message as critical,
+    // then abort.
+    let e = engine();
+    let panics = wat::parse_str(format!(
+        "(module
+           (import \"env\" \"proxy_log\" (func $log (param i32 i32 i32) (result i32)))
+           (memory (export \"memory\") 1) (data (i32.const 16) \"panicked at lib.rs:7: boom\")
+           (func (export \"{MARKER}\"))
+           (func (export \"proxy_on_memory_allocate\") (param i32) (result i32) (i32.const 0))
+           (func (export \"proxy_on_context_create\") (param i32 i32))
+           (func (export \"proxy_on_request_body\") (param i32 i32 i32) (result i32)
+             (drop (call $log (i32.const 5) (i32.const 16) (i32.const 26))) unreachable))"
+    ))
+    .unwrap();
+    let panics = e.compile("panics", &panics).unwrap();
+    let err = run(&e, &panics, json!(1), json!(null)).unwrap_err();
+    assert!(
+        matches!(&err, FilterError::Trap(m) if m.contains("panicked at lib.rs:7: boom")),
+        "{err}"
+    );
+}
