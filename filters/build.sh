@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 rustup target add wasm32-unknown-unknown wasm32-wasip1 >/dev/null 2>&1 || true
-cargo build --release --target wasm32-unknown-unknown --locked
-(cd proxy-wasm && cargo build --release --target wasm32-wasip1 --locked)
+# Each workspace's own target folder, whatever CARGO_TARGET_DIR says: the
+# copies below read from there.
+cargo build --release --target wasm32-unknown-unknown --locked --target-dir target
+(cd proxy-wasm && cargo build --release --target wasm32-wasip1 --locked --target-dir target)
 mkdir -p dist
 for name in redact keyword-block require-fields; do
   cp "target/wasm32-unknown-unknown/release/${name//-/_}.wasm" "dist/$name.wasm"
