@@ -44,6 +44,22 @@ pub struct Health {
     pub connected: u32,
 }
 
+/// `GET /readyz`: 200 when every worker slot is served, 503 before.
+///
+/// A worker connects only once it has loaded the catalogue and the tenant
+/// states of its shard, so a connected slot is one that can run events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// Whether every slot is served.
+    pub ready: bool,
+    /// Worker slots the master has.
+    pub workers: u32,
+    /// Slots served now.
+    pub connected: u32,
+    /// The slots not served, by id.
+    pub waiting_for: Vec<u32>,
+}
+
 /// The life-cycle state of one worker, as the master sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

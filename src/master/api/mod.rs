@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! GET    /api/system/version                    no auth
-//! GET    /healthz                               no auth
+//! GET    /healthz                               no auth (liveness)
+//! GET    /readyz                                no auth; 503 until every worker slot is served
 //! GET    /api/v1/workers
 //! POST   /api/v1/tenants/{type}/{id}/events     DispatchRequest -> 200 Dispatched | 202 Accepted
 //! POST   /api/v1/tenants/{type}/{id}/scripts    ScriptRequest   -> 200 ScriptResult
@@ -137,6 +138,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/api/system/version", get(system::version))
         .route("/healthz", get(system::health))
+        .route("/readyz", get(system::ready))
         .nest("/api/v1", v1)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)

@@ -1,11 +1,17 @@
-//! `/api/system/version`, `/healthz` and `/api/v1/workers`: what the master
-//! is and how its workers are.
+//! `/api/system/version`, `/healthz`, `/readyz` and `/api/v1/workers`: what
+//! the master is and how its workers are.
+//!
+//! `/healthz` is liveness: it answers 200 while the master answers at all
+//! (its body says `degraded` while a worker is away). `/readyz` is
+//! readiness: 503 until every worker slot is served, as a load balancer or
+//! an orchestrator wants it.
 
 use super::ApiState;
 use crate::mesophyll::message::PROTOCOL_VERSION;
-use crate::rest::{Health, Version, WorkerInfo, WorkerState, Workers};
+use crate::rest::{Health, Readiness, Version, WorkerInfo, WorkerState, Workers};
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use std::sync::Arc;
 
 pub(super) async fn version() -> Json<Version> {
@@ -28,6 +34,26 @@ pub(super) async fn health(State(state): State<Arc<ApiState>>) -> Json<Health> {
         workers: state.workers,
         connected,
     })
+}
+
+pub(super) async fn ready(State(state): State<Arc<ApiState>>) -> (StatusCode, Json<Readiness>) {
+    let views = state.hub.workers();
+    let waiting_for: Vec<u32> = (0..state.workers)
+        .filter(|id| !views.iter().any(|w| w.id == *id && w.connected))
+        .collect();
+    let ready = waiting_for.is_empty();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let readiness = Readiness {
+        ready,
+        workers: state.workers,
+        connected: state.workers - waiting_for.len() as u32,
+        waiting_for,
+    };
+    (status, Json(readiness))
 }
 
 pub(super) async fn workers(State(state): State<Arc<ApiState>>) -> Json<Workers> {
