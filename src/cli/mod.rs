@@ -39,6 +39,30 @@ pub struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     worker: serve::WorkerArgs,
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object a line) for a log pipeline. `serve` passes it on to its
+    /// workers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MESHPLAY_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+/// The log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line (tracing-subscriber's JSON layer).
+    Json,
+}
+
+impl LogFormat {
+    /// The flag's value, for passing it on.
+    pub(super) fn as_arg(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +91,12 @@ enum Command {
     /// Measure throughput, latency and memory against the raw limits.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print a shell completion script: `meshplay completions bash >
+    /// /etc/bash_completion.d/meshplay`, or zsh, fish, elvish, powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -116,7 +146,7 @@ pub(super) enum CliError {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = !matches!(cli.command, Some(Command::Serve(_)) | None);
-    init_tracing(if quiet { "warn" } else { "info" });
+    init_tracing(if quiet { "warn" } else { "info" }, cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -137,16 +167,25 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(default: &str) {
+fn init_tracing(default: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
         // Colours only for people: a log file should be greppable.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Spans flattened into each line, so every line carries the
+        // worker id (and whatever else its spans hold) as fields.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
@@ -159,7 +198,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         ));
     };
     match command {
-        Command::Serve(args) => serve::serve(args).await,
+        Command::Serve(args) => serve::serve(args, cli.log_format).await,
         Command::Workers(c) => workers::workers(&c).await,
         Command::Dispatch(args) => tenants::dispatch(args).await,
         Command::RunScript(args) => tenants::run_script(args).await,
@@ -168,6 +207,12 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plugins(p) => catalogue::plugins(p).await,
         Command::Filters(f) => catalogue::filters(f).await,
         Command::Bench(b) => bench::bench(b).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "meshplay", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Version(c) => {
             let v = client(&c)?.version().await?;
             if c.json {

@@ -2,7 +2,7 @@
 //! and the hidden worker mode (`meshplay --worker ...`) the master starts
 //! its children in.
 
-use super::CliError;
+use super::{CliError, LogFormat};
 use crate::datadir;
 use crate::master::supervisor::SupervisorConfig;
 use crate::master::{self, MasterConfig};
@@ -142,7 +142,7 @@ pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
+pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<ExitCode, CliError> {
     if args.heartbeat_timeout_ms <= args.heartbeat_interval_ms {
         return Err(CliError::Usage(format!(
             "--heartbeat-timeout-ms ({}) must be longer than --heartbeat-interval-ms ({}): \
@@ -164,6 +164,8 @@ pub(super) async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         args.vm_memory_mb.to_string(),
         "--filter-memory-mb".into(),
         args.filter_memory_mb.to_string(),
+        "--log-format".into(),
+        log_format.as_arg().into(),
     ];
     let config = MasterConfig {
         data_dir: args.data_dir.unwrap_or_else(datadir::default_path),
