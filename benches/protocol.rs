@@ -109,6 +109,8 @@ fn client_messages() -> Vec<(&'static str, ClientMessage)> {
                 vms: 120,
                 rss_bytes: 40 << 20,
                 bad_frames: 0,
+                filters: vec![],
+                filter_metrics: vec![],
             },
         ),
     ]

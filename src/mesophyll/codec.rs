@@ -143,6 +143,18 @@ mod tests {
                 vms: 10,
                 rss_bytes: 1 << 30,
                 bad_frames: 0,
+                filters: vec![FilterCalls {
+                    filter: "redact".into(),
+                    outcome: "continue".into(),
+                    calls: 7,
+                }],
+                filter_metrics: vec![FilterMetric {
+                    filter: "proxy-deny".into(),
+                    name: "denied".into(),
+                    kind: "counter".into(),
+                    value: 2,
+                    count: 0,
+                }],
             },
         ]
     }
@@ -189,7 +201,9 @@ mod tests {
                 in_flight: 1,
                 vms: 2,
                 rss_bytes: 3,
-                bad_frames: 4
+                bad_frames: 4,
+                filters: vec![],
+                filter_metrics: vec![],
             }
         );
     }
@@ -359,6 +373,8 @@ mod properties {
                     vms: v,
                     rss_bytes: r,
                     bad_frames: b,
+                    filters: vec![],
+                    filter_metrics: vec![],
                 }
             }),
         ]

@@ -169,7 +169,39 @@ pub enum ClientMessage {
         /// Frames from the master the worker could not decode.
         #[serde(default)]
         bad_frames: u64,
+        /// Filter calls since the worker started, by filter and outcome.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        filters: Vec<FilterCalls>,
+        /// The metrics its proxy-wasm filters defined, as they stand.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        filter_metrics: Vec<FilterMetric>,
     },
+}
+
+/// How often one filter ended one way in a worker, since it started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterCalls {
+    /// The filter's name.
+    pub filter: String,
+    /// `continue`, `reject`, `failure` or `overloaded`.
+    pub outcome: String,
+    /// Calls that ended so.
+    pub calls: u64,
+}
+
+/// A metric a proxy-wasm filter defined in a worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterMetric {
+    /// The filter that defined it.
+    pub filter: String,
+    /// Its name, as the filter gave it.
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: String,
+    /// A counter's or gauge's value; a histogram's sum.
+    pub value: i64,
+    /// A histogram's number of values (0 for the others).
+    pub count: u64,
 }
 
 /// An error that crossed the wire: a stable kind plus a human message.
@@ -285,7 +317,7 @@ pub struct TenantState {
 
 /// What a worker reports of its load in each heartbeat, and what the hub
 /// keeps of the latest one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LoadFigures {
     /// Requests running in the worker.
     pub in_flight: u64,
@@ -293,4 +325,10 @@ pub struct LoadFigures {
     pub vms: u64,
     /// Resident memory, bytes.
     pub rss_bytes: u64,
+    /// Frames from the master the worker could not decode.
+    pub bad_frames: u64,
+    /// Filter calls since the worker started.
+    pub filters: Vec<FilterCalls>,
+    /// Its proxy-wasm filters' metrics.
+    pub filter_metrics: Vec<FilterMetric>,
 }

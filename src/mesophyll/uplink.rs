@@ -295,6 +295,8 @@ async fn session(
                     vms: load.vms,
                     rss_bytes: load.rss_bytes,
                     bad_frames: bad_frames.count(),
+                    filters: load.filters,
+                    filter_metrics: load.filter_metrics,
                 };
                 // The master sends nothing of its own when idle, but answers
                 // every ping with a pong: silence past the timeout means it

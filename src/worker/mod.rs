@@ -453,6 +453,10 @@ impl Handler for Worker {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             vms: self.tenants.vms(),
             rss_bytes: rss_bytes(),
+            // The uplink counts its own bad frames.
+            bad_frames: 0,
+            filters: self.services.filter_calls(),
+            filter_metrics: self.services.filter_metrics(),
         }
     }
 }

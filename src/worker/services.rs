@@ -7,9 +7,12 @@
 
 use crate::catalogue::manifest::DEFAULT_FILTER_TIMEOUT;
 use crate::mesophyll::db_client::DbClient;
+use crate::mesophyll::message::{FilterCalls, FilterMetric};
+use crate::worker::filters::proxy::shared::MetricKind;
 use crate::worker::filters::{FilterEngine, FilterError, FilterInput, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// The shared services of one worker.
@@ -21,6 +24,9 @@ pub struct Services {
     /// The filter runtime; `None` where filters are not wanted (tests).
     pub engine: Option<FilterEngine>,
     catalogue: RwLock<Arc<LoadedCatalogue>>,
+    /// Filter calls since the worker started, by (filter, outcome): what
+    /// the heartbeats carry to the master's metrics.
+    calls: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Services {
@@ -36,6 +42,7 @@ impl Services {
             db,
             engine,
             catalogue: RwLock::new(Arc::new(catalogue)),
+            calls: Mutex::default(),
         })
     }
 
@@ -78,10 +85,60 @@ impl Services {
         let call = || engine.run(filter, input, timeout.unwrap_or(DEFAULT_FILTER_TIMEOUT));
         let multi_threaded = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_threaded {
+        let verdict = if multi_threaded {
             tokio::task::block_in_place(call)
         } else {
             call()
-        }
+        };
+        let outcome = match &verdict {
+            Ok(Verdict::Continue { .. }) => "continue",
+            Ok(Verdict::Reject { .. }) => "reject",
+            Err(FilterError::Overloaded(_)) => "overloaded",
+            Err(_) => "failure",
+        };
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry((name.to_owned(), outcome))
+            .or_default() += 1;
+        verdict
+    }
+
+    /// Filter calls since the worker started, by filter and outcome.
+    pub fn filter_calls(&self) -> Vec<FilterCalls> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .map(|((filter, outcome), calls)| FilterCalls {
+                filter: filter.clone(),
+                outcome: (*outcome).to_owned(),
+                calls: *calls,
+            })
+            .collect()
+    }
+
+    /// The metrics the worker's proxy-wasm filters defined, as they stand.
+    pub fn filter_metrics(&self) -> Vec<FilterMetric> {
+        let Some(engine) = &self.engine else {
+            return Vec::new();
+        };
+        engine
+            .proxy_shared
+            .metrics()
+            .into_iter()
+            .map(|m| FilterMetric {
+                filter: m.filter.to_string(),
+                name: m.name,
+                kind: match m.kind {
+                    MetricKind::Counter => "counter",
+                    MetricKind::Gauge => "gauge",
+                    MetricKind::Histogram => "histogram",
+                }
+                .to_owned(),
+                value: m.value,
+                count: m.count,
+            })
+            .collect()
     }
 }

@@ -27,7 +27,7 @@ pub(super) struct Connection {
     pub(super) serial: u64,
     pub(super) worker: u32,
     outbound: mpsc::Sender<Vec<u8>>,
-    queued: Arc<ByteBudget>,
+    pub(super) queued: Arc<ByteBudget>,
     pub(super) pending: Arc<Correlation>,
     opened: Instant,
     last_frame_ms: AtomicU64,
@@ -201,12 +201,17 @@ impl Hub {
                 in_flight,
                 vms,
                 rss_bytes,
-                bad_frames: _,
+                bad_frames,
+                filters,
+                filter_metrics,
             }) => {
                 *conn.load.lock().unwrap() = LoadFigures {
                     in_flight,
                     vms,
                     rss_bytes,
+                    bad_frames,
+                    filters,
+                    filter_metrics,
                 };
             }
             Err(e) => self

@@ -161,6 +161,8 @@ pub struct WorkerView {
     pub awaiting: usize,
     /// The last heartbeat's figures.
     pub load: LoadFigures,
+    /// Bytes queued for the worker, not yet written to its socket.
+    pub queued_bytes: u64,
     /// Connections this worker has made since the master started.
     pub connections: u64,
 }
@@ -352,7 +354,10 @@ impl Hub {
                     connected: conn.is_some(),
                     since_last_frame_s: conn.map(|c| c.silence().as_secs_f64()),
                     awaiting: conn.map_or(0, |c| c.pending.len()),
-                    load: conn.map(|c| *c.load.lock().unwrap()).unwrap_or_default(),
+                    load: conn
+                        .map(|c| c.load.lock().unwrap().clone())
+                        .unwrap_or_default(),
+                    queued_bytes: conn.map_or(0, |c| c.queued.used() as u64),
                     connections: s.connections,
                 }
             })

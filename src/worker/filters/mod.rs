@@ -137,7 +137,7 @@ pub struct FilterEngine {
     linker: Arc<Linker<CallState>>,
     proxy_linker: Arc<Linker<proxy::HostState>>,
     /// proxy-wasm shared data and metrics, for every call of this worker.
-    pub(crate) proxy_shared: Arc<proxy::shared::ProxyShared>,
+    pub proxy_shared: Arc<proxy::shared::ProxyShared>,
     cache_dir: Option<PathBuf>,
     pub(crate) limits: FilterLimits,
     /// One permit per pool slot: a call past the pool is refused as
