@@ -97,6 +97,30 @@ pub struct Status {
     pub pid: Option<u32>,
     /// Restarts so far.
     pub restarts: u32,
+    /// The same restarts, by why the life before ended.
+    pub causes: RestartCauses,
+}
+
+/// Restarts of one worker by what ended the life before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestartCauses {
+    /// The process exited or was killed (or could not be spawned).
+    pub exited: u32,
+    /// It stopped answering heartbeats and was killed.
+    pub hung: u32,
+    /// It did not connect within the connect timeout and was killed.
+    pub never_connected: u32,
+}
+
+impl RestartCauses {
+    /// Each cause with its metric label.
+    pub fn labelled(&self) -> [(&'static str, u32); 3] {
+        [
+            ("exited", self.exited),
+            ("hung", self.hung),
+            ("never_connected", self.never_connected),
+        ]
+    }
 }
 
 /// The running supervisor.
@@ -134,6 +158,7 @@ impl Supervisor {
                 state: WorkerState::Starting,
                 pid: None,
                 restarts: 0,
+                causes: RestartCauses::default(),
             }));
             statuses.push(Arc::clone(&status));
             let watcher = Watcher {
@@ -283,6 +308,11 @@ impl Watcher {
             self.set(|s| {
                 s.state = WorkerState::Restarting;
                 s.restarts += 1;
+                match end {
+                    End::Hung => s.causes.hung += 1,
+                    End::NeverConnected => s.causes.never_connected += 1,
+                    End::Exited(_) | End::Stop(_) => s.causes.exited += 1,
+                }
             });
             let mut stop = self.stop.clone();
             tokio::select! {
