@@ -40,6 +40,8 @@ pub struct DbState {
     pub workers: u32,
     /// The plugins and filters the workers run.
     pub registry: Arc<Registry>,
+    /// Where KV operations are counted.
+    pub metrics: Arc<crate::master::metrics::Metrics>,
 }
 
 /// The `/db/...` routes.
@@ -255,8 +257,17 @@ async fn kv(
 ) -> Result<Response, EndpointError> {
     let tenant = caller_for(&state, &headers, q)?;
     let op: KvOp = body(&bytes)?;
-    let reply = run_kv(&state.store, &tenant, op).await?;
-    Ok(ok(&reply))
+    let kind = match &op {
+        KvOp::Get { .. } => "get",
+        KvOp::Set { .. } => "set",
+        KvOp::Delete { .. } => "delete",
+        KvOp::Find { .. } => "find",
+        KvOp::ListScopes {} => "list_scopes",
+    };
+    let started = std::time::Instant::now();
+    let reply = run_kv(&state.store, &tenant, op).await;
+    state.metrics.kv_done(kind, started.elapsed());
+    Ok(ok(&reply?))
 }
 
 /// Runs one KV operation for `tenant` (after auth and shard checks): the

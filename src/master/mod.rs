@@ -19,6 +19,7 @@
 pub mod api;
 pub mod datadir;
 pub mod db;
+pub mod metrics;
 pub mod registry;
 pub mod shard;
 pub mod store;
@@ -191,11 +192,13 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         tracing::error!("not loaded: {p}");
     }
     let registry = Arc::new(registry);
+    let metrics = Arc::new(metrics::Metrics::new(Arc::clone(&hub), config.workers));
     let hub_router = hub.router().merge(db::router(Arc::new(db::DbState {
         hub: Arc::clone(&hub),
         store: Arc::clone(&store),
         workers: config.workers,
         registry: Arc::clone(&registry),
+        metrics: Arc::clone(&metrics),
     })));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(hub_listener.tap_io(no_delay), hub_router).await {
@@ -207,6 +210,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     sup_config.master = mesophyll_addr.to_string();
     sup_config.cache_dir = dir.path().join("cache").join("filters");
     let supervisor = Supervisor::start(sup_config, Arc::clone(&hub), spawned).await?;
+    metrics.watch(Arc::clone(&supervisor));
 
     let state = Arc::new(api::ApiState {
         hub: Arc::clone(&hub),
@@ -216,6 +220,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         store,
         registry,
         state_turns: api::TenantTurns::default(),
+        metrics,
     });
     let app = api::router(state);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();

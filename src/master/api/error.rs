@@ -20,6 +20,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// Its stable code (`bad_request`, `timeout`, ...).
+    pub fn code(&self) -> &str {
+        &self.detail.code
+    }
+
     pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         ApiError {
             status,

@@ -4,6 +4,7 @@
 //! GET    /api/system/version                    no auth
 //! GET    /healthz                               no auth (liveness)
 //! GET    /readyz                                no auth; 503 until every worker slot is served
+//! GET    /metrics                               no auth; Prometheus (OpenMetrics text)
 //! GET    /api/v1/workers
 //! POST   /api/v1/tenants/{type}/{id}/events     DispatchRequest -> 200 Dispatched | 202 Accepted
 //! POST   /api/v1/tenants/{type}/{id}/scripts    ScriptRequest   -> 200 ScriptResult
@@ -48,6 +49,7 @@ mod tenants;
 
 pub use error::ApiError;
 
+use crate::master::metrics::Metrics;
 use crate::master::registry::Registry;
 use crate::master::store::Store;
 use crate::master::supervisor::Supervisor;
@@ -80,6 +82,8 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     /// One state change per tenant at a time.
     pub state_turns: TenantTurns,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A turn per tenant, striped: changes to one tenant's state are stored
@@ -139,6 +143,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/system/version", get(system::version))
         .route("/healthz", get(system::health))
         .route("/readyz", get(system::ready))
+        .route("/metrics", get(system::metrics))
         .nest("/api/v1", v1)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)

@@ -1,5 +1,5 @@
-//! `/api/system/version`, `/healthz`, `/readyz` and `/api/v1/workers`: what
-//! the master is and how its workers are.
+//! `/api/system/version`, `/healthz`, `/readyz`, `/metrics` and
+//! `/api/v1/workers`: what the master is and how its workers are.
 //!
 //! `/healthz` is liveness: it answers 200 while the master answers at all
 //! (its body says `degraded` while a worker is away). `/readyz` is
@@ -54,6 +54,18 @@ pub(super) async fn ready(State(state): State<Arc<ApiState>>) -> (StatusCode, Js
         waiting_for,
     };
     (status, Json(readiness))
+}
+
+pub(super) async fn metrics(
+    State(state): State<Arc<ApiState>>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::master::metrics::CONTENT_TYPE,
+        )],
+        state.metrics.render(),
+    )
 }
 
 pub(super) async fn workers(State(state): State<Arc<ApiState>>) -> Json<Workers> {

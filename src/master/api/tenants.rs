@@ -37,6 +37,23 @@ pub(super) async fn dispatch(
     Path((kind, id)): Path<(String, String)>,
     Payload(req): Payload<DispatchRequest>,
 ) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let answer = deliver(&state, kind, id, req, started).await;
+    if let Err(e) = &answer {
+        state.metrics.dispatched(e.code(), &[], started.elapsed());
+    }
+    answer
+}
+
+/// A dispatch to the tenant's worker; its successes are counted here, its
+/// errors by the caller.
+async fn deliver(
+    state: &ApiState,
+    kind: String,
+    id: String,
+    req: DispatchRequest,
+    started: Instant,
+) -> Result<Response, ApiError> {
     let tenant = tenant(kind, id)?;
     if req.name.is_empty() {
         return Err(ApiError::bad_request("the event needs a name"));
@@ -48,7 +65,6 @@ pub(super) async fn dispatch(
         data: req.data,
         ..Default::default()
     };
-    let started = Instant::now();
     if !req.wait {
         let queued = || ServerMessage::DispatchEvent {
             req_id: None,
@@ -57,6 +73,7 @@ pub(super) async fn dispatch(
             deadline_ms: left(started, budget),
         };
         state.hub.send_within(worker, budget, queued).await?;
+        state.metrics.dispatched("accepted", &[], started.elapsed());
         return Ok((StatusCode::ACCEPTED, Json(Accepted { tenant, worker })).into_response());
     }
     let value = state
@@ -77,6 +94,7 @@ pub(super) async fn dispatch(
             format!("worker {worker} answered something that is not a result list: {e}"),
         )
     })?;
+    state.metrics.dispatched("ok", &outcomes, started.elapsed());
     Ok(Json(Dispatched {
         tenant,
         worker,
@@ -89,6 +107,20 @@ pub(super) async fn run_script(
     State(state): State<Arc<ApiState>>,
     Path((kind, id)): Path<(String, String)>,
     Payload(req): Payload<ScriptRequest>,
+) -> Result<Json<ScriptResult>, ApiError> {
+    let answer = run_script_on_worker(&state, kind, id, req).await;
+    state.metrics.scripted(match &answer {
+        Ok(_) => "ok",
+        Err(e) => e.code(),
+    });
+    answer
+}
+
+async fn run_script_on_worker(
+    state: &ApiState,
+    kind: String,
+    id: String,
+    req: ScriptRequest,
 ) -> Result<Json<ScriptResult>, ApiError> {
     let tenant = tenant(kind, id)?;
     let budget = timeout(req.timeout_ms)?;

@@ -1,0 +1,360 @@
+//! `GET /metrics`: the whole fleet in one Prometheus scrape (OpenMetrics
+//! text, through `prometheus-client`).
+//!
+//! Two kinds of series:
+//!
+//! - **counted by the master** as it works (the families of [`Metrics`]):
+//!   events by plugin and result code, dispatches by result with their
+//!   latency, scripts by result, and the workers' KV operations through the
+//!   DB endpoints by kind with their latency;
+//! - **read at scrape time** ([`Fleet`], a collector): every worker slot as
+//!   the hub sees it (up, heartbeat age, VMs, RSS, requests in flight and
+//!   awaited, bytes queued), restarts by cause from the supervisor, the
+//!   hub's bad frames and requests lost with their worker, and what each
+//!   worker reports in its heartbeats: filter calls by filter and outcome,
+//!   its proxy-wasm filters' own metrics, the frames it could not decode.
+//!
+//! Worker-reported counters carry a `worker` label and start again from
+//! zero with a new worker process, as Prometheus expects of a restarted
+//! target (`rate()` and `increase()` take resets in their stride); they lag
+//! by up to one heartbeat interval. No label names a tenant: a fleet's
+//! tenants would each be a series.
+
+use crate::master::supervisor::Supervisor;
+use crate::mesophyll::hub::Hub;
+use crate::mesophyll::message::PluginOutcome;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The content type of a scrape's answer.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginCode {
+    plugin: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to about 26 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+/// The master's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    events: Family<PluginCode, Counter>,
+    dispatches: Family<ResultLabel, Counter>,
+    dispatch_seconds: Family<ResultLabel, Histogram>,
+    scripts: Family<ResultLabel, Counter>,
+    kv: Family<OpLabel, Counter>,
+    kv_seconds: Family<OpLabel, Histogram>,
+    supervisor: Arc<OnceLock<Arc<Supervisor>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A registry with the master's families and the fleet's collector
+    /// (restarts appear once [`Metrics::watch`] gives it the supervisor,
+    /// which starts after the hub).
+    pub fn new(hub: Arc<Hub>, workers: u32) -> Self {
+        let supervisor = Arc::new(OnceLock::new());
+        let mut registry = Registry::with_prefix("meshplay");
+        let events = Family::<PluginCode, Counter>::default();
+        registry.register(
+            "events",
+            "Plugin results of waited dispatches, by plugin and result code (ok, or the error's code)",
+            events.clone(),
+        );
+        let dispatches = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "dispatches",
+            "Dispatches by result: ok (the worker answered; see events), accepted (fire-and-forget) or the API error's code",
+            dispatches.clone(),
+        );
+        let dispatch_seconds =
+            Family::<ResultLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "dispatch_duration_seconds",
+            "Time from the API's receipt of a dispatch to its answer, by result",
+            dispatch_seconds.clone(),
+        );
+        let scripts = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "scripts",
+            "RunScript requests by result: ok or the error's code",
+            scripts.clone(),
+        );
+        let kv = Family::<OpLabel, Counter>::default();
+        registry.register(
+            "kv_operations",
+            "Workers' KV operations through the DB endpoints, by kind",
+            kv.clone(),
+        );
+        let kv_seconds =
+            Family::<OpLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "kv_operation_duration_seconds",
+            "Time the DB endpoints took for one KV operation, by kind",
+            kv_seconds.clone(),
+        );
+        registry.register_collector(Box::new(Fleet {
+            hub,
+            supervisor: Arc::clone(&supervisor),
+            workers,
+        }));
+        Metrics {
+            registry,
+            events,
+            dispatches,
+            dispatch_seconds,
+            scripts,
+            kv,
+            kv_seconds,
+            supervisor,
+        }
+    }
+
+    /// Shows the restarts `supervisor` counts from now on.
+    pub fn watch(&self, supervisor: Arc<Supervisor>) {
+        let _ = self.supervisor.set(supervisor);
+    }
+
+    /// Counts one dispatch that ended with `result` after `elapsed`, and
+    /// the plugin results it carried.
+    pub fn dispatched(&self, result: &str, outcomes: &[PluginOutcome], elapsed: Duration) {
+        let label = ResultLabel {
+            result: result.to_owned(),
+        };
+        self.dispatches.get_or_create(&label).inc();
+        self.dispatch_seconds
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
+        for o in outcomes {
+            let code = match &o.result {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => e.kind.to_string(),
+            };
+            self.events
+                .get_or_create(&PluginCode {
+                    plugin: o.plugin.clone(),
+                    code,
+                })
+                .inc();
+        }
+    }
+
+    /// Counts one script that ended with `result`.
+    pub fn scripted(&self, result: &str) {
+        self.scripts
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one KV operation of kind `op` that took `elapsed`.
+    pub fn kv_done(&self, op: &str, elapsed: Duration) {
+        let label = OpLabel { op: op.to_owned() };
+        self.kv.get_or_create(&label).inc();
+        self.kv_seconds
+            .get_or_create(&label)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Everything, in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// The fleet as it stands at a scrape: the hub's view of each worker, the
+/// supervisor's restarts, and the figures workers send in heartbeats.
+struct Fleet {
+    hub: Arc<Hub>,
+    supervisor: Arc<OnceLock<Arc<Supervisor>>>,
+    workers: u32,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+/// Writes one family of constant values, one per label set.
+fn family<L: EncodeLabelSet, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (L, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut values = values.into_iter().peekable();
+    let Some((_, first)) = values.peek() else {
+        return Ok(());
+    };
+    let mut metric = encoder.encode_descriptor(name, help, None, first.metric_type())?;
+    for (labels, value) in values {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Fleet {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let views = self.hub.workers();
+        let slot = |id: u32| vec![("worker", id.to_string())];
+        let view = |id: u32| views.iter().find(|w| w.id == id);
+        let ids = 0..self.workers;
+        family(
+            &mut encoder,
+            "worker_up",
+            "1 while the worker slot has a live connection",
+            ids.clone().map(|id| {
+                let up = view(id).is_some_and(|w| w.connected);
+                (slot(id), ConstGauge::new(i64::from(up)))
+            }),
+        )?;
+        let connected: Vec<_> = views.iter().filter(|w| w.connected).collect();
+        family(
+            &mut encoder,
+            "worker_heartbeat_age_seconds",
+            "Seconds since the worker's last frame",
+            connected.iter().map(|w| {
+                let age = w.since_last_frame_s.unwrap_or_default();
+                (slot(w.id), ConstGauge::new(age))
+            }),
+        )?;
+        for (name, help, value) in [
+            (
+                "worker_vms",
+                "Tenant VMs alive in the worker (its last heartbeat)",
+                (|w: &crate::mesophyll::hub::WorkerView| w.load.vms) as fn(&_) -> u64,
+            ),
+            (
+                "worker_rss_bytes",
+                "The worker process's resident memory (its last heartbeat)",
+                |w| w.load.rss_bytes,
+            ),
+            (
+                "worker_in_flight",
+                "Requests running in the worker (its last heartbeat)",
+                |w| w.load.in_flight,
+            ),
+            (
+                "worker_awaited",
+                "Requests the master awaits the worker's answer to",
+                |w| w.awaiting as u64,
+            ),
+            (
+                "worker_queued_bytes",
+                "Bytes queued for the worker, not yet written to its socket",
+                |w| w.queued_bytes,
+            ),
+        ] {
+            family(
+                &mut encoder,
+                name,
+                help,
+                connected
+                    .iter()
+                    .map(|w| (slot(w.id), ConstGauge::new(value(w) as i64))),
+            )?;
+        }
+        let mut restarts = Vec::new();
+        for id in ids {
+            if let Some(status) = self.supervisor.get().and_then(|s| s.status(id)) {
+                for (cause, n) in status.causes.labelled() {
+                    let labels = vec![("worker", id.to_string()), ("cause", cause.to_owned())];
+                    restarts.push((labels, ConstCounter::new(u64::from(n))));
+                }
+            }
+        }
+        family(
+            &mut encoder,
+            "worker_restarts",
+            "Restarts of spawned workers, by what ended the life before (exited, hung, never_connected)",
+            restarts,
+        )?;
+        family(
+            &mut encoder,
+            "filter_calls",
+            "Filter calls by worker, filter and outcome (continue, reject, failure, overloaded), since the worker started",
+            connected.iter().flat_map(|w| {
+                w.load.filters.iter().map(|f| {
+                    let labels = vec![
+                        ("worker", w.id.to_string()),
+                        ("filter", f.filter.clone()),
+                        ("outcome", f.outcome.clone()),
+                    ];
+                    (labels, ConstCounter::new(f.calls))
+                })
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "filter_metric",
+            "Metrics proxy-wasm filters defined, by worker, filter, name and kind (a histogram's sum)",
+            connected.iter().flat_map(|w| {
+                w.load.filter_metrics.iter().map(|m| {
+                    let labels = vec![
+                        ("worker", w.id.to_string()),
+                        ("filter", m.filter.clone()),
+                        ("name", m.name.clone()),
+                        ("kind", m.kind.clone()),
+                    ];
+                    (labels, ConstGauge::new(m.value))
+                })
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "worker_bad_frames",
+            "Frames from the master the worker could not decode, since it started",
+            connected
+                .iter()
+                .map(|w| (slot(w.id), ConstCounter::new(w.load.bad_frames))),
+        )?;
+        let none: Vec<(&str, String)> = Vec::new();
+        family(
+            &mut encoder,
+            "hub_bad_frames",
+            "Frames from workers the hub could not decode",
+            [(none.clone(), ConstCounter::new(self.hub.bad_frames()))],
+        )?;
+        family(
+            &mut encoder,
+            "lost_in_flight",
+            "Requests that were running on a worker when its connection ended",
+            [(none, ConstCounter::new(self.hub.lost_in_flight()))],
+        )?;
+        Ok(())
+    }
+}
