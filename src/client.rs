@@ -32,7 +32,8 @@ use crate::mesophyll::db::{KvRecord, TenantStateEntry};
 use crate::mesophyll::message::TenantState;
 use crate::rest::{
     Accepted, Changed, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, FilterList,
-    Health, KvPage, PluginList, PluginUpload, ScriptRequest, ScriptResult, Version, Workers,
+    Health, KvPage, PluginList, PluginUpload, ScriptRequest, ScriptResult, Status, Version,
+    Workers,
 };
 use crate::uri::encode_component;
 use bytes::Bytes;
@@ -167,6 +168,14 @@ impl ApiClient {
     /// `GET /api/v1/workers`.
     pub async fn workers(&self) -> Result<Workers, ApiClientError> {
         self.call(Method::GET, "/api/v1/workers", None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `GET /api/v1/status`: the master, its store, workers, catalogue and
+    /// the last minute's traffic.
+    pub async fn status(&self) -> Result<Status, ApiClientError> {
+        self.call(Method::GET, "/api/v1/status", None::<&()>)
             .await
             .map(|(_, v)| v)
     }

@@ -60,6 +60,45 @@ pub struct Readiness {
     pub waiting_for: Vec<u32>,
 }
 
+/// `GET /api/v1/status`: the master on one screen (`meshplay status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The master's version.
+    pub version: String,
+    /// The Mesophyll protocol version.
+    pub protocol: u32,
+    /// Seconds since the master started.
+    pub uptime_s: f64,
+    /// The store, as a URL (`sled:PATH`).
+    pub store: String,
+    /// Worker slots.
+    pub workers: u32,
+    /// Slots served now.
+    pub running: u32,
+    /// Restarts of spawned workers since the master started.
+    pub restarts: u32,
+    /// The plugins in force, by name.
+    pub plugins: Vec<String>,
+    /// The filters in force, by name.
+    pub filters: Vec<String>,
+    /// Events and errors of the last 60 seconds.
+    pub last_minute: LastMinute,
+}
+
+/// The last minute's traffic: plugin results of waited dispatches,
+/// fire-and-forget dispatches, and dispatches that failed as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastMinute {
+    /// Events in the last 60 s.
+    pub events: u64,
+    /// Of those, the ones that ended in an error.
+    pub errors: u64,
+    /// `events` / 60.
+    pub events_per_s: f64,
+    /// `errors` / `events` (0 without events).
+    pub error_ratio: f64,
+}
+
 /// The life-cycle state of one worker, as the master sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

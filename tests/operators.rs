@@ -1,10 +1,10 @@
 //! What an operator relies on, against the real binary: readiness that
-//! follows the worker slots, JSON logs from the master and its workers, and
-//! shell completions.
+//! follows the worker slots, `meshplay status`, JSON logs from the master
+//! and its workers, and shell completions.
 
 mod common;
 
-use common::{EXE, Master, Opts, SpawnGuard, eventually, raw, with_external_worker_1};
+use common::{EXE, Master, Opts, SpawnGuard, event, eventually, raw, with_external_worker_1};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -39,6 +39,9 @@ async fn readyz_answers_503_until_every_slot_is_served_and_again_when_one_goes()
     )
     .await;
     assert_eq!(status, 200, "liveness does not wait for workers");
+    let (code, out, err) = m.cli(&["status"]);
+    assert_eq!(code, 4, "status says degraded: {out}{err}");
+    assert!(out.contains("1 of 2 running"), "{out}");
 
     let mut worker = Command::new(EXE)
         .args(["--worker", "--worker-id", "1", "--master"])
@@ -123,5 +126,53 @@ fn completions_come_for_each_shell_and_name_the_commands() {
         out.status.code(),
         Some(2),
         "an unknown shell is a usage error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_fleet_and_counts_the_last_minute() {
+    let m = Master::start(Opts::default()).await;
+    m.wait_connected(2).await;
+    let c = &m.client;
+    for i in 0..3 {
+        c.dispatch(
+            "user",
+            &format!("s{i}"),
+            &event("echo", serde_json::json!(i)),
+        )
+        .await
+        .unwrap();
+    }
+    let spam = serde_json::json!({"name": "B", "message": "cheap spam"});
+    c.dispatch("user", "s9", &event("sign", spam))
+        .await
+        .unwrap();
+    let mut quiet = event("echo", serde_json::json!(0));
+    quiet.wait = false;
+    c.dispatch("user", "s8", &quiet).await.unwrap();
+
+    let (code, out, err) = m.cli(&["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (s["workers"].as_u64(), s["running"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(s["store"].as_str().unwrap().starts_with("sled:"), "{s}");
+    assert!(
+        s["plugins"].as_array().unwrap().contains(&"proxied".into()),
+        "{s}"
+    );
+    assert_eq!(s["filters"].as_array().unwrap().len(), 5, "{s}");
+    // Three echoes and the fire-and-forget one, and the rejected signature.
+    assert_eq!(s["last_minute"]["events"], 5, "{s}");
+    assert_eq!(s["last_minute"]["errors"], 1, "{s}");
+    assert!((s["last_minute"]["error_ratio"].as_f64().unwrap() - 0.2).abs() < 1e-9);
+
+    let (code, out, _) = m.cli(&["status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("2 of 2 running") && out.contains("5 events"),
+        "{out}"
     );
 }

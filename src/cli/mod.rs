@@ -19,6 +19,7 @@ mod bench;
 mod catalogue;
 mod kv;
 mod serve;
+mod status;
 mod tenants;
 mod workers;
 
@@ -71,6 +72,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// List the workers and their state.
     Workers(ClientArgs),
+    /// The master on one screen: store, workers, catalogue, the last
+    /// minute's events and errors (exit 4 while a worker slot is not served).
+    Status(ClientArgs),
     /// Send an event to a tenant and print each plugin's answer.
     Dispatch(tenants::DispatchArgs),
     /// Run a Luau file in a tenant's VM and print what it returns.
@@ -200,6 +204,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match command {
         Command::Serve(args) => serve::serve(args, cli.log_format).await,
         Command::Workers(c) => workers::workers(&c).await,
+        Command::Status(c) => status::status(&c).await,
         Command::Dispatch(args) => tenants::dispatch(args).await,
         Command::RunScript(args) => tenants::run_script(args).await,
         Command::Drop(t) => tenants::drop_vm(t).await,

@@ -30,7 +30,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// The content type of a scrape's answer.
@@ -67,6 +67,17 @@ pub struct Metrics {
     kv: Family<OpLabel, Counter>,
     kv_seconds: Family<OpLabel, Histogram>,
     supervisor: Arc<OnceLock<Arc<Supervisor>>>,
+    /// Events and errors per second of the last minute, by second modulo
+    /// 60 (`meshplay status`).
+    minute: Mutex<[Second; 60]>,
+}
+
+/// One second's events and errors.
+#[derive(Debug, Clone, Copy, Default)]
+struct Second {
+    at: u64,
+    events: u64,
+    errors: u64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -134,7 +145,34 @@ impl Metrics {
             kv,
             kv_seconds,
             supervisor,
+            minute: Mutex::new([Second::default(); 60]),
         }
+    }
+
+    /// Events and errors of the last 60 seconds: every plugin result of a
+    /// waited dispatch (an error when it failed), every fire-and-forget
+    /// dispatch, and every dispatch that failed as a whole (an error).
+    pub fn last_minute(&self) -> (u64, u64) {
+        let now = crate::clock::unix_millis() as u64 / 1000;
+        let minute = self.minute.lock().unwrap();
+        minute
+            .iter()
+            .filter(|s| s.at + 60 > now && s.at <= now)
+            .fold((0, 0), |(e, x), s| (e + s.events, x + s.errors))
+    }
+
+    fn count_second(&self, events: u64, errors: u64) {
+        let now = crate::clock::unix_millis() as u64 / 1000;
+        let mut minute = self.minute.lock().unwrap();
+        let second = &mut minute[(now % 60) as usize];
+        if second.at != now {
+            *second = Second {
+                at: now,
+                ..Second::default()
+            };
+        }
+        second.events += events;
+        second.errors += errors;
     }
 
     /// Shows the restarts `supervisor` counts from now on.
@@ -152,6 +190,15 @@ impl Metrics {
         self.dispatch_seconds
             .get_or_create(&label)
             .observe(elapsed.as_secs_f64());
+        let (events, errors) = match result {
+            "ok" => (
+                outcomes.len() as u64,
+                outcomes.iter().filter(|o| o.result.is_err()).count() as u64,
+            ),
+            "accepted" => (1, 0),
+            _ => (1, 1),
+        };
+        self.count_second(events, errors);
         for o in outcomes {
             let code = match &o.result {
                 Ok(_) => "ok".to_owned(),

@@ -185,7 +185,8 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         hub.register_worker(id, &worker_token);
         tracing::info!(worker = id, token_file = %path.display(), "external worker expected");
     }
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("store"))?);
+    let store_path = dir.path().join("store");
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(&store_path)?);
     let (registry, problems) =
         Registry::load(&config.plugins_dir, &config.filters_dir, Arc::clone(&store));
     for p in &problems {
@@ -221,6 +222,8 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         registry,
         state_turns: api::TenantTurns::default(),
         metrics,
+        started: std::time::Instant::now(),
+        store_url: format!("sled:{}", store_path.display()),
     });
     let app = api::router(state);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -6,6 +6,7 @@
 //! GET    /readyz                                no auth; 503 until every worker slot is served
 //! GET    /metrics                               no auth; Prometheus (OpenMetrics text)
 //! GET    /api/v1/workers
+//! GET    /api/v1/status                                         -> 200 Status
 //! POST   /api/v1/tenants/{type}/{id}/events     DispatchRequest -> 200 Dispatched | 202 Accepted
 //! POST   /api/v1/tenants/{type}/{id}/scripts    ScriptRequest   -> 200 ScriptResult
 //! DELETE /api/v1/tenants/{type}/{id}/vm                         -> 200 Dropped
@@ -84,6 +85,10 @@ pub struct ApiState {
     pub state_turns: TenantTurns,
     /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
+    /// When the master started.
+    pub started: std::time::Instant,
+    /// The store, as a URL.
+    pub store_url: String,
 }
 
 /// A turn per tenant, striped: changes to one tenant's state are stored
@@ -111,6 +116,7 @@ impl TenantTurns {
 pub fn router(state: Arc<ApiState>) -> Router {
     let v1 = Router::new()
         .route("/workers", get(system::workers))
+        .route("/status", get(system::status))
         .route("/tenants/{type}/{id}/events", post(tenants::dispatch))
         .route("/tenants/{type}/{id}/scripts", post(tenants::run_script))
         .route("/tenants/{type}/{id}/vm", delete(tenants::drop_vm))

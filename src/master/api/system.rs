@@ -1,14 +1,18 @@
-//! `/api/system/version`, `/healthz`, `/readyz`, `/metrics` and
-//! `/api/v1/workers`: what the master is and how its workers are.
+//! `/api/system/version`, `/healthz`, `/readyz`, `/metrics`,
+//! `/api/v1/workers` and `/api/v1/status`: what the master is and how its
+//! workers are.
 //!
 //! `/healthz` is liveness: it answers 200 while the master answers at all
 //! (its body says `degraded` while a worker is away). `/readyz` is
 //! readiness: 503 until every worker slot is served, as a load balancer or
 //! an orchestrator wants it.
 
-use super::ApiState;
+use super::{ApiError, ApiState};
+use crate::master::registry::Registry;
 use crate::mesophyll::message::PROTOCOL_VERSION;
-use crate::rest::{Health, Readiness, Version, WorkerInfo, WorkerState, Workers};
+use crate::rest::{
+    Health, LastMinute, Readiness, Status, Version, WorkerInfo, WorkerState, Workers,
+};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -66,6 +70,38 @@ pub(super) async fn metrics(
         )],
         state.metrics.render(),
     )
+}
+
+pub(super) async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<Status>, ApiError> {
+    let (plugins, filters) =
+        Registry::blocking(&state.registry, |r| Ok((r.plugins()?, r.filters()?))).await?;
+    let views = state.hub.workers();
+    let restarts = (0..state.workers)
+        .filter_map(|id| state.supervisor.status(id))
+        .map(|s| s.restarts)
+        .sum();
+    let (events, errors) = state.metrics.last_minute();
+    Ok(Json(Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol: PROTOCOL_VERSION,
+        uptime_s: state.started.elapsed().as_secs_f64(),
+        store: state.store_url.clone(),
+        workers: state.workers,
+        running: views.iter().filter(|w| w.connected).count() as u32,
+        restarts,
+        plugins: plugins.into_iter().map(|p| p.name).collect(),
+        filters: filters.into_iter().map(|f| f.name).collect(),
+        last_minute: LastMinute {
+            events,
+            errors,
+            events_per_s: events as f64 / 60.0,
+            error_ratio: if events == 0 {
+                0.0
+            } else {
+                errors as f64 / events as f64
+            },
+        },
+    }))
 }
 
 pub(super) async fn workers(State(state): State<Arc<ApiState>>) -> Json<Workers> {
