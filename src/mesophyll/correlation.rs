@@ -147,6 +147,13 @@ impl From<WaitError> for RemoteError {
     }
 }
 
+/// A request id as logs and answers show it, on the master and on the
+/// worker alike: 16 hex digits (a u64 does not survive every tool's JSON
+/// numbers).
+pub fn request_label(req_id: u64) -> String {
+    format!("{req_id:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

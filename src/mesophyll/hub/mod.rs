@@ -44,7 +44,7 @@ use connection::Connection;
 use crate::mesophyll::auth::{Credentials, Refusal};
 use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::codec::{self, CodecError};
-use crate::mesophyll::correlation::WaitError;
+use crate::mesophyll::correlation::{WaitError, request_label};
 use crate::mesophyll::message::{LoadFigures, RemoteError, ServerMessage};
 use axum::Router;
 use axum::routing::get;
@@ -258,6 +258,34 @@ impl Hub {
         deadline: Duration,
         build: impl FnOnce(u64) -> ServerMessage,
     ) -> Result<Value, HubError> {
+        self.request_with_id(worker, deadline, build).await.1
+    }
+
+    /// [`Hub::request`], also returning the id the request was last sent
+    /// with (`None` when it was never sent).
+    ///
+    /// The id is recorded as `req_id` (16 hex digits, see
+    /// [`request_label`]) in the caller's current span, when that span has
+    /// such a field: the worker runs the request in a span with the same
+    /// id, so master and worker logs of one request line up.
+    pub async fn request_with_id(
+        &self,
+        worker: u32,
+        deadline: Duration,
+        build: impl FnOnce(u64) -> ServerMessage,
+    ) -> (Option<u64>, Result<Value, HubError>) {
+        let mut sent = None;
+        let answer = self.send_and_wait(worker, deadline, build, &mut sent).await;
+        (sent, answer)
+    }
+
+    async fn send_and_wait(
+        &self,
+        worker: u32,
+        deadline: Duration,
+        build: impl FnOnce(u64) -> ServerMessage,
+        sent: &mut Option<u64>,
+    ) -> Result<Value, HubError> {
         let until = Instant::now() + deadline;
         let mut conn = self.connection_by(worker, until, None).await?;
         // Built once a connection is there (what it carries may account for
@@ -268,6 +296,8 @@ impl Hub {
             // worker's next one instead of failing a request never sent.
             if let Ok(pending) = conn.pending.register() {
                 msg.set_req_id(pending.id());
+                *sent = Some(pending.id());
+                tracing::Span::current().record("req_id", request_label(pending.id()).as_str());
                 match conn.enqueue(codec::encode(&msg)?) {
                     Ok(()) => break pending,
                     Err(HubError::WorkerUnavailable { .. }) => {}
