@@ -215,6 +215,9 @@ pub struct Dispatched {
     pub worker: u32,
     /// One entry per plugin that handles the event, in catalogue order.
     pub results: Vec<PluginResult>,
+    /// The id master and worker logs carry for this request (16 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// 202 answer of a fire-and-forget dispatch.
@@ -252,6 +255,9 @@ pub struct ScriptResult {
     pub worker: u32,
     /// What the script returned (`null` for nothing).
     pub result: Value,
+    /// The id master and worker logs carry for this request (16 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// 200 answer of `DELETE /api/v1/tenants/{type}/{id}/vm`.

@@ -4,7 +4,10 @@
 
 mod common;
 
+use common::api::upload;
 use common::{EXE, Master, Opts, SpawnGuard, event, eventually, raw, with_external_worker_1};
+use meshplay::client::DispatchOutcome;
+use meshplay::rest::ScriptRequest;
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -175,4 +178,79 @@ async fn status_shows_the_fleet_and_counts_the_last_minute() {
         out.contains("2 of 2 running") && out.contains("5 events"),
         "{out}"
     );
+}
+
+/// The `req_id` of the `request` span a JSON log line was written in.
+fn request_of(line: &Value) -> Option<String> {
+    line["spans"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == "request")
+        .and_then(|s| s["req_id"].as_str().map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_carries_one_id_through_the_answer_and_master_and_worker_logs() {
+    let m = Master::start(Opts {
+        extra: vec!["--log-format".into(), "json".into()],
+        ..Opts::default()
+    })
+    .await;
+    m.wait_connected(2).await;
+    let c = &m.client;
+    c.put_plugin(
+        "chatty",
+        &upload(
+            "name = 'chatty'\nversion = '1'\nevents = ['talk']",
+            "return { talk = function() log.info('chatty says hi') return 1 end }",
+        ),
+    )
+    .await
+    .unwrap();
+    let DispatchOutcome::Done(done) = c
+        .dispatch("user", "r1", &event("talk", serde_json::json!(null)))
+        .await
+        .unwrap()
+    else {
+        panic!("a waited dispatch")
+    };
+    let id = done.request_id.expect("the answer names its request");
+    assert_eq!(id.len(), 16, "{id}");
+    // A script that logs, then fails: the master logs the failure.
+    let req = ScriptRequest {
+        name: None,
+        code: "log.warn('about to fail') error('on purpose')".into(),
+        event: None,
+        timeout_ms: Some(5000),
+    };
+    c.run_script("user", "r2", &req).await.unwrap_err();
+
+    let lines = eventually(Duration::from_secs(10), "the log lines", || async {
+        let lines: Vec<Value> = m
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let has = |text: &str| {
+            lines
+                .iter()
+                .any(|l| l["message"].as_str().is_some_and(|m| m.contains(text)))
+        };
+        (has("chatty says hi") && has("about to fail") && has("script failed")).then_some(lines)
+    })
+    .await;
+    let line = |text: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"].as_str().is_some_and(|m| m.contains(text)))
+            .unwrap()
+    };
+    assert_eq!(
+        request_of(line("chatty says hi")).as_deref(),
+        Some(id.as_str())
+    );
+    let worker_side = request_of(line("about to fail")).expect("the worker's line has an id");
+    let master_side = request_of(line("script failed")).expect("the master's line has an id");
+    assert_eq!(worker_side, master_side);
+    assert_ne!(worker_side, id, "each request its own id");
 }

@@ -28,6 +28,7 @@ pub mod vm;
 pub mod watchdog;
 
 use crate::mesophyll::backoff::Backoff;
+use crate::mesophyll::correlation::request_label;
 use crate::mesophyll::db::CatalogueSnapshot;
 use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::LoadFigures;
@@ -43,6 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tenants::{Job, Tenants, TenantsConfig};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// The longest deadline a worker accepts for one request; longer ones are
 /// cut to this.
@@ -313,14 +315,19 @@ impl Worker {
         let guard = InFlight::new(&self.in_flight);
         let tenants = Arc::clone(&self.tenants);
         let pending = self.catalogue_pending();
-        tokio::spawn(async move {
-            if let Some(reload) = pending {
-                reload.await;
+        // The master logs the same id for the same request.
+        let span = tracing::info_span!("request", req_id = %request_label(req_id));
+        tokio::spawn(
+            async move {
+                if let Some(reload) = pending {
+                    reload.await;
+                }
+                let result = tenants.run(tenant, job).await;
+                outbox.reply(req_id, result).await;
+                drop(guard);
             }
-            let result = tenants.run(tenant, job).await;
-            outbox.reply(req_id, result).await;
-            drop(guard);
-        });
+            .instrument(span),
+        );
     }
 }
 

@@ -25,6 +25,11 @@ impl ApiError {
         &self.detail.code
     }
 
+    /// Its message for people.
+    pub fn message(&self) -> &str {
+        &self.detail.message
+    }
+
     pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         ApiError {
             status,

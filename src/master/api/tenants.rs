@@ -5,6 +5,7 @@
 use super::extract::{Payload, tenant, timeout};
 use super::{ApiError, ApiState};
 use crate::master::{shard, store};
+use crate::mesophyll::correlation::request_label;
 use crate::mesophyll::db::TenantStateEntry;
 use crate::mesophyll::hub::HubError;
 use crate::mesophyll::message::{Event, PluginOutcome, ServerMessage, TenantState};
@@ -17,6 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// How much longer the master waits for a worker than the tenant code's own
 /// deadline, so that the worker's precise "timeout" arrives before the hub's
@@ -38,11 +40,22 @@ pub(super) async fn dispatch(
     Payload(req): Payload<DispatchRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let answer = deliver(&state, kind, id, req, started).await;
+    let span = request_span();
+    let answer = deliver(&state, kind, id, req, started)
+        .instrument(span.clone())
+        .await;
     if let Err(e) = &answer {
         state.metrics.dispatched(e.code(), &[], started.elapsed());
+        span.in_scope(|| tracing::info!(code = e.code(), "dispatch failed: {}", e.message()));
     }
     answer
+}
+
+/// The span a request runs in on the master; `req_id` is filled in when
+/// the hub gives the request its id, and the worker's span for it carries
+/// the same one.
+fn request_span() -> tracing::Span {
+    tracing::info_span!("request", req_id = tracing::field::Empty)
 }
 
 /// A dispatch to the tenant's worker; its successes are counted here, its
@@ -76,9 +89,9 @@ async fn deliver(
         state.metrics.dispatched("accepted", &[], started.elapsed());
         return Ok((StatusCode::ACCEPTED, Json(Accepted { tenant, worker })).into_response());
     }
-    let value = state
+    let (sent, value) = state
         .hub
-        .request(worker, budget + ANSWER_SLACK, |req_id| {
+        .request_with_id(worker, budget + ANSWER_SLACK, |req_id| {
             ServerMessage::DispatchEvent {
                 req_id: Some(req_id),
                 tenant: tenant.clone(),
@@ -86,7 +99,8 @@ async fn deliver(
                 deadline_ms: left(started, budget),
             }
         })
-        .await?;
+        .await;
+    let value = value?;
     let outcomes: Vec<PluginOutcome> = serde_json::from_value(value).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -99,6 +113,7 @@ async fn deliver(
         tenant,
         worker,
         results: outcomes.into_iter().map(Into::into).collect(),
+        request_id: sent.map(request_label),
     })
     .into_response())
 }
@@ -108,11 +123,17 @@ pub(super) async fn run_script(
     Path((kind, id)): Path<(String, String)>,
     Payload(req): Payload<ScriptRequest>,
 ) -> Result<Json<ScriptResult>, ApiError> {
-    let answer = run_script_on_worker(&state, kind, id, req).await;
+    let span = request_span();
+    let answer = run_script_on_worker(&state, kind, id, req)
+        .instrument(span.clone())
+        .await;
     state.metrics.scripted(match &answer {
         Ok(_) => "ok",
         Err(e) => e.code(),
     });
+    if let Err(e) = &answer {
+        span.in_scope(|| tracing::info!(code = e.code(), "script failed: {}", e.message()));
+    }
     answer
 }
 
@@ -126,9 +147,9 @@ async fn run_script_on_worker(
     let budget = timeout(req.timeout_ms)?;
     let worker = shard::worker_for(&tenant, state.workers);
     let started = Instant::now();
-    let result = state
+    let (sent, result) = state
         .hub
-        .request(worker, budget + ANSWER_SLACK, |req_id| {
+        .request_with_id(worker, budget + ANSWER_SLACK, |req_id| {
             ServerMessage::RunScript {
                 req_id,
                 tenant: tenant.clone(),
@@ -138,11 +159,13 @@ async fn run_script_on_worker(
                 deadline_ms: left(started, budget),
             }
         })
-        .await?;
+        .await;
+    let result = result?;
     Ok(Json(ScriptResult {
         tenant,
         worker,
         result,
+        request_id: sent.map(request_label),
     }))
 }
 

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Sizing of the tenant table.
 #[derive(Debug, Clone)]
@@ -83,9 +84,14 @@ pub enum Job {
 
 type Responder = oneshot::Sender<Result<Value, RemoteError>>;
 
+/// A job in a tenant's queue, with whoever waits for it and the span it
+/// was submitted in: the actor runs it inside that span, so what the job
+/// logs (a script's `log.info`, a filter's lines) carries the request id.
+type Queued = (Job, Option<Responder>, tracing::Span);
+
 struct Handle {
     serial: u64,
-    tx: mpsc::Sender<(Job, Option<Responder>)>,
+    tx: mpsc::Sender<Queued>,
     last_used: Arc<AtomicU64>,
     /// Set while the actor runs a job: such a tenant is not evicted.
     busy: Arc<AtomicBool>,
@@ -165,7 +171,7 @@ impl Tenants {
         job: Job,
         reply: Option<Responder>,
     ) -> Result<(), RemoteError> {
-        let mut msg = (job, reply);
+        let mut msg = (job, reply, tracing::Span::current());
         // Two rounds: a task that is just retiring closes its queue; the
         // second round finds it gone and starts a new one.
         for _ in 0..2 {
@@ -197,7 +203,7 @@ impl Tenants {
         self.uses.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn sender(self: &Arc<Self>, tenant: &Tenant) -> mpsc::Sender<(Job, Option<Responder>)> {
+    fn sender(self: &Arc<Self>, tenant: &Tenant) -> mpsc::Sender<Queued> {
         if let Some(h) = self.live.get(tenant) {
             h.last_used.store(self.tick(), Ordering::Relaxed);
             return h.tx.clone();
@@ -247,7 +253,7 @@ impl Tenants {
         self: Arc<Self>,
         tenant: Tenant,
         serial: u64,
-        mut rx: mpsc::Receiver<(Job, Option<Responder>)>,
+        mut rx: mpsc::Receiver<Queued>,
         turn: Arc<tokio::sync::Mutex<()>>,
         busy: Arc<AtomicBool>,
     ) {
@@ -257,12 +263,12 @@ impl Tenants {
         let mut vm: Option<Vm> = None;
         loop {
             let next = tokio::time::timeout(self.config.idle_ttl, rx.recv()).await;
-            let Ok(Some((job, reply))) = next else {
+            let Ok(Some((job, reply, span))) = next else {
                 // Idle, or evicted (every sender dropped).
                 break;
             };
             busy.store(true, Ordering::SeqCst);
-            let outcome = self.execute(&tenant, &mut vm, job).await;
+            let outcome = self.execute(&tenant, &mut vm, job).instrument(span).await;
             busy.store(false, Ordering::SeqCst);
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
@@ -274,8 +280,8 @@ impl Tenants {
         // Jobs that raced into the queue as we stopped reading are still
         // ours to run, in order: nobody else may run them before us.
         rx.close();
-        while let Ok((job, reply)) = rx.try_recv() {
-            let outcome = self.execute(&tenant, &mut vm, job).await;
+        while let Ok((job, reply, span)) = rx.try_recv() {
+            let outcome = self.execute(&tenant, &mut vm, job).instrument(span).await;
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
             }
