@@ -254,3 +254,101 @@ async fn a_request_carries_one_id_through_the_answer_and_master_and_worker_logs(
     assert_eq!(worker_side, master_side);
     assert_ne!(worker_side, id, "each request its own id");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_sets_what_flags_and_the_environment_leave_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("meshplay.toml");
+    std::fs::write(&file, "log-format = \"json\"\nworkers = 7\n").unwrap();
+    // The harness sets --workers on the command line: it wins over the file.
+    let m = Master::start(Opts {
+        workers: 1,
+        extra: vec!["--config".into(), file.to_str().unwrap().into()],
+        ..Opts::default()
+    })
+    .await;
+    m.wait_connected(1).await;
+    assert_eq!(m.client.workers().await.unwrap().workers.len(), 1);
+    let log = m.log();
+    let first = log.lines().next().expect("a log line");
+    assert!(
+        first.starts_with('{'),
+        "the file's log-format applies: {first}"
+    );
+
+    // The environment wins over the file.
+    let data = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(EXE)
+        .args(["serve", "--config"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "--api-addr",
+            "127.0.0.1:0",
+            "--mesophyll-addr",
+            "127.0.0.1:0",
+        ])
+        .env("MESHPLAY_LOG_FORMAT", "text")
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop_guard();
+    let mut stderr = serve.0.stderr.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 256];
+        let n = stderr.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !line.starts_with('{') && line.contains("INFO"),
+        "text, not JSON: {line}"
+    );
+}
+
+#[test]
+fn config_check_names_each_problem_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "workers = 4\napi-addr = \"127.0.0.1:9999\"\n").unwrap();
+    let out = Command::new(EXE)
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(":1: --workers=4") && text.contains("2 settings, all valid"),
+        "{text}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "workers = \"many\"\n# a comment\nworker = 2\n").unwrap();
+    let out = Command::new(EXE)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("bad.toml:1: `workers`: invalid value 'many'"),
+        "{err}"
+    );
+    assert!(err.contains("bad.toml:3: unknown key `worker`"), "{err}");
+    // serve refuses it the same way, before starting anything.
+    let out = Command::new(EXE)
+        .args(["serve", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("bad.toml:3")
+    );
+}

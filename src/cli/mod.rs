@@ -17,6 +17,7 @@
 
 mod bench;
 mod catalogue;
+mod config;
 mod kv;
 mod serve;
 mod status;
@@ -95,11 +96,24 @@ enum Command {
     /// Measure throughput, latency and memory against the raw limits.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Check a configuration file for `serve --config`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print a shell completion script: `meshplay completions bash >
     /// /etc/bash_completion.d/meshplay`, or zsh, fish, elvish, powershell.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Report unknown keys and bad values with their line; print the flags
+    /// the file stands for when it is valid.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
     },
 }
 
@@ -148,7 +162,16 @@ pub(super) enum CliError {
 
 /// Parses the command line, runs it, and returns the process's exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `serve --config FILE` becomes the flags the file stands for, before
+    // clap parses: the file accepts exactly what the command line does.
+    let argv = match config::expand(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     let quiet = !matches!(cli.command, Some(Command::Serve(_)) | None);
     init_tracing(if quiet { "warn" } else { "info" }, cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -212,6 +235,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plugins(p) => catalogue::plugins(p).await,
         Command::Filters(f) => catalogue::filters(f).await,
         Command::Bench(b) => bench::bench(b).await,
+        Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

@@ -51,6 +51,11 @@ pub(super) struct ServeArgs {
     /// Where the master keeps its token and state [default: ~/.meshplay].
     #[arg(long, env = "MESHPLAY_DATA_DIR")]
     pub(super) data_dir: Option<PathBuf>,
+    /// A TOML file of settings, one key per flag (`workers = 4`,
+    /// `api-addr = "..."`); a flag or its environment variable wins over it.
+    /// `meshplay config check FILE` checks one.
+    #[arg(long, value_name = "FILE")]
+    pub(super) config: Option<PathBuf>,
     /// Worker processes (the shard count).
     #[arg(long, default_value_t = 2)]
     pub(super) workers: u32,
