@@ -400,3 +400,99 @@ impl ErrorDetail {
             .filter(|k| *k != ErrorKind::Unknown)
     }
 }
+
+/// What a token may do. `admin`: everything; `app`: dispatch events, read
+/// and write tenants' KV and state, and read everything else; `read`: `GET`
+/// only. Tokens and the audit log are the admin's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// `GET` routes, but tokens and the audit log.
+    Read,
+    /// What `read` may, plus dispatches and tenant KV and state writes.
+    App,
+    /// Everything.
+    Admin,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Read => "read",
+            Role::App => "app",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// What the token may do.
+    pub role: Role,
+    /// A name for people and the audit log (default: the role).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Its id (from its hash; says nothing of the secret).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Revoked tokens are refused (401) and stay listed.
+    pub revoked: bool,
+}
+
+/// 201 answer of `POST /api/v1/tokens`: the secret, shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedToken {
+    /// The token as listed.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// The bearer token itself: 64 characters, stored only hashed.
+    pub token: String,
+}
+
+/// `GET /api/v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenList {
+    /// Every token, revoked ones too, oldest first.
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// One change made through the API (or refused), as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Its place in the log, rising.
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The name of the token that asked (`admin-token` for the data
+    /// directory's).
+    pub token: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The path asked for.
+    pub route: String,
+    /// `type:id` when the route names a tenant.
+    pub tenant: Option<String>,
+    /// The answer's HTTP status.
+    pub status: u16,
+}
+
+/// `GET /api/v1/audit?after=&limit=`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Oldest first.
+    pub entries: Vec<AuditEntry>,
+    /// The `after` of the next page, when there may be one.
+    pub next: Option<u64>,
+}

@@ -32,6 +32,7 @@ pub use sled_store::SledStore;
 
 use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
 use crate::mesophyll::message::{Tenant, TenantState};
+use crate::rest::{AuditEntry, TokenInfo};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -168,4 +169,24 @@ pub trait Store: Send + Sync + 'static {
         scope: &str,
         keep: &mut dyn FnMut(GlobalEntry) -> bool,
     ) -> Result<(), StoreError>;
+
+    /// Every API token, as stored (hashed).
+    fn tokens(&self) -> Result<Vec<StoredToken>, StoreError>;
+    /// Stores a token, or replaces the one of its id (a revocation).
+    fn put_token<'a>(&'a self, token: &'a StoredToken) -> StoreFuture<'a, ()>;
+    /// Appends one audit entry, giving it the next `seq`; durable when it
+    /// completes.
+    fn audit_append(&self, entry: AuditEntry) -> StoreFuture<'_, AuditEntry>;
+    /// Up to `limit` audit entries after `after`, oldest first.
+    fn audit(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// An API token as the store keeps it: what is listed, and the SHA-256 of
+/// the secret (never the secret).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredToken {
+    /// What is listed.
+    pub info: TokenInfo,
+    /// Hex SHA-256 of the bearer token.
+    pub sha256: String,
 }

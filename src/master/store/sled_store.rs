@@ -5,9 +5,10 @@ use super::commit::GroupCommit;
 use super::keys::{
     decode, encode, global_key, key_of, kv_key, prefix_end, push_part, tenant_of, tenant_prefix,
 };
-use super::{GlobalDelete, Store, StoreError, StoreFuture};
+use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken};
 use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
 use crate::mesophyll::message::{Tenant, TenantState};
+use crate::rest::AuditEntry;
 use std::path::Path;
 
 impl From<sled::Error> for StoreError {
@@ -22,6 +23,12 @@ pub struct SledStore {
     global: sled::Tree,
     states: sled::Tree,
     catalogue: sled::Tree,
+    tokens: sled::Tree,
+    /// Keyed by `seq`, big-endian, so that iteration is log order.
+    audit: sled::Tree,
+    /// Hands out audit `seq`s (sled's own id generator: rising, never
+    /// reused across restarts).
+    db: sled::Db,
     commit: GroupCommit,
 }
 
@@ -41,6 +48,8 @@ impl SledStore {
         let global = db.open_tree("global_kv")?;
         let states = db.open_tree("tenant_states")?;
         let catalogue = db.open_tree("catalogue")?;
+        let tokens = db.open_tree("tokens")?;
+        let audit = db.open_tree("audit")?;
         let flushed = db.clone();
         let commit = GroupCommit::start(move || {
             flushed.flush()?;
@@ -51,6 +60,9 @@ impl SledStore {
             global,
             states,
             catalogue,
+            tokens,
+            audit,
+            db,
             commit,
         })
     }
@@ -265,6 +277,36 @@ impl Store for SledStore {
             self.commit.durable().await?;
             Ok(existed)
         })
+    }
+
+    fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
+        self.tokens.iter().map(|item| decode(&item?.1)).collect()
+    }
+
+    fn put_token<'a>(&'a self, token: &'a StoredToken) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.tokens
+                .insert(token.info.id.as_bytes(), encode(token))?;
+            self.commit.durable().await
+        })
+    }
+
+    fn audit_append(&self, mut entry: AuditEntry) -> StoreFuture<'_, AuditEntry> {
+        Box::pin(async move {
+            entry.seq = self.db.generate_id()?;
+            self.audit.insert(entry.seq.to_be_bytes(), encode(&entry))?;
+            self.commit.durable().await?;
+            Ok(entry)
+        })
+    }
+
+    fn audit(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        self.audit
+            .range(from.to_be_bytes()..)
+            .take(limit)
+            .map(|item| decode(&item?.1))
+            .collect()
     }
 
     fn global_create(&self, entry: GlobalEntry) -> StoreFuture<'_, GlobalEntry> {
