@@ -16,6 +16,7 @@
 //! and runs until its `shutdown` future completes, then stops the workers
 //! within the grace period.
 
+pub mod access;
 pub mod api;
 pub mod datadir;
 pub mod db;
@@ -217,7 +218,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         hub: Arc::clone(&hub),
         supervisor: Arc::clone(&supervisor),
         workers: config.workers,
-        token: token.clone(),
+        access: Arc::new(access::Access::load(token.clone(), Arc::clone(&store))?),
         store,
         registry,
         state_turns: api::TenantTurns::default(),

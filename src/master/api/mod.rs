@@ -22,24 +22,33 @@
 //! GET    /api/v1/filters                                        -> 200 FilterList
 //! PUT    /api/v1/filters/{name}  the module's bytes             -> 200 Changed | 400
 //! DELETE /api/v1/filters/{name}                                 -> 200 Changed | 404 | 409
+//! POST   /api/v1/tokens          CreateToken                    -> 201 CreatedToken
+//! GET    /api/v1/tokens                                         -> 200 TokenList
+//! DELETE /api/v1/tokens/{id}                                    -> 200 TokenInfo | 404
+//! GET    /api/v1/audit?after=&limit=                            -> 200 AuditPage
 //! ```
 //!
 //! A catalogue change is stored, then broadcast to the workers
 //! (`PluginsChanged`); they reload without restarting.
 //!
 //! One file per concern: [`error`] (the error answer and its codes),
-//! `auth` (the bearer token), `extract` (bodies, tenants, timeouts), and a
-//! file per resource group: `system`, `tenants`, `kv`, `catalogue`.
+//! `auth` (the bearer token, its role, the audit log), `extract` (bodies,
+//! tenants, timeouts), and a file per resource group: `system`, `tenants`,
+//! `kv`, `catalogue`, `access` (tokens and the audit log).
 //!
 //! Bodies are JSON, or MessagePack with `content-type: application/msgpack`;
 //! answers are JSON ([`crate::rest`] has every shape). `/api/v1` wants
-//! `authorization: Bearer <admin token>`, compared in constant time.
+//! `authorization: Bearer <token>`: the data directory's admin token, or one
+//! minted with a role ([`crate::master::access`]); 403 `forbidden` when the
+//! role does not reach the route.
 //!
-//! Status codes: 400 bad body or tenant, 401 no or wrong token, 404 no such
+//! Status codes: 400 bad body or tenant, 401 no, wrong or revoked token, 403
+//! a role too small, 404 no such
 //! route or no plugin for the event, 413 body over [`MAX_BODY_BYTES`](crate::rest::MAX_BODY_BYTES), 422
 //! the script failed (runtime, syntax, memory), 503 the owning worker is down
 //! or overloaded, 504 the tenant code or the worker ran past the deadline.
 
+mod access;
 mod auth;
 mod catalogue;
 pub mod error;
@@ -50,6 +59,7 @@ mod tenants;
 
 pub use error::ApiError;
 
+use crate::master::access::Access;
 use crate::master::metrics::Metrics;
 use crate::master::registry::Registry;
 use crate::master::store::Store;
@@ -75,8 +85,8 @@ pub struct ApiState {
     pub supervisor: Arc<Supervisor>,
     /// Workers in total (spawned and external): the shard count.
     pub workers: u32,
-    /// The admin bearer token.
-    pub token: String,
+    /// The tokens and what they may do.
+    pub access: Arc<Access>,
     /// The store, for tenant state and KV browsing.
     pub store: Arc<dyn Store>,
     /// Plugins and filters.
@@ -129,6 +139,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/plugins/{name}",
             axum::routing::put(catalogue::put_plugin).delete(catalogue::delete_plugin),
         )
+        .route(
+            "/tokens",
+            get(access::list_tokens).post(access::create_token),
+        )
+        .route("/tokens/{id}", delete(access::revoke_token))
+        .route("/audit", get(access::audit))
         .route("/filters", get(catalogue::list_filters))
         .route(
             "/filters/{name}",

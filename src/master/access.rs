@@ -1,0 +1,224 @@
+//! Who may do what through the REST API: bearer tokens with a role, kept
+//! hashed in the store, and the rule of which role each route needs.
+//!
+//! Two kinds of token open `/api/v1`:
+//!
+//! - the data directory's admin token (`admin-token`, or `--api-token`),
+//!   compared in constant time, role `admin`, named `admin-token`;
+//! - tokens minted through `POST /api/v1/tokens` (`meshplay tokens
+//!   create`): 64 random characters, shown once, stored as their SHA-256,
+//!   looked up by that hash, revocable. A revoked token is refused.
+//!
+//! [`required`] says what a route needs: `read` for `GET` (but tokens and
+//! the audit log, which are `admin`), `app` to dispatch events and to write
+//! a tenant's KV and state, `admin` for everything else (scripts, VM drops,
+//! uploads and removals, tokens). [`audited`] says which answers go to the
+//! audit log: every change, allowed or refused, but dispatches (traffic,
+//! not changes, and counted in `/metrics`).
+
+use crate::catalogue::filter::sha256_hex;
+use crate::master::datadir::fresh_token;
+use crate::master::store::{Store, StoreError, StoredToken};
+use crate::rest::{Role, TokenInfo};
+use axum::http::Method;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use subtle::ConstantTimeEq;
+
+/// The name the data directory's admin token goes by in the audit log.
+pub const ADMIN_TOKEN_NAME: &str = "admin-token";
+
+/// Who asked: a token's name and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+/// The tokens in force: the admin token, and the minted ones by hash.
+pub struct Access {
+    admin_token: String,
+    by_hash: RwLock<HashMap<String, TokenInfo>>,
+    store: Arc<dyn Store>,
+}
+
+impl Access {
+    /// Loads the minted tokens from `store`.
+    ///
+    /// Fails when the store cannot be read.
+    pub fn load(admin_token: String, store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let by_hash = store
+            .tokens()?
+            .into_iter()
+            .map(|t| (t.sha256, t.info))
+            .collect();
+        Ok(Access {
+            admin_token,
+            by_hash: RwLock::new(by_hash),
+            store,
+        })
+    }
+
+    /// Who `presented` is, if anybody: the admin token, or a minted token
+    /// that is not revoked.
+    pub fn identify(&self, presented: &str) -> Option<Caller> {
+        if bool::from(presented.as_bytes().ct_eq(self.admin_token.as_bytes())) {
+            return Some(Caller {
+                name: ADMIN_TOKEN_NAME.into(),
+                role: Role::Admin,
+            });
+        }
+        // A hash lookup: the time it takes says nothing of the secret.
+        let tokens = self.by_hash.read().unwrap();
+        tokens
+            .get(&sha256_hex(presented.as_bytes()))
+            .filter(|t| !t.revoked)
+            .map(|t| Caller {
+                name: t.name.clone(),
+                role: t.role,
+            })
+    }
+
+    /// Mints a token of `role` called `name` (the role's name when `None`);
+    /// returns it as listed and its secret, which exists nowhere else.
+    ///
+    /// Fails when the store cannot keep it.
+    pub async fn create(
+        &self,
+        role: Role,
+        name: Option<String>,
+    ) -> Result<(TokenInfo, String), StoreError> {
+        let secret = fresh_token();
+        let sha256 = sha256_hex(secret.as_bytes());
+        let info = TokenInfo {
+            id: sha256[..16].to_owned(),
+            name: name.unwrap_or_else(|| role.to_string()),
+            role,
+            created_at: crate::clock::unix_millis(),
+            revoked: false,
+        };
+        let stored = StoredToken {
+            info: info.clone(),
+            sha256: sha256.clone(),
+        };
+        self.store.put_token(&stored).await?;
+        self.by_hash.write().unwrap().insert(sha256, info.clone());
+        Ok((info, secret))
+    }
+
+    /// Revokes token `id`; `None` when there is no such token.
+    ///
+    /// Fails when the store cannot keep the revocation (the token then
+    /// stays in force).
+    pub async fn revoke(&self, id: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let found = {
+            let tokens = self.by_hash.read().unwrap();
+            tokens
+                .iter()
+                .find(|(_, t)| t.id == id)
+                .map(|(h, t)| (h.clone(), t.clone()))
+        };
+        let Some((sha256, mut info)) = found else {
+            return Ok(None);
+        };
+        info.revoked = true;
+        let stored = StoredToken {
+            info: info.clone(),
+            sha256: sha256.clone(),
+        };
+        self.store.put_token(&stored).await?;
+        self.by_hash.write().unwrap().insert(sha256, info.clone());
+        Ok(Some(info))
+    }
+
+    /// Every minted token, oldest first.
+    pub fn list(&self) -> Vec<TokenInfo> {
+        let mut tokens: Vec<TokenInfo> = self.by_hash.read().unwrap().values().cloned().collect();
+        tokens.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        tokens
+    }
+}
+
+/// `path` without the `/api/v1` it may be seen with.
+fn route(path: &str) -> &str {
+    path.strip_prefix("/api/v1").unwrap_or(path)
+}
+
+/// The role `method` on `path` (under `/api/v1`) needs.
+pub fn required(method: &Method, path: &str) -> Role {
+    let path = route(path);
+    if path.starts_with("/tokens") || path.starts_with("/audit") {
+        return Role::Admin;
+    }
+    if method == Method::GET || method == Method::HEAD {
+        return Role::Read;
+    }
+    if path.starts_with("/tenants/") {
+        let dispatch = method == Method::POST && path.ends_with("/events");
+        let data = path.contains("/kv/") || path.ends_with("/state");
+        if dispatch || data {
+            return Role::App;
+        }
+    }
+    Role::Admin
+}
+
+/// Whether the answer to `method` on `path` goes to the audit log.
+pub fn audited(method: &Method, path: &str) -> bool {
+    let reads = method == Method::GET || method == Method::HEAD;
+    let dispatch = method == Method::POST && route(path).ends_with("/events");
+    !reads && !dispatch
+}
+
+/// `type:id` when `path` names a tenant.
+pub fn tenant_of(path: &str) -> Option<String> {
+    let mut parts = route(path).strip_prefix("/tenants/")?.split('/');
+    let (kind, id) = (parts.next()?, parts.next()?);
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    Some(format!("{}:{}", decode(kind), decode(id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_needs_the_role_the_docs_say() {
+        let t = "/api/v1/tenants/user/42";
+        for (method, path, role) in [
+            (Method::GET, "/api/v1/workers", Role::Read),
+            (Method::GET, &format!("{t}/kv/s/k"), Role::Read),
+            (Method::GET, "/api/v1/tokens", Role::Admin),
+            (Method::GET, "/audit", Role::Admin),
+            (Method::POST, &format!("{t}/events"), Role::App),
+            (Method::PUT, &format!("{t}/kv/s/k"), Role::App),
+            (Method::DELETE, &format!("{t}/kv/s/k"), Role::App),
+            (Method::PUT, &format!("{t}/state"), Role::App),
+            (Method::POST, &format!("{t}/scripts"), Role::Admin),
+            (Method::DELETE, &format!("{t}/vm"), Role::Admin),
+            (Method::PUT, "/api/v1/plugins/x", Role::Admin),
+            (Method::DELETE, "/api/v1/filters/x", Role::Admin),
+            (Method::POST, "/api/v1/tokens", Role::Admin),
+        ] {
+            assert_eq!(required(&method, path), role, "{method} {path}");
+        }
+        assert!(!audited(&Method::POST, &format!("{t}/events")));
+        assert!(!audited(&Method::GET, "/api/v1/workers"));
+        assert!(audited(&Method::POST, &format!("{t}/scripts")));
+        assert!(audited(&Method::PUT, &format!("{t}/kv/s/k")));
+        assert_eq!(
+            tenant_of(&format!("{t}/kv/s/k")).as_deref(),
+            Some("user:42")
+        );
+        assert_eq!(
+            tenant_of("/api/v1/tenants/a%20b/1/vm").as_deref(),
+            Some("a b:1")
+        );
+        assert_eq!(tenant_of("/api/v1/plugins/x"), None);
+        assert!(Role::Admin > Role::App && Role::App > Role::Read);
+    }
+}
