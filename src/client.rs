@@ -31,9 +31,9 @@ use crate::http::HttpClient;
 use crate::mesophyll::db::{KvRecord, TenantStateEntry};
 use crate::mesophyll::message::TenantState;
 use crate::rest::{
-    Accepted, Changed, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, FilterList,
-    Health, KvPage, PluginList, PluginUpload, ScriptRequest, ScriptResult, Status, Version,
-    Workers,
+    Accepted, AuditPage, Changed, CreateToken, CreatedToken, Deleted, DispatchRequest, Dispatched,
+    Dropped, ErrorBody, FilterList, Health, KvPage, PluginList, PluginUpload, Role, ScriptRequest,
+    ScriptResult, Status, TokenInfo, TokenList, Version, Workers,
 };
 use crate::uri::encode_component;
 use bytes::Bytes;
@@ -264,6 +264,52 @@ impl ApiClient {
     pub async fn delete_filter(&self, name: &str) -> Result<Changed, ApiClientError> {
         let path = format!("/api/v1/filters/{}", encode_component(name));
         self.call(Method::DELETE, &path, None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `POST /api/v1/tokens`: a new token of `role`; its secret is in the
+    /// answer and nowhere else.
+    pub async fn create_token(
+        &self,
+        role: Role,
+        name: Option<&str>,
+    ) -> Result<CreatedToken, ApiClientError> {
+        let body = CreateToken {
+            role,
+            name: name.map(str::to_owned),
+        };
+        self.call(Method::POST, "/api/v1/tokens", Some(&body))
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `GET /api/v1/tokens`: every token, without secrets.
+    pub async fn tokens(&self) -> Result<TokenList, ApiClientError> {
+        self.call(Method::GET, "/api/v1/tokens", None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `DELETE /api/v1/tokens/{id}`.
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo, ApiClientError> {
+        let path = format!("/api/v1/tokens/{}", encode_component(id));
+        self.call(Method::DELETE, &path, None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `GET /api/v1/audit?after=&limit=`: the audit log, oldest first.
+    pub async fn audit(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<AuditPage, ApiClientError> {
+        let mut path = format!("/api/v1/audit?limit={limit}");
+        if let Some(after) = after {
+            path.push_str(&format!("&after={after}"));
+        }
+        self.call(Method::GET, &path, None::<&()>)
             .await
             .map(|(_, v)| v)
     }

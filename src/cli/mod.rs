@@ -15,6 +15,7 @@
 //! mode), `workers`, `tenants` (dispatch, scripts, drops), `kv`,
 //! `catalogue` (plugins and filters), `bench`.
 
+mod access;
 mod bench;
 mod catalogue;
 mod config;
@@ -96,6 +97,17 @@ enum Command {
     /// Measure throughput, latency and memory against the raw limits.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Mint, list and revoke API tokens (admin).
+    #[command(subcommand)]
+    Tokens(access::TokensCommand),
+    /// The audit log: every change made through the API, allowed or refused.
+    Audit {
+        /// How many of the latest entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Check a configuration file for `serve --config`.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -236,6 +248,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Filters(f) => catalogue::filters(f).await,
         Command::Bench(b) => bench::bench(b).await,
         Command::Config(ConfigCommand::Check { file }) => config::check(&file),
+        Command::Tokens(t) => access::tokens(t).await,
+        Command::Audit { limit, client: c } => access::audit(&c, limit).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

@@ -1,0 +1,162 @@
+//! Scoped tokens and the audit log against a real master: an `app` token
+//! dispatches and uses KV but is refused scripts, uploads and drops; a
+//! `read` token only reads; a revoked token is refused; and every change,
+//! done or refused, is in the audit log with its token, route, tenant and
+//! status, while no secret is in the log or the listing.
+
+mod common;
+
+use common::api::upload;
+use common::{Master, Opts, event};
+use meshplay::client::{ApiClient, ApiClientError};
+use meshplay::rest::{AuditEntry, Role, ScriptRequest};
+use serde_json::json;
+
+fn status(r: Result<impl std::fmt::Debug, ApiClientError>) -> u16 {
+    let e = r.expect_err("must be refused");
+    e.status().map(|s| s.as_u16()).unwrap_or(0)
+}
+
+fn script() -> ScriptRequest {
+    ScriptRequest {
+        name: None,
+        code: "return 1".into(),
+        event: None,
+        timeout_ms: Some(5000),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_open_what_they_say_and_every_change_is_audited() {
+    let m = Master::start(Opts::default()).await;
+    m.wait_connected(2).await;
+    let admin = &m.client;
+    let app_token = admin.create_token(Role::App, Some("shop")).await.unwrap();
+    assert_eq!(app_token.token.len(), 64);
+    assert_eq!(
+        (app_token.info.role, app_token.info.name.as_str()),
+        (Role::App, "shop")
+    );
+    // The CLI mints one too; the secret goes to stdout, nothing else does.
+    let (code, out, err) = m.cli(&["tokens", "create", "--role", "read", "--name", "dash"]);
+    assert_eq!(code, 0, "{err}");
+    let read_token = out.trim().to_owned();
+    assert_eq!(read_token.len(), 64, "{out}");
+    let app = ApiClient::new(m.endpoint.api_addr, app_token.token.clone());
+    let read = ApiClient::new(m.endpoint.api_addr, read_token.clone());
+
+    // app: dispatches, KV and state; not scripts, uploads, drops, tokens.
+    app.dispatch("user", "1", &event("echo", json!(1)))
+        .await
+        .unwrap();
+    app.kv_set("user", "1", "s", "k", &json!("v"))
+        .await
+        .unwrap();
+    assert_eq!(
+        app.kv_get("user", "1", "s", "k").await.unwrap().unwrap().value,
+        json!("v")
+    );
+    assert_eq!(status(app.run_script("user", "1", &script()).await), 403);
+    let plugin = upload("name = 'x'\nversion = '1'\nevents = ['x']", "return {}");
+    assert_eq!(status(app.put_plugin("x", &plugin).await), 403);
+    assert_eq!(status(app.drop_tenant("user", "1").await), 403);
+    assert_eq!(status(app.create_token(Role::Admin, None).await), 403);
+    assert_eq!(status(app.audit(None, 10).await), 403);
+    // read: GET only.
+    read.workers().await.unwrap();
+    read.kv_get("user", "1", "s", "k").await.unwrap();
+    assert_eq!(
+        status(read.dispatch("user", "1", &event("echo", json!(1))).await),
+        403
+    );
+    assert_eq!(
+        status(read.kv_set("user", "1", "s", "k", &json!(2)).await),
+        403
+    );
+    assert_eq!(status(read.tokens().await), 403);
+
+    // The admin does what the app could not.
+    admin.run_script("user", "1", &script()).await.unwrap();
+    admin.put_plugin("x", &plugin).await.unwrap();
+    admin.drop_tenant("user", "1").await.unwrap();
+
+    // A revoked token is refused like a wrong one.
+    admin.revoke_token(&app_token.info.id).await.unwrap();
+    assert_eq!(
+        status(app.dispatch("user", "1", &event("echo", json!(1))).await),
+        401
+    );
+    let listed = admin.tokens().await.unwrap().tokens;
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|t| t.name == "shop" && t.revoked));
+
+    let log: Vec<AuditEntry> = admin.audit(None, 1000).await.unwrap().entries;
+    let find = |token: &str, method: &str, route_end: &str, status: u16| {
+        log.iter()
+            .find(|e| {
+                e.token == token
+                    && e.method == method
+                    && e.route.ends_with(route_end)
+                    && e.status == status
+            })
+            .unwrap_or_else(|| panic!("no {token} {method} …{route_end} {status} in {log:#?}"))
+    };
+    let refused = find("shop", "POST", "/tenants/user/1/scripts", 403);
+    assert_eq!(refused.tenant.as_deref(), Some("user:1"));
+    find("shop", "PUT", "/plugins/x", 403);
+    find("shop", "DELETE", "/tenants/user/1/vm", 403);
+    find("shop", "PUT", "/tenants/user/1/kv/s/k", 200);
+    find("dash", "PUT", "/tenants/user/1/kv/s/k", 403);
+    find("admin-token", "POST", "/tenants/user/1/scripts", 200);
+    find("admin-token", "PUT", "/plugins/x", 200);
+    find("admin-token", "DELETE", "/tenants/user/1/vm", 200);
+    find("admin-token", "POST", "/tokens", 201);
+    find(
+        "admin-token",
+        "DELETE",
+        &format!("/tokens/{}", app_token.info.id),
+        200,
+    );
+    assert!(
+        !log.iter().any(|e| e.route.ends_with("/events")),
+        "dispatches are traffic, not changes"
+    );
+    assert!(log.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+
+    // The CLI shows the same log; no secret is anywhere.
+    let (code, out, _) = m.cli(&["audit", "--limit", "100"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("shop") && out.contains("403"), "{out}");
+    let (_, listing, _) = m.cli(&["tokens", "list", "--json"]);
+    for secret in [&app_token.token, &read_token] {
+        assert!(
+            !listing.contains(secret.as_str()),
+            "a secret in the listing"
+        );
+        assert!(!m.log().contains(secret.as_str()), "a secret in the log");
+        assert!(!out.contains(secret.as_str()), "a secret in the audit");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_the_audit_log_survive_a_restart() {
+    let mut m = Master::start(Opts {
+        workers: 1,
+        ..Opts::default()
+    })
+    .await;
+    let t = m.client.create_token(Role::Read, None).await.unwrap();
+    m.stop();
+    let m = Master::start_in(
+        Opts {
+            workers: 1,
+            ..Opts::default()
+        },
+        std::sync::Arc::clone(&m.dir),
+    )
+    .await;
+    let read = ApiClient::new(m.endpoint.api_addr, t.token.clone());
+    read.workers().await.unwrap();
+    let log = m.client.audit(None, 10).await.unwrap().entries;
+    assert_eq!(log[0].route, "/api/v1/tokens", "{log:?}");
+}
