@@ -18,7 +18,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::Instrument;
 
 /// How much longer the master waits for a worker than the tenant code's own
 /// deadline, so that the worker's precise "timeout" arrives before the hub's
@@ -40,22 +39,26 @@ pub(super) async fn dispatch(
     Payload(req): Payload<DispatchRequest>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let span = request_span();
-    let answer = deliver(&state, kind, id, req, started)
-        .instrument(span.clone())
-        .await;
+    let mut sent = None;
+    let answer = deliver(&state, kind, id, req, started, &mut sent).await;
     if let Err(e) = &answer {
         state.metrics.dispatched(e.code(), &[], started.elapsed());
-        span.in_scope(|| tracing::info!(code = e.code(), "dispatch failed: {}", e.message()));
+        failed("dispatch", sent, e);
     }
     answer
 }
 
-/// The span a request runs in on the master; `req_id` is filled in when
-/// the hub gives the request its id, and the worker's span for it carries
-/// the same one.
-fn request_span() -> tracing::Span {
-    tracing::info_span!("request", req_id = tracing::field::Empty)
+/// Logs a request that failed, with the id the worker's logs carry for it
+/// (none when it was never sent). A span per request would carry it too,
+/// but costs every request; failures are what an operator looks up.
+fn failed(what: &str, sent: Option<u64>, e: &ApiError) {
+    match sent {
+        Some(id) => {
+            let req_id = request_label(id);
+            tracing::info!(%req_id, code = e.code(), "{what} failed: {}", e.message());
+        }
+        None => tracing::info!(code = e.code(), "{what} failed: {}", e.message()),
+    }
 }
 
 /// A dispatch to the tenant's worker; its successes are counted here, its
@@ -66,6 +69,7 @@ async fn deliver(
     id: String,
     req: DispatchRequest,
     started: Instant,
+    sent: &mut Option<u64>,
 ) -> Result<Response, ApiError> {
     let tenant = tenant(kind, id)?;
     if req.name.is_empty() {
@@ -89,7 +93,7 @@ async fn deliver(
         state.metrics.dispatched("accepted", &[], started.elapsed());
         return Ok((StatusCode::ACCEPTED, Json(Accepted { tenant, worker })).into_response());
     }
-    let (sent, value) = state
+    let (request, value) = state
         .hub
         .request_with_id(worker, budget + ANSWER_SLACK, |req_id| {
             ServerMessage::DispatchEvent {
@@ -100,6 +104,7 @@ async fn deliver(
             }
         })
         .await;
+    *sent = request;
     let value = value?;
     let outcomes: Vec<PluginOutcome> = serde_json::from_value(value).map_err(|e| {
         ApiError::new(
@@ -113,7 +118,7 @@ async fn deliver(
         tenant,
         worker,
         results: outcomes.into_iter().map(Into::into).collect(),
-        request_id: sent.map(request_label),
+        request_id: request.map(request_label),
     })
     .into_response())
 }
@@ -123,16 +128,14 @@ pub(super) async fn run_script(
     Path((kind, id)): Path<(String, String)>,
     Payload(req): Payload<ScriptRequest>,
 ) -> Result<Json<ScriptResult>, ApiError> {
-    let span = request_span();
-    let answer = run_script_on_worker(&state, kind, id, req)
-        .instrument(span.clone())
-        .await;
+    let mut sent = None;
+    let answer = run_script_on_worker(&state, kind, id, req, &mut sent).await;
     state.metrics.scripted(match &answer {
         Ok(_) => "ok",
         Err(e) => e.code(),
     });
     if let Err(e) = &answer {
-        span.in_scope(|| tracing::info!(code = e.code(), "script failed: {}", e.message()));
+        failed("script", sent, e);
     }
     answer
 }
@@ -142,12 +145,13 @@ async fn run_script_on_worker(
     kind: String,
     id: String,
     req: ScriptRequest,
+    sent: &mut Option<u64>,
 ) -> Result<Json<ScriptResult>, ApiError> {
     let tenant = tenant(kind, id)?;
     let budget = timeout(req.timeout_ms)?;
     let worker = shard::worker_for(&tenant, state.workers);
     let started = Instant::now();
-    let (sent, result) = state
+    let (request, result) = state
         .hub
         .request_with_id(worker, budget + ANSWER_SLACK, |req_id| {
             ServerMessage::RunScript {
@@ -160,12 +164,13 @@ async fn run_script_on_worker(
             }
         })
         .await;
+    *sent = request;
     let result = result?;
     Ok(Json(ScriptResult {
         tenant,
         worker,
         result,
-        request_id: sent.map(request_label),
+        request_id: request.map(request_label),
     }))
 }
 

@@ -44,7 +44,7 @@ use connection::Connection;
 use crate::mesophyll::auth::{Credentials, Refusal};
 use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::codec::{self, CodecError};
-use crate::mesophyll::correlation::{WaitError, request_label};
+use crate::mesophyll::correlation::WaitError;
 use crate::mesophyll::message::{LoadFigures, RemoteError, ServerMessage};
 use axum::Router;
 use axum::routing::get;
@@ -262,12 +262,11 @@ impl Hub {
     }
 
     /// [`Hub::request`], also returning the id the request was last sent
-    /// with (`None` when it was never sent).
+    /// with (`None` when it was never sent): the worker runs the request in
+    /// a span carrying that id (as [`request_label`] writes it), so a
+    /// caller that logs it lines its logs up with the worker's.
     ///
-    /// The id is recorded as `req_id` (16 hex digits, see
-    /// [`request_label`]) in the caller's current span, when that span has
-    /// such a field: the worker runs the request in a span with the same
-    /// id, so master and worker logs of one request line up.
+    /// [`request_label`]: crate::mesophyll::correlation::request_label
     pub async fn request_with_id(
         &self,
         worker: u32,
@@ -297,7 +296,6 @@ impl Hub {
             if let Ok(pending) = conn.pending.register() {
                 msg.set_req_id(pending.id());
                 *sent = Some(pending.id());
-                tracing::Span::current().record("req_id", request_label(pending.id()).as_str());
                 match conn.enqueue(codec::encode(&msg)?) {
                     Ok(()) => break pending,
                     Err(HubError::WorkerUnavailable { .. }) => {}
