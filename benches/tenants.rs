@@ -88,6 +88,7 @@ fn filter_benches(c: &mut Criterion) {
             event: &event,
             config: &config,
             plugin: None,
+            request: None,
         };
         c.bench_function(&format!("filter/instantiate+call/{name}"), |b| {
             b.iter(|| {

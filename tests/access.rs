@@ -53,7 +53,11 @@ async fn roles_open_what_they_say_and_every_change_is_audited() {
         .await
         .unwrap();
     assert_eq!(
-        app.kv_get("user", "1", "s", "k").await.unwrap().unwrap().value,
+        app.kv_get("user", "1", "s", "k")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
         json!("v")
     );
     assert_eq!(status(app.run_script("user", "1", &script()).await), 403);

@@ -180,13 +180,9 @@ async fn status_shows_the_fleet_and_counts_the_last_minute() {
     );
 }
 
-/// The `req_id` of the `request` span a JSON log line was written in.
+/// The `req_id` a JSON log line carries.
 fn request_of(line: &Value) -> Option<String> {
-    line["spans"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == "request")
-        .and_then(|s| s["req_id"].as_str().map(str::to_owned))
+    line["req_id"].as_str().map(str::to_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,6 +212,19 @@ async fn a_request_carries_one_id_through_the_answer_and_master_and_worker_logs(
     };
     let id = done.request_id.expect("the answer names its request");
     assert_eq!(id.len(), 16, "{id}");
+    // A proxy-wasm filter's log line carries its request's id too.
+    let DispatchOutcome::Done(denied) = c
+        .dispatch(
+            "user",
+            "r3",
+            &event("post", serde_json::json!({"t": "spam"})),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a waited dispatch")
+    };
+    let denied_id = denied.request_id.unwrap();
     // A script that logs, then fails: the master logs the failure.
     let req = ScriptRequest {
         name: None,
@@ -236,7 +245,11 @@ async fn a_request_carries_one_id_through_the_answer_and_master_and_worker_logs(
                 .iter()
                 .any(|l| l["message"].as_str().is_some_and(|m| m.contains(text)))
         };
-        (has("chatty says hi") && has("about to fail") && has("script failed")).then_some(lines)
+        (has("chatty says hi")
+            && has("about to fail")
+            && has("script failed")
+            && has("denied for plugin proxied"))
+        .then_some(lines)
     })
     .await;
     let line = |text: &str| {
@@ -248,6 +261,10 @@ async fn a_request_carries_one_id_through_the_answer_and_master_and_worker_logs(
     assert_eq!(
         request_of(line("chatty says hi")).as_deref(),
         Some(id.as_str())
+    );
+    assert_eq!(
+        request_of(line("denied for plugin proxied")).as_deref(),
+        Some(denied_id.as_str())
     );
     let worker_side = request_of(line("about to fail")).expect("the worker's line has an id");
     let master_side = request_of(line("script failed")).expect("the master's line has an id");

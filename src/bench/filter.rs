@@ -51,6 +51,7 @@ pub fn run(dir: &Path, duration: Duration, baseline_too: bool) -> Result<Report,
             event: &event,
             config: &config,
             plugin: None,
+            request: None,
         };
         let fresh = spin(duration, || {
             engine

@@ -21,6 +21,10 @@ pub struct FilterInput<'a> {
     /// property; it is not part of ABI v1's input.
     #[serde(skip)]
     pub plugin: Option<&'a str>,
+    /// The master's id of the request the call serves, for the filter's
+    /// log lines; not part of ABI v1's input either.
+    #[serde(skip)]
+    pub request: Option<u64>,
 }
 
 /// A filter's decision.

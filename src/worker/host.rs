@@ -36,7 +36,7 @@ pub fn install(
     meshplay.set("version", env!("CARGO_PKG_VERSION"))?;
     globals.set("meshplay", meshplay)?;
 
-    globals.set("log", log_table(lua, tenant)?)?;
+    globals.set("log", log_table(lua, tenant, clock)?)?;
     globals.set("time", time_table(lua, clock)?)?;
     globals.set("filters", filters_table(lua, tenant, clock, services)?)?;
     Ok(())
@@ -86,6 +86,7 @@ fn filters_table(
                             event: &event,
                             config: &config,
                             plugin: None,
+                            request: clock.request_id(),
                         },
                         Some(timeout),
                     )
@@ -119,21 +120,25 @@ fn filters_table(
     Ok(t)
 }
 
-fn log_table(lua: &Lua, tenant: &Tenant) -> mlua::Result<Table> {
+fn log_table(lua: &Lua, tenant: &Tenant, clock: &Arc<Clock>) -> mlua::Result<Table> {
     let log = lua.create_table()?;
     let tenant = tenant.to_string();
     macro_rules! level {
         ($name:literal, $level:expr) => {{
             let tenant = tenant.clone();
+            let clock = Arc::clone(clock);
             log.set(
                 $name,
                 lua.create_function(move |_, parts: Variadic<Value>| {
                     let line = render(&parts);
+                    // The master's id of the request this call serves.
+                    let req_id = clock.request();
+                    let req_id = req_id.as_deref();
                     match $level {
-                        tracing::Level::DEBUG => tracing::debug!(tenant = %tenant, "script: {line}"),
-                        tracing::Level::INFO => tracing::info!(tenant = %tenant, "script: {line}"),
-                        tracing::Level::WARN => tracing::warn!(tenant = %tenant, "script: {line}"),
-                        _ => tracing::error!(tenant = %tenant, "script: {line}"),
+                        tracing::Level::DEBUG => tracing::debug!(tenant = %tenant, req_id, "script: {line}"),
+                        tracing::Level::INFO => tracing::info!(tenant = %tenant, req_id, "script: {line}"),
+                        tracing::Level::WARN => tracing::warn!(tenant = %tenant, req_id, "script: {line}"),
+                        _ => tracing::error!(tenant = %tenant, req_id, "script: {line}"),
                     }
                     Ok(())
                 })?,

@@ -28,7 +28,6 @@ pub mod vm;
 pub mod watchdog;
 
 use crate::mesophyll::backoff::Backoff;
-use crate::mesophyll::correlation::request_label;
 use crate::mesophyll::db::CatalogueSnapshot;
 use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::LoadFigures;
@@ -44,7 +43,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tenants::{Job, Tenants, TenantsConfig};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 /// The longest deadline a worker accepts for one request; longer ones are
 /// cut to this.
@@ -315,19 +313,14 @@ impl Worker {
         let guard = InFlight::new(&self.in_flight);
         let tenants = Arc::clone(&self.tenants);
         let pending = self.catalogue_pending();
-        // The master logs the same id for the same request.
-        let span = tracing::info_span!("request", req_id = %request_label(req_id));
-        tokio::spawn(
-            async move {
-                if let Some(reload) = pending {
-                    reload.await;
-                }
-                let result = tenants.run(tenant, job).await;
-                outbox.reply(req_id, result).await;
-                drop(guard);
+        tokio::spawn(async move {
+            if let Some(reload) = pending {
+                reload.await;
             }
-            .instrument(span),
-        );
+            let result = tenants.run(tenant, job).await;
+            outbox.reply(req_id, result).await;
+            drop(guard);
+        });
     }
 }
 
@@ -355,6 +348,7 @@ impl Handler for Worker {
                 let job = Job::Event {
                     event,
                     deadline: deadline(deadline_ms),
+                    request: req_id,
                 };
                 match req_id {
                     Some(req_id) => self.answer(req_id, tenant, job, outbox),
@@ -392,6 +386,7 @@ impl Handler for Worker {
                     code,
                     event,
                     deadline: deadline(deadline_ms),
+                    request: Some(req_id),
                 };
                 self.answer(req_id, tenant, job, outbox);
             }

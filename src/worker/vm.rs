@@ -149,6 +149,12 @@ impl Vm {
         self.poisoned
     }
 
+    /// Says which request the VM's next call serves, so that what it logs
+    /// (and the filters it calls) carry the request's id.
+    pub fn serve(&self, request: Option<u64>) {
+        self.clock.serve(request);
+    }
+
     /// Bytes the VM's heap uses now.
     pub fn used_memory(&self) -> usize {
         self.lua.used_memory()

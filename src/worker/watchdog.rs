@@ -34,6 +34,9 @@ pub struct Clock {
     /// How deep the running call is in coroutines it resumed itself.
     in_user_coroutines: AtomicU32,
     deadline: Mutex<Instant>,
+    /// The master's id of the request the running call serves (0: none),
+    /// which the call's log lines carry.
+    request: AtomicU64,
 }
 
 impl Clock {
@@ -42,7 +45,27 @@ impl Clock {
             flag: AtomicU8::new(RUN),
             in_user_coroutines: AtomicU32::new(0),
             deadline: Mutex::new(Instant::now()),
+            request: AtomicU64::new(0),
         })
+    }
+
+    /// Says which request the next call serves (`None`: no waited request).
+    pub fn serve(&self, request: Option<u64>) {
+        self.request.store(request.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The id of the request the running call serves.
+    pub fn request_id(&self) -> Option<u64> {
+        match self.request.load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    /// The same, as log lines show it.
+    pub fn request(&self) -> Option<String> {
+        self.request_id()
+            .map(crate::mesophyll::correlation::request_label)
     }
 
     /// Time left before the running call's deadline (zero when none runs).

@@ -59,6 +59,9 @@ impl FilterEngine {
                     .instances(1)
                     .build(),
                 filter: Arc::from(filter.name.as_str()),
+                request: input
+                    .request
+                    .map(crate::mesophyll::correlation::request_label),
             },
         );
         store.limiter(|s| &mut s.limits);

@@ -29,11 +29,12 @@ fn log(mut caller: Caller<'_, CallState>, level: i32, ptr: i32, len: i32) {
         return;
     }
     let line = String::from_utf8_lossy(&buf);
-    let filter = caller.data().filter.clone();
+    let state = caller.data();
+    let (filter, req_id) = (&state.filter, state.request.as_deref());
     match level {
-        0 => tracing::debug!(filter = %filter, "filter: {line}"),
-        1 => tracing::info!(filter = %filter, "filter: {line}"),
-        2 => tracing::warn!(filter = %filter, "filter: {line}"),
-        _ => tracing::error!(filter = %filter, "filter: {line}"),
+        0 => tracing::debug!(filter = %filter, req_id, "filter: {line}"),
+        1 => tracing::info!(filter = %filter, req_id, "filter: {line}"),
+        2 => tracing::warn!(filter = %filter, req_id, "filter: {line}"),
+        _ => tracing::error!(filter = %filter, req_id, "filter: {line}"),
     }
 }

@@ -30,6 +30,7 @@ fn run(
             event: &event,
             config: &config,
             plugin: None,
+            request: None,
         },
         DEFAULT_FILTER_TIMEOUT,
     )
@@ -144,6 +145,7 @@ fn calls_past_the_pool_are_overloaded_not_trapped() {
                         event: &event,
                         config: &json!(null),
                         plugin: None,
+                        request: None,
                     },
                     Duration::from_millis(1000),
                 )

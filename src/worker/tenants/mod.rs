@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 /// Sizing of the tenant table.
 #[derive(Debug, Clone)]
@@ -66,6 +65,9 @@ pub enum Job {
         event: Event,
         /// Budget for all handlers together.
         deadline: Instant,
+        /// The master's id for the request (`None`: fire-and-forget), for
+        /// the log lines of the handlers and filters.
+        request: Option<u64>,
     },
     /// Run ad-hoc Luau.
     Script {
@@ -77,6 +79,8 @@ pub enum Job {
         event: Event,
         /// Budget.
         deadline: Instant,
+        /// The master's id for the request, for its log lines.
+        request: Option<u64>,
     },
     /// Drop the VM.
     Drop,
@@ -84,10 +88,8 @@ pub enum Job {
 
 type Responder = oneshot::Sender<Result<Value, RemoteError>>;
 
-/// A job in a tenant's queue, with whoever waits for it and the span it
-/// was submitted in: the actor runs it inside that span, so what the job
-/// logs (a script's `log.info`, a filter's lines) carries the request id.
-type Queued = (Job, Option<Responder>, tracing::Span);
+/// A job in a tenant's queue, with whoever waits for its outcome.
+type Queued = (Job, Option<Responder>);
 
 struct Handle {
     serial: u64,
@@ -171,7 +173,7 @@ impl Tenants {
         job: Job,
         reply: Option<Responder>,
     ) -> Result<(), RemoteError> {
-        let mut msg = (job, reply, tracing::Span::current());
+        let mut msg = (job, reply);
         // Two rounds: a task that is just retiring closes its queue; the
         // second round finds it gone and starts a new one.
         for _ in 0..2 {
@@ -263,12 +265,12 @@ impl Tenants {
         let mut vm: Option<Vm> = None;
         loop {
             let next = tokio::time::timeout(self.config.idle_ttl, rx.recv()).await;
-            let Ok(Some((job, reply, span))) = next else {
+            let Ok(Some((job, reply))) = next else {
                 // Idle, or evicted (every sender dropped).
                 break;
             };
             busy.store(true, Ordering::SeqCst);
-            let outcome = self.execute(&tenant, &mut vm, job).instrument(span).await;
+            let outcome = self.execute(&tenant, &mut vm, job).await;
             busy.store(false, Ordering::SeqCst);
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
@@ -280,8 +282,8 @@ impl Tenants {
         // Jobs that raced into the queue as we stopped reading are still
         // ours to run, in order: nobody else may run them before us.
         rx.close();
-        while let Ok((job, reply, span)) = rx.try_recv() {
-            let outcome = self.execute(&tenant, &mut vm, job).instrument(span).await;
+        while let Ok((job, reply)) = rx.try_recv() {
+            let outcome = self.execute(&tenant, &mut vm, job).await;
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
             }
@@ -314,13 +316,19 @@ impl Tenants {
                 code,
                 event,
                 deadline,
+                request,
             } => {
                 let vm = self.vm(tenant, slot)?;
+                vm.serve(request);
                 let out = vm.run_script(&name, &code, &event, deadline).await;
                 self.recycle_if_poisoned(slot);
                 out
             }
-            Job::Event { event, deadline } => {
+            Job::Event {
+                event,
+                deadline,
+                request,
+            } => {
                 let state = self.states.state(tenant);
                 if let Some(events) = state.as_ref().and_then(|s| s.events.as_ref())
                     && !events.contains(&event.name)
@@ -351,10 +359,13 @@ impl Tenants {
                         .timeout_ms
                         .map(|ms| Instant::now() + Duration::from_millis(ms));
                     let deadline = limit.map_or(deadline, |l| l.min(deadline));
-                    let result = match self.filtered(&catalogue, &plugin, tenant, &event) {
+                    let result = match self.filtered(&catalogue, &plugin, tenant, &event, request) {
                         Err(refusal) => Err(refusal),
                         Ok(event) => match self.vm(tenant, slot) {
-                            Ok(vm) => vm.handle_event(&plugin, &event, deadline).await,
+                            Ok(vm) => {
+                                vm.serve(request);
+                                vm.handle_event(&plugin, &event, deadline).await
+                            }
                             Err(e) => Err(e),
                         },
                     };
@@ -379,6 +390,7 @@ impl Tenants {
         plugin: &Plugin,
         tenant: &Tenant,
         event: &'e Event,
+        request: Option<u64>,
     ) -> Result<Cow<'e, Event>, RemoteError> {
         // Borrowed until a filter rewrites it: most plugins have no filters,
         // and their events are not copied.
@@ -393,6 +405,7 @@ impl Tenants {
                 event: &event,
                 config: &f.config,
                 plugin: Some(&plugin.manifest.name),
+                request,
             };
             match self
                 .services

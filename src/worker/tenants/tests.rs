@@ -22,6 +22,7 @@ fn script(code: &str) -> Job {
         code: code.into(),
         event: Event::default(),
         deadline: Instant::now() + Duration::from_secs(5),
+        request: None,
     }
 }
 
@@ -81,6 +82,7 @@ async fn an_event_nobody_handles_is_not_found() {
                     ..Default::default()
                 },
                 deadline: Instant::now() + Duration::from_secs(1),
+                request: None,
             },
         )
         .await
@@ -96,6 +98,7 @@ fn event(name: &str, data: Value) -> Job {
             ..Default::default()
         },
         deadline: Instant::now() + Duration::from_secs(5),
+        request: None,
     }
 }
 

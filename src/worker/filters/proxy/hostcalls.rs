@@ -320,13 +320,14 @@ fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> i32
         Err(s) => return s as i32,
     };
     let line = String::from_utf8_lossy(&text);
-    let filter = caller.data().filter.clone();
+    let state = caller.data();
+    let (filter, req_id) = (&state.filter, state.request.as_deref());
     match level {
-        0 => tracing::trace!(filter = %filter, "filter: {line}"),
-        1 => tracing::debug!(filter = %filter, "filter: {line}"),
-        2 => tracing::info!(filter = %filter, "filter: {line}"),
-        3 => tracing::warn!(filter = %filter, "filter: {line}"),
-        _ => tracing::error!(filter = %filter, "filter: {line}"),
+        0 => tracing::trace!(filter = %filter, req_id, "filter: {line}"),
+        1 => tracing::debug!(filter = %filter, req_id, "filter: {line}"),
+        2 => tracing::info!(filter = %filter, req_id, "filter: {line}"),
+        3 => tracing::warn!(filter = %filter, req_id, "filter: {line}"),
+        _ => tracing::error!(filter = %filter, req_id, "filter: {line}"),
     }
     if level >= 4 {
         caller.data_mut().last_words = Some(line.into_owned());

@@ -119,6 +119,8 @@ pub struct HostState {
     tenant: Tenant,
     event: String,
     plugin: Option<String>,
+    /// The request the call serves, as log lines show it.
+    request: Option<String>,
     shared: Arc<ProxyShared>,
     /// The last line the filter logged at error level or worse: a
     /// panicking SDK says why there, just before it traps.

@@ -33,6 +33,7 @@ fn run_for(
             event: &event,
             config: &config,
             plugin: Some("notes"),
+            request: None,
         },
         Duration::from_millis(200),
     )

@@ -118,11 +118,12 @@ fn fd_write(
     let line = String::from_utf8_lossy(&text);
     let line = line.trim_end();
     if !line.is_empty() {
-        let filter = caller.data().filter.clone();
+        let state = caller.data();
+        let (filter, req_id) = (&state.filter, state.request.as_deref());
         if fd == 1 {
-            tracing::info!(filter = %filter, "filter stdout: {line}");
+            tracing::info!(filter = %filter, req_id, "filter stdout: {line}");
         } else {
-            tracing::error!(filter = %filter, "filter stderr: {line}");
+            tracing::error!(filter = %filter, req_id, "filter stderr: {line}");
             caller.data_mut().last_words = Some(line.to_owned());
         }
     }
