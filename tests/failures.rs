@@ -3,9 +3,7 @@
 
 mod common;
 
-use common::{
-    Master, Opts, SpawnGuard, alive, eventually, signal, tenants_on, with_external_worker_1,
-};
+use common::{Master, Opts, alive, eventually, signal, tenants_on, with_external_worker_1};
 use futures::{SinkExt, StreamExt};
 use meshplay::client::DispatchOutcome;
 use meshplay::datadir::DataDir;
@@ -326,13 +324,7 @@ async fn an_oversized_frame_ends_only_that_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_started_by_hand_with_token_on_the_command_line_serves() {
     let (m, token) = with_external_worker_1().await;
-    let mut worker = std::process::Command::new(common::EXE)
-        .args(["--worker", "--worker-id", "1", "--master"])
-        .arg(m.endpoint.mesophyll_addr.to_string())
-        .args(["--token", &token])
-        .env_remove("MESHPLAY_WORKER_TOKEN")
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop_guard();
+    let mut worker = common::start_worker_1(&m, &token);
     m.wait_connected(2).await;
     let t = tenants_on("user", 1, 2, 1).remove(0);
     match m

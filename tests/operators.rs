@@ -46,13 +46,7 @@ async fn readyz_answers_503_until_every_slot_is_served_and_again_when_one_goes()
     assert_eq!(code, 4, "status says degraded: {out}{err}");
     assert!(out.contains("1 of 2 running"), "{out}");
 
-    let mut worker = Command::new(EXE)
-        .args(["--worker", "--worker-id", "1", "--master"])
-        .arg(m.endpoint.mesophyll_addr.to_string())
-        .args(["--token", &token])
-        .env_remove("MESHPLAY_WORKER_TOKEN")
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop_guard();
+    let mut worker = common::start_worker_1(&m, &token);
     let body = eventually(Duration::from_secs(20), "readiness", || async {
         let (status, body) = readyz(&m).await;
         (status == 200).then_some(body)

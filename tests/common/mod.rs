@@ -42,6 +42,18 @@ pub async fn with_external_worker_1() -> (Master, String) {
     (m, token)
 }
 
+/// Starts worker 1 by hand (as an operator would), its token on the command
+/// line; killed when the guard drops.
+pub fn start_worker_1(m: &Master, token: &str) -> Guard {
+    Command::new(EXE)
+        .args(["--worker", "--worker-id", "1", "--master"])
+        .arg(m.endpoint.mesophyll_addr.to_string())
+        .args(["--token", token])
+        .env_remove("MESHPLAY_WORKER_TOKEN")
+        .stderr(Stdio::null())
+        .kill_on_drop_guard()
+}
+
 /// The binary under test.
 pub const EXE: &str = env!("CARGO_BIN_EXE_meshplay");
 
