@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+/// How a filter call can end, as the metrics label it.
+const OUTCOMES: [&str; 4] = ["continue", "reject", "failure", "overloaded"];
+
 /// The shared services of one worker.
 pub struct Services {
     /// The worker's id (scripts see it as `meshplay.worker_id`).
@@ -24,9 +27,9 @@ pub struct Services {
     /// The filter runtime; `None` where filters are not wanted (tests).
     pub engine: Option<FilterEngine>,
     catalogue: RwLock<Arc<LoadedCatalogue>>,
-    /// Filter calls since the worker started, by (filter, outcome): what
-    /// the heartbeats carry to the master's metrics.
-    calls: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Filter calls since the worker started, by filter and then by
+    /// [`OUTCOMES`]: what the heartbeats carry to the master's metrics.
+    calls: Mutex<BTreeMap<String, [u64; OUTCOMES.len()]>>,
 }
 
 impl Services {
@@ -91,17 +94,22 @@ impl Services {
             call()
         };
         let outcome = match &verdict {
-            Ok(Verdict::Continue { .. }) => "continue",
-            Ok(Verdict::Reject { .. }) => "reject",
-            Err(FilterError::Overloaded(_)) => "overloaded",
-            Err(_) => "failure",
+            Ok(Verdict::Continue { .. }) => 0,
+            Ok(Verdict::Reject { .. }) => 1,
+            Err(FilterError::Overloaded(_)) => 3,
+            Err(_) => 2,
         };
-        *self
-            .calls
-            .lock()
-            .unwrap()
-            .entry((name.to_owned(), outcome))
-            .or_default() += 1;
+        let mut calls = self.calls.lock().unwrap();
+        // No allocation once a filter has been called.
+        match calls.get_mut(name) {
+            Some(counts) => counts[outcome] += 1,
+            None => {
+                let mut counts = [0; OUTCOMES.len()];
+                counts[outcome] = 1;
+                calls.insert(name.to_owned(), counts);
+            }
+        }
+        drop(calls);
         verdict
     }
 
@@ -110,10 +118,16 @@ impl Services {
         let calls = self.calls.lock().unwrap();
         calls
             .iter()
-            .map(|((filter, outcome), calls)| FilterCalls {
-                filter: filter.clone(),
-                outcome: (*outcome).to_owned(),
-                calls: *calls,
+            .flat_map(|(filter, counts)| {
+                OUTCOMES
+                    .iter()
+                    .zip(counts)
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(outcome, n)| FilterCalls {
+                        filter: filter.clone(),
+                        outcome: (*outcome).to_owned(),
+                        calls: *n,
+                    })
             })
             .collect()
     }

@@ -59,9 +59,7 @@ impl FilterEngine {
                     .instances(1)
                     .build(),
                 filter: Arc::from(filter.name.as_str()),
-                request: input
-                    .request
-                    .map(crate::mesophyll::correlation::request_label),
+                request: input.request,
             },
         );
         store.limiter(|s| &mut s.limits);

@@ -30,7 +30,10 @@ fn log(mut caller: Caller<'_, CallState>, level: i32, ptr: i32, len: i32) {
     }
     let line = String::from_utf8_lossy(&buf);
     let state = caller.data();
-    let (filter, req_id) = (&state.filter, state.request.as_deref());
+    let req_id = state
+        .request
+        .map(crate::mesophyll::correlation::request_label);
+    let (filter, req_id) = (&state.filter, req_id.as_deref());
     match level {
         0 => tracing::debug!(filter = %filter, req_id, "filter: {line}"),
         1 => tracing::info!(filter = %filter, req_id, "filter: {line}"),

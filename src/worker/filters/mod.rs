@@ -128,8 +128,8 @@ impl std::fmt::Debug for CompiledFilter {
 pub(crate) struct CallState {
     limits: StoreLimits,
     filter: Arc<str>,
-    /// The request the call serves, as log lines show it.
-    request: Option<String>,
+    /// The request the call serves, for log lines.
+    request: Option<u64>,
 }
 
 /// The filter runtime of one process.

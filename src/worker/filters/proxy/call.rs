@@ -6,7 +6,6 @@ use super::fields::Fields;
 use super::guest::Guest;
 use super::{HostState, ROOT, STREAM};
 use crate::catalogue::abi::{FilterInput, Verdict};
-use crate::mesophyll::correlation::request_label;
 use crate::mesophyll::message::Event;
 use crate::worker::filters::call::{classify, deadline_ticks};
 use crate::worker::filters::{CompiledFilter, FilterEngine, FilterError, Pre};
@@ -145,7 +144,7 @@ fn state(engine: &FilterEngine, filter: &Arc<str>, input: &FilterInput<'_>) -> H
         tenant: input.tenant.clone(),
         event: String::new(),
         plugin: input.plugin.map(str::to_owned),
-        request: input.request.map(request_label),
+        request: input.request,
         shared: Arc::clone(&engine.proxy_shared),
         last_words: None,
     }
@@ -255,7 +254,7 @@ impl Rooted {
             s.tenant = input.tenant.clone();
             s.event.clone_from(&input.event.name);
             s.plugin = input.plugin.map(str::to_owned);
-            s.request = input.request.map(request_label);
+            s.request = input.request;
             (s.maps[0].len() as i32, s.body.len() as i32)
         };
         let outcome = self

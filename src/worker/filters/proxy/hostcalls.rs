@@ -321,7 +321,10 @@ fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> i32
     };
     let line = String::from_utf8_lossy(&text);
     let state = caller.data();
-    let (filter, req_id) = (&state.filter, state.request.as_deref());
+    let req_id = state
+        .request
+        .map(crate::mesophyll::correlation::request_label);
+    let (filter, req_id) = (&state.filter, req_id.as_deref());
     match level {
         0 => tracing::trace!(filter = %filter, req_id, "filter: {line}"),
         1 => tracing::debug!(filter = %filter, req_id, "filter: {line}"),

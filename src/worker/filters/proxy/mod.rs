@@ -119,8 +119,8 @@ pub struct HostState {
     tenant: Tenant,
     event: String,
     plugin: Option<String>,
-    /// The request the call serves, as log lines show it.
-    request: Option<String>,
+    /// The request the call serves, for log lines.
+    request: Option<u64>,
     shared: Arc<ProxyShared>,
     /// The last line the filter logged at error level or worse: a
     /// panicking SDK says why there, just before it traps.

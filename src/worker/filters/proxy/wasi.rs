@@ -119,7 +119,10 @@ fn fd_write(
     let line = line.trim_end();
     if !line.is_empty() {
         let state = caller.data();
-        let (filter, req_id) = (&state.filter, state.request.as_deref());
+        let req_id = state
+            .request
+            .map(crate::mesophyll::correlation::request_label);
+        let (filter, req_id) = (&state.filter, req_id.as_deref());
         if fd == 1 {
             tracing::info!(filter = %filter, req_id, "filter stdout: {line}");
         } else {
