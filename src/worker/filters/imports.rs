@@ -4,6 +4,7 @@
 //! input and the time.
 
 use super::CallState;
+use tracing::Level;
 use wasmtime::{Caller, Linker};
 
 /// The longest log line a filter may write.
@@ -28,16 +29,13 @@ fn log(mut caller: Caller<'_, CallState>, level: i32, ptr: i32, len: i32) {
     if memory.read(&caller, ptr as u32 as usize, &mut buf).is_err() {
         return;
     }
-    let line = String::from_utf8_lossy(&buf);
+    let level = match level {
+        0 => Level::DEBUG,
+        1 => Level::INFO,
+        2 => Level::WARN,
+        _ => Level::ERROR,
+    };
     let state = caller.data();
-    let req_id = state
-        .request
-        .map(crate::mesophyll::correlation::request_label);
-    let (filter, req_id) = (&state.filter, req_id.as_deref());
-    match level {
-        0 => tracing::debug!(filter = %filter, req_id, "filter: {line}"),
-        1 => tracing::info!(filter = %filter, req_id, "filter: {line}"),
-        2 => tracing::warn!(filter = %filter, req_id, "filter: {line}"),
-        _ => tracing::error!(filter = %filter, req_id, "filter: {line}"),
-    }
+    let line = String::from_utf8_lossy(&buf);
+    super::log_line(level, "filter", &state.filter, state.request, &line);
 }

@@ -256,5 +256,26 @@ impl FilterEngine {
     }
 }
 
+/// Writes a line a filter logged to the worker's log as `"{what}: {line}"`,
+/// with the filter's name and the id of the request the call serves. Each
+/// ABI maps its own level numbers to `level`.
+pub(crate) fn log_line(
+    level: tracing::Level,
+    what: &str,
+    filter: &str,
+    request: Option<u64>,
+    line: &str,
+) {
+    let req_id = request.map(crate::mesophyll::correlation::request_label);
+    let req_id = req_id.as_deref();
+    match level {
+        tracing::Level::TRACE => tracing::trace!(filter = %filter, req_id, "{what}: {line}"),
+        tracing::Level::DEBUG => tracing::debug!(filter = %filter, req_id, "{what}: {line}"),
+        tracing::Level::INFO => tracing::info!(filter = %filter, req_id, "{what}: {line}"),
+        tracing::Level::WARN => tracing::warn!(filter = %filter, req_id, "{what}: {line}"),
+        _ => tracing::error!(filter = %filter, req_id, "{what}: {line}"),
+    }
+}
+
 #[cfg(test)]
 mod tests;

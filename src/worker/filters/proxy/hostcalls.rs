@@ -13,6 +13,7 @@ use super::guest::{give, read, write_u32, write_u64};
 use super::shared::MetricKind;
 use super::wasi::unix_nanos;
 use super::{HostState, LocalResponse, ROOT, STREAM, Status, answer};
+use crate::worker::filters::log_line;
 use wasmtime::{Caller, Linker};
 
 /// The ABI's buffer types Meshplay has content for.
@@ -320,18 +321,15 @@ fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> i32
         Err(s) => return s as i32,
     };
     let line = String::from_utf8_lossy(&text);
+    let as_level = match level {
+        0 => tracing::Level::TRACE,
+        1 => tracing::Level::DEBUG,
+        2 => tracing::Level::INFO,
+        3 => tracing::Level::WARN,
+        _ => tracing::Level::ERROR,
+    };
     let state = caller.data();
-    let req_id = state
-        .request
-        .map(crate::mesophyll::correlation::request_label);
-    let (filter, req_id) = (&state.filter, req_id.as_deref());
-    match level {
-        0 => tracing::trace!(filter = %filter, req_id, "filter: {line}"),
-        1 => tracing::debug!(filter = %filter, req_id, "filter: {line}"),
-        2 => tracing::info!(filter = %filter, req_id, "filter: {line}"),
-        3 => tracing::warn!(filter = %filter, req_id, "filter: {line}"),
-        _ => tracing::error!(filter = %filter, req_id, "filter: {line}"),
-    }
+    log_line(as_level, "filter", &state.filter, state.request, &line);
     if level >= 4 {
         caller.data_mut().last_words = Some(line.into_owned());
     }

@@ -119,14 +119,13 @@ fn fd_write(
     let line = line.trim_end();
     if !line.is_empty() {
         let state = caller.data();
-        let req_id = state
-            .request
-            .map(crate::mesophyll::correlation::request_label);
-        let (filter, req_id) = (&state.filter, req_id.as_deref());
-        if fd == 1 {
-            tracing::info!(filter = %filter, req_id, "filter stdout: {line}");
+        let (level, what) = if fd == 1 {
+            (tracing::Level::INFO, "filter stdout")
         } else {
-            tracing::error!(filter = %filter, req_id, "filter stderr: {line}");
+            (tracing::Level::ERROR, "filter stderr")
+        };
+        crate::worker::filters::log_line(level, what, &state.filter, state.request, line);
+        if fd == 2 {
             caller.data_mut().last_words = Some(line.to_owned());
         }
     }
