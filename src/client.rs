@@ -32,8 +32,8 @@ use crate::mesophyll::db::{KvRecord, TenantStateEntry};
 use crate::mesophyll::message::TenantState;
 use crate::rest::{
     Accepted, AuditPage, Changed, CreateToken, CreatedToken, Deleted, DispatchRequest, Dispatched,
-    Dropped, ErrorBody, FilterList, Health, KvPage, PluginList, PluginUpload, Role, ScriptRequest,
-    ScriptResult, Status, TokenInfo, TokenList, Version, Workers,
+    Dropped, ErrorBody, FilterList, Health, KvPage, LiveTenantList, PluginList, PluginUpload, Role,
+    ScriptRequest, ScriptResult, Status, TokenInfo, TokenList, Traffic, Version, Workers,
 };
 use crate::uri::encode_component;
 use bytes::Bytes;
@@ -176,6 +176,22 @@ impl ApiClient {
     /// the last minute's traffic.
     pub async fn status(&self) -> Result<Status, ApiClientError> {
         self.call(Method::GET, "/api/v1/status", None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `GET /api/v1/traffic`: the last minute, second by second.
+    pub async fn traffic(&self) -> Result<Traffic, ApiClientError> {
+        self.call(Method::GET, "/api/v1/traffic", None::<&()>)
+            .await
+            .map(|(_, v)| v)
+    }
+
+    /// `GET /api/v1/tenants?limit=`: the tenants with a live VM, up to
+    /// `limit` per worker.
+    pub async fn live_tenants(&self, limit: u32) -> Result<LiveTenantList, ApiClientError> {
+        let path = format!("/api/v1/tenants?limit={limit}");
+        self.call(Method::GET, &path, None::<&()>)
             .await
             .map(|(_, v)| v)
     }

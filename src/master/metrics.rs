@@ -23,6 +23,7 @@
 use crate::master::supervisor::Supervisor;
 use crate::mesophyll::hub::Hub;
 use crate::mesophyll::message::PluginOutcome;
+use crate::rest::TrafficSecond;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -67,17 +68,20 @@ pub struct Metrics {
     kv: Family<OpLabel, Counter>,
     kv_seconds: Family<OpLabel, Histogram>,
     supervisor: Arc<OnceLock<Arc<Supervisor>>>,
-    /// Events and errors per second of the last minute, by second modulo
-    /// 60 (`meshplay status`).
+    /// Events, errors and dispatch latency per second of the last minute,
+    /// by second modulo 60 (`meshplay status`, the dashboard's charts).
     minute: Mutex<[Second; 60]>,
 }
 
-/// One second's events and errors.
+/// One second's events, errors and dispatches.
 #[derive(Debug, Clone, Copy, Default)]
 struct Second {
     at: u64,
     events: u64,
     errors: u64,
+    dispatches: u64,
+    latency_us_sum: u64,
+    latency_us_max: u64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -161,8 +165,34 @@ impl Metrics {
             .fold((0, 0), |(e, x), s| (e + s.events, x + s.errors))
     }
 
-    fn count_second(&self, events: u64, errors: u64) {
+    /// The last 60 seconds, one entry per second (the oldest first, the
+    /// current, still counting, last; seconds without traffic are zeros).
+    pub fn traffic(&self) -> Vec<TrafficSecond> {
         let now = crate::clock::unix_millis() as u64 / 1000;
+        let minute = self.minute.lock().unwrap();
+        (now - 59..=now)
+            .map(|at| {
+                let s = minute[(at % 60) as usize];
+                let s = if s.at == at { s } else { Second::default() };
+                TrafficSecond {
+                    at,
+                    events: s.events,
+                    errors: s.errors,
+                    dispatches: s.dispatches,
+                    mean_ms: if s.dispatches == 0 {
+                        0.0
+                    } else {
+                        s.latency_us_sum as f64 / s.dispatches as f64 / 1000.0
+                    },
+                    max_ms: s.latency_us_max as f64 / 1000.0,
+                }
+            })
+            .collect()
+    }
+
+    fn count_second(&self, events: u64, errors: u64, elapsed: Duration) {
+        let now = crate::clock::unix_millis() as u64 / 1000;
+        let us = elapsed.as_micros() as u64;
         let mut minute = self.minute.lock().unwrap();
         let second = &mut minute[(now % 60) as usize];
         if second.at != now {
@@ -173,6 +203,9 @@ impl Metrics {
         }
         second.events += events;
         second.errors += errors;
+        second.dispatches += 1;
+        second.latency_us_sum += us;
+        second.latency_us_max = second.latency_us_max.max(us);
     }
 
     /// Shows the restarts `supervisor` counts from now on.
@@ -198,7 +231,7 @@ impl Metrics {
             "accepted" => (1, 0),
             _ => (1, 1),
         };
-        self.count_second(events, errors);
+        self.count_second(events, errors, elapsed);
         for o in outcomes {
             let code = match &o.result {
                 Ok(_) => "ok".to_owned(),

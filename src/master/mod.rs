@@ -18,6 +18,8 @@
 
 pub mod access;
 pub mod api;
+pub mod console;
+pub mod dashboard;
 pub mod datadir;
 pub mod db;
 pub mod metrics;
@@ -203,7 +205,9 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         metrics: Arc::clone(&metrics),
     })));
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(hub_listener.tap_io(no_delay), hub_router).await {
+        // The peer's address is what `workers` shows as a worker's host.
+        let hub_service = hub_router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        if let Err(e) = axum::serve(hub_listener.tap_io(no_delay), hub_service).await {
             tracing::error!("the Mesophyll hub stopped: {e}");
         }
     });
@@ -225,6 +229,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         metrics,
         started: std::time::Instant::now(),
         store_url: format!("sled:{}", store_path.display()),
+        console: Default::default(),
     });
     let app = api::router(state);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();

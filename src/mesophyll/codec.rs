@@ -124,6 +124,10 @@ mod tests {
                 state: None,
             },
             ServerMessage::PluginsChanged { revision: 12 },
+            ServerMessage::ListTenants {
+                req_id: 10,
+                limit: 100,
+            },
             ServerMessage::Shutdown { grace_ms: 3000 },
         ]
     }
@@ -351,6 +355,10 @@ mod properties {
                 }
             ),
             any::<u64>().prop_map(|r| ServerMessage::PluginsChanged { revision: r }),
+            (any::<u64>(), any::<u32>()).prop_map(|(r, l)| ServerMessage::ListTenants {
+                req_id: r,
+                limit: l
+            }),
             any::<u64>().prop_map(|g| ServerMessage::Shutdown { grace_ms: g }),
         ]
     }

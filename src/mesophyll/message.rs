@@ -106,6 +106,15 @@ pub enum ServerMessage {
         /// Whose VM goes.
         tenant: Tenant,
     },
+    /// Which tenants have a live task in the worker (the dashboard's live
+    /// tenants); answered with [`LiveTenants`], the most recently used
+    /// first, at most `limit` of them.
+    ListTenants {
+        /// Correlates the `DispatchResponse`.
+        req_id: u64,
+        /// The most tenants listed.
+        limit: u32,
+    },
     /// A tenant's state changed (or was removed: `None`); the owning worker
     /// applies it to the next events. A worker also reloads every state of
     /// its shard when it (re)connects, so a missed one heals.
@@ -137,9 +146,9 @@ impl ServerMessage {
         match self {
             ServerMessage::DispatchEvent { req_id, .. }
             | ServerMessage::TenantStateChanged { req_id, .. } => *req_id = Some(id),
-            ServerMessage::RunScript { req_id, .. } | ServerMessage::DropTenant { req_id, .. } => {
-                *req_id = id
-            }
+            ServerMessage::RunScript { req_id, .. }
+            | ServerMessage::DropTenant { req_id, .. }
+            | ServerMessage::ListTenants { req_id, .. } => *req_id = id,
             _ => {}
         }
     }
@@ -176,6 +185,26 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         filter_metrics: Vec<FilterMetric>,
     },
+}
+
+/// A worker's answer to `ListTenants`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveTenants {
+    /// Tenants with a live task in the worker (may exceed the list).
+    pub total: u64,
+    /// The most recently used first.
+    pub tenants: Vec<LiveTenant>,
+}
+
+/// One tenant with a live task in a worker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveTenant {
+    /// Who.
+    pub tenant: Tenant,
+    /// Running a job now.
+    pub busy: bool,
+    /// Jobs waiting in its queue.
+    pub queued: u64,
 }
 
 /// How often one filter ended one way in a worker, since it started.

@@ -393,6 +393,13 @@ impl Handler for Worker {
             ServerMessage::DropTenant { req_id, tenant } => {
                 self.answer(req_id, tenant, Job::Drop, outbox);
             }
+            ServerMessage::ListTenants { req_id, limit } => {
+                let live = self.tenants.list(limit as usize);
+                let answer = serde_json::to_value(live).map_err(|e| {
+                    RemoteError::new(ErrorKind::Internal, format!("cannot list tenants: {e}"))
+                });
+                outbox.try_reply(req_id, answer);
+            }
             ServerMessage::TenantStateChanged {
                 req_id,
                 tenant,
@@ -467,9 +474,9 @@ fn request_id(msg: &ServerMessage) -> Option<u64> {
     match msg {
         ServerMessage::DispatchEvent { req_id, .. }
         | ServerMessage::TenantStateChanged { req_id, .. } => *req_id,
-        ServerMessage::RunScript { req_id, .. } | ServerMessage::DropTenant { req_id, .. } => {
-            Some(*req_id)
-        }
+        ServerMessage::RunScript { req_id, .. }
+        | ServerMessage::DropTenant { req_id, .. }
+        | ServerMessage::ListTenants { req_id, .. } => Some(*req_id),
         _ => None,
     }
 }

@@ -7,6 +7,9 @@
 //! GET    /metrics                               no auth; Prometheus (OpenMetrics text)
 //! GET    /api/v1/workers
 //! GET    /api/v1/status                                         -> 200 Status
+//! GET    /api/v1/traffic                                        -> 200 Traffic
+//! GET    /api/v1/console                       server-sent events: dispatches, workers
+//! GET    /api/v1/tenants?limit=                                 -> 200 LiveTenantList
 //! POST   /api/v1/tenants/{type}/{id}/events     DispatchRequest -> 200 Dispatched | 202 Accepted
 //! POST   /api/v1/tenants/{type}/{id}/scripts    ScriptRequest   -> 200 ScriptResult
 //! DELETE /api/v1/tenants/{type}/{id}/vm                         -> 200 Dropped
@@ -34,7 +37,8 @@
 //! One file per concern: [`error`] (the error answer and its codes),
 //! `auth` (the bearer token, its role, the audit log), `extract` (bodies,
 //! tenants, timeouts), and a file per resource group: `system`, `tenants`,
-//! `kv`, `catalogue`, `access` (tokens and the audit log).
+//! `kv`, `catalogue`, `access` (tokens and the audit log), `live` (what
+//! the dashboard watches); the dashboard's page is [`crate::master::dashboard`].
 //!
 //! Bodies are JSON, or MessagePack with `content-type: application/msgpack`;
 //! answers are JSON ([`crate::rest`] has every shape). `/api/v1` wants
@@ -54,6 +58,7 @@ mod catalogue;
 pub mod error;
 mod extract;
 mod kv;
+mod live;
 mod system;
 mod tenants;
 
@@ -99,6 +104,8 @@ pub struct ApiState {
     pub started: std::time::Instant,
     /// The store, as a URL.
     pub store_url: String,
+    /// The live console's dispatches.
+    pub console: crate::master::console::Console,
 }
 
 /// A turn per tenant, striped: changes to one tenant's state are stored
@@ -127,6 +134,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let v1 = Router::new()
         .route("/workers", get(system::workers))
         .route("/status", get(system::status))
+        .route("/traffic", get(live::traffic))
+        .route("/console", get(live::console))
+        .route("/tenants", get(live::tenants))
         .route("/tenants/{type}/{id}/events", post(tenants::dispatch))
         .route("/tenants/{type}/{id}/scripts", post(tenants::run_script))
         .route("/tenants/{type}/{id}/vm", delete(tenants::drop_vm))
@@ -167,6 +177,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/readyz", get(system::ready))
         .route("/metrics", get(system::metrics))
         .nest("/api/v1", v1)
+        .merge(crate::master::dashboard::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
 }

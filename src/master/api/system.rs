@@ -121,6 +121,7 @@ pub(super) async fn workers(State(state): State<Arc<ApiState>>) -> Json<Workers>
                 state: lifecycle,
                 managed: managed.is_some(),
                 pid: managed.and_then(|s| s.pid),
+                host: w.peer.map(|p| p.ip().to_string()),
                 restarts: managed.map_or(0, |s| s.restarts),
                 since_heartbeat_s: w.since_last_frame_s,
                 in_flight: w.awaiting as u64,

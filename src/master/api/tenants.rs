@@ -4,13 +4,14 @@
 
 use super::extract::{Payload, tenant, timeout};
 use super::{ApiError, ApiState};
+use crate::master::console::Dispatch;
 use crate::master::{shard, store};
 use crate::mesophyll::correlation::request_label;
 use crate::mesophyll::db::TenantStateEntry;
 use crate::mesophyll::hub::HubError;
 use crate::mesophyll::message::{Event, PluginOutcome, ServerMessage, TenantState};
 use crate::rest::{
-    self, Accepted, DispatchRequest, Dispatched, Dropped, ScriptRequest, ScriptResult,
+    self, Accepted, DispatchRequest, Dispatched, Dropped, ErrorDetail, ScriptRequest, ScriptResult,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -40,10 +41,33 @@ pub(super) async fn dispatch(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let mut sent = None;
+    // The tenant and event as asked, for the console, should it fail.
+    let asked = state
+        .console
+        .watched()
+        .then(|| (kind.clone(), id.clone(), req.name.clone()));
     let answer = deliver(&state, kind, id, req, started, &mut sent).await;
     if let Err(e) = &answer {
         state.metrics.dispatched(e.code(), &[], started.elapsed());
         failed("dispatch", sent, e);
+        if let Some((kind, id, event)) = asked {
+            let worker = tenant(kind.clone(), id.clone())
+                .ok()
+                .map(|t| shard::worker_for(&t, state.workers));
+            let seen = Dispatch {
+                tenant: format!("{kind}:{id}"),
+                event,
+                worker,
+                request_id: sent.map(request_label),
+                elapsed: started.elapsed(),
+                outcomes: &[],
+            };
+            let error = ErrorDetail {
+                code: e.code().to_owned(),
+                message: e.message().to_owned(),
+            };
+            state.console.publish(seen, e.code(), Some(error));
+        }
     }
     answer
 }
@@ -77,6 +101,15 @@ async fn deliver(
     }
     let budget = timeout(req.timeout_ms)?;
     let worker = shard::worker_for(&tenant, state.workers);
+    let watched = state.console.watched().then(|| req.name.clone());
+    let seen = |request_id, outcomes| Dispatch {
+        tenant: tenant.to_string(),
+        event: watched.clone().unwrap_or_default(),
+        worker: Some(worker),
+        request_id,
+        elapsed: started.elapsed(),
+        outcomes,
+    };
     let event = Event {
         name: req.name,
         data: req.data,
@@ -91,6 +124,9 @@ async fn deliver(
         };
         state.hub.send_within(worker, budget, queued).await?;
         state.metrics.dispatched("accepted", &[], started.elapsed());
+        if watched.is_some() {
+            state.console.publish(seen(None, &[]), "accepted", None);
+        }
         return Ok((StatusCode::ACCEPTED, Json(Accepted { tenant, worker })).into_response());
     }
     let (request, value) = state
@@ -114,6 +150,12 @@ async fn deliver(
         )
     })?;
     state.metrics.dispatched("ok", &outcomes, started.elapsed());
+    if watched.is_some() {
+        let request_id = request.map(request_label);
+        state
+            .console
+            .publish(seen(request_id, &outcomes), "ok", None);
+    }
     Ok(Json(Dispatched {
         tenant,
         worker,

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ pub(super) struct Connection {
     last_frame_ms: AtomicU64,
     pub(super) load: Mutex<LoadFigures>,
     pub(super) close: watch::Sender<Option<DisconnectReason>>,
+    /// Where the worker connects from, when the server knows it.
+    pub(super) peer: Option<SocketAddr>,
 }
 
 impl Connection {
@@ -66,7 +69,7 @@ impl Connection {
 
 impl Hub {
     /// Runs one upgraded connection to its end.
-    async fn serve(self: Arc<Self>, worker: u32, socket: WebSocket) {
+    async fn serve(self: Arc<Self>, worker: u32, socket: WebSocket, peer: Option<SocketAddr>) {
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
         let (outbound, mut queue) = mpsc::channel::<Vec<u8>>(self.config.send_queue);
         let (close, mut closed) = watch::channel(None);
@@ -81,6 +84,7 @@ impl Hub {
             last_frame_ms: AtomicU64::new(0),
             load: Mutex::new(LoadFigures::default()),
             close,
+            peer,
         });
 
         let hello = ServerMessage::Hello {
@@ -223,6 +227,7 @@ impl Hub {
 
 pub(super) async fn upgrade(
     State(hub): State<Arc<Hub>>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -238,7 +243,11 @@ pub(super) async fn upgrade(
     let Ok(ws) = ws else {
         return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
     };
+    // Present when the hub is served with connect info (the master does).
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
     ws.max_message_size(MAX_FRAME_BYTES + 1024)
         .max_frame_size(MAX_FRAME_BYTES + 1024)
-        .on_upgrade(move |socket| hub.serve(id, socket))
+        .on_upgrade(move |socket| hub.serve(id, socket, peer))
 }

@@ -165,6 +165,9 @@ pub struct WorkerView {
     pub queued_bytes: u64,
     /// Connections this worker has made since the master started.
     pub connections: u64,
+    /// The address its connection comes from, when connected (and the hub
+    /// is served with connect info).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 struct Slot {
@@ -387,6 +390,7 @@ impl Hub {
                         .unwrap_or_default(),
                     queued_bytes: conn.map_or(0, |c| c.queued.used() as u64),
                     connections: s.connections,
+                    peer: conn.and_then(|c| c.peer),
                 }
             })
             .collect();

@@ -17,7 +17,9 @@
 
 use crate::catalogue::manifest::OnError;
 use crate::catalogue::plugin::Plugin;
-use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
+use crate::mesophyll::message::{
+    ErrorKind, Event, LiveTenant, LiveTenants, PluginOutcome, RemoteError, Tenant,
+};
 use crate::worker::filters::{FilterError, FilterInput, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
 use crate::worker::services::Services;
@@ -145,6 +147,30 @@ impl Tenants {
     /// Tenants with a live task.
     pub fn live(&self) -> usize {
         self.live.len()
+    }
+
+    /// Up to `limit` of the tenants with a live task, the most recently used
+    /// first, and how many there are in all.
+    pub fn list(&self, limit: usize) -> LiveTenants {
+        let mut live: Vec<(u64, LiveTenant)> = self
+            .live
+            .iter()
+            .map(|h| {
+                let tenant = LiveTenant {
+                    tenant: h.key().clone(),
+                    busy: h.busy.load(Ordering::Relaxed),
+                    queued: (h.tx.max_capacity() - h.tx.capacity()) as u64,
+                };
+                (h.last_used.load(Ordering::Relaxed), tenant)
+            })
+            .collect();
+        let total = live.len() as u64;
+        live.sort_unstable_by_key(|t| std::cmp::Reverse(t.0));
+        live.truncate(limit);
+        LiveTenants {
+            total,
+            tenants: live.into_iter().map(|(_, t)| t).collect(),
+        }
     }
 
     /// Queues `job` for `tenant` and waits for its outcome.

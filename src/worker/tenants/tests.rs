@@ -70,6 +70,26 @@ async fn past_the_cap_the_least_recently_used_tenant_is_evicted() {
 }
 
 #[tokio::test]
+async fn the_live_list_puts_the_most_recently_used_first_and_counts_them_all() {
+    let t = tenants(10);
+    for id in ["1", "2", "3", "1"] {
+        t.run(Tenant::new("u", id), script("x = 1")).await.unwrap();
+    }
+    let busy = Tenant::new("u", "4");
+    t.submit_detached(busy.clone(), script("time.sleep(300)"))
+        .unwrap();
+    t.submit_detached(busy.clone(), script("return 1")).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let live = t.list(3);
+    assert_eq!(live.total, 4);
+    let ids: Vec<&str> = live.tenants.iter().map(|l| l.tenant.id.as_str()).collect();
+    assert_eq!(ids, ["4", "1", "3"]);
+    assert!(live.tenants[0].busy);
+    assert_eq!(live.tenants[0].queued, 1);
+    assert!(!live.tenants[1].busy && live.tenants[1].queued == 0);
+}
+
+#[tokio::test]
 async fn an_event_nobody_handles_is_not_found() {
     let t = tenants(2);
     let err = t

@@ -7,6 +7,10 @@
 //! bodies). Errors always have the shape of [`ErrorBody`]: a stable `code`
 //! for programs and a `message` for people.
 
+mod live;
+
+pub use live::{ConsoleEntry, LiveTenantInfo, LiveTenantList, Traffic, TrafficSecond};
+
 use crate::mesophyll::db::KvRecord;
 use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
 use serde::{Deserialize, Serialize};
@@ -126,6 +130,9 @@ pub struct WorkerInfo {
     pub managed: bool,
     /// The process id, for a worker the master spawned and that runs now.
     pub pid: Option<u32>,
+    /// The address its connection comes from (IP), when connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// How many times the master has restarted it.
     pub restarts: u32,
     /// Seconds since its last frame (heartbeat or answer), when connected.

@@ -1,0 +1,154 @@
+//! What the dashboard watches: `GET /api/v1/console` (every dispatch as it
+//! is answered, and workers coming and going, as server-sent events),
+//! `GET /api/v1/traffic` (the last minute per second) and
+//! `GET /api/v1/tenants` (the tenants with a live VM, asked of each
+//! worker).
+//!
+//! The console is a stream over a plain GET with the same bearer token as
+//! every other route (a page reads it with `fetch`, which can send the
+//! header; `EventSource` cannot, and a token in the URL would end up in
+//! logs). Its events:
+//!
+//! ```text
+//! event: hello     data: {"workers":2}
+//! event: dispatch  data: ConsoleEntry
+//! event: worker    data: {"worker":0,"state":"disconnected","reason":"closed"}
+//! event: lagged    data: {"skipped":17}
+//! ```
+
+use super::{ApiError, ApiState};
+use crate::mesophyll::hub::{DisconnectReason, HubEvent};
+use crate::mesophyll::message::{LiveTenants, ServerMessage};
+use crate::rest::{LiveTenantInfo, LiveTenantList, Traffic};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// How long a worker has to list its tenants.
+const LIST_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The most tenants one worker lists unless asked for fewer.
+const MAX_LIST: u32 = 1000;
+
+pub(super) async fn traffic(State(state): State<Arc<ApiState>>) -> Json<Traffic> {
+    Json(Traffic {
+        seconds: state.metrics.traffic(),
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    limit: Option<u32>,
+}
+
+pub(super) async fn tenants(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<LiveTenantList>, ApiError> {
+    let limit = query.limit.unwrap_or(100).min(MAX_LIST);
+    let asks = (0..state.workers).map(|worker| {
+        let hub = Arc::clone(&state.hub);
+        async move {
+            // A worker that is away is reported, not waited for.
+            if !hub.is_connected(worker) {
+                return (worker, None);
+            }
+            let answer = hub
+                .request(worker, LIST_DEADLINE, |req_id| ServerMessage::ListTenants {
+                    req_id,
+                    limit,
+                })
+                .await
+                .ok()
+                .and_then(|v| serde_json::from_value::<LiveTenants>(v).ok());
+            (worker, answer)
+        }
+    });
+    let mut list = LiveTenantList {
+        total: 0,
+        tenants: Vec::new(),
+        unavailable: Vec::new(),
+    };
+    for (worker, answer) in futures::future::join_all(asks).await {
+        let Some(live) = answer else {
+            list.unavailable.push(worker);
+            continue;
+        };
+        list.total += live.total;
+        list.tenants
+            .extend(live.tenants.into_iter().map(|t| LiveTenantInfo {
+                tenant: t.tenant,
+                worker,
+                busy: t.busy,
+                queued: t.queued,
+            }));
+    }
+    Ok(Json(list))
+}
+
+fn reason(r: DisconnectReason) -> &'static str {
+    match r {
+        DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
+        DisconnectReason::Replaced => "replaced",
+        DisconnectReason::Closed => "closed",
+        DisconnectReason::Kicked => "kicked",
+    }
+}
+
+fn worker_event(e: HubEvent) -> Event {
+    let data = match e {
+        HubEvent::Connected { worker, .. } => json!({"worker": worker, "state": "connected"}),
+        HubEvent::Disconnected {
+            worker, reason: r, ..
+        } => {
+            json!({"worker": worker, "state": "disconnected", "reason": reason(r)})
+        }
+    };
+    Event::default().event("worker").data(data.to_string())
+}
+
+fn lagged(skipped: u64) -> Event {
+    Event::default()
+        .event("lagged")
+        .data(json!({ "skipped": skipped }).to_string())
+}
+
+pub(super) async fn console(
+    State(state): State<Arc<ApiState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let dispatches = state.console.subscribe();
+    let workers = state.hub.subscribe();
+    let hello = Event::default()
+        .event("hello")
+        .data(json!({ "workers": state.workers }).to_string());
+    let next = futures::stream::unfold(
+        (dispatches, workers),
+        |(mut dispatches, mut workers)| async move {
+            let event = tokio::select! {
+                d = dispatches.recv() => match d {
+                    Ok(entry) => Event::default()
+                        .event("dispatch")
+                        .data(serde_json::to_string(&*entry).unwrap_or_default()),
+                    Err(RecvError::Lagged(n)) => lagged(n),
+                    Err(RecvError::Closed) => return None,
+                },
+                w = workers.recv() => match w {
+                    Ok(e) => worker_event(e),
+                    Err(RecvError::Lagged(n)) => lagged(n),
+                    Err(RecvError::Closed) => return None,
+                },
+            };
+            Some((Ok(event), (dispatches, workers)))
+        },
+    );
+    let stream =
+        futures::stream::StreamExt::chain(futures::stream::once(async move { Ok(hello) }), next);
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
