@@ -1,29 +1,19 @@
-//! The store end to end: the Luau `kv` API, the REST and CLI views of the
-//! same data, tenant state, the HTTP/2 DB endpoints' checks, and durability
-//! across `kill -9` of the master.
+//! The store end to end, on both backends: the Luau `kv` API, the REST and
+//! CLI views of the same data, tenant state, the HTTP/2 DB endpoints'
+//! checks. Durability across `kill -9` is `durability.rs`.
 
 mod common;
 
 use bytes::Bytes;
-use common::{Master, Opts, event, eventually, tenants_on, with_external_worker_1};
+use common::api::{concurrent_incr, first_value};
+use common::{Master, Opts, event, eventually, tenants_on, with_external_worker_1_on};
 use http_body_util::{BodyExt, Full};
-use meshplay::client::{ApiClient, DispatchOutcome};
+use meshplay::client::ApiClient;
 use meshplay::mesophyll::db::{KvOp, KvReply, TenantStateEntry};
 use meshplay::mesophyll::message::TenantState;
-use meshplay::rest::{DispatchRequest, ScriptRequest};
+use meshplay::rest::ScriptRequest;
 use serde_json::{Value, json};
 use std::time::Duration;
-
-async fn first_value(c: &ApiClient, kind: &str, id: &str, req: &DispatchRequest) -> Value {
-    match c.dispatch(kind, id, req).await.unwrap() {
-        DispatchOutcome::Done(d) => {
-            let r = &d.results[0];
-            assert!(r.error.is_none(), "{r:?}");
-            r.value.clone().unwrap()
-        }
-        other => panic!("{other:?}"),
-    }
-}
 
 async fn script(
     c: &ApiClient,
@@ -42,31 +32,8 @@ async fn script(
 
 /// Fires `per_tenant` increments of `by = i` at each of `tenants` tenants,
 /// all at once; returns the expected count per tenant.
-async fn concurrent_incr(c: &ApiClient, tenants: u32, per_tenant: u32) -> i64 {
-    let mut tasks = Vec::new();
-    for t in 0..tenants {
-        for i in 1..=per_tenant {
-            let c = c.clone();
-            tasks.push(tokio::spawn(async move {
-                first_value(
-                    &c,
-                    "counter",
-                    &t.to_string(),
-                    &event("incr", json!({ "by": i })),
-                )
-                .await
-            }));
-        }
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    (per_tenant * (per_tenant + 1) / 2) as i64
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_increments_leave_exactly_the_right_counts() {
-    let m = Master::start(Opts::default()).await;
+async fn concurrent_increments_leave_exactly_the_right_counts(opts: Opts) {
+    let m = Master::start(opts.clone()).await;
     let expected = concurrent_incr(&m.client, 20, 10).await;
     for t in 0..20 {
         let id = t.to_string();
@@ -82,44 +49,8 @@ async fn concurrent_increments_leave_exactly_the_right_counts() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_writes_survive_kill_9_of_the_master() {
-    let mut m = Master::start(Opts::default()).await;
-    let expected = concurrent_incr(&m.client, 16, 8).await;
-    // Plus writes through the REST API.
-    for i in 0..20 {
-        m.client
-            .kv_set("user", "1", "rest", &format!("k{i}"), &json!(i))
-            .await
-            .unwrap();
-    }
-    m.child.kill().unwrap();
-    m.child.wait().unwrap();
-
-    let dir = m.dir.clone();
-    let m2 = Master::start_in(Opts::default(), dir).await;
-    for t in 0..16 {
-        let r = m2
-            .client
-            .kv_get("counter", &t.to_string(), "counter", "value")
-            .await
-            .unwrap();
-        assert_eq!(r.map(|r| r.value), Some(json!(expected)), "tenant {t}");
-    }
-    let page = m2
-        .client
-        .kv_find("user", "1", "rest", "%", None)
-        .await
-        .unwrap();
-    assert_eq!(page.records.len(), 20);
-    // And the counter plugin carries on from there.
-    let v = first_value(&m2.client, "counter", "0", &event("incr", Value::Null)).await;
-    assert_eq!(v, expected + 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scripts_rest_and_cli_see_the_same_values() {
-    let m = Master::start(Opts::default()).await;
+async fn scripts_rest_and_cli_see_the_same_values(opts: Opts) {
+    let m = Master::start(opts.clone()).await;
     let c = &m.client;
     // Script -> REST and CLI.
     script(
@@ -190,9 +121,8 @@ async fn scripts_rest_and_cli_see_the_same_values() {
     assert_eq!(code, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paging_through_a_large_scope() {
-    let m = Master::start(Opts::default()).await;
+async fn paging_through_a_large_scope(opts: Opts) {
+    let m = Master::start(opts.clone()).await;
     let c = &m.client;
     // Written concurrently: one fsync serves many writers (group commit).
     let writes: Vec<_> = (1..=250)
@@ -225,9 +155,8 @@ async fn paging_through_a_large_scope() {
     assert_eq!(seen, (1..=250).collect::<Vec<i64>>());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_cannot_see_another_tenants_keys() {
-    let m = Master::start(Opts::default()).await;
+async fn a_tenant_cannot_see_another_tenants_keys(opts: Opts) {
+    let m = Master::start(opts.clone()).await;
     let c = &m.client;
     // Same worker and different workers alike.
     let same = tenants_on("user", 0, 2, 2);
@@ -248,9 +177,8 @@ async fn a_tenant_cannot_see_another_tenants_keys() {
     assert!(err.to_string().contains("readonly"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_keys_and_values_get_clear_errors_and_store_nothing() {
-    let m = Master::start(Opts::default()).await;
+async fn oversized_keys_and_values_get_clear_errors_and_store_nothing(opts: Opts) {
+    let m = Master::start(opts.clone()).await;
     let c = &m.client;
     let err = script(c, "user", "1", "kv.set('big', string.rep('x', 300 * 1024))")
         .await
@@ -297,9 +225,8 @@ async fn oversized_keys_and_values_get_clear_errors_and_store_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tenant_state_decides_what_runs() {
-    let m = Master::start(Opts::default()).await;
+async fn tenant_state_decides_what_runs(opts: Opts) {
+    let m = Master::start(opts.clone()).await;
     let c = &m.client;
     let t = tenants_on("guild", 0, 2, 1).remove(0);
     let vms = |m: &Master| {
@@ -429,9 +356,8 @@ fn error_code(body: &[u8]) -> String {
         .unwrap_or_else(|_| String::from_utf8_lossy(body).into())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_db_endpoints_check_shard_credentials_and_bodies() {
-    let (m, token) = with_external_worker_1().await;
+async fn the_db_endpoints_check_shard_credentials_and_bodies(opts: Opts) {
+    let (m, token) = with_external_worker_1_on(opts.clone()).await;
     let hub = m.endpoint.mesophyll_addr;
     let mine = tenants_on("user", 1, 2, 1).remove(0);
     let theirs = tenants_on("user", 0, 2, 1).remove(0);
@@ -525,9 +451,8 @@ async fn the_db_endpoints_check_shard_credentials_and_bodies() {
     assert_eq!(unknown.post(&q(&mine), get).await.0, 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn global_entries_are_shared_read_only_and_owned() {
-    let m = Master::start(Opts::default()).await;
+async fn global_entries_are_shared_read_only_and_owned(opts: Opts) {
+    let m = Master::start(opts.clone()).await;
     let c = &m.client;
     let (a, b) = (
         tenants_on("user", 0, 2, 1).remove(0),
@@ -612,3 +537,14 @@ async fn global_entries_are_shared_read_only_and_owned() {
     .unwrap();
     assert_eq!(v, true);
 }
+
+crate::on_both_stores!(
+    concurrent_increments_leave_exactly_the_right_counts,
+    scripts_rest_and_cli_see_the_same_values,
+    paging_through_a_large_scope,
+    a_tenant_cannot_see_another_tenants_keys,
+    oversized_keys_and_values_get_clear_errors_and_store_nothing,
+    tenant_state_decides_what_runs,
+    the_db_endpoints_check_shard_credentials_and_bodies,
+    global_entries_are_shared_read_only_and_owned,
+);

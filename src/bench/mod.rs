@@ -69,6 +69,15 @@ impl InProcess {
     /// highest ids) are left for the caller, and waits until the spawned
     /// ones are connected.
     pub async fn start(workers: u32, external: u32) -> Result<InProcess, BenchError> {
+        Self::start_on(workers, external, None).await
+    }
+
+    /// [`InProcess::start`] on `store` (`None`: sled in its directory).
+    pub async fn start_on(
+        workers: u32,
+        external: u32,
+        store: Option<crate::master::store::StoreUrl>,
+    ) -> Result<InProcess, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("meshplay-bench")
             .tempdir()?;
@@ -82,6 +91,7 @@ impl InProcess {
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let master = master::start(MasterConfig {
             data_dir: dir.path().join("data"),
+            store,
             workers,
             external_workers: external,
             api_addr: loopback,

@@ -4,6 +4,7 @@
 
 use super::{CliError, LogFormat};
 use crate::datadir;
+use crate::master::store::StoreUrl;
 use crate::master::supervisor::SupervisorConfig;
 use crate::master::{self, MasterConfig};
 use crate::mesophyll::auth::{PARENT_ENV, TOKEN_ENV};
@@ -56,6 +57,11 @@ pub(super) struct ServeArgs {
     /// `meshplay config check FILE` checks one.
     #[arg(long, value_name = "FILE")]
     pub(super) config: Option<PathBuf>,
+    /// Where the state is: `sled:PATH` (embedded) or
+    /// `postgres://user[:password]@host[:port]/db` [default:
+    /// sled:<data-dir>/store].
+    #[arg(long, env = "MESHPLAY_STORE", hide_env_values = true, value_name = "URL", value_parser = store_url)]
+    pub(super) store: Option<StoreUrl>,
     /// Worker processes (the shard count).
     #[arg(long, default_value_t = 2)]
     pub(super) workers: u32,
@@ -99,6 +105,11 @@ pub(super) struct ServeArgs {
     /// Linear memory cap of each WASM filter instance, in MiB.
     #[arg(long, default_value_t = 16)]
     pub(super) filter_memory_mb: usize,
+}
+
+/// `--store` and `store copy`'s URLs, checked as clap parses them.
+pub(super) fn store_url(s: &str) -> Result<StoreUrl, String> {
+    StoreUrl::parse(s).map_err(|e| e.to_string())
 }
 
 pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
@@ -174,6 +185,7 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
     ];
     let config = MasterConfig {
         data_dir: args.data_dir.unwrap_or_else(datadir::default_path),
+        store: args.store,
         workers: args.workers,
         external_workers: args.external_workers,
         api_addr: args.api_addr,

@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use store::{SledStore, Store, StoreError};
+use store::{Store, StoreError};
 use supervisor::{SpawnError, Supervisor, SupervisorConfig};
 use tokio::net::TcpListener;
 
@@ -46,6 +46,8 @@ use tokio::net::TcpListener;
 pub struct MasterConfig {
     /// The data directory (created if missing).
     pub data_dir: PathBuf,
+    /// The store; `None` is sled in `<data-dir>/store`.
+    pub store: Option<store::StoreUrl>,
     /// Workers in total: the shard count.
     pub workers: u32,
     /// How many of them (the highest ids) someone else starts. Their tokens
@@ -188,8 +190,12 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         hub.register_worker(id, &worker_token);
         tracing::info!(worker = id, token_file = %path.display(), "external worker expected");
     }
-    let store_path = dir.path().join("store");
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(&store_path)?);
+    let store_url = config
+        .store
+        .clone()
+        .unwrap_or_else(|| store::StoreUrl::Sled(dir.path().join("store")));
+    let store: Arc<dyn Store> = store_url.open().await?;
+    tracing::info!(store = %store_url.redacted(), "store open");
     let (registry, problems) =
         Registry::load(&config.plugins_dir, &config.filters_dir, Arc::clone(&store));
     for p in &problems {
@@ -228,7 +234,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         state_turns: api::TenantTurns::default(),
         metrics,
         started: std::time::Instant::now(),
-        store_url: format!("sled:{}", store_path.display()),
+        store_url: store_url.redacted(),
         console: Default::default(),
     });
     let app = api::router(state);

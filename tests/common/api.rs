@@ -2,9 +2,10 @@
 //! dispatch's results by plugin, one plugin's value or error, a script's
 //! result, a plugin upload, and the filter modules to upload.
 
+use super::event;
 use meshplay::client::{ApiClient, ApiClientError, DispatchOutcome};
 use meshplay::rest::{DispatchRequest, PluginResult, PluginUpload, ScriptRequest};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -76,4 +77,40 @@ pub async fn script(c: &ApiClient, id: &str, code: &str) -> Result<Value, ApiCli
         timeout_ms: Some(5000),
     };
     c.run_script("user", id, &req).await.map(|r| r.result)
+}
+
+/// The first plugin's value of a dispatch that must succeed.
+pub async fn first_value(c: &ApiClient, kind: &str, id: &str, req: &DispatchRequest) -> Value {
+    match c.dispatch(kind, id, req).await.unwrap() {
+        DispatchOutcome::Done(d) => {
+            let r = &d.results[0];
+            assert!(r.error.is_none(), "{r:?}");
+            r.value.clone().unwrap()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `per_tenant` concurrent `incr` events (by 1, 2, ...) to each of
+/// `tenants` counter tenants; returns what each count must then be.
+pub async fn concurrent_incr(c: &ApiClient, tenants: u32, per_tenant: u32) -> i64 {
+    let mut tasks = Vec::new();
+    for t in 0..tenants {
+        for i in 1..=per_tenant {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                first_value(
+                    &c,
+                    "counter",
+                    &t.to_string(),
+                    &event("incr", json!({ "by": i })),
+                )
+                .await
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    (per_tenant * (per_tenant + 1) / 2) as i64
 }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod pg;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -32,10 +33,15 @@ pub fn event(name: &str, data: serde_json::Value) -> meshplay::rest::DispatchReq
 
 /// A master with workers 0 (spawned) and 1 (external), and worker 1's token.
 pub async fn with_external_worker_1() -> (Master, String) {
+    with_external_worker_1_on(Opts::default()).await
+}
+
+/// [`with_external_worker_1`], with `opts`' other settings.
+pub async fn with_external_worker_1_on(opts: Opts) -> (Master, String) {
     let m = Master::start(Opts {
         workers: 2,
         external: 1,
-        ..Opts::default()
+        ..opts
     })
     .await;
     let token = DataDir::at(m.data_dir()).worker_token(1).unwrap();
@@ -75,6 +81,45 @@ impl Default for Opts {
             extra: Vec::new(),
         }
     }
+}
+
+impl Opts {
+    /// The defaults on a fresh PostgreSQL database, or `None` when the
+    /// test skips for want of one ([`pg::database_or_skip`]).
+    pub fn on_postgres() -> Option<Opts> {
+        let url = pg::database_or_skip()?;
+        Some(Opts {
+            extra: vec!["--store".into(), url],
+            ..Opts::default()
+        })
+    }
+}
+
+/// Runs each named `async fn(Opts)` of the calling file as two tests:
+/// `on_sled::NAME` with the defaults and `on_postgres::NAME` on a fresh
+/// PostgreSQL database (skipped, saying why, where there is none).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sled {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Opts::default()).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(opts) = $crate::common::Opts::on_postgres() {
+                        super::$name(opts).await
+                    }
+                }
+            )*
+        }
+    };
 }
 
 /// A running master and its workers.

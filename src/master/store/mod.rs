@@ -1,10 +1,11 @@
 //! The master's store: tenant KV, global KV, tenant states and uploaded
 //! catalogue entries.
 //!
-//! The endpoints see only the [`Store`] trait (here), so another backend
-//! can be added without touching them. [`SledStore`] is the embedded one,
-//! under `<data-dir>/store`; [`keys`] is how it lays records out, and
-//! [`commit`] how it makes writes durable:
+//! The endpoints see only the [`Store`] trait (here), so that the backend
+//! is a choice of the operator's ([`StoreUrl`]): [`PostgresStore`] on a
+//! PostgreSQL database (its own file says how), or [`SledStore`], the
+//! embedded one under `<data-dir>/store`; [`keys`] is how sled lays records
+//! out, and [`commit`] how it makes writes durable:
 //!
 //! | tree | key | value |
 //! |---|---|---|
@@ -26,9 +27,13 @@
 
 pub mod commit;
 pub mod keys;
+pub mod postgres;
 mod sled_store;
+pub mod url;
 
+pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
+pub use url::StoreUrl;
 
 use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
 use crate::mesophyll::message::{Tenant, TenantState};

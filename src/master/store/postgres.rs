@@ -1,0 +1,533 @@
+//! The PostgreSQL backend (`--store postgres://...`): the same [`Store`]
+//! on a database that many masters' operators already run, back up and
+//! replicate.
+//!
+//! A pool of connections (deadpool-postgres) serves every call. Writes are
+//! single statements in autocommit, so an acknowledged write is committed
+//! (with the server's default `synchronous_commit = on`, flushed to its
+//! WAL); reads are the trait's synchronous calls, run on the blocking
+//! thread the caller is already on ([`super::blocking`]).
+//!
+//! Tables ([`MIGRATIONS`], applied in order at start, each once, under an
+//! advisory lock so that two masters starting together do not race):
+//!
+//! | table | primary key | payload |
+//! |---|---|---|
+//! | `kv` | tenant type, tenant id, scope, key | value, created/updated |
+//! | `global_kv` | scope, key, version | the entry; its owner in columns |
+//! | `tenant_states` | tenant type, tenant id | the state entry |
+//! | `catalogue` | `plugin/<name>`, `filter/<name>` | bytes |
+//! | `tokens` | id | the stored token |
+//! | `audit` | seq | the entry |
+//!
+//! Scopes and keys are `bytea`, so they order byte by byte as in sled
+//! (`Find` pages the same way on both) and may hold any byte, NUL
+//! included, which `text` refuses; tenant parts are `text COLLATE "C"`.
+//! Values are MessagePack, as in sled: `jsonb` would refuse `\u0000` in a
+//! string and renumber floats, and `store copy` moves records unchanged.
+
+use super::keys::{decode, encode, prefix_end};
+use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken};
+use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
+use crate::mesophyll::message::{Tenant, TenantState};
+use crate::rest::AuditEntry;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::future::Future;
+use std::str::FromStr;
+
+/// The schema, one step per version; a database at version N gets the
+/// steps after N. A step, once released, never changes.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+    CREATE TABLE kv (
+        tenant_type text COLLATE "C" NOT NULL,
+        tenant_id text COLLATE "C" NOT NULL,
+        scope bytea NOT NULL,
+        key bytea NOT NULL,
+        value bytea NOT NULL,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL,
+        PRIMARY KEY (tenant_type, tenant_id, scope, key)
+    );
+    CREATE TABLE global_kv (
+        scope bytea NOT NULL,
+        key bytea NOT NULL,
+        version bigint NOT NULL,
+        owner_type text COLLATE "C",
+        owner_id text COLLATE "C",
+        entry bytea NOT NULL,
+        PRIMARY KEY (scope, key, version)
+    );
+    CREATE TABLE tenant_states (
+        tenant_type text COLLATE "C" NOT NULL,
+        tenant_id text COLLATE "C" NOT NULL,
+        entry bytea NOT NULL,
+        PRIMARY KEY (tenant_type, tenant_id)
+    );
+    CREATE TABLE catalogue (key text COLLATE "C" PRIMARY KEY, bytes bytea NOT NULL);
+    CREATE TABLE tokens (id text COLLATE "C" PRIMARY KEY, token bytea NOT NULL);
+    CREATE TABLE audit (seq bigint PRIMARY KEY, entry bytea NOT NULL);
+    CREATE SEQUENCE audit_seq START 1;
+    "#,
+)];
+
+/// Records a `kv_scan` reads per round trip.
+const PAGE: i64 = 256;
+
+/// Connections in the pool: enough for the DB endpoints' concurrency on a
+/// small server without crowding PostgreSQL's default 100.
+const POOL_SIZE: usize = 16;
+
+/// Distinguishes our advisory lock from any other application's.
+const MIGRATION_LOCK: i64 = 0x6d65_7368_706c_6179; // "meshplay"
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The server's message says what went wrong; its Display alone is
+        // often just "db error".
+        match e.as_db_error() {
+            Some(db) => StoreError::Backend(format!("postgres: {}", db.message())),
+            None => StoreError::Backend(format!("postgres: {e}")),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Backend(format!("postgres pool: {e}"))
+    }
+}
+
+/// The PostgreSQL backend.
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user[:password]@host[:port]/db`, or
+    /// any form tokio-postgres takes) and brings the schema up to date.
+    ///
+    /// Fails when the URL does not parse, the server cannot be reached or
+    /// refuses the login, or a migration fails (then nothing of it stays:
+    /// each runs in one transaction).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Backend(format!("postgres URL: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the migrations the database lacks; returns its version.
+    pub async fn migrate(&self) -> Result<i32, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS meshplay_schema (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await?;
+        let row = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM meshplay_schema", &[])
+            .await?;
+        let had: i32 = row.get(0);
+        let mut version = had;
+        for (step, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > had) {
+            tx.batch_execute(sql).await?;
+            tx.execute("INSERT INTO meshplay_schema (version) VALUES ($1)", &[step])
+                .await?;
+            tracing::info!(version = step, "store schema migrated");
+            version = *step;
+        }
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// Runs `f` to its end from synchronous code (the trait's reads):
+    /// they are called on blocking threads, where waiting is allowed.
+    fn wait<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| StoreError::Backend("postgres store used outside the runtime".into()))?;
+        tokio::task::block_in_place(|| handle.block_on(f))
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
+    }
+}
+
+fn kv_record(row: &tokio_postgres::Row) -> Result<KvRecord, StoreError> {
+    let text = |i: usize| {
+        String::from_utf8(row.get::<_, Vec<u8>>(i))
+            .map_err(|e| StoreError::Corrupt(format!("a stored scope or key: {e}")))
+    };
+    Ok(KvRecord {
+        scope: text(0)?,
+        key: text(1)?,
+        value: decode(row.get::<_, &[u8]>(2))?,
+        created_at: row.get(3),
+        updated_at: row.get(4),
+    })
+}
+
+impl Store for PostgresStore {
+    fn kv_get(
+        &self,
+        tenant: &Tenant,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<KvRecord>, StoreError> {
+        self.wait(async {
+            let rows = self
+                .query(
+                    "SELECT scope, key, value, created_at, updated_at FROM kv
+                     WHERE tenant_type = $1 AND tenant_id = $2 AND scope = $3 AND key = $4",
+                    &[&tenant.kind, &tenant.id, &scope.as_bytes(), &key.as_bytes()],
+                )
+                .await?;
+            rows.first().map(kv_record).transpose()
+        })
+    }
+
+    fn kv_set<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        scope: &'a str,
+        key: &'a str,
+        value: serde_json::Value,
+        now: i64,
+    ) -> StoreFuture<'a, KvRecord> {
+        Box::pin(async move {
+            // One statement keeps created_at across updates, with no
+            // read-modify-write race.
+            let rows = self
+                .query(
+                    "INSERT INTO kv AS k VALUES ($1, $2, $3, $4, $5, $6, $6)
+                     ON CONFLICT (tenant_type, tenant_id, scope, key)
+                     DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+                     RETURNING k.created_at",
+                    &[
+                        &tenant.kind,
+                        &tenant.id,
+                        &scope.as_bytes(),
+                        &key.as_bytes(),
+                        &encode(&value),
+                        &now,
+                    ],
+                )
+                .await?;
+            Ok(KvRecord {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                value,
+                created_at: rows.first().map_or(now, |r| r.get(0)),
+                updated_at: now,
+            })
+        })
+    }
+
+    fn kv_delete<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        scope: &'a str,
+        key: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    "DELETE FROM kv WHERE tenant_type = $1 AND tenant_id = $2
+                     AND scope = $3 AND key = $4 RETURNING 1",
+                    &[&tenant.kind, &tenant.id, &scope.as_bytes(), &key.as_bytes()],
+                )
+                .await?;
+            Ok(!rows.is_empty())
+        })
+    }
+
+    fn kv_scan(
+        &self,
+        tenant: &Tenant,
+        scope: &str,
+        prefix: &str,
+        after: Option<&str>,
+        keep: &mut dyn FnMut(KvRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        // Every key that starts with `prefix` lies in [prefix, end).
+        let end = prefix_end(prefix.as_bytes());
+        let mut from = prefix.as_bytes().to_vec();
+        if let Some(a) = after {
+            let mut past = a.as_bytes().to_vec();
+            past.push(0); // the least key after `a`
+            from = from.max(past);
+        }
+        loop {
+            let rows = self.wait(self.query(
+                "SELECT scope, key, value, created_at, updated_at FROM kv
+                 WHERE tenant_type = $1 AND tenant_id = $2 AND scope = $3
+                 AND key >= $4 AND ($5::bytea IS NULL OR key < $5)
+                 ORDER BY key LIMIT $6",
+                &[
+                    &tenant.kind,
+                    &tenant.id,
+                    &scope.as_bytes(),
+                    &from,
+                    &end,
+                    &PAGE,
+                ],
+            ))?;
+            for row in &rows {
+                if !keep(kv_record(row)?) {
+                    return Ok(());
+                }
+            }
+            let Some(last) = rows.last().filter(|_| rows.len() as i64 == PAGE) else {
+                return Ok(());
+            };
+            from = last.get::<_, Vec<u8>>(1);
+            from.push(0);
+        }
+    }
+
+    fn kv_scopes(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError> {
+        let rows = self.wait(self.query(
+            "SELECT DISTINCT scope FROM kv WHERE tenant_type = $1 AND tenant_id = $2 ORDER BY scope",
+            &[&tenant.kind, &tenant.id],
+        ))?;
+        rows.iter()
+            .map(|r| {
+                String::from_utf8(r.get(0))
+                    .map_err(|e| StoreError::Corrupt(format!("a stored scope: {e}")))
+            })
+            .collect()
+    }
+
+    fn tenant_states(
+        &self,
+        keep: &dyn Fn(&Tenant) -> bool,
+    ) -> Result<Vec<TenantStateEntry>, StoreError> {
+        let rows = self.wait(self.query(
+            "SELECT tenant_type, tenant_id, entry FROM tenant_states",
+            &[],
+        ))?;
+        let mut out = Vec::new();
+        for row in &rows {
+            let tenant = Tenant::new(row.get::<_, String>(0), row.get::<_, String>(1));
+            if keep(&tenant) {
+                out.push(decode(row.get::<_, &[u8]>(2))?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn tenant_state(&self, tenant: &Tenant) -> Result<Option<TenantState>, StoreError> {
+        let rows = self.wait(self.query(
+            "SELECT entry FROM tenant_states WHERE tenant_type = $1 AND tenant_id = $2",
+            &[&tenant.kind, &tenant.id],
+        ))?;
+        rows.first()
+            .map(|r| decode::<TenantStateEntry>(r.get::<_, &[u8]>(0)).map(|e| e.state))
+            .transpose()
+    }
+
+    fn put_tenant_state<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+        state: &'a TenantState,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let entry = encode(&TenantStateEntry {
+                tenant: tenant.clone(),
+                state: state.clone(),
+            });
+            self.query(
+                "INSERT INTO tenant_states VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant_type, tenant_id) DO UPDATE SET entry = excluded.entry",
+                &[&tenant.kind, &tenant.id, &entry],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn global_create(&self, entry: GlobalEntry) -> StoreFuture<'_, GlobalEntry> {
+        Box::pin(async move {
+            let owner = entry.owner.as_ref();
+            let rows = self
+                .query(
+                    "INSERT INTO global_kv VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT DO NOTHING RETURNING 1",
+                    &[
+                        &entry.scope.as_bytes(),
+                        &entry.key.as_bytes(),
+                        &i64::from(entry.version),
+                        &owner.map(|t| t.kind.as_str()),
+                        &owner.map(|t| t.id.as_str()),
+                        &encode(&entry),
+                    ],
+                )
+                .await?;
+            if rows.is_empty() {
+                return Err(StoreError::Exists(format!(
+                    "{}/{} version {}",
+                    entry.scope, entry.key, entry.version
+                )));
+            }
+            Ok(entry)
+        })
+    }
+
+    fn global_get(
+        &self,
+        scope: &str,
+        key: &str,
+        version: u32,
+    ) -> Result<Option<GlobalEntry>, StoreError> {
+        let rows = self.wait(self.query(
+            "SELECT entry FROM global_kv WHERE scope = $1 AND key = $2 AND version = $3",
+            &[&scope.as_bytes(), &key.as_bytes(), &i64::from(version)],
+        ))?;
+        rows.first()
+            .map(|r| decode(r.get::<_, &[u8]>(0)))
+            .transpose()
+    }
+
+    fn global_delete<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        version: u32,
+        owner: &'a Tenant,
+    ) -> StoreFuture<'a, GlobalDelete> {
+        Box::pin(async move {
+            let (scope, key, version) = (scope.as_bytes(), key.as_bytes(), i64::from(version));
+            // The owner check and the delete are one statement.
+            let deleted = self
+                .query(
+                    "DELETE FROM global_kv WHERE scope = $1 AND key = $2 AND version = $3
+                     AND owner_type = $4 AND owner_id = $5 RETURNING 1",
+                    &[&scope, &key, &version, &owner.kind, &owner.id],
+                )
+                .await?;
+            if !deleted.is_empty() {
+                return Ok(GlobalDelete::Deleted);
+            }
+            let exists = self
+                .query(
+                    "SELECT 1 FROM global_kv WHERE scope = $1 AND key = $2 AND version = $3",
+                    &[&scope, &key, &version],
+                )
+                .await?;
+            Ok(if exists.is_empty() {
+                GlobalDelete::Missing
+            } else {
+                GlobalDelete::NotOwner
+            })
+        })
+    }
+
+    fn global_scan(
+        &self,
+        scope: &str,
+        keep: &mut dyn FnMut(GlobalEntry) -> bool,
+    ) -> Result<(), StoreError> {
+        let rows = self.wait(self.query(
+            "SELECT entry FROM global_kv WHERE scope = $1 ORDER BY key, version",
+            &[&scope.as_bytes()],
+        ))?;
+        for row in &rows {
+            if !keep(decode(row.get::<_, &[u8]>(0))?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn catalogue_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows = self.wait(self.query("SELECT key, bytes FROM catalogue ORDER BY key", &[]))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn catalogue_put<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.query(
+                "INSERT INTO catalogue VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET bytes = excluded.bytes",
+                &[&key, &bytes],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn catalogue_delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let rows = self
+                .query("DELETE FROM catalogue WHERE key = $1 RETURNING 1", &[&key])
+                .await?;
+            Ok(!rows.is_empty())
+        })
+    }
+
+    fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
+        let rows = self.wait(self.query("SELECT token FROM tokens ORDER BY id", &[]))?;
+        rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
+    }
+
+    fn put_token<'a>(&'a self, token: &'a StoredToken) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.query(
+                "INSERT INTO tokens VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET token = excluded.token",
+                &[&token.info.id, &encode(token)],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn audit_append(&self, mut entry: AuditEntry) -> StoreFuture<'_, AuditEntry> {
+        Box::pin(async move {
+            let row = self.query("SELECT nextval('audit_seq')", &[]).await?;
+            let seq: i64 = row[0].get(0);
+            entry.seq = seq as u64;
+            self.query(
+                "INSERT INTO audit VALUES ($1, $2)",
+                &[&seq, &encode(&entry)],
+            )
+            .await?;
+            Ok(entry)
+        })
+    }
+
+    fn audit(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let after = after.map_or(-1, |a| a.min(i64::MAX as u64) as i64);
+        let rows = self.wait(self.query(
+            "SELECT entry FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&after, &(limit.min(i64::MAX as usize) as i64)],
+        ))?;
+        rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
+    }
+}
