@@ -22,6 +22,7 @@ mod config;
 mod kv;
 mod serve;
 mod status;
+mod store;
 mod tenants;
 mod workers;
 
@@ -108,6 +109,9 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Move all data between stores (sled and PostgreSQL).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Check a configuration file for `serve --config`.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -250,6 +254,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         Command::Tokens(t) => access::tokens(t).await,
         Command::Audit { limit, client: c } => access::audit(&c, limit).await,
+        Command::Store(s) => store::store(s).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

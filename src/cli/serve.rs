@@ -60,8 +60,13 @@ pub(super) struct ServeArgs {
     /// Where the state is: `sled:PATH` (embedded) or
     /// `postgres://user[:password]@host[:port]/db` [default:
     /// sled:<data-dir>/store].
-    #[arg(long, env = "MESHPLAY_STORE", hide_env_values = true, value_name = "URL", value_parser = store_url)]
-    pub(super) store: Option<StoreUrl>,
+    #[arg(
+        long,
+        env = "MESHPLAY_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub(super) store: Option<String>,
     /// Worker processes (the shard count).
     #[arg(long, default_value_t = 2)]
     pub(super) workers: u32,
@@ -107,9 +112,10 @@ pub(super) struct ServeArgs {
     pub(super) filter_memory_mb: usize,
 }
 
-/// `--store` and `store copy`'s URLs, checked as clap parses them.
-pub(super) fn store_url(s: &str) -> Result<StoreUrl, String> {
-    StoreUrl::parse(s).map_err(|e| e.to_string())
+/// `--store` and `store copy`'s URLs. Checked here rather than by clap,
+/// whose error would repeat the value, password and all.
+pub(super) fn store_url(s: &str) -> Result<StoreUrl, CliError> {
+    StoreUrl::parse(s).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
@@ -185,7 +191,7 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
     ];
     let config = MasterConfig {
         data_dir: args.data_dir.unwrap_or_else(datadir::default_path),
-        store: args.store,
+        store: args.store.as_deref().map(store_url).transpose()?,
         workers: args.workers,
         external_workers: args.external_workers,
         api_addr: args.api_addr,

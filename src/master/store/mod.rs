@@ -26,6 +26,7 @@
 //! into one; alone, a write costs one.
 
 pub mod commit;
+pub mod copy;
 pub mod keys;
 pub mod postgres;
 mod sled_store;
@@ -124,6 +125,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// The tenant's scopes, sorted.
     fn kv_scopes(&self, tenant: &Tenant) -> Result<Vec<String>, StoreError>;
+    /// Every KV record of every tenant, while `keep` wants more
+    /// (`store copy`).
+    fn kv_all(&self, keep: &mut dyn FnMut(Tenant, KvRecord) -> bool) -> Result<(), StoreError>;
+    /// Writes `record` as it is, its times included (`store copy`).
+    fn kv_import<'a>(&'a self, tenant: &'a Tenant, record: &'a KvRecord) -> StoreFuture<'a, ()>;
 
     /// The states of the tenants `keep` wants (a worker's shard): the
     /// others are not even decoded.
@@ -174,6 +180,9 @@ pub trait Store: Send + Sync + 'static {
         scope: &str,
         keep: &mut dyn FnMut(GlobalEntry) -> bool,
     ) -> Result<(), StoreError>;
+
+    /// Every global entry of every scope, while `keep` wants more.
+    fn global_all(&self, keep: &mut dyn FnMut(GlobalEntry) -> bool) -> Result<(), StoreError>;
 
     /// Every API token, as stored (hashed).
     fn tokens(&self) -> Result<Vec<StoredToken>, StoreError>;

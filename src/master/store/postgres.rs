@@ -79,6 +79,12 @@ const PAGE: i64 = 256;
 /// small server without crowding PostgreSQL's default 100.
 const POOL_SIZE: usize = 16;
 
+/// How long a new connection may take (unless the URL says).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a call waits for a free connection of the pool.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Distinguishes our advisory lock from any other application's.
 const MIGRATION_LOCK: i64 = 0x6d65_7368_706c_6179; // "meshplay"
 
@@ -88,15 +94,30 @@ impl From<tokio_postgres::Error> for StoreError {
         // often just "db error".
         match e.as_db_error() {
             Some(db) => StoreError::Backend(format!("postgres: {}", db.message())),
-            None => StoreError::Backend(format!("postgres: {e}")),
+            None => StoreError::Backend(format!("postgres: {}", with_causes(&e))),
         }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Backend(format!("postgres pool: {e}"))
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            e => StoreError::Backend(format!("postgres pool: {e}")),
+        }
     }
+}
+
+/// `e` and what caused it ("error connecting to server: Connection
+/// refused"): the outermost message alone rarely says what to fix.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// The PostgreSQL backend.
@@ -112,8 +133,11 @@ impl PostgresStore {
     /// refuses the login, or a migration fails (then nothing of it stays:
     /// each runs in one transaction).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(url)
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Backend(format!("postgres URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -121,8 +145,13 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // A database that is down or saturated fails requests within these,
+        // as a store error, rather than holding them.
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(POOL_WAIT))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
@@ -322,6 +351,72 @@ impl Store for PostgresStore {
                     .map_err(|e| StoreError::Corrupt(format!("a stored scope: {e}")))
             })
             .collect()
+    }
+
+    fn kv_all(&self, keep: &mut dyn FnMut(Tenant, KvRecord) -> bool) -> Result<(), StoreError> {
+        // Keyset pages in primary-key order: a large store is never one
+        // result set in memory.
+        let mut from: Option<(String, String, Vec<u8>, Vec<u8>)> = None;
+        loop {
+            let rows = match &from {
+                None => self.wait(self.query(
+                    "SELECT scope, key, value, created_at, updated_at, tenant_type, tenant_id
+                     FROM kv ORDER BY tenant_type, tenant_id, scope, key LIMIT $1",
+                    &[&PAGE],
+                ))?,
+                Some((kind, id, scope, key)) => self.wait(self.query(
+                    "SELECT scope, key, value, created_at, updated_at, tenant_type, tenant_id
+                     FROM kv WHERE (tenant_type, tenant_id, scope, key) > ($1, $2, $3, $4)
+                     ORDER BY tenant_type, tenant_id, scope, key LIMIT $5",
+                    &[kind, id, scope, key, &PAGE],
+                ))?,
+            };
+            for row in &rows {
+                let tenant = Tenant::new(row.get::<_, String>(5), row.get::<_, String>(6));
+                if !keep(tenant, kv_record(row)?) {
+                    return Ok(());
+                }
+            }
+            let Some(last) = rows.last().filter(|_| rows.len() as i64 == PAGE) else {
+                return Ok(());
+            };
+            from = Some((last.get(5), last.get(6), last.get(0), last.get(1)));
+        }
+    }
+
+    fn kv_import<'a>(&'a self, tenant: &'a Tenant, record: &'a KvRecord) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.query(
+                "INSERT INTO kv VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (tenant_type, tenant_id, scope, key) DO UPDATE
+                 SET value = excluded.value, created_at = excluded.created_at,
+                     updated_at = excluded.updated_at",
+                &[
+                    &tenant.kind,
+                    &tenant.id,
+                    &record.scope.as_bytes(),
+                    &record.key.as_bytes(),
+                    &encode(&record.value),
+                    &record.created_at,
+                    &record.updated_at,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn global_all(&self, keep: &mut dyn FnMut(GlobalEntry) -> bool) -> Result<(), StoreError> {
+        let rows = self.wait(self.query(
+            "SELECT entry FROM global_kv ORDER BY scope, key, version",
+            &[],
+        ))?;
+        for row in &rows {
+            if !keep(decode(row.get::<_, &[u8]>(0))?) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn tenant_states(

@@ -3,7 +3,8 @@
 
 use super::commit::GroupCommit;
 use super::keys::{
-    decode, encode, global_key, key_of, kv_key, prefix_end, push_part, tenant_of, tenant_prefix,
+    decode, encode, global_key, key_of, kv_key, prefix_end, push_part, split, tenant_of,
+    tenant_prefix,
 };
 use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken};
 use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
@@ -222,6 +223,39 @@ impl Store for SledStore {
         Ok(scopes)
     }
 
+    fn kv_all(&self, keep: &mut dyn FnMut(Tenant, KvRecord) -> bool) -> Result<(), StoreError> {
+        for item in self.kv.iter() {
+            let (k, v) = item?;
+            let tenant = split(&k)
+                .and_then(|parts| match parts.as_slice() {
+                    [kind, id, _, _] => tenant_of(&key_of(&[kind.as_slice(), id.as_slice()])),
+                    _ => None,
+                })
+                .ok_or_else(|| StoreError::Corrupt(format!("KV key {k:?}")))?;
+            if !keep(tenant, decode(&v)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn kv_import<'a>(&'a self, tenant: &'a Tenant, record: &'a KvRecord) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.kv
+                .insert(kv_key(tenant, &record.scope, &record.key), encode(record))?;
+            self.commit.durable().await
+        })
+    }
+
+    fn global_all(&self, keep: &mut dyn FnMut(GlobalEntry) -> bool) -> Result<(), StoreError> {
+        for item in self.global.iter() {
+            if !keep(decode(&item?.1)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn tenant_states(
         &self,
         keep: &dyn Fn(&Tenant) -> bool,
@@ -400,158 +434,4 @@ impl SledStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn store() -> (tempfile::TempDir, SledStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("store")).unwrap();
-        (dir, store)
-    }
-
-    fn keys(
-        store: &SledStore,
-        t: &Tenant,
-        scope: &str,
-        prefix: &str,
-        after: Option<&str>,
-    ) -> Vec<String> {
-        let mut out = Vec::new();
-        store
-            .kv_scan(t, scope, prefix, after, &mut |r| {
-                out.push(r.key);
-                true
-            })
-            .unwrap();
-        out
-    }
-
-    #[tokio::test]
-    async fn kv_round_trip_keeps_created_at() {
-        let (_d, s) = store();
-        let t = Tenant::new("user", "1");
-        s.kv_set(&t, "default", "a", json!({"n": 1}), 10)
-            .await
-            .unwrap();
-        let r = s.kv_set(&t, "default", "a", json!(2), 20).await.unwrap();
-        assert_eq!((r.created_at, r.updated_at), (10, 20));
-        assert_eq!(
-            s.kv_get(&t, "default", "a").unwrap().unwrap().value,
-            json!(2)
-        );
-        assert!(s.kv_delete(&t, "default", "a").await.unwrap());
-        assert!(!s.kv_delete(&t, "default", "a").await.unwrap());
-        assert_eq!(s.kv_get(&t, "default", "a").unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn scans_stay_inside_their_tenant_and_scope() {
-        let (_d, s) = store();
-        let a = Tenant::new("user", "1");
-        // Tenant ids that are prefixes of each other, and zero bytes.
-        let b = Tenant::new("user", "10");
-        let c = Tenant::new("user", "1\0x");
-        for (t, scope, key) in [
-            (&a, "s", "k1"),
-            (&a, "s", "k2"),
-            (&a, "s", "x"),
-            (&a, "s2", "k3"),
-            (&a, "s\0", "k4"),
-            (&b, "s", "k5"),
-            (&c, "s", "k6"),
-        ] {
-            s.kv_set(t, scope, key, json!(1), 0).await.unwrap();
-        }
-        assert_eq!(keys(&s, &a, "s", "", None), ["k1", "k2", "x"]);
-        assert_eq!(keys(&s, &a, "s", "k", None), ["k1", "k2"]);
-        assert_eq!(keys(&s, &a, "s", "", Some("k1")), ["k2", "x"]);
-        assert_eq!(keys(&s, &b, "s", "", None), ["k5"]);
-        assert_eq!(s.kv_scopes(&a).unwrap(), ["s", "s\0", "s2"]);
-        assert_eq!(s.kv_scopes(&c).unwrap(), ["s"]);
-    }
-
-    #[tokio::test]
-    async fn concurrent_writers_are_all_durable() {
-        let (_d, s) = store();
-        let s = std::sync::Arc::new(s);
-        let mut tasks = Vec::new();
-        for i in 0..64 {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                let t = Tenant::new("user", i.to_string());
-                s.kv_set(&t, "default", "k", json!(i), 0).await.unwrap();
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        for i in 0..64 {
-            let t = Tenant::new("user", i.to_string());
-            assert_eq!(
-                s.kv_get(&t, "default", "k").unwrap().unwrap().value,
-                json!(i)
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn global_entries_are_created_once() {
-        let (_d, s) = store();
-        let e = GlobalEntry {
-            key: "list".into(),
-            version: 1,
-            scope: "lists".into(),
-            value: json!([1]),
-            public: true,
-            owner: Some(Tenant::new("user", "1")),
-            created_at: 0,
-        };
-        s.global_create(e.clone()).await.unwrap();
-        assert!(matches!(
-            s.global_create(e.clone()).await,
-            Err(StoreError::Exists(_))
-        ));
-        assert_eq!(s.global_get("lists", "list", 1).unwrap(), Some(e));
-        let other = Tenant::new("user", "2");
-        assert_eq!(
-            s.global_delete("lists", "list", 1, &other).await.unwrap(),
-            GlobalDelete::NotOwner
-        );
-        assert!(s.global_get("lists", "list", 1).unwrap().is_some());
-        let owner = Tenant::new("user", "1");
-        assert_eq!(
-            s.global_delete("lists", "list", 1, &owner).await.unwrap(),
-            GlobalDelete::Deleted
-        );
-        assert_eq!(
-            s.global_delete("lists", "list", 1, &owner).await.unwrap(),
-            GlobalDelete::Missing
-        );
-    }
-
-    #[tokio::test]
-    async fn tenant_states_round_trip() {
-        let (_d, s) = store();
-        let t = Tenant::new("guild", "1");
-        let state = TenantState {
-            events: Some(vec!["echo".into()]),
-            plugins: None,
-            data: json!({"lang": "en"}),
-        };
-        s.put_tenant_state(&t, &state).await.unwrap();
-        assert_eq!(s.tenant_state(&t).unwrap(), Some(state.clone()));
-        assert_eq!(s.tenant_states(&|_| true).unwrap()[0].state, state);
-        // Another shard's record is not even decoded: a corrupt one there
-        // does not fail this shard's load.
-        s.states
-            .insert(
-                tenant_prefix(&Tenant::new("guild", "2")),
-                b"\xc1 not msgpack".to_vec(),
-            )
-            .unwrap();
-        assert!(s.tenant_states(&|_| true).is_err());
-        let mine = s.tenant_states(&|x| *x == t).unwrap();
-        assert_eq!(mine.len(), 1);
-    }
-}
+mod tests;

@@ -1,0 +1,130 @@
+//! `meshplay store copy --from URL --to URL`: everything one store holds,
+//! written into another (sled to PostgreSQL when a deployment outgrows one
+//! machine, or back).
+//!
+//! The destination must be empty: a copy never merges two histories. KV
+//! records keep their times, global entries their owners, tokens their
+//! hashes and revocations, tenant states and uploads their bytes. Audit
+//! entries keep their order and contents; their `seq` numbers are the new
+//! store's (each backend numbers its own log). Writes go 64 at a time, so
+//! the destination's group commit (or PostgreSQL's connections) carry
+//! them; each is durable before the copy reports it.
+//!
+//! The source must not be in use by a master while it is copied (sled
+//! refuses a second opener; for PostgreSQL stop the master first, or the
+//! copy misses what is written meanwhile).
+
+use super::{Store, StoreError};
+use crate::mesophyll::db::{GlobalEntry, KvRecord};
+use crate::mesophyll::message::Tenant;
+use futures::{StreamExt, TryStreamExt};
+
+/// Writes in flight at once.
+const PARALLEL: usize = 64;
+
+/// Audit entries read per page.
+const AUDIT_PAGE: usize = 1000;
+
+/// What a copy moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Copied {
+    pub kv: u64,
+    pub global: u64,
+    pub tenant_states: u64,
+    pub catalogue: u64,
+    pub tokens: u64,
+    pub audit: u64,
+}
+
+/// Whether `store` holds nothing at all.
+pub fn is_empty(store: &dyn Store) -> Result<bool, StoreError> {
+    let mut any = false;
+    store.kv_all(&mut |_, _| {
+        any = true;
+        false
+    })?;
+    store.global_all(&mut |_| {
+        any = true;
+        false
+    })?;
+    Ok(!any
+        && store.tenant_states(&|_| true)?.is_empty()
+        && store.catalogue_entries()?.is_empty()
+        && store.tokens()?.is_empty()
+        && store.audit(None, 1)?.is_empty())
+}
+
+/// Copies everything in `from` into `to`, which must be empty. Reads run
+/// on this (blocking-allowed) thread; call it from a multi-threaded
+/// runtime.
+///
+/// Fails with [`StoreError::Exists`] when `to` is not empty, and with the
+/// backends' errors; a failed copy leaves `to` partly written (copy again
+/// into a fresh one).
+pub async fn copy(from: &dyn Store, to: &dyn Store) -> Result<Copied, StoreError> {
+    if !tokio::task::block_in_place(|| is_empty(to))? {
+        return Err(StoreError::Exists(
+            "the destination store is not empty: copy into a fresh one".into(),
+        ));
+    }
+    let mut n = Copied::default();
+    let mut records: Vec<(Tenant, KvRecord)> = Vec::new();
+    tokio::task::block_in_place(|| {
+        from.kv_all(&mut |t, r| {
+            records.push((t, r));
+            true
+        })
+    })?;
+    n.kv = records.len() as u64;
+    futures::stream::iter(records.iter().map(|(t, r)| to.kv_import(t, r)))
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let mut globals: Vec<GlobalEntry> = Vec::new();
+    tokio::task::block_in_place(|| {
+        from.global_all(&mut |g| {
+            globals.push(g);
+            true
+        })
+    })?;
+    n.global = globals.len() as u64;
+    futures::stream::iter(globals.into_iter().map(|g| to.global_create(g)))
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<_>>()
+        .await?;
+
+    let states = tokio::task::block_in_place(|| from.tenant_states(&|_| true))?;
+    n.tenant_states = states.len() as u64;
+    futures::stream::iter(
+        states
+            .iter()
+            .map(|s| to.put_tenant_state(&s.tenant, &s.state)),
+    )
+    .buffer_unordered(PARALLEL)
+    .try_collect::<Vec<()>>()
+    .await?;
+
+    let catalogue = tokio::task::block_in_place(|| from.catalogue_entries())?;
+    n.catalogue = catalogue.len() as u64;
+    for (key, bytes) in catalogue {
+        to.catalogue_put(&key, bytes).await?;
+    }
+    let tokens = tokio::task::block_in_place(|| from.tokens())?;
+    n.tokens = tokens.len() as u64;
+    for token in &tokens {
+        to.put_token(token).await?;
+    }
+    // In order, one at a time: the log's order is its meaning.
+    let mut after = None;
+    loop {
+        let page = tokio::task::block_in_place(|| from.audit(after, AUDIT_PAGE))?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        for entry in page {
+            to.audit_append(entry).await?;
+            n.audit += 1;
+        }
+    }
+    Ok(n)
+}

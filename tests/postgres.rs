@@ -1,0 +1,231 @@
+//! What is particular to the PostgreSQL store, against a real cluster
+//! (`common::pg`): the state is in the database and not beside the master,
+//! the schema is migrated once, a database that cannot be reached is a
+//! clear error that shows no password, and `meshplay store copy` moves
+//! everything between sled and PostgreSQL, refusing a store that is not
+//! empty. The store suite itself runs on both backends (`store.rs`).
+
+mod common;
+
+use common::{EXE, Master, Opts, event};
+use meshplay::rest::Role;
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+async fn sql(url: &str, query: &str) -> Vec<tokio_postgres::Row> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.query(query, &[]).await.unwrap()
+}
+
+fn store_url(opts: &Opts) -> String {
+    opts.extra[1].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_lives_in_the_database_and_the_schema_is_migrated_once() {
+    let Some(opts) = Opts::on_postgres() else {
+        return;
+    };
+    let url = store_url(&opts);
+    let mut m = Master::start(opts.clone()).await;
+    m.client
+        .kv_set("user", "1", "notes", "a", &json!({"x": 1}))
+        .await
+        .unwrap();
+    m.client
+        .dispatch("counter", "7", &event("incr", json!({"by": 5})))
+        .await
+        .unwrap();
+    let status = m.client.status().await.unwrap();
+    assert_eq!(status.store, url);
+    let rows = sql(&url, "SELECT tenant_type, tenant_id FROM kv ORDER BY 1, 2").await;
+    let tenants: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        tenants,
+        [("counter".into(), "7".into()), ("user".into(), "1".into())]
+    );
+    m.stop();
+
+    // Another master, another data directory, the same database: the same
+    // data, and the migration is not run again.
+    let m2 = Master::start(opts).await;
+    let r = m2.client.kv_get("user", "1", "notes", "a").await.unwrap();
+    assert_eq!(r.map(|r| r.value), Some(json!({"x": 1})));
+    let versions = sql(&url, "SELECT version FROM meshplay_schema").await;
+    let versions: Vec<i32> = versions.iter().map(|r| r.get(0)).collect();
+    assert_eq!(versions, [1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_cannot_be_reached_is_a_clear_error_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = Command::new(EXE)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--api-addr",
+            "127.0.0.1:0",
+            "--mesophyll-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--store",
+            "postgres://meshplay:hunter2@127.0.0.1:1/meshplay",
+        ])
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("postgres"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password was shown: {stderr}"
+    );
+
+    let out = Command::new(EXE)
+        .args(["serve", "--store", "mysql://meshplay:hunter2@db/m"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("expected sled:PATH or postgres://"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+fn copy(from: &str, to: &str) -> (bool, String) {
+    let out = Command::new(EXE)
+        .args(["store", "copy", "--from", from, "--to", to, "--json"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_everything_from_sled_to_postgres_and_back() {
+    let Some(pg) = common::pg::database_or_skip() else {
+        return;
+    };
+    // A sled store with something of every kind in it.
+    let mut m = Master::start(Opts::default()).await;
+    for i in 0..300 {
+        m.client
+            .kv_set(
+                "user",
+                &format!("u{}", i % 3),
+                "s",
+                &format!("k{i:03}"),
+                &json!(i),
+            )
+            .await
+            .unwrap();
+    }
+    m.client
+        .dispatch(
+            "guild",
+            "1",
+            &event("sign", json!({"name": "Ada", "message": "hi"})),
+        )
+        .await
+        .unwrap();
+    let state = meshplay::mesophyll::message::TenantState {
+        events: Some(vec!["echo".into()]),
+        ..Default::default()
+    };
+    m.client
+        .put_tenant_state("user", "u0", &state)
+        .await
+        .unwrap();
+    let app = m.client.create_token(Role::App, Some("app")).await.unwrap();
+    let upload = common::api::upload(
+        "name = \"extra\"\nversion = \"1.0.0\"\nevents = [\"extra\"]\n",
+        "return { extra = function(e) return 1 end }",
+    );
+    m.client.put_plugin("extra", &upload).await.unwrap();
+    let audit = m.client.audit(None, 1000).await.unwrap().entries.len();
+    let created = m
+        .client
+        .kv_get("user", "u0", "s", "k000")
+        .await
+        .unwrap()
+        .unwrap();
+    m.stop();
+    let sled = format!("sled:{}", m.dir.path().join("store").display());
+
+    let (ok, out) = copy(&sled, &pg);
+    assert!(ok, "{out}");
+    let counts: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(counts["kv"], 302, "{counts}"); // 300 + the guestbook's two
+    assert_eq!(
+        (counts["tenant_states"].clone(), counts["catalogue"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(counts["tokens"], 1);
+    assert_eq!(counts["audit"], json!(audit));
+
+    // Into a store that is not empty: refused, nothing written.
+    let (ok, out) = copy(&sled, &pg);
+    assert!(!ok && out.contains("not empty"), "{out}");
+
+    // A master on the copy sees what the sled one had, times included.
+    let on_pg = Opts {
+        extra: vec!["--store".into(), pg.clone()],
+        ..Opts::default()
+    };
+    let mut m2 = Master::start(on_pg).await;
+    let r = m2
+        .client
+        .kv_get("user", "u0", "s", "k000")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r, created);
+    let page = m2
+        .client
+        .kv_find("user", "u1", "s", "k%", None)
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 100);
+    assert_eq!(
+        m2.client.tenant_state("user", "u0").await.unwrap().state,
+        state
+    );
+    let names: Vec<String> = m2
+        .client
+        .plugins()
+        .await
+        .unwrap()
+        .plugins
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(names.contains(&"extra".to_owned()), "{names:?}");
+    let app_client = meshplay::client::ApiClient::new(m2.endpoint.api_addr, &app.token);
+    app_client
+        .dispatch("user", "u9", &event("echo", json!(1)))
+        .await
+        .expect("the copied app token works");
+    m2.stop();
+
+    // And back, into a fresh sled store: the same records.
+    let back = tempfile::tempdir().unwrap();
+    let sled2 = format!("sled:{}", back.path().join("store").display());
+    let (ok, out) = copy(&pg, &sled2);
+    assert!(ok, "{out}");
+    let again: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(again, counts);
+}
