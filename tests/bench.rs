@@ -122,6 +122,38 @@ fn kv_measures_the_db_endpoints_h2_and_sled() {
 }
 
 #[test]
+fn kv_on_postgres_runs_pgbench_beside_it_on_the_same_database() {
+    let Some(url) = common::pg::database_or_skip() else {
+        return;
+    };
+    let args = [
+        "kv",
+        "--store",
+        &url,
+        "--duration",
+        "1s",
+        "--concurrency",
+        "8",
+        "--json",
+    ];
+    let (code, r, err) = bench(&args);
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "kv/set (durable)",
+        "kv/get",
+        "kv/find (100 keys)",
+        "peer/pgbench-simple-update",
+    ] {
+        ran_clean(figure(&r, name));
+    }
+    assert_eq!(
+        figure(&r, "kv/set (durable)")["vs"]["limit"],
+        "peer/pgbench-simple-update"
+    );
+    assert_eq!(r["params"]["store"], url.as_str());
+}
+
+#[test]
 fn filter_measures_each_example_filter_against_a_live_instance() {
     let (code, r, err) = bench(&["filter", "--duration", "200ms", "--json"]);
     assert_eq!(code, 0, "{err}");

@@ -1,11 +1,13 @@
 //! `meshplay bench kv`: Get, durable Set and Find over the DB endpoints, as a
 //! worker calls them (HTTP/2, MessagePack, worker credentials), against a
-//! bare HTTP/2 echo with the same concurrency and bare sled.
+//! bare HTTP/2 echo with the same concurrency and bare sled; with `--store
+//! postgres://...`, on that database against pgbench on the same one.
 
 use crate::bench::figures::{Check, Figure, Report};
 use crate::bench::load::{LoadPlan, drive};
-use crate::bench::{BenchError, InProcess, baseline};
+use crate::bench::{BenchError, InProcess, baseline, pgbench};
 use crate::datadir::DataDir;
+use crate::master::store::StoreUrl;
 use crate::mesophyll::db::{KvOp, KvReply};
 use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::Tenant;
@@ -25,6 +27,9 @@ pub struct KvOptions {
     pub baseline: bool,
     /// Print progress lines.
     pub progress: bool,
+    /// The store under test (`None`: sled in a temporary directory). On
+    /// PostgreSQL the peer is pgbench's simple-update on the same database.
+    pub store: Option<StoreUrl>,
 }
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -68,7 +73,7 @@ pub async fn run(opts: KvOptions) -> Result<Report, BenchError> {
         progress: opts.progress,
     };
     // One worker, left to us: its credentials are how this benchmark calls.
-    let m = InProcess::start(1, 1).await?;
+    let m = InProcess::start_on(1, 1, opts.store.clone()).await?;
     let token = DataDir::at(m.data_dir())
         .worker_token(0)
         .map_err(|e| BenchError::Target(e.to_string()))?;
@@ -125,13 +130,40 @@ pub async fn run(opts: KvOptions) -> Result<Report, BenchError> {
     let set = Figure::new("kv/set (durable)", &sets);
     let get = Figure::new("kv/get", &gets);
     let find = Figure::new("kv/find (100 keys)", &finds);
-    checks.push(Check {
-        name: format!("durable set ops/s with {} writers", opts.concurrency),
-        value: set.rate,
-        target: ">= 20000 (at 64 writers)".into(),
-        met: set.rate >= 20_000.0,
-    });
-    if opts.baseline {
+    let postgres = match &opts.store {
+        Some(StoreUrl::Postgres(url)) => Some(url.clone()),
+        _ => None,
+    };
+    if postgres.is_none() {
+        checks.push(Check {
+            name: format!("durable set ops/s with {} writers", opts.concurrency),
+            value: set.rate,
+            target: ">= 20000 (at 64 writers)".into(),
+            met: set.rate >= 20_000.0,
+        });
+    }
+    if let (true, Some(url)) = (opts.baseline, postgres) {
+        let Some(pgbench) = pgbench::find() else {
+            return Err(BenchError::Target(
+                "no pgbench to compare with (apt-get install postgresql)".into(),
+            ));
+        };
+        let (clients, duration) = (opts.concurrency, opts.duration);
+        let peer = tokio::task::spawn_blocking(move || {
+            pgbench::simple_update(&pgbench, &url, clients, duration)
+        })
+        .await
+        .map_err(|e| BenchError::Target(e.to_string()))??;
+        let peer = Figure::new("peer/pgbench-simple-update", &peer);
+        checks.push(Check {
+            name: "kv set / pgbench simple-update (same database, same clients)".into(),
+            value: set.rate / peer.rate.max(1e-9),
+            target: ">= 0.5".into(),
+            met: set.rate >= 0.5 * peer.rate,
+        });
+        figures.push(set.against(&peer));
+        figures.extend([get, find, peer]);
+    } else if opts.baseline {
         let body = crate::mesophyll::codec::encode(&KvOp::Get {
             scope: "bench".into(),
             key: "k0000".into(),
@@ -167,6 +199,12 @@ pub async fn run(opts: KvOptions) -> Result<Report, BenchError> {
         ("duration".to_string(), format!("{:?}", opts.duration)),
         ("value_bytes".to_string(), opts.value_len.to_string()),
         ("keys".to_string(), (KEYS * TENANTS).to_string()),
+        (
+            "store".to_string(),
+            opts.store
+                .as_ref()
+                .map_or("sled (temporary)".into(), StoreUrl::redacted),
+        ),
     ]);
     Ok(Report {
         bench: "kv".into(),

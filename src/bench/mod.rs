@@ -24,6 +24,7 @@ pub mod filter;
 pub mod kv;
 pub mod load;
 pub mod memory;
+pub mod pgbench;
 
 use crate::master::supervisor::SupervisorConfig;
 use crate::master::{self, MasterConfig, MasterError, Running};

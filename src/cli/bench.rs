@@ -127,6 +127,10 @@ pub(super) struct BenchKvArgs {
     /// Bytes of each value set.
     #[arg(long, default_value_t = 100)]
     pub(super) value_bytes: usize,
+    /// The store to measure: sled in a temporary directory (the default),
+    /// or `postgres://...` (an empty database; pgbench runs beside it).
+    #[arg(long, value_name = "URL")]
+    pub(super) store: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -188,6 +192,11 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 value_len: a.value_bytes,
                 baseline: !a.common.no_baseline,
                 progress: progress(a.common.json),
+                store: a
+                    .store
+                    .as_deref()
+                    .map(super::serve::store_url)
+                    .transpose()?,
             };
             (bench::kv::run(opts).await?, a.common.json)
         }

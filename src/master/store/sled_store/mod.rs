@@ -52,9 +52,10 @@ impl SledStore {
         let tokens = db.open_tree("tokens")?;
         let audit = db.open_tree("audit")?;
         let flushed = db.clone();
+        let files = std::sync::Arc::new(FileSync::open(dir)?);
         let commit = GroupCommit::start(move || {
             flushed.flush()?;
-            Ok(())
+            files.sync()
         });
         Ok(SledStore {
             kv,
@@ -433,5 +434,8 @@ impl SledStore {
     }
 }
 
+mod sync;
 #[cfg(test)]
 mod tests;
+
+use sync::FileSync;

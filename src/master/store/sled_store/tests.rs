@@ -153,3 +153,21 @@ async fn tenant_states_round_trip() {
     let mine = s.tenant_states(&|x| *x == t).unwrap();
     assert_eq!(mine.len(), 1);
 }
+
+#[tokio::test]
+async fn a_value_in_a_blob_file_is_synced_and_its_directory_too() {
+    let (dir, store) = store();
+    let t = Tenant::new("u", "1");
+    // Past sled's inline limit (a quarter of a 512 KiB segment).
+    let big = json!("x".repeat(200 * 1024));
+    store.kv_set(&t, "s", "big", big.clone(), 1).await.unwrap();
+    let files = super::sync::FileSync::open(&dir.path().join("store")).unwrap();
+    files.sync().unwrap();
+    let blobs: Vec<_> = std::fs::read_dir(dir.path().join("store/blobs"))
+        .unwrap()
+        .collect();
+    assert_eq!(blobs.len(), 1, "the value went to a blob file");
+    // Nothing new: nothing to do, and no error.
+    files.sync().unwrap();
+    assert_eq!(store.kv_get(&t, "s", "big").unwrap().unwrap().value, big);
+}

@@ -8,7 +8,7 @@
 //! WAL); reads are the trait's synchronous calls, run on the blocking
 //! thread the caller is already on ([`super::blocking`]).
 //!
-//! Tables ([`MIGRATIONS`], applied in order at start, each once, under an
+//! Tables ([`schema::MIGRATIONS`], applied in order at start, each once, under an
 //! advisory lock so that two masters starting together do not race):
 //!
 //! | table | primary key | payload |
@@ -31,46 +31,11 @@ use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken};
 use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
 use crate::mesophyll::message::{Tenant, TenantState};
 use crate::rest::AuditEntry;
+pub mod schema;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
 use std::str::FromStr;
-
-/// The schema, one step per version; a database at version N gets the
-/// steps after N. A step, once released, never changes.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
-    CREATE TABLE kv (
-        tenant_type text COLLATE "C" NOT NULL,
-        tenant_id text COLLATE "C" NOT NULL,
-        scope bytea NOT NULL,
-        key bytea NOT NULL,
-        value bytea NOT NULL,
-        created_at bigint NOT NULL,
-        updated_at bigint NOT NULL,
-        PRIMARY KEY (tenant_type, tenant_id, scope, key)
-    );
-    CREATE TABLE global_kv (
-        scope bytea NOT NULL,
-        key bytea NOT NULL,
-        version bigint NOT NULL,
-        owner_type text COLLATE "C",
-        owner_id text COLLATE "C",
-        entry bytea NOT NULL,
-        PRIMARY KEY (scope, key, version)
-    );
-    CREATE TABLE tenant_states (
-        tenant_type text COLLATE "C" NOT NULL,
-        tenant_id text COLLATE "C" NOT NULL,
-        entry bytea NOT NULL,
-        PRIMARY KEY (tenant_type, tenant_id)
-    );
-    CREATE TABLE catalogue (key text COLLATE "C" PRIMARY KEY, bytes bytea NOT NULL);
-    CREATE TABLE tokens (id text COLLATE "C" PRIMARY KEY, token bytea NOT NULL);
-    CREATE TABLE audit (seq bigint PRIMARY KEY, entry bytea NOT NULL);
-    CREATE SEQUENCE audit_seq START 1;
-    "#,
-)];
 
 /// Records a `kv_scan` reads per round trip.
 const PAGE: i64 = 256;
@@ -84,9 +49,6 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a call waits for a free connection of the pool.
 const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Distinguishes our advisory lock from any other application's.
-const MIGRATION_LOCK: i64 = 0x6d65_7368_706c_6179; // "meshplay"
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -156,37 +118,8 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
         let store = PostgresStore { pool };
-        store.migrate().await?;
+        schema::migrate(&store.pool).await?;
         Ok(store)
-    }
-
-    /// Applies the migrations the database lacks; returns its version.
-    pub async fn migrate(&self) -> Result<i32, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS meshplay_schema (
-                version integer PRIMARY KEY,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )",
-        )
-        .await?;
-        let row = tx
-            .query_one("SELECT coalesce(max(version), 0) FROM meshplay_schema", &[])
-            .await?;
-        let had: i32 = row.get(0);
-        let mut version = had;
-        for (step, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > had) {
-            tx.batch_execute(sql).await?;
-            tx.execute("INSERT INTO meshplay_schema (version) VALUES ($1)", &[step])
-                .await?;
-            tracing::info!(version = step, "store schema migrated");
-            version = *step;
-        }
-        tx.commit().await?;
-        Ok(version)
     }
 
     /// Runs `f` to its end from synchronous code (the trait's reads):

@@ -1,0 +1,76 @@
+//! The PostgreSQL store's schema and how a database gets it: versioned
+//! steps, each applied once, in order, in one transaction with its record
+//! in `meshplay_schema`, under an advisory lock so that two masters
+//! starting on one database at the same moment do not both apply it.
+
+use crate::master::store::StoreError;
+use deadpool_postgres::Pool;
+
+/// Distinguishes our advisory lock from any other application's.
+const MIGRATION_LOCK: i64 = 0x6d65_7368_706c_6179; // "meshplay"
+
+/// The schema, one step per version; a database at version N gets the
+/// steps after N. A step, once released, never changes.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+    CREATE TABLE kv (
+        tenant_type text COLLATE "C" NOT NULL,
+        tenant_id text COLLATE "C" NOT NULL,
+        scope bytea NOT NULL,
+        key bytea NOT NULL,
+        value bytea NOT NULL,
+        created_at bigint NOT NULL,
+        updated_at bigint NOT NULL,
+        PRIMARY KEY (tenant_type, tenant_id, scope, key)
+    );
+    CREATE TABLE global_kv (
+        scope bytea NOT NULL,
+        key bytea NOT NULL,
+        version bigint NOT NULL,
+        owner_type text COLLATE "C",
+        owner_id text COLLATE "C",
+        entry bytea NOT NULL,
+        PRIMARY KEY (scope, key, version)
+    );
+    CREATE TABLE tenant_states (
+        tenant_type text COLLATE "C" NOT NULL,
+        tenant_id text COLLATE "C" NOT NULL,
+        entry bytea NOT NULL,
+        PRIMARY KEY (tenant_type, tenant_id)
+    );
+    CREATE TABLE catalogue (key text COLLATE "C" PRIMARY KEY, bytes bytea NOT NULL);
+    CREATE TABLE tokens (id text COLLATE "C" PRIMARY KEY, token bytea NOT NULL);
+    CREATE TABLE audit (seq bigint PRIMARY KEY, entry bytea NOT NULL);
+    CREATE SEQUENCE audit_seq START 1;
+    "#,
+)];
+
+/// Applies the migrations the database lacks; returns its version.
+pub async fn migrate(pool: &Pool) -> Result<i32, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS meshplay_schema (
+            version integer PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await?;
+    let row = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM meshplay_schema", &[])
+        .await?;
+    let had: i32 = row.get(0);
+    let mut version = had;
+    for (step, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > had) {
+        tx.batch_execute(sql).await?;
+        tx.execute("INSERT INTO meshplay_schema (version) VALUES ($1)", &[step])
+            .await?;
+        tracing::info!(version = step, "store schema migrated");
+        version = *step;
+    }
+    tx.commit().await?;
+    Ok(version)
+}
