@@ -43,10 +43,11 @@ fn ran_clean(f: &Value) {
 }
 
 #[test]
-fn dispatch_measures_rest_direct_and_the_raw_limits() {
+fn dispatch_measures_rest_binary_direct_and_the_raw_limits() {
     let (code, r, err) = bench(&[
         "dispatch",
         "--direct",
+        "--binary",
         "--duration",
         "300ms",
         "--concurrency",
@@ -60,6 +61,7 @@ fn dispatch_measures_rest_direct_and_the_raw_limits() {
     assert_eq!(code, 0, "{err}");
     for name in [
         "dispatch/rest",
+        "dispatch/binary",
         "dispatch/direct",
         "baseline/ws-echo",
         "baseline/luau-call",

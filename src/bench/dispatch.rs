@@ -6,7 +6,7 @@
 use crate::bench::figures::{Check, Figure, Report};
 use crate::bench::load::{LoadPlan, drive};
 use crate::bench::{BenchError, InProcess, baseline};
-use crate::client::{ApiClient, DispatchOutcome};
+use crate::client::{ApiClient, ApiClientError, DispatchOutcome, StreamClient};
 use crate::master::shard;
 use crate::mesophyll::codec;
 use crate::mesophyll::hub::{Hub, HubError};
@@ -29,6 +29,9 @@ pub struct DispatchOptions {
     pub duration: Duration,
     /// Also measure straight through the hub.
     pub direct: bool,
+    /// Also measure through the binary client API (one WebSocket, every
+    /// caller's event in flight on it).
+    pub binary: bool,
     /// Measure the raw limits too.
     pub baseline: bool,
     /// A running master to target instead of starting one (REST only).
@@ -68,9 +71,9 @@ fn message(req_id: u64, n: u64, tenants: u32) -> ServerMessage {
     }
 }
 
-async fn via_rest(client: &ApiClient, n: u64, tenants: u32) -> Result<(), String> {
-    let t = tenant(n, tenants);
-    match client.dispatch(&t.kind, &t.id, &request(n)).await {
+/// An echo's outcome as the load generator counts it: ok, or its code.
+fn echoed(outcome: Result<DispatchOutcome, ApiClientError>) -> Result<(), String> {
+    match outcome {
         Ok(DispatchOutcome::Done(d)) => match d.results.first() {
             Some(r) if r.error.is_none() => Ok(()),
             Some(r) => Err(r.error.as_ref().map_or("error".into(), |e| e.code.clone())),
@@ -79,6 +82,16 @@ async fn via_rest(client: &ApiClient, n: u64, tenants: u32) -> Result<(), String
         Ok(DispatchOutcome::Accepted(_)) => Err("accepted".into()),
         Err(e) => Err(e.code().unwrap_or("transport").to_owned()),
     }
+}
+
+async fn via_rest(client: &ApiClient, n: u64, tenants: u32) -> Result<(), String> {
+    let t = tenant(n, tenants);
+    echoed(client.dispatch(&t.kind, &t.id, &request(n)).await)
+}
+
+async fn via_stream(stream: &StreamClient, n: u64, tenants: u32) -> Result<(), String> {
+    let t = tenant(n, tenants);
+    echoed(stream.dispatch(&t.kind, &t.id, request(n)).await)
 }
 
 async fn via_hub(hub: &Hub, workers: u32, n: u64, tenants: u32) -> Result<(), String> {
@@ -137,6 +150,21 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
     })
     .await;
     let rest = Figure::new("dispatch/rest", &rest);
+
+    let binary = if opts.binary {
+        let stream = StreamClient::connect(&client)
+            .await
+            .map_err(|e| BenchError::Target(format!("cannot open the stream: {e}")))?;
+        let stream = Arc::new(stream);
+        let b = drive(&load("dispatch/binary"), move |n| {
+            let stream = Arc::clone(&stream);
+            async move { via_stream(&stream, n, tenants).await }
+        })
+        .await;
+        Some(Figure::new("dispatch/binary", &b))
+    } else {
+        None
+    };
 
     let direct = match (&local, opts.direct) {
         (Some(m), true) => {
@@ -199,6 +227,12 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
         }
         (None, Some((ws, _))) => figures.push(rest.against(ws)),
         (None, None) => figures.push(rest),
+    }
+    if let Some(b) = binary {
+        figures.push(match &limits {
+            Some((ws, _)) => b.against(ws),
+            None => b,
+        });
     }
     if let Some(d) = direct {
         figures.push(match &limits {

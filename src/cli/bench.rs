@@ -11,7 +11,8 @@ use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum BenchCommand {
-    /// Echo events through the REST API (and, with --direct, the hub).
+    /// Echo events through the REST API (and, with --direct, the hub; with
+    /// --binary, the binary client API).
     Dispatch(BenchDispatchArgs),
     /// Get, durable Set and Find over the DB endpoints, as a worker.
     Kv(BenchKvArgs),
@@ -109,6 +110,10 @@ pub(super) struct BenchDispatchArgs {
     /// Also dispatch straight through the hub, without HTTP in front.
     #[arg(long)]
     pub(super) direct: bool,
+    /// Also through the binary client API: one WebSocket to the master,
+    /// every caller's event in flight on it.
+    #[arg(long)]
+    pub(super) binary: bool,
     /// Target this running master's REST API instead of starting one.
     #[arg(long)]
     pub(super) api_addr: Option<SocketAddr>,
@@ -175,6 +180,7 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 tenants: a.tenants,
                 duration: a.common.duration,
                 direct: a.direct,
+                binary: a.binary,
                 baseline: !a.common.no_baseline,
                 target,
                 progress: progress(a.common.json),

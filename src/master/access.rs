@@ -150,6 +150,10 @@ pub fn required(method: &Method, path: &str) -> Role {
     if path.starts_with("/tokens") || path.starts_with("/audit") {
         return Role::Admin;
     }
+    // The binary client API is a GET that dispatches.
+    if path == "/stream" {
+        return Role::App;
+    }
     if method == Method::GET || method == Method::HEAD {
         return Role::Read;
     }

@@ -36,5 +36,5 @@ pub mod hub;
 pub mod message;
 #[cfg(feature = "server")]
 pub mod uplink;
-#[cfg(feature = "server")]
+#[cfg(feature = "client")]
 pub mod writer;

@@ -8,8 +8,10 @@
 //! for programs and a `message` for people.
 
 mod live;
+mod stream;
 
 pub use live::{ConsoleEntry, LiveTenantInfo, LiveTenantList, Traffic, TrafficSecond};
+pub use stream::{StreamAnswer, StreamError, StreamRequest};
 
 use crate::mesophyll::db::KvRecord;
 use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};

@@ -10,6 +10,7 @@
 //! GET    /api/v1/traffic                                        -> 200 Traffic
 //! GET    /api/v1/console                       server-sent events: dispatches, workers
 //! GET    /api/v1/tenants?limit=                                 -> 200 LiveTenantList
+//! GET    /api/v1/stream            WebSocket: StreamRequest frames -> StreamAnswer frames
 //! POST   /api/v1/tenants/{type}/{id}/events     DispatchRequest -> 200 Dispatched | 202 Accepted
 //! POST   /api/v1/tenants/{type}/{id}/scripts    ScriptRequest   -> 200 ScriptResult
 //! DELETE /api/v1/tenants/{type}/{id}/vm                         -> 200 Dropped
@@ -59,6 +60,7 @@ pub mod error;
 mod extract;
 mod kv;
 mod live;
+mod stream;
 mod system;
 mod tenants;
 
@@ -137,6 +139,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/traffic", get(live::traffic))
         .route("/console", get(live::console))
         .route("/tenants", get(live::tenants))
+        .route("/stream", get(stream::upgrade))
         .route("/tenants/{type}/{id}/events", post(tenants::dispatch))
         .route("/tenants/{type}/{id}/scripts", post(tenants::run_script))
         .route("/tenants/{type}/{id}/vm", delete(tenants::drop_vm))

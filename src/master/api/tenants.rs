@@ -39,6 +39,26 @@ pub(super) async fn dispatch(
     Path((kind, id)): Path<(String, String)>,
     Payload(req): Payload<DispatchRequest>,
 ) -> Result<Response, ApiError> {
+    Ok(match dispatch_to(&state, kind, id, req).await? {
+        Delivered::Done(d) => Json(d).into_response(),
+        Delivered::Accepted(a) => (StatusCode::ACCEPTED, Json(a)).into_response(),
+    })
+}
+
+/// What a dispatch came to: the plugins' results, or queued (no wait).
+pub(super) enum Delivered {
+    Done(Dispatched),
+    Accepted(Accepted),
+}
+
+/// One dispatch, whichever way it came (REST or the stream), counted in
+/// the metrics, shown on the console, and logged when it fails.
+pub(super) async fn dispatch_to(
+    state: &ApiState,
+    kind: String,
+    id: String,
+    req: DispatchRequest,
+) -> Result<Delivered, ApiError> {
     let started = Instant::now();
     let mut sent = None;
     // The tenant and event as asked, for the console, should it fail.
@@ -46,7 +66,7 @@ pub(super) async fn dispatch(
         .console
         .watched()
         .then(|| (kind.clone(), id.clone(), req.name.clone()));
-    let answer = deliver(&state, kind, id, req, started, &mut sent).await;
+    let answer = deliver(state, kind, id, req, started, &mut sent).await;
     if let Err(e) = &answer {
         state.metrics.dispatched(e.code(), &[], started.elapsed());
         failed("dispatch", sent, e);
@@ -94,7 +114,7 @@ async fn deliver(
     req: DispatchRequest,
     started: Instant,
     sent: &mut Option<u64>,
-) -> Result<Response, ApiError> {
+) -> Result<Delivered, ApiError> {
     let tenant = tenant(kind, id)?;
     if req.name.is_empty() {
         return Err(ApiError::bad_request("the event needs a name"));
@@ -127,7 +147,7 @@ async fn deliver(
         if watched.is_some() {
             state.console.publish(seen(None, &[]), "accepted", None);
         }
-        return Ok((StatusCode::ACCEPTED, Json(Accepted { tenant, worker })).into_response());
+        return Ok(Delivered::Accepted(Accepted { tenant, worker }));
     }
     let (request, value) = state
         .hub
@@ -156,13 +176,12 @@ async fn deliver(
             .console
             .publish(seen(request_id, &outcomes), "ok", None);
     }
-    Ok(Json(Dispatched {
+    Ok(Delivered::Done(Dispatched {
         tenant,
         worker,
         results: outcomes.into_iter().map(Into::into).collect(),
         request_id: request.map(request_label),
-    })
-    .into_response())
+    }))
 }
 
 pub(super) async fn run_script(

@@ -26,6 +26,10 @@
 //! status, code and message; anything that never got an answer is
 //! [`ApiClientError::Connect`].
 
+mod stream;
+
+pub use stream::StreamClient;
+
 use crate::datadir::{DataDir, DataDirError};
 use crate::http::HttpClient;
 use crate::mesophyll::db::{KvRecord, TenantStateEntry};
@@ -472,17 +476,22 @@ impl ApiClient {
         if status.is_success() {
             return Ok((status, bytes));
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(e) => Err(ApiClientError::Api {
-                status,
-                code: e.error.code,
-                message: e.error.message,
-            }),
-            Err(_) => Err(ApiClientError::Decode {
-                status,
-                message: String::from_utf8_lossy(&bytes).into_owned(),
-            }),
-        }
+        Err(error_of(status, &bytes))
+    }
+}
+
+/// The error an answer with a failure `status` and body `bytes` stands for.
+fn error_of(status: StatusCode, bytes: &[u8]) -> ApiClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(e) => ApiClientError::Api {
+            status,
+            code: e.error.code,
+            message: e.error.message,
+        },
+        Err(_) => ApiClientError::Decode {
+            status,
+            message: String::from_utf8_lossy(bytes).into_owned(),
+        },
     }
 }
 
