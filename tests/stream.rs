@@ -278,3 +278,51 @@ async fn frames_that_are_not_requests_are_answered_and_the_connection_carries_on
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatch_many_sends_a_file_over_one_stream_and_says_what_failed() {
+    let m = Master::start(Opts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.ndjson");
+    let mut lines: Vec<String> = (0..300)
+        .map(|i| {
+            json!({"type": "user", "id": format!("b{}", i % 7), "name": "echo", "data": i})
+                .to_string()
+        })
+        .collect();
+    lines.push(json!({"type": "user", "id": "b1", "name": "sign", "data": {"name": "Bob", "message": "cheap spam"}}).to_string());
+    lines.push(String::new());
+    lines.push(json!({"type": "user", "id": "b1", "name": "echo", "wait": false}).to_string());
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let (code, out, err) = m.cli(&["dispatch-many", file.to_str().unwrap(), "--in-flight", "32"]);
+    assert_eq!(code, 3, "a plugin answered with an error: {err}");
+    assert!(
+        err.contains("302 events") && err.contains("0 failed, 1 with a plugin error"),
+        "{err}"
+    );
+    let answers: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 302);
+    let mut seen: Vec<u64> = answers
+        .iter()
+        .map(|a| a["line"].as_u64().unwrap())
+        .collect();
+    seen.sort_unstable();
+    let expected: Vec<u64> = (1..=301).chain([303]).collect();
+    assert_eq!(
+        seen, expected,
+        "every line answered once, the blank one skipped"
+    );
+    let echo = answers.iter().find(|a| a["line"] == 5).unwrap();
+    assert_eq!(echo["done"]["results"][0]["value"]["data"], 4);
+    let queued = answers.iter().find(|a| a["line"] == 303).unwrap();
+    assert!(queued["accepted"].is_object(), "{queued}");
+
+    // A line that is not an event stops it before anything is sent.
+    std::fs::write(&file, "{\"type\": \"user\"}\n").unwrap();
+    let (code, _, err) = m.cli(&["dispatch-many", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("line 1"), "{err}");
+}

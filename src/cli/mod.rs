@@ -17,6 +17,7 @@
 
 mod access;
 mod bench;
+mod bulk;
 mod catalogue;
 mod config;
 mod kv;
@@ -80,6 +81,9 @@ enum Command {
     Status(ClientArgs),
     /// Send an event to a tenant and print each plugin's answer.
     Dispatch(tenants::DispatchArgs),
+    /// Send many events (one JSON object a line, from a file or stdin) over
+    /// one binary client API stream, many in flight; print each answer.
+    DispatchMany(bulk::BulkArgs),
     /// Run a Luau file in a tenant's VM and print what it returns.
     RunScript(tenants::ScriptArgs),
     /// Drop a tenant's VM (its next event gets a fresh one).
@@ -245,6 +249,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Workers(c) => workers::workers(&c).await,
         Command::Status(c) => status::status(&c).await,
         Command::Dispatch(args) => tenants::dispatch(args).await,
+        Command::DispatchMany(args) => bulk::dispatch_many(args).await,
         Command::RunScript(args) => tenants::run_script(args).await,
         Command::Drop(t) => tenants::drop_vm(t).await,
         Command::Kv(k) => kv::kv(k).await,
