@@ -16,9 +16,11 @@
 //!     timeout_ms: None,
 //! };
 //! // A thousand events in flight on one connection.
-//! let answers = futures::future::join_all(
-//!     (0..1000).map(|i| stream.dispatch("user", &i.to_string(), echo(i))),
-//! )
+//! let stream = &stream;
+//! let answers = futures::future::join_all((0..1000).map(|i| async move {
+//!     let id = i.to_string();
+//!     stream.dispatch("user", &id, echo(i)).await
+//! }))
 //! .await;
 //! # Ok(()) }
 //! ```
