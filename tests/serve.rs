@@ -129,6 +129,10 @@ async fn the_cli_finds_the_master_by_itself() {
         2,
         "{out}"
     );
+    assert!(
+        out.contains("HOST") && out.contains("127.0.0.1"),
+        "where each worker runs: {out}"
+    );
 
     let (code, out, _) = m.cli(&["drop", "user", "7"]);
     assert_eq!(code, 0);

@@ -16,6 +16,7 @@ pub(super) async fn workers(args: &ClientArgs) -> Result<ExitCode, CliError> {
         "ID",
         "STATE",
         "PID",
+        "HOST",
         "RESTARTS",
         "HEARTBEAT",
         "IN-FLIGHT",
@@ -33,6 +34,7 @@ pub(super) async fn workers(args: &ClientArgs) -> Result<ExitCode, CliError> {
             w.id.to_string(),
             state.as_str().unwrap_or("?").to_owned(),
             pid,
+            w.host.clone().unwrap_or_else(|| "-".into()),
             w.restarts.to_string(),
             w.since_heartbeat_s
                 .map_or("-".into(), |s| format!("{s:.1}s ago")),
@@ -41,7 +43,7 @@ pub(super) async fn workers(args: &ClientArgs) -> Result<ExitCode, CliError> {
             format!("{:.1}M", w.rss_bytes as f64 / (1024.0 * 1024.0)),
         ]);
     }
-    for column in 3..8 {
+    for column in 4..9 {
         if let Some(c) = table.column_mut(column) {
             c.set_cell_alignment(CellAlignment::Right);
         }
