@@ -199,13 +199,12 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
     };
 
     if let (Some(d), Some((ws, luau))) = (&direct, &limits) {
-        let ratio = d.rate / ws.rate.max(1e-9);
-        checks.push(Check {
-            name: "direct throughput / ws-echo throughput".into(),
-            value: ratio,
-            target: ">= 0.5".into(),
-            met: ratio >= 0.5,
-        });
+        checks.push(Check::ratio_at_least(
+            "direct throughput / ws-echo throughput",
+            d.rate,
+            ws.rate,
+            0.5,
+        ));
         let bound = 2.0 * (ws.p50_us + luau.p50_us);
         checks.push(Check {
             name: "direct p50 / (ws-echo p50 + luau call p50)".into(),
@@ -216,13 +215,12 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
     }
     match (&direct, &limits) {
         (Some(d), _) => {
-            let ratio = rest.rate / d.rate.max(1e-9);
-            checks.push(Check {
-                name: "rest throughput / direct throughput".into(),
-                value: ratio,
-                target: ">= 0.4".into(),
-                met: ratio >= 0.4,
-            });
+            checks.push(Check::ratio_at_least(
+                "rest throughput / direct throughput",
+                rest.rate,
+                d.rate,
+                0.4,
+            ));
             figures.push(rest.against(d));
         }
         (None, Some((ws, _))) => figures.push(rest.against(ws)),

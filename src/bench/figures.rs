@@ -93,6 +93,20 @@ pub struct Check {
     pub met: bool,
 }
 
+impl Check {
+    /// `value / limit` held to at least `min` (a rate against its limit or
+    /// peer).
+    pub fn ratio_at_least(name: impl Into<String>, value: f64, limit: f64, min: f64) -> Check {
+        let ratio = value / limit.max(1e-9);
+        Check {
+            name: name.into(),
+            value: ratio,
+            target: format!(">= {min}"),
+            met: ratio >= min,
+        }
+    }
+}
+
 fn human(us: f64) -> String {
     if us >= 1000.0 {
         format!("{:.2}ms", us / 1000.0)

@@ -155,12 +155,12 @@ pub async fn run(opts: KvOptions) -> Result<Report, BenchError> {
         .await
         .map_err(|e| BenchError::Target(e.to_string()))??;
         let peer = Figure::new("peer/pgbench-simple-update", &peer);
-        checks.push(Check {
-            name: "kv set / pgbench simple-update (same database, same clients)".into(),
-            value: set.rate / peer.rate.max(1e-9),
-            target: ">= 0.5".into(),
-            met: set.rate >= 0.5 * peer.rate,
-        });
+        checks.push(Check::ratio_at_least(
+            "kv set / pgbench simple-update (same database, same clients)",
+            set.rate,
+            peer.rate,
+            0.5,
+        ));
         figures.push(set.against(&peer));
         figures.extend([get, find, peer]);
     } else if opts.baseline {
@@ -181,12 +181,12 @@ pub async fn run(opts: KvOptions) -> Result<Report, BenchError> {
         .map_err(|e| BenchError::Target(e.to_string()))??;
         let sled_set = Figure::new("baseline/sled-set+flush", &sled_set);
         let sled_get = Figure::new("baseline/sled-get", &sled_get);
-        checks.push(Check {
-            name: "kv get / h2 echo (same concurrency)".into(),
-            value: get.rate / h2.rate.max(1e-9),
-            target: ">= 0.5".into(),
-            met: get.rate >= 0.5 * h2.rate,
-        });
+        checks.push(Check::ratio_at_least(
+            "kv get / h2 echo (same concurrency)",
+            get.rate,
+            h2.rate,
+            0.5,
+        ));
         figures.push(set.against(&sled_set));
         figures.push(get.against(&h2));
         figures.push(find.against(&h2));
