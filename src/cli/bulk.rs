@@ -41,14 +41,10 @@ struct Line {
     name: String,
     #[serde(default)]
     data: Value,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::rest::yes")]
     wait: bool,
     #[serde(default)]
     timeout_ms: Option<u64>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn read(file: Option<&PathBuf>) -> Result<Vec<(usize, Line)>, CliError> {

@@ -31,6 +31,7 @@
 
 use super::{ApiClient, ApiClientError, DispatchOutcome};
 use crate::mesophyll::message::Tenant;
+use crate::mesophyll::writer::{Batched, drain};
 use crate::rest::{DispatchRequest, StreamAnswer, StreamRequest};
 use futures::{SinkExt, StreamExt};
 use hyper::StatusCode;
@@ -98,21 +99,8 @@ impl StreamClient {
         let (outbox, mut queue) = mpsc::channel::<Vec<u8>>(1024);
         let waiting: Waiting = Arc::new(Mutex::new(Some(HashMap::new())));
         tokio::spawn(async move {
-            while let Some(first) = queue.recv().await {
-                let frame = |f: Vec<u8>| {
-                    crate::mesophyll::writer::Batched::Frame(Message::Binary(f.into()))
-                };
-                let written = crate::mesophyll::writer::write_batch(
-                    &mut sink,
-                    first,
-                    || queue.try_recv().ok(),
-                    frame,
-                )
-                .await;
-                if written.is_err() {
-                    break;
-                }
-            }
+            let frame = |f: Vec<u8>| Batched::Frame(Message::Binary(f.into()));
+            let _ = drain(&mut sink, &mut queue, frame).await;
             let _ = sink.close().await;
         });
         let answers = Arc::clone(&waiting);

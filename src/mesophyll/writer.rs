@@ -63,6 +63,26 @@ where
     Ok(end)
 }
 
+/// Writes everything `queue` receives to `sink`, each item turned into a
+/// frame by `frame`, in batches as [`write_batch`] does, until the queue
+/// closes, an item asks to close, or the sink fails (whose error it returns).
+pub async fn drain<S, T, M>(
+    sink: &mut S,
+    queue: &mut tokio::sync::mpsc::Receiver<T>,
+    mut frame: impl FnMut(T) -> Batched<M>,
+) -> Result<(), S::Error>
+where
+    S: Sink<M> + Unpin,
+{
+    while let Some(first) = queue.recv().await {
+        if write_batch(sink, first, || queue.try_recv().ok(), &mut frame).await? == BatchEnd::Close
+        {
+            break;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,7 +162,8 @@ pub struct Workers {
     pub lost_in_flight: u64,
 }
 
-fn yes() -> bool {
+/// `serde(default)` for the `wait` flags: a dispatch waits unless told not to.
+pub(crate) fn yes() -> bool {
     true
 }
 

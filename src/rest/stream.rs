@@ -34,15 +34,11 @@ pub struct StreamRequest {
     pub data: Value,
     /// Wait for the plugins' results (`done`) or only until it is queued
     /// (`accepted`).
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     pub wait: bool,
     /// As in REST: how long the plugins may take (default 5 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Master -> client: the answer to one request. Exactly one of `done`,

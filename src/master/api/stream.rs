@@ -20,7 +20,7 @@
 
 use super::tenants::{Delivered, dispatch_to};
 use super::{ApiError, ApiState};
-use crate::mesophyll::writer::{Batched, write_batch};
+use crate::mesophyll::writer::{Batched, drain};
 use crate::rest::{
     DispatchRequest, ErrorDetail, MAX_BODY_BYTES, StreamAnswer, StreamError, StreamRequest,
 };
@@ -94,15 +94,8 @@ async fn serve(state: Arc<ApiState>, socket: WebSocket) {
     let (mut sink, mut frames) = socket.split();
     let (tx, mut queue) = mpsc::channel::<Vec<u8>>(1024);
     let writer = tokio::spawn(async move {
-        while let Some(first) = queue.recv().await {
-            let frame = |f: Vec<u8>| Batched::Frame(Message::Binary(f.into()));
-            if write_batch(&mut sink, first, || queue.try_recv().ok(), frame)
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
+        let frame = |f: Vec<u8>| Batched::Frame(Message::Binary(f.into()));
+        let _ = drain(&mut sink, &mut queue, frame).await;
     });
     let running = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(Ok(message)) = frames.next().await {

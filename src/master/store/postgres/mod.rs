@@ -56,7 +56,7 @@ impl From<tokio_postgres::Error> for StoreError {
         // often just "db error".
         match e.as_db_error() {
             Some(db) => StoreError::Backend(format!("postgres: {}", db.message())),
-            None => StoreError::Backend(format!("postgres: {}", with_causes(&e))),
+            None => StoreError::Backend(format!("postgres: {}", crate::report::chain(&e))),
         }
     }
 }
@@ -68,18 +68,6 @@ impl From<deadpool_postgres::PoolError> for StoreError {
             e => StoreError::Backend(format!("postgres pool: {e}")),
         }
     }
-}
-
-/// `e` and what caused it ("error connecting to server: Connection
-/// refused"): the outermost message alone rarely says what to fix.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
 }
 
 /// The PostgreSQL backend.
