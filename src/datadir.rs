@@ -5,9 +5,11 @@
 //! <data-dir>/                 mode 0700
 //!   admin-token               the REST API's bearer token, mode 0600,
 //!                             created on first start
-//!   endpoint.json             {"api_addr", "mesophyll_addr", "pid"} of the
-//!                             running master; written once it listens,
-//!                             removed when it stops
+//!   endpoint.json             {"api_addr", "mesophyll_addr", "pid", "tls"}
+//!                             of the running master; written once it
+//!                             listens, removed when it stops
+//!   tls/                      with `serve --tls`: the CA and the served
+//!                             certificate (see `master::tls`)
 //!   worker-token-<id>         the token of an external worker
 //!                             (`--external-workers`), mode 0600
 //!   store/                    the sled store
@@ -24,6 +26,11 @@ use std::path::{Path, PathBuf};
 
 pub(crate) const ADMIN_TOKEN: &str = "admin-token";
 pub(crate) const ENDPOINT: &str = "endpoint.json";
+/// With `serve --tls`: the master's own CA, what other machines trust.
+pub const TLS_CA: &str = "tls/ca.pem";
+/// With `serve --tls`: the certificate the master serves, what local
+/// clients pin.
+pub const TLS_CERT: &str = "tls/cert.pem";
 
 /// The name of worker `id`'s token file.
 pub(crate) fn worker_token_file(id: u32) -> String {
@@ -65,6 +72,9 @@ pub struct Endpoint {
     pub mesophyll_addr: SocketAddr,
     /// The master's process id.
     pub pid: u32,
+    /// Whether both ports speak TLS (clients then pin `tls/cert.pem`).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// The data directory of one master.

@@ -7,41 +7,67 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::tls::TlsClient;
+
 /// A pooled HTTP client over TCP with `TCP_NODELAY` (requests are small
-/// and latency matters more than packets). Cheap to clone.
+/// and latency matters more than packets), speaking `https://` URLs with
+/// the given TLS settings. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl HttpClient {
     /// HTTP/1.1 with pooled keep-alive connections.
-    pub fn http1() -> Self {
+    pub fn http1(tls: Option<&TlsClient>) -> Self {
         HttpClient {
-            http: Client::builder(TokioExecutor::new()).build(Self::connector()),
+            http: Client::builder(TokioExecutor::new()).build(Self::connector(tls, false)),
         }
     }
 
-    /// HTTP/2 with prior knowledge (no upgrade dance): one connection,
-    /// multiplexed, reopened by the next call when it breaks.
+    /// HTTP/2 with prior knowledge (no upgrade dance; `h2` by ALPN under
+    /// TLS): one connection, multiplexed, reopened by the next call when it
+    /// breaks.
     #[cfg(feature = "server")]
-    pub fn http2() -> Self {
+    pub fn http2(tls: Option<&TlsClient>) -> Self {
         HttpClient {
             http: Client::builder(TokioExecutor::new())
                 .http2_only(true)
                 .pool_idle_timeout(std::time::Duration::from_secs(90))
-                .build(Self::connector()),
+                .build(Self::connector(tls, true)),
         }
     }
 
-    fn connector() -> HttpConnector {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector
+    fn connector(tls: Option<&TlsClient>, h2: bool) -> HttpsConnector<HttpConnector> {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
+        // Without TLS settings an `https://` URL fails its handshake (no
+        // CA is trusted); callers refuse one before it gets here.
+        let config = match tls {
+            Some(tls) => tls.config(),
+            None => std::sync::Arc::new(
+                rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default protocol versions")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            ),
+        };
+        // The builder sets the ALPN protocols to the HTTP version chosen.
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*config).clone())
+            .https_or_http();
+        if h2 {
+            builder.enable_http2().wrap_connector(tcp)
+        } else {
+            builder.enable_http1().wrap_connector(tcp)
+        }
     }
 
     /// Sends `req` and reads the whole answer. The error is the transport

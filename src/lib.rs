@@ -39,6 +39,7 @@ pub mod master;
 pub mod mesophyll;
 pub mod report;
 pub mod rest;
+pub mod tls;
 mod uri;
 #[cfg(feature = "server")]
 pub mod worker;

@@ -103,6 +103,8 @@ impl InProcess {
             hub: HubConfig::default(),
             supervisor,
             shutdown_grace: Duration::from_secs(2),
+            tls: None,
+            insecure: false,
         })
         .await?;
         let limit = Duration::from_secs(30);

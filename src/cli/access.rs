@@ -1,5 +1,6 @@
-//! `meshplay tokens create|list|revoke` and `meshplay audit`: the API's
-//! tokens and its audit log, for the admin.
+//! `meshplay tokens create|list|revoke`, `meshplay join-token
+//! create|list|revoke` and `meshplay audit`: the API's tokens, the join
+//! tokens of workers on other machines, and the audit log, for the admin.
 
 use super::{CliError, ClientArgs, client, print_json};
 use crate::rest::Role;
@@ -30,6 +31,97 @@ pub(super) enum TokensCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum JoinTokenCommand {
+    /// Mint a join token for `meshplay worker --join` on other machines;
+    /// its secret is printed once and stored only hashed.
+    Create {
+        /// How long it lets workers join (`1h`, `7d`, `90s`); the workers
+        /// that joined stay until it is revoked.
+        #[arg(long, default_value = "1h", value_parser = super::bench::parse_duration)]
+        ttl: std::time::Duration,
+        /// A name for people and the audit log (default: `join`).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Every join token, and the workers that joined with it.
+    List(ClientArgs),
+    /// Revoke a join token: no more joins with it, and every worker that
+    /// joined with it is disconnected and stops.
+    Revoke {
+        /// Its id (from `join-token list`).
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub(super) async fn join_tokens(command: JoinTokenCommand) -> Result<ExitCode, CliError> {
+    match command {
+        JoinTokenCommand::Create {
+            ttl,
+            name,
+            client: c,
+        } => {
+            let ttl_s = ttl.as_secs().max(1);
+            let created = client(&c)?
+                .create_join_token(Some(ttl_s), name.as_deref())
+                .await?;
+            if c.json {
+                print_json(&created);
+            } else {
+                println!("{}", created.token);
+                eprintln!(
+                    "join token {} ({}): lets workers join until {}; shown this once",
+                    created.info.id,
+                    created.info.name,
+                    created.info.expires_at.map(when).unwrap_or_default()
+                );
+            }
+        }
+        JoinTokenCommand::List(c) => {
+            let list = client(&c)?.join_tokens().await?;
+            if c.json {
+                print_json(&list);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut table = Table::new();
+            table
+                .load_preset(NOTHING)
+                .set_header(["ID", "NAME", "EXPIRES", "REVOKED", "WORKERS"]);
+            for t in &list.tokens {
+                let workers: Vec<String> = t
+                    .workers
+                    .iter()
+                    .map(|w| format!("{}@{}", w.worker_id, w.host))
+                    .collect();
+                table.add_row([
+                    t.info.id.clone(),
+                    t.info.name.clone(),
+                    t.info.expires_at.map(when).unwrap_or_default(),
+                    if t.info.revoked { "yes" } else { "" }.into(),
+                    workers.join(" "),
+                ]);
+            }
+            println!("{table}");
+        }
+        JoinTokenCommand::Revoke { id, client: c } => {
+            let t = client(&c)?.revoke_join_token(&id).await?;
+            if c.json {
+                print_json(&t);
+            } else {
+                println!(
+                    "join token {} ({}) revoked, and its workers' sessions",
+                    t.id, t.name
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {

@@ -4,7 +4,6 @@
 use super::{CliError, ClientArgs, client};
 use crate::bench;
 use clap::{Args, Subcommand};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -114,9 +113,13 @@ pub(super) struct BenchDispatchArgs {
     /// every caller's event in flight on it.
     #[arg(long)]
     pub(super) binary: bool,
-    /// Target this running master's REST API instead of starting one.
-    #[arg(long)]
-    pub(super) api_addr: Option<SocketAddr>,
+    /// Target this running master's REST API instead of starting one
+    /// (`[https://]HOST:PORT`).
+    #[arg(long, value_name = "URL")]
+    pub(super) api_addr: Option<String>,
+    /// The CA of an `https://` master.
+    #[arg(long, value_name = "FILE")]
+    pub(super) ca_file: Option<PathBuf>,
     /// Its token (default: the one in --data-dir).
     #[arg(long)]
     pub(super) api_token: Option<String>,
@@ -153,7 +156,7 @@ pub(super) struct BenchMemoryArgs {
 
 /// A duration as people write it (`10s`, `250ms`, `1m 30s`: humantime's
 /// syntax), or plain seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<f64>() {
         return Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"));
     }
@@ -169,6 +172,7 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 Some(addr) => Some(client(&ClientArgs {
                     data_dir: a.data_dir,
                     api_addr: Some(addr),
+                    ca_file: a.ca_file,
                     api_token: a.api_token,
                     json: false,
                 })?),

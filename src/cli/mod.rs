@@ -20,6 +20,7 @@ mod bench;
 mod bulk;
 mod catalogue;
 mod config;
+mod join;
 mod kv;
 mod serve;
 mod status;
@@ -30,9 +31,9 @@ mod workers;
 use crate::client::{ApiClient, ApiClientError};
 use crate::datadir;
 use crate::master;
+use crate::tls::Trust;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -105,6 +106,13 @@ enum Command {
     /// Mint, list and revoke API tokens (admin).
     #[command(subcommand)]
     Tokens(access::TokensCommand),
+    /// Mint, list and revoke join tokens, for workers on other machines
+    /// (admin).
+    #[command(subcommand)]
+    JoinToken(access::JoinTokenCommand),
+    /// Run a worker on this machine for a master elsewhere: it joins with a
+    /// join token and serves the slot it is given.
+    Worker(join::JoinArgs),
     /// The audit log: every change made through the API, allowed or refused.
     Audit {
         /// How many of the latest entries.
@@ -143,9 +151,14 @@ pub(super) struct ClientArgs {
     /// [default: ~/.meshplay].
     #[arg(long, env = "MESHPLAY_DATA_DIR")]
     pub(super) data_dir: Option<PathBuf>,
-    /// The REST API's address (overrides the data directory).
-    #[arg(long, env = "MESHPLAY_API_ADDR")]
-    pub(super) api_addr: Option<SocketAddr>,
+    /// The REST API's address, `HOST:PORT`, `http://HOST:PORT` or
+    /// `https://HOST:PORT` (overrides the data directory).
+    #[arg(long, env = "MESHPLAY_API_ADDR", value_name = "URL")]
+    pub(super) api_addr: Option<String>,
+    /// The CA to check an `https://` master against [default: the data
+    /// directory's tls/ca.pem, when there is one].
+    #[arg(long, env = "MESHPLAY_CA_FILE", value_name = "FILE")]
+    pub(super) ca_file: Option<PathBuf>,
     /// The API token (overrides the data directory).
     #[arg(long, env = "MESHPLAY_API_TOKEN", hide_env_values = true)]
     pub(super) api_token: Option<String>,
@@ -178,6 +191,9 @@ pub(super) enum CliError {
     Bench(#[from] crate::bench::BenchError),
     #[error("{0}")]
     Usage(String),
+    /// Not the user's mistake: something ended the command (exit 1).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Parses the command line, runs it, and returns the process's exit code.
@@ -192,7 +208,10 @@ pub fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
-    let quiet = !matches!(cli.command, Some(Command::Serve(_)) | None);
+    let quiet = !matches!(
+        cli.command,
+        Some(Command::Serve(_)) | Some(Command::Worker(_)) | None
+    );
     init_tracing(if quiet { "warn" } else { "info" }, cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -258,6 +277,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Bench(b) => bench::bench(b).await,
         Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         Command::Tokens(t) => access::tokens(t).await,
+        Command::JoinToken(t) => access::join_tokens(t).await,
+        Command::Worker(args) => join::worker(args).await,
         Command::Audit { limit, client: c } => access::audit(&c, limit).await,
         Command::Store(s) => store::store(s).await,
         Command::Completions { shell } => {
@@ -280,15 +301,31 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 
 pub(super) fn client(args: &ClientArgs) -> Result<ApiClient, CliError> {
     let dir = datadir::DataDir::at(args.data_dir.clone().unwrap_or_else(datadir::default_path));
-    let addr = match args.api_addr {
-        Some(a) => a,
-        None => dir.endpoint().map_err(ApiClientError::from)?.api_addr,
-    };
     let token = match &args.api_token {
         Some(t) => t.clone(),
         None => dir.admin_token().map_err(ApiClientError::from)?,
     };
-    Ok(ApiClient::new(addr, token))
+    let local = |name: &str| Some(dir.path().join(name)).filter(|p| p.exists());
+    let (url, trust) = match &args.api_addr {
+        Some(url) => {
+            // A master elsewhere is checked against a CA: the one given,
+            // or this data directory's own.
+            let ca = args.ca_file.clone().or_else(|| local(datadir::TLS_CA));
+            (url.clone(), ca.map(Trust::Ca))
+        }
+        None => {
+            let endpoint = dir.endpoint().map_err(ApiClientError::from)?;
+            if !endpoint.tls {
+                return Ok(ApiClient::new(endpoint.api_addr, token));
+            }
+            let trust = match &args.ca_file {
+                Some(ca) => Trust::Ca(ca.clone()),
+                None => Trust::Pinned(dir.path().join(datadir::TLS_CERT)),
+            };
+            (format!("https://{}", endpoint.api_addr), Some(trust))
+        }
+    };
+    Ok(ApiClient::connect_to(&url, token, trust.as_ref())?)
 }
 
 pub(super) fn print_json<T: Serialize>(v: &T) {

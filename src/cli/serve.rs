@@ -6,10 +6,12 @@ use super::{CliError, LogFormat};
 use crate::datadir;
 use crate::master::store::StoreUrl;
 use crate::master::supervisor::SupervisorConfig;
+use crate::master::tls::CertSource;
 use crate::master::{self, MasterConfig};
 use crate::mesophyll::auth::{PARENT_ENV, TOKEN_ENV};
 use crate::mesophyll::hub::HubConfig;
 use crate::mesophyll::uplink::{CONNECT_TIMEOUT, UplinkConfig};
+use crate::tls::{TlsClient, Trust};
 use crate::worker::filters::FilterLimits;
 use crate::worker::tenants::TenantsConfig;
 use crate::worker::vm::VmLimits;
@@ -45,6 +47,10 @@ pub(super) struct WorkerArgs {
     /// Linear memory cap of each filter instance, in MiB.
     #[arg(long, hide = true, default_value_t = 16)]
     pub(super) filter_memory_mb: usize,
+    /// Speak TLS to the master and accept exactly the certificate in this
+    /// file (the master's `<data-dir>/tls/cert.pem`).
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub(super) tls_pin: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +116,42 @@ pub(super) struct ServeArgs {
     /// Linear memory cap of each WASM filter instance, in MiB.
     #[arg(long, default_value_t = 16)]
     pub(super) filter_memory_mb: usize,
+    /// Serve both ports over TLS, with a certificate from this master's
+    /// own CA (made on first start in <data-dir>/tls/; `ca.pem` is what
+    /// other machines need) unless --tls-cert gives one.
+    #[arg(long)]
+    pub(super) tls: bool,
+    /// The certificate chain to serve (PEM, leaf first); implies --tls.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(super) tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(super) tls_key: Option<PathBuf>,
+    /// More names or addresses the generated certificate carries (the ones
+    /// workers and clients on other machines dial); comma-separated or
+    /// repeated. It always carries localhost, 127.0.0.1, ::1, the hostname
+    /// and the ports' own addresses.
+    #[arg(long = "tls-name", value_name = "NAME", value_delimiter = ',')]
+    pub(super) tls_names: Vec<String>,
+    /// Allow plaintext on addresses other than loopback (a network that is
+    /// yours alone); without it such a bind needs --tls.
+    #[arg(long)]
+    pub(super) insecure: bool,
+}
+
+impl ServeArgs {
+    fn tls(&self) -> Option<CertSource> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ if self.tls || !self.tls_names.is_empty() => Some(CertSource::Generate {
+                names: self.tls_names.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// `--store` and `store copy`'s URLs. Checked here rather than by clap,
@@ -130,27 +172,54 @@ pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
         )));
     };
     let parent_pid = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse().ok());
-    let config = WorkerConfig {
-        uplink: UplinkConfig {
-            master,
-            worker_id,
-            token,
-            connect_timeout: CONNECT_TIMEOUT,
-        },
-        cache_dir: args.cache_dir,
+    let tls = match &args.tls_pin {
+        Some(pin) => Some(
+            TlsClient::new(&Trust::Pinned(pin.clone()))
+                .map_err(|e| CliError::Usage(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let uplink = UplinkConfig {
+        master,
+        worker_id,
+        token,
+        connect_timeout: CONNECT_TIMEOUT,
+        tls,
+    };
+    let limits = (args.vm_memory_mb, args.filter_memory_mb);
+    run_worker_session(worker_config(uplink, args.cache_dir, limits, parent_pid)).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A worker's settings: who it is and where its master is (`uplink`),
+/// where it caches compiled filters, the VM and filter memory caps in MiB,
+/// and the parent it dies with.
+pub(super) fn worker_config(
+    uplink: UplinkConfig,
+    cache_dir: Option<PathBuf>,
+    (vm_memory_mb, filter_memory_mb): (usize, usize),
+    parent_pid: Option<u32>,
+) -> WorkerConfig {
+    WorkerConfig {
+        uplink,
+        cache_dir,
         filter_limits: FilterLimits {
-            memory_bytes: args.filter_memory_mb * 1024 * 1024,
+            memory_bytes: filter_memory_mb * 1024 * 1024,
             ..FilterLimits::default()
         },
         tenants: TenantsConfig {
             vm: VmLimits {
-                memory_bytes: args.vm_memory_mb * 1024 * 1024,
+                memory_bytes: vm_memory_mb * 1024 * 1024,
             },
             ..TenantsConfig::default()
         },
         parent_pid,
-    };
-    let span = tracing::info_span!("worker", id = worker_id);
+    }
+}
+
+/// Runs a worker until its master shuts it down or refuses it.
+pub(super) async fn run_worker_session(config: WorkerConfig) -> Result<(), CliError> {
+    let span = tracing::info_span!("worker", id = config.uplink.worker_id);
     // On the runtime's worker threads, not this one (where `block_on` would
     // poll it): the session then wakes the tenant tasks it feeds, and is
     // woken by them, without crossing to a thread outside the pool.
@@ -161,7 +230,7 @@ pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
         // Only a runtime shutting down cancels it, and then we exit anyway.
         Err(_) => {}
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<ExitCode, CliError> {
@@ -189,6 +258,7 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
         "--log-format".into(),
         log_format.as_arg().into(),
     ];
+    let tls = args.tls();
     let config = MasterConfig {
         data_dir: args.data_dir.unwrap_or_else(datadir::default_path),
         store: args.store.as_deref().map(store_url).transpose()?,
@@ -207,13 +277,15 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
         },
         supervisor,
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
+        tls,
+        insecure: args.insecure,
     };
     master::serve(config, signals()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Completes on the first SIGINT or SIGTERM.
-async fn signals() {
+pub(super) async fn signals() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

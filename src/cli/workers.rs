@@ -1,4 +1,6 @@
-//! `meshplay workers`: every worker slot, its state and load, as a table.
+//! `meshplay workers`: every worker slot, its state, where it runs (managed
+//! by this master, joined from elsewhere, or external) and its load, as a
+//! table.
 
 use super::{CliError, ClientArgs, client, print_json};
 use comfy_table::presets::NOTHING;
@@ -15,6 +17,7 @@ pub(super) async fn workers(args: &ClientArgs) -> Result<ExitCode, CliError> {
     table.load_preset(NOTHING).set_header([
         "ID",
         "STATE",
+        "MODE",
         "PID",
         "HOST",
         "RESTARTS",
@@ -25,16 +28,25 @@ pub(super) async fn workers(args: &ClientArgs) -> Result<ExitCode, CliError> {
     ]);
     for w in &w.workers {
         let state = serde_json::to_value(w.state).expect("a state serialises");
-        let pid = match (w.pid, w.managed) {
-            (Some(p), _) => p.to_string(),
-            (None, true) => "-".into(),
-            (None, false) => "external".into(),
+        // Managed: the master's own child. Joined: came with a join token
+        // (its host is the name it gave, then where it connects from).
+        // External: started by hand with the slot's token file.
+        let (mode, host) = match (&w.joined, w.managed) {
+            (Some(j), _) => ("joined", Some(j.host.clone())),
+            (None, true) => ("managed", None),
+            (None, false) => ("external", None),
+        };
+        let host = match (host, &w.host) {
+            (Some(name), Some(ip)) => format!("{name} ({ip})"),
+            (Some(name), None) => name,
+            (None, ip) => ip.clone().unwrap_or_else(|| "-".into()),
         };
         table.add_row([
             w.id.to_string(),
             state.as_str().unwrap_or("?").to_owned(),
-            pid,
-            w.host.clone().unwrap_or_else(|| "-".into()),
+            mode.to_owned(),
+            w.pid.map_or("-".into(), |p| p.to_string()),
+            host,
             w.restarts.to_string(),
             w.since_heartbeat_s
                 .map_or("-".into(), |s| format!("{s:.1}s ago")),
@@ -43,7 +55,7 @@ pub(super) async fn workers(args: &ClientArgs) -> Result<ExitCode, CliError> {
             format!("{:.1}M", w.rss_bytes as f64 / (1024.0 * 1024.0)),
         ]);
     }
-    for column in 4..9 {
+    for column in 5..10 {
         if let Some(c) = table.column_mut(column) {
             c.set_cell_alignment(CellAlignment::Right);
         }

@@ -26,6 +26,7 @@
 //! status, code and message; anything that never got an answer is
 //! [`ApiClientError::Connect`].
 
+mod access;
 mod stream;
 
 pub use stream::StreamClient;
@@ -35,10 +36,11 @@ use crate::http::HttpClient;
 use crate::mesophyll::db::{KvRecord, TenantStateEntry};
 use crate::mesophyll::message::TenantState;
 use crate::rest::{
-    Accepted, AuditPage, Changed, CreateToken, CreatedToken, Deleted, DispatchRequest, Dispatched,
-    Dropped, ErrorBody, FilterList, Health, KvPage, LiveTenantList, PluginList, PluginUpload, Role,
-    ScriptRequest, ScriptResult, Status, TokenInfo, TokenList, Traffic, Version, Workers,
+    Accepted, Changed, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, FilterList,
+    Health, KvPage, LiveTenantList, PluginList, PluginUpload, ScriptRequest, ScriptResult, Status,
+    Traffic, Version, Workers,
 };
+use crate::tls::{TlsClient, Trust};
 use crate::uri::encode_component;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -57,11 +59,17 @@ pub enum ApiClientError {
         "cannot find the master: {0} (is `meshplay serve` running? --api-addr and --api-token override)"
     )]
     Locate(#[from] DataDirError),
-    /// No answer: the master is not running or the network failed.
+    /// The address or the TLS settings are unusable (a bad URL, an
+    /// `https://` address without a CA to check it against, a CA file
+    /// that does not parse).
+    #[error("{0}")]
+    Setup(String),
+    /// No answer: the master is not running, the network failed, or the
+    /// master's certificate was not trusted.
     #[error("cannot reach the master at {addr}: {message}")]
     Connect {
-        /// Where we tried.
-        addr: SocketAddr,
+        /// Where we tried (`http://host:port` or `https://host:port`).
+        addr: String,
         /// Why it failed.
         message: String,
     },
@@ -118,7 +126,9 @@ pub enum DispatchOutcome {
 /// A REST API client. Cheap to clone; connections are pooled.
 #[derive(Clone)]
 pub struct ApiClient {
-    addr: SocketAddr,
+    /// `host:port`.
+    authority: String,
+    tls: Option<TlsClient>,
     token: String,
     http: HttpClient,
 }
@@ -126,33 +136,96 @@ pub struct ApiClient {
 impl fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiClient")
-            .field("addr", &self.addr)
+            .field("url", &self.url())
             .field("token", &"<redacted>")
             .finish()
     }
 }
 
 impl ApiClient {
-    /// A client for the API at `addr` with bearer `token`.
+    /// A client for the plaintext API at `addr` with bearer `token`.
     pub fn new(addr: SocketAddr, token: impl Into<String>) -> Self {
+        Self::with_tls(addr.to_string(), None, token.into())
+    }
+
+    fn with_tls(authority: String, tls: Option<TlsClient>, token: String) -> Self {
         ApiClient {
-            addr,
-            token: token.into(),
-            http: HttpClient::http1(),
+            http: HttpClient::http1(tls.as_ref()),
+            authority,
+            tls,
+            token,
         }
     }
 
+    /// A client for the API at `url`: `host:port` or `http://host:port`
+    /// (plaintext), or `https://host:port`, which needs `trust` (the
+    /// master's CA, or its pinned certificate).
+    ///
+    /// Fails with `Setup` when the URL is not one of those, when an
+    /// `https://` URL comes without `trust`, or when its file is unusable.
+    pub fn connect_to(
+        url: &str,
+        token: impl Into<String>,
+        trust: Option<&Trust>,
+    ) -> Result<Self, ApiClientError> {
+        let (https, authority) = match url.split_once("://") {
+            Some(("https", rest)) => (true, rest),
+            Some(("http", rest)) => (false, rest),
+            Some((scheme, _)) => {
+                return Err(ApiClientError::Setup(format!(
+                    "{url}: the API speaks http:// or https://, not {scheme}://"
+                )));
+            }
+            None => (false, url),
+        };
+        let authority = authority.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') || !authority.contains(':') {
+            return Err(ApiClientError::Setup(format!(
+                "{url}: give the API's address as [https://]HOST:PORT"
+            )));
+        }
+        let tls = match (https, trust) {
+            (false, _) => None,
+            (true, Some(trust)) => {
+                Some(TlsClient::new(trust).map_err(|e| ApiClientError::Setup(e.to_string()))?)
+            }
+            (true, None) => {
+                return Err(ApiClientError::Setup(format!(
+                    "{url}: https needs the master's CA to check it against: --ca-file FILE \
+                     (the master's <data-dir>/tls/ca.pem)"
+                )));
+            }
+        };
+        Ok(Self::with_tls(authority.to_owned(), tls, token.into()))
+    }
+
     /// A client for the master whose data directory is `dir`: its address
-    /// from `endpoint.json`, its token from `admin-token`.
+    /// from `endpoint.json`, its token from `admin-token`, and, when it
+    /// serves TLS, the certificate it serves (`tls/cert.pem`) pinned.
     pub fn from_data_dir(dir: &Path) -> Result<Self, ApiClientError> {
         let dir = DataDir::at(dir);
         let endpoint = dir.endpoint()?;
-        Ok(Self::new(endpoint.api_addr, dir.admin_token()?))
+        let token = dir.admin_token()?;
+        if !endpoint.tls {
+            return Ok(Self::new(endpoint.api_addr, token));
+        }
+        let pinned = Trust::Pinned(dir.path().join(crate::datadir::TLS_CERT));
+        Self::connect_to(
+            &format!("https://{}", endpoint.api_addr),
+            token,
+            Some(&pinned),
+        )
     }
 
-    /// The API's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The API's `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.authority
+    }
+
+    /// The API's base URL: `http://host:port` or `https://host:port`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
     }
 
     /// `GET /api/system/version`.
@@ -288,52 +361,6 @@ impl ApiClient {
             .map(|(_, v)| v)
     }
 
-    /// `POST /api/v1/tokens`: a new token of `role`; its secret is in the
-    /// answer and nowhere else.
-    pub async fn create_token(
-        &self,
-        role: Role,
-        name: Option<&str>,
-    ) -> Result<CreatedToken, ApiClientError> {
-        let body = CreateToken {
-            role,
-            name: name.map(str::to_owned),
-        };
-        self.call(Method::POST, "/api/v1/tokens", Some(&body))
-            .await
-            .map(|(_, v)| v)
-    }
-
-    /// `GET /api/v1/tokens`: every token, without secrets.
-    pub async fn tokens(&self) -> Result<TokenList, ApiClientError> {
-        self.call(Method::GET, "/api/v1/tokens", None::<&()>)
-            .await
-            .map(|(_, v)| v)
-    }
-
-    /// `DELETE /api/v1/tokens/{id}`.
-    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo, ApiClientError> {
-        let path = format!("/api/v1/tokens/{}", encode_component(id));
-        self.call(Method::DELETE, &path, None::<&()>)
-            .await
-            .map(|(_, v)| v)
-    }
-
-    /// `GET /api/v1/audit?after=&limit=`: the audit log, oldest first.
-    pub async fn audit(
-        &self,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<AuditPage, ApiClientError> {
-        let mut path = format!("/api/v1/audit?limit={limit}");
-        if let Some(after) = after {
-            path.push_str(&format!("&after={after}"));
-        }
-        self.call(Method::GET, &path, None::<&()>)
-            .await
-            .map(|(_, v)| v)
-    }
-
     /// `GET /api/v1/tenants/{kind}/{id}/state`.
     pub async fn tenant_state(
         &self,
@@ -461,13 +488,14 @@ impl ApiClient {
         content_type: &str,
         payload: Bytes,
     ) -> Result<(StatusCode, Bytes), ApiClientError> {
+        let base = self.url();
         let connect = |message: String| ApiClientError::Connect {
-            addr: self.addr,
+            addr: base.clone(),
             message,
         };
         let req = Request::builder()
             .method(method)
-            .uri(format!("http://{}{}", self.addr, path))
+            .uri(format!("{base}{path}"))
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
             .header(header::CONTENT_TYPE, content_type)
             .body(Full::new(payload))

@@ -36,7 +36,6 @@ use crate::rest::{DispatchRequest, StreamAnswer, StreamRequest};
 use futures::{SinkExt, StreamExt};
 use hyper::StatusCode;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -48,7 +47,7 @@ type Waiting = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<StreamAnswer>>>>>;
 /// One connection to the binary client API. Cheap to share by reference
 /// (its methods take `&self`); dropping it closes the connection.
 pub struct StreamClient {
-    addr: SocketAddr,
+    addr: String,
     outbox: mpsc::Sender<Vec<u8>>,
     /// `None` once the connection has ended: nothing more will be answered.
     waiting: Waiting,
@@ -63,9 +62,9 @@ impl std::fmt::Debug for StreamClient {
     }
 }
 
-fn lost(addr: SocketAddr, why: &str) -> ApiClientError {
+fn lost(addr: &str, why: &str) -> ApiClientError {
     ApiClientError::Connect {
-        addr,
+        addr: addr.to_owned(),
         message: why.into(),
     }
 }
@@ -76,16 +75,21 @@ impl StreamClient {
     /// Fails with `Connect` when the master cannot be reached, and with
     /// `Api` (401, 403) when it refuses the token or its role.
     pub async fn connect(api: &ApiClient) -> Result<StreamClient, ApiClientError> {
-        let addr = api.addr;
-        let mut request = format!("ws://{addr}/api/v1/stream")
+        let addr = api.url();
+        let scheme = if api.tls.is_some() { "wss" } else { "ws" };
+        let mut request = format!("{scheme}://{}/api/v1/stream", api.authority)
             .into_client_request()
-            .map_err(|e| lost(addr, &e.to_string()))?;
+            .map_err(|e| lost(&addr, &e.to_string()))?;
         let bearer = format!("Bearer {}", api.token)
             .parse()
-            .map_err(|_| lost(addr, "the token is not a valid header value"))?;
+            .map_err(|_| lost(&addr, "the token is not a valid header value"))?;
         request.headers_mut().insert("authorization", bearer);
-        // Nagle off: a lone small frame must not wait for the last one's ACK.
-        let connected = tokio_tungstenite::connect_async_with_config(request, None, true).await;
+        // Nagle off (`connect` sets it): a lone small frame must not wait
+        // for the last one's ACK.
+        let tcp = crate::tls::connect(&api.authority, api.tls.as_ref())
+            .await
+            .map_err(|e| lost(&addr, &e.to_string()))?;
+        let connected = tokio_tungstenite::client_async(request, tcp).await;
         let (socket, _) = match connected {
             Ok(s) => s,
             Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
@@ -93,7 +97,7 @@ impl StreamClient {
                 let body = res.body().as_deref().unwrap_or_default();
                 return Err(super::error_of(status, body));
             }
-            Err(e) => return Err(lost(addr, &e.to_string())),
+            Err(e) => return Err(lost(&addr, &e.to_string())),
         };
         let (mut sink, mut frames) = socket.split();
         let (outbox, mut queue) = mpsc::channel::<Vec<u8>>(1024);
@@ -152,18 +156,18 @@ impl StreamClient {
             wait: req.wait,
             timeout_ms: req.timeout_ms,
         })
-        .map_err(|e| lost(self.addr, &format!("cannot encode the request: {e}")))?;
+        .map_err(|e| lost(&self.addr, &format!("cannot encode the request: {e}")))?;
         let (tx, rx) = oneshot::channel();
         match self.waiting.lock().unwrap().as_mut() {
             Some(w) => w.insert(request_id, tx),
-            None => return Err(lost(self.addr, "the stream has closed")),
+            None => return Err(lost(&self.addr, "the stream has closed")),
         };
         if self.outbox.send(frame).await.is_err() {
-            return Err(lost(self.addr, "the stream has closed"));
+            return Err(lost(&self.addr, "the stream has closed"));
         }
         let answer = rx
             .await
-            .map_err(|_| lost(self.addr, "the stream closed with the request pending"))?;
+            .map_err(|_| lost(&self.addr, "the stream closed with the request pending"))?;
         match answer {
             StreamAnswer { done: Some(d), .. } => Ok(DispatchOutcome::Done(d)),
             StreamAnswer {

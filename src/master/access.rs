@@ -18,7 +18,7 @@
 
 use crate::catalogue::filter::sha256_hex;
 use crate::master::datadir::fresh_token;
-use crate::master::store::{Store, StoreError, StoredToken};
+use crate::master::store::{SessionGrant, Store, StoreError, StoredToken};
 use crate::rest::{Role, TokenInfo};
 use axum::http::Method;
 use std::collections::HashMap;
@@ -39,6 +39,8 @@ pub struct Caller {
 pub struct Access {
     admin_token: String,
     by_hash: RwLock<HashMap<String, TokenInfo>>,
+    /// What each joined worker's session holds, by its token's hash.
+    sessions: RwLock<HashMap<String, SessionGrant>>,
     store: Arc<dyn Store>,
 }
 
@@ -47,14 +49,18 @@ impl Access {
     ///
     /// Fails when the store cannot be read.
     pub fn load(admin_token: String, store: Arc<dyn Store>) -> Result<Self, StoreError> {
-        let by_hash = store
-            .tokens()?
-            .into_iter()
-            .map(|t| (t.sha256, t.info))
-            .collect();
+        let mut by_hash = HashMap::new();
+        let mut sessions = HashMap::new();
+        for t in store.tokens()? {
+            if let Some(grant) = t.session {
+                sessions.insert(t.sha256.clone(), grant);
+            }
+            by_hash.insert(t.sha256, t.info);
+        }
         Ok(Access {
             admin_token,
             by_hash: RwLock::new(by_hash),
+            sessions: RwLock::new(sessions),
             store,
         })
     }
@@ -68,25 +74,49 @@ impl Access {
                 role: Role::Admin,
             });
         }
-        // A hash lookup: the time it takes says nothing of the secret.
-        let tokens = self.by_hash.read().unwrap();
-        tokens
-            .get(&sha256_hex(presented.as_bytes()))
-            .filter(|t| !t.revoked)
+        // Join tokens and workers' sessions open nothing of the API.
+        self.find(presented)
+            .filter(|t| t.role >= Role::Read)
             .map(|t| Caller {
                 name: t.name.clone(),
                 role: t.role,
             })
     }
 
-    /// Mints a token of `role` called `name` (the role's name when `None`);
-    /// returns it as listed and its secret, which exists nowhere else.
+    /// The minted token `presented` is, if it is in force (neither revoked
+    /// nor expired).
+    pub fn find(&self, presented: &str) -> Option<TokenInfo> {
+        // A hash lookup: the time it takes says nothing of the secret.
+        let tokens = self.by_hash.read().unwrap();
+        tokens
+            .get(&sha256_hex(presented.as_bytes()))
+            .filter(|t| !t.is_spent(crate::clock::unix_millis()))
+            .cloned()
+    }
+
+    /// Mints an API token of `role` called `name` (the role's name when
+    /// `None`); returns it as listed and its secret, which exists nowhere
+    /// else.
     ///
     /// Fails when the store cannot keep it.
     pub async fn create(
         &self,
         role: Role,
         name: Option<String>,
+    ) -> Result<(TokenInfo, String), StoreError> {
+        self.mint(role, name, None, None).await
+    }
+
+    /// Mints a token of any role: [`Access::create`], with an expiry and,
+    /// for a joined worker's session, the slot it holds.
+    ///
+    /// Fails when the store cannot keep it.
+    pub async fn mint(
+        &self,
+        role: Role,
+        name: Option<String>,
+        expires_at: Option<i64>,
+        session: Option<SessionGrant>,
     ) -> Result<(TokenInfo, String), StoreError> {
         let secret = fresh_token();
         let sha256 = sha256_hex(secret.as_bytes());
@@ -96,12 +126,17 @@ impl Access {
             role,
             created_at: crate::clock::unix_millis(),
             revoked: false,
+            expires_at,
         };
         let stored = StoredToken {
             info: info.clone(),
             sha256: sha256.clone(),
+            session,
         };
         self.store.put_token(&stored).await?;
+        if let Some(grant) = stored.session {
+            self.sessions.write().unwrap().insert(sha256.clone(), grant);
+        }
         self.by_hash.write().unwrap().insert(sha256, info.clone());
         Ok((info, secret))
     }
@@ -122,20 +157,45 @@ impl Access {
             return Ok(None);
         };
         info.revoked = true;
+        let session = self.sessions.read().unwrap().get(&sha256).cloned();
         let stored = StoredToken {
             info: info.clone(),
             sha256: sha256.clone(),
+            session,
         };
         self.store.put_token(&stored).await?;
         self.by_hash.write().unwrap().insert(sha256, info.clone());
         Ok(Some(info))
     }
 
-    /// Every minted token, oldest first.
-    pub fn list(&self) -> Vec<TokenInfo> {
-        let mut tokens: Vec<TokenInfo> = self.by_hash.read().unwrap().values().cloned().collect();
+    /// Every minted token whose role is one of `roles`, oldest first.
+    pub fn list(&self, roles: &[Role]) -> Vec<TokenInfo> {
+        let mut tokens: Vec<TokenInfo> = self
+            .by_hash
+            .read()
+            .unwrap()
+            .values()
+            .filter(|t| roles.contains(&t.role))
+            .cloned()
+            .collect();
         tokens.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         tokens
+    }
+
+    /// The sessions of joined workers that are in force, with their token's
+    /// hash.
+    pub fn sessions(&self) -> Vec<(TokenInfo, String, SessionGrant)> {
+        let tokens = self.by_hash.read().unwrap();
+        let now = crate::clock::unix_millis();
+        self.sessions
+            .read()
+            .unwrap()
+            .iter()
+            .filter_map(|(sha256, grant)| {
+                let info = tokens.get(sha256).filter(|t| !t.is_spent(now))?;
+                Some((info.clone(), sha256.clone(), grant.clone()))
+            })
+            .collect()
     }
 }
 
@@ -147,7 +207,8 @@ fn route(path: &str) -> &str {
 /// The role `method` on `path` (under `/api/v1`) needs.
 pub fn required(method: &Method, path: &str) -> Role {
     let path = route(path);
-    if path.starts_with("/tokens") || path.starts_with("/audit") {
+    if path.starts_with("/tokens") || path.starts_with("/join-tokens") || path.starts_with("/audit")
+    {
         return Role::Admin;
     }
     // The binary client API is a GET that dispatches.
@@ -197,6 +258,7 @@ mod tests {
             (Method::GET, "/api/v1/workers", Role::Read),
             (Method::GET, &format!("{t}/kv/s/k"), Role::Read),
             (Method::GET, "/api/v1/tokens", Role::Admin),
+            (Method::GET, "/api/v1/join-tokens", Role::Admin),
             (Method::GET, "/audit", Role::Admin),
             (Method::POST, &format!("{t}/events"), Role::App),
             (Method::PUT, &format!("{t}/kv/s/k"), Role::App),

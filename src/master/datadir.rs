@@ -69,9 +69,17 @@ impl DataDir {
         Ok(self.path().join(name))
     }
 
-    fn write_atomic(&self, name: &str, bytes: &[u8], mode: u32) -> Result<(), DataDirError> {
+    /// Writes `name` (a path under the directory) whole or not at all, with
+    /// `mode` from its first byte on.
+    pub(crate) fn write_atomic(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<(), DataDirError> {
         let path = self.path().join(name);
-        let tmp = self.path().join(format!(".{name}.{}", std::process::id()));
+        let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = path.with_file_name(format!(".{file_name}.{}", std::process::id()));
         // The mode is set at creation, so a secret is never readable by
         // others, not even for an instant.
         let mut file = fs::OpenOptions::new()
@@ -113,6 +121,7 @@ mod tests {
             api_addr: "127.0.0.1:1".parse().unwrap(),
             mesophyll_addr: "127.0.0.1:2".parse().unwrap(),
             pid: 7,
+            tls: false,
         };
         dir.write_endpoint(&e).unwrap();
         assert_eq!(dir.endpoint().unwrap(), e);

@@ -22,11 +22,13 @@ pub mod console;
 pub mod dashboard;
 pub mod datadir;
 pub mod db;
+pub mod joins;
 pub mod metrics;
 pub mod registry;
 pub mod shard;
 pub mod store;
 pub mod supervisor;
+pub mod tls;
 
 use crate::datadir::{DataDir, DataDirError, Endpoint};
 use crate::mesophyll::hub::{Hub, HubConfig};
@@ -69,6 +71,11 @@ pub struct MasterConfig {
     pub supervisor: SupervisorConfig,
     /// How long workers may take to finish their work on shutdown.
     pub shutdown_grace: Duration,
+    /// TLS on both ports, and where the certificate comes from; `None`
+    /// is plaintext.
+    pub tls: Option<tls::CertSource>,
+    /// Allows plaintext on addresses other than loopback.
+    pub insecure: bool,
 }
 
 /// Why the master could not start.
@@ -96,6 +103,9 @@ pub enum MasterError {
     /// The configuration makes no sense.
     #[error("{0}")]
     Config(String),
+    /// TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::ServerTlsError),
 }
 
 /// Small request/response exchanges must not wait for Nagle's algorithm
@@ -114,6 +124,77 @@ async fn bind(
     let listener = TcpListener::bind(addr).await.map_err(err)?;
     let local = listener.local_addr().map_err(err)?;
     Ok((listener, local))
+}
+
+/// Serves `app` on `listener` until `stop` completes, with each
+/// connection's peer address for the handlers that show it.
+fn serve_port<L, F>(
+    what: &'static str,
+    listener: axum::serve::TapIo<L, F>,
+    app: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    F: FnMut(&mut L::Io) + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, service).with_graceful_shutdown(stop);
+        if let Err(e) = serve.await {
+            tracing::error!("the {what} stopped: {e}");
+        }
+    })
+}
+
+/// Where the master's own children reach the hub: its address, or
+/// loopback when it listens on every address.
+fn own_children_dial(hub: SocketAddr) -> SocketAddr {
+    match hub.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            (std::net::Ipv4Addr::LOCALHOST, hub.port()).into()
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (std::net::Ipv6Addr::LOCALHOST, hub.port()).into()
+        }
+        _ => hub,
+    }
+}
+
+/// [`serve_port`] over TLS when `tls` is given.
+fn serve_listener(
+    what: &'static str,
+    listener: TcpListener,
+    tls: Option<&tls::ServerTls>,
+    app: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    match tls {
+        Some(tls) => {
+            let listener = tls::listener::TlsListener::new(listener, tls, what);
+            serve_port(what, listener.tap_io(|_| {}), app, stop)
+        }
+        None => serve_port(what, listener.tap_io(no_delay), app, stop),
+    }
+}
+
+/// Plaintext on a non-loopback address needs the operator's word for it.
+fn check_exposure(config: &MasterConfig) -> Result<(), MasterError> {
+    if config.tls.is_some() || config.insecure {
+        return Ok(());
+    }
+    for (flag, addr) in [
+        ("--api-addr", config.api_addr),
+        ("--mesophyll-addr", config.mesophyll_addr),
+    ] {
+        if !addr.ip().is_loopback() {
+            return Err(MasterError::Config(format!(
+                "refusing to serve plaintext on {addr} ({flag}): anyone on that network could \
+                 read tokens and data; add --tls, or --insecure if the network is yours alone"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Runs a master until `shutdown` completes.
@@ -174,6 +255,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
             config.external_workers, config.workers
         )));
     }
+    check_exposure(&config)?;
     let dir = DataDir::create(&config.data_dir)?;
     let token = match &config.api_token {
         Some(t) if !t.is_empty() => t.clone(),
@@ -181,6 +263,14 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     };
     let (hub_listener, mesophyll_addr) = bind("Mesophyll hub", config.mesophyll_addr).await?;
     let (api_listener, api_addr) = bind("REST API", config.api_addr).await?;
+    let server_tls = match &config.tls {
+        Some(source) => Some(tls::ServerTls::prepare(
+            &dir,
+            source,
+            &[api_addr.ip(), mesophyll_addr.ip()],
+        )?),
+        None => None,
+    };
 
     let hub = Hub::new(config.hub.clone());
     let spawned = config.workers - config.external_workers;
@@ -203,23 +293,46 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     }
     let registry = Arc::new(registry);
     let metrics = Arc::new(metrics::Metrics::new(Arc::clone(&hub), config.workers));
-    let hub_router = hub.router().merge(db::router(Arc::new(db::DbState {
-        hub: Arc::clone(&hub),
-        store: Arc::clone(&store),
-        workers: config.workers,
-        registry: Arc::clone(&registry),
-        metrics: Arc::clone(&metrics),
-    })));
-    tokio::spawn(async move {
-        // The peer's address is what `workers` shows as a worker's host.
-        let hub_service = hub_router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        if let Err(e) = axum::serve(hub_listener.tap_io(no_delay), hub_service).await {
-            tracing::error!("the Mesophyll hub stopped: {e}");
-        }
-    });
+    let access = Arc::new(access::Access::load(token.clone(), Arc::clone(&store))?);
+    // Away this long, a joined worker's slot may go to another: longer than
+    // a few missed heartbeats and the slowest reconnect back-off.
+    let lease = (config.hub.heartbeat_timeout * 3).max(Duration::from_secs(30));
+    let joins = joins::Joins::start(
+        Arc::clone(&access),
+        Arc::clone(&hub),
+        spawned..config.workers,
+        config.workers,
+        lease,
+    );
+    let hub_router = hub
+        .router()
+        .merge(joins.router())
+        .merge(db::router(Arc::new(db::DbState {
+            hub: Arc::clone(&hub),
+            store: Arc::clone(&store),
+            workers: config.workers,
+            registry: Arc::clone(&registry),
+            metrics: Arc::clone(&metrics),
+        })));
+    // Nothing stops the hub but the process's end: joined workers keep
+    // talking to it while the API drains.
+    let hub_task = serve_listener(
+        "Mesophyll hub",
+        hub_listener,
+        server_tls.as_ref(),
+        hub_router,
+        std::future::pending(),
+    );
+    drop(hub_task);
 
     let mut sup_config = config.supervisor.clone();
-    sup_config.master = mesophyll_addr.to_string();
+    sup_config.master = own_children_dial(mesophyll_addr).to_string();
+    if server_tls.is_some() {
+        sup_config.worker_args.push("--tls-pin".into());
+        sup_config
+            .worker_args
+            .push(dir.path().join(tls::CERT_FILE).display().to_string());
+    }
     sup_config.cache_dir = dir.path().join("cache").join("filters");
     let supervisor = Supervisor::start(sup_config, Arc::clone(&hub), spawned).await?;
     metrics.watch(Arc::clone(&supervisor));
@@ -228,7 +341,8 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         hub: Arc::clone(&hub),
         supervisor: Arc::clone(&supervisor),
         workers: config.workers,
-        access: Arc::new(access::Access::load(token.clone(), Arc::clone(&store))?),
+        access,
+        joins,
         store,
         registry,
         state_turns: api::TenantTurns::default(),
@@ -239,13 +353,8 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     });
     let app = api::router(state);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api_task = tokio::spawn(async move {
-        let serve = axum::serve(api_listener.tap_io(no_delay), app).with_graceful_shutdown(async {
-            let _ = api_stopped.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("the REST API stopped: {e}");
-        }
+    let api_task = serve_listener("REST API", api_listener, server_tls.as_ref(), app, async {
+        let _ = api_stopped.await;
     });
 
     let pid = std::process::id();
@@ -253,6 +362,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         api_addr,
         mesophyll_addr,
         pid,
+        tls: server_tls.is_some(),
     })?;
     tracing::info!(
         api = %api_addr,

@@ -192,13 +192,18 @@ impl Supervisor {
         self.statuses.get(id as usize).map(|s| *s.lock().unwrap())
     }
 
-    /// Asks every worker to finish what it runs (up to `grace`), waits for
-    /// them to exit, and kills those that do not.
+    /// Asks every worker it spawned to finish what it runs (up to `grace`),
+    /// waits for them to exit, and kills those that do not. Workers it did
+    /// not spawn are not told: they outlive the master and reconnect to the
+    /// next one.
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.stop.send(Some(grace));
-        self.hub.broadcast(&ServerMessage::Shutdown {
+        let shutdown = ServerMessage::Shutdown {
             grace_ms: grace.as_millis() as u64,
-        });
+        };
+        for id in 0..self.statuses.len() as u32 {
+            let _ = self.hub.send(id, &shutdown);
+        }
         let mut tasks = self.tasks.lock().await;
         while tasks.join_next().await.is_some() {}
     }

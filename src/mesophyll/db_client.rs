@@ -13,6 +13,7 @@ use crate::mesophyll::db::{
     TenantStateEntry,
 };
 use crate::mesophyll::message::Tenant;
+use crate::tls::TlsClient;
 use crate::uri::encode_component;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -79,13 +80,15 @@ fn query_tenant(t: &Tenant) -> String {
 }
 
 impl DbClient {
-    /// A client for the master at `master` (`host:port`), as worker `id`.
-    pub fn new(master: &str, worker_id: u32, token: &str) -> Self {
+    /// A client for the master at `master` (`host:port`), as worker `id`;
+    /// `https://` with `tls`.
+    pub fn new(master: &str, worker_id: u32, token: &str, tls: Option<&TlsClient>) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         DbClient {
-            base: format!("http://{master}"),
+            base: format!("{scheme}://{master}"),
             worker_id: worker_id.to_string(),
             token: token.to_owned(),
-            http: HttpClient::http2(),
+            http: HttpClient::http2(tls),
         }
     }
 

@@ -12,7 +12,8 @@
 //! - [`uplink`]: the worker's side (connect, reconnect, heartbeat);
 //! - [`backoff`]: the jittered exponential backoff both sides use;
 //! - [`db`]: the DB endpoints' operations and answers;
-//! - [`db_client`]: the worker's HTTP/2 client for them.
+//! - [`db_client`]: the worker's HTTP/2 client for them;
+//! - [`join`]: how a worker from elsewhere gets a slot and a session.
 //!
 //! The value types ([`message`], [`codec`], [`db`]) build in the crate's
 //! `client` feature too; the moving parts only with `server`.
@@ -33,6 +34,8 @@ pub mod db;
 pub mod db_client;
 #[cfg(feature = "server")]
 pub mod hub;
+#[cfg(feature = "server")]
+pub mod join;
 pub mod message;
 #[cfg(feature = "server")]
 pub mod uplink;

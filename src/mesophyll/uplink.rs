@@ -18,6 +18,7 @@ use crate::mesophyll::message::{
     ClientMessage, LoadFigures, PROTOCOL_VERSION, RemoteError, ServerMessage,
 };
 use crate::mesophyll::writer::{BatchEnd, Batched, write_batch};
+use crate::tls::TlsClient;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct UplinkConfig {
     /// How long connecting, upgrading and waiting for `Hello` may take
     /// before the attempt is given up and retried.
     pub connect_timeout: Duration,
+    /// `wss://` with these settings; `None` is `ws://`.
+    pub tls: Option<TlsClient>,
 }
 
 /// What [`UplinkConfig::connect_timeout`] is unless told otherwise.
@@ -61,6 +64,7 @@ impl std::fmt::Debug for UplinkConfig {
             .field("master", &self.master)
             .field("worker_id", &self.worker_id)
             .field("token", &"<redacted>")
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -205,7 +209,8 @@ async fn session(
     handler: &Arc<dyn Handler>,
     bad_frames: &BadFrames,
 ) -> Result<(), SessionError> {
-    let url = format!("ws://{}/ws", config.master);
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}/ws", config.master);
     let mut request = url
         .into_client_request()
         .map_err(|e| SessionError::Retry(e.to_string()))?;
@@ -220,8 +225,11 @@ async fn session(
         .max_message_size(Some(MAX_FRAME_BYTES + 1024))
         .max_frame_size(Some(MAX_FRAME_BYTES + 1024));
     let opening = async {
+        let tcp = crate::tls::connect(&config.master, config.tls.as_ref())
+            .await
+            .map_err(|e| SessionError::Retry(e.to_string()))?;
         let (socket, _) =
-            tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true)
+            tokio_tungstenite::client_async_with_config(request, tcp, Some(ws_config))
                 .await
                 .map_err(|e| match e {
                     tungstenite::Error::Http(resp)
@@ -394,6 +402,7 @@ mod tests {
             worker_id: 0,
             token: "t".into(),
             connect_timeout: Duration::from_millis(300),
+            tls: None,
         }
     }
 

@@ -135,6 +135,9 @@ pub struct WorkerInfo {
     /// The address its connection comes from (IP), when connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// For a slot a worker joined: who holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<JoinedWorker>,
     /// How many times the master has restarted it.
     pub restarts: u32,
     /// Seconds since its last frame (heartbeat or answer), when connected.
@@ -417,6 +420,12 @@ impl ErrorDetail {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// A joined worker's session: opens the Mesophyll port for one slot,
+    /// nothing of the API.
+    Worker,
+    /// A join token: lets workers on other machines join, nothing of the
+    /// API.
+    Join,
     /// `GET` routes, but tokens and the audit log.
     Read,
     /// What `read` may, plus dispatches and tenant KV and state writes.
@@ -428,6 +437,8 @@ pub enum Role {
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Role::Worker => "worker",
+            Role::Join => "join",
             Role::Read => "read",
             Role::App => "app",
             Role::Admin => "admin",
@@ -459,6 +470,59 @@ pub struct TokenInfo {
     pub created_at: i64,
     /// Revoked tokens are refused (401) and stay listed.
     pub revoked: bool,
+    /// Unix milliseconds after which it is refused (join tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl TokenInfo {
+    /// Whether it is refused at `now` (unix milliseconds).
+    pub fn is_spent(&self, now: i64) -> bool {
+        self.revoked || self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
+/// `POST /api/v1/join-tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// Seconds it lets workers join for (default: 1 hour). The sessions it
+    /// gives outlive it; revoking it ends them.
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+    /// A name for people and the audit log (default: `join`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A worker that joined with a join token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinedWorker {
+    /// The slot it serves.
+    pub worker_id: u32,
+    /// The hostname it reported.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
+    /// The join token it came with (its id).
+    pub join_token: String,
+    /// Unix milliseconds.
+    pub joined_at: i64,
+}
+
+/// A join token as `GET /api/v1/join-tokens` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinTokenInfo {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// The workers holding a slot through it now.
+    pub workers: Vec<JoinedWorker>,
+}
+
+/// `GET /api/v1/join-tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinTokenList {
+    pub tokens: Vec<JoinTokenInfo>,
 }
 
 /// 201 answer of `POST /api/v1/tokens`: the secret, shown this once.

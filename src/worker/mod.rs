@@ -92,7 +92,12 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         tokio::spawn(watch_parent(parent));
     }
     let worker_id = config.uplink.worker_id;
-    let db = DbClient::new(&config.uplink.master, worker_id, &config.uplink.token);
+    let db = DbClient::new(
+        &config.uplink.master,
+        worker_id,
+        &config.uplink.token,
+        config.uplink.tls.as_ref(),
+    );
     let engine = FilterEngine::new(config.cache_dir.clone(), config.filter_limits.clone())?;
     let snapshot = retry("the catalogue", || db.catalogue(LOAD_DEADLINE)).await?;
     let catalogue = build_catalogue(&engine, snapshot, &LoadedCatalogue::default()).await;

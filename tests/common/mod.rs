@@ -69,6 +69,8 @@ pub struct Opts {
     pub workers: u32,
     pub external: u32,
     pub heartbeat_timeout_ms: u64,
+    /// `--api-addr` and `--mesophyll-addr` (port 0: any free one).
+    pub addrs: (String, String),
     pub extra: Vec<String>,
 }
 
@@ -78,6 +80,7 @@ impl Default for Opts {
             workers: 2,
             external: 0,
             heartbeat_timeout_ms: 3000,
+            addrs: ("127.0.0.1:0".into(), "127.0.0.1:0".into()),
             extra: Vec::new(),
         }
     }
@@ -177,12 +180,8 @@ impl Master {
             .arg(dir.path())
             .args(["--workers", &opts.workers.to_string()])
             .args(["--external-workers", &opts.external.to_string()])
-            .args([
-                "--api-addr",
-                "127.0.0.1:0",
-                "--mesophyll-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--api-addr", &opts.addrs.0])
+            .args(["--mesophyll-addr", &opts.addrs.1])
             .arg("--plugins")
             .arg(plugins_dir())
             .arg("--filters")
@@ -207,6 +206,7 @@ impl Master {
                 api_addr: "127.0.0.1:1".parse().unwrap(),
                 mesophyll_addr: "127.0.0.1:1".parse().unwrap(),
                 pid: 0,
+                tls: false,
             },
             client: ApiClient::new("127.0.0.1:1".parse().unwrap(), ""),
             dir,
@@ -341,6 +341,13 @@ pub fn alive(pid: u32) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// A loopback address with a port that was free a moment ago, for a
+/// master that must come back on the same ports.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
 }
 
 /// `n` tenants of type `kind` that worker `worker` of `workers` owns.

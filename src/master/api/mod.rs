@@ -29,6 +29,9 @@
 //! POST   /api/v1/tokens          CreateToken                    -> 201 CreatedToken
 //! GET    /api/v1/tokens                                         -> 200 TokenList
 //! DELETE /api/v1/tokens/{id}                                    -> 200 TokenInfo | 404
+//! POST   /api/v1/join-tokens     CreateJoinToken                -> 201 CreatedToken
+//! GET    /api/v1/join-tokens                                    -> 200 JoinTokenList
+//! DELETE /api/v1/join-tokens/{id} (and its workers' sessions)   -> 200 TokenInfo | 404
 //! GET    /api/v1/audit?after=&limit=                            -> 200 AuditPage
 //! ```
 //!
@@ -94,6 +97,8 @@ pub struct ApiState {
     pub workers: u32,
     /// The tokens and what they may do.
     pub access: Arc<Access>,
+    /// Join tokens and the slots joined workers hold.
+    pub joins: Arc<crate::master::joins::Joins>,
     /// The store, for tenant state and KV browsing.
     pub store: Arc<dyn Store>,
     /// Plugins and filters.
@@ -157,6 +162,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(access::list_tokens).post(access::create_token),
         )
         .route("/tokens/{id}", delete(access::revoke_token))
+        .route(
+            "/join-tokens",
+            get(access::list_join_tokens).post(access::create_join_token),
+        )
+        .route("/join-tokens/{id}", delete(access::revoke_token))
         .route("/audit", get(access::audit))
         .route("/filters", get(catalogue::list_filters))
         .route(

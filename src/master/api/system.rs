@@ -111,6 +111,7 @@ pub(super) async fn workers(State(state): State<Arc<ApiState>>) -> Json<Workers>
         .into_iter()
         .map(|w| {
             let managed = state.supervisor.status(w.id);
+            let joined = state.joins.holder(w.id);
             let lifecycle = match managed {
                 _ if w.connected => WorkerState::Running,
                 Some(s) => s.state,
@@ -120,7 +121,10 @@ pub(super) async fn workers(State(state): State<Arc<ApiState>>) -> Json<Workers>
                 id: w.id,
                 state: lifecycle,
                 managed: managed.is_some(),
-                pid: managed.and_then(|s| s.pid),
+                pid: managed
+                    .and_then(|s| s.pid)
+                    .or(joined.as_ref().map(|j| j.pid)),
+                joined,
                 host: w.peer.map(|p| p.ip().to_string()),
                 restarts: managed.map_or(0, |s| s.restarts),
                 since_heartbeat_s: w.since_last_frame_s,

@@ -203,4 +203,20 @@ pub struct StoredToken {
     pub info: TokenInfo,
     /// Hex SHA-256 of the bearer token.
     pub sha256: String,
+    /// For a joined worker's session: the slot it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionGrant>,
+}
+
+/// What a joined worker's session token holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionGrant {
+    /// The slot (worker id).
+    pub slot: u32,
+    /// The id of the join token it came with: revoking that ends it.
+    pub join_token: String,
+    /// The hostname the worker reported.
+    pub host: String,
+    /// Its process id there.
+    pub pid: u32,
 }

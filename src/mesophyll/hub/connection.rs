@@ -36,6 +36,8 @@ pub(super) struct Connection {
     pub(super) close: watch::Sender<Option<DisconnectReason>>,
     /// Where the worker connects from, when the server knows it.
     pub(super) peer: Option<SocketAddr>,
+    /// The session token it came in with, for a joined worker.
+    pub(super) session: Option<super::SessionHash>,
 }
 
 impl Connection {
@@ -69,7 +71,12 @@ impl Connection {
 
 impl Hub {
     /// Runs one upgraded connection to its end.
-    async fn serve(self: Arc<Self>, worker: u32, socket: WebSocket, peer: Option<SocketAddr>) {
+    async fn serve(
+        self: Arc<Self>,
+        (worker, session): (u32, Option<super::SessionHash>),
+        socket: WebSocket,
+        peer: Option<SocketAddr>,
+    ) {
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
         let (outbound, mut queue) = mpsc::channel::<Vec<u8>>(self.config.send_queue);
         let (close, mut closed) = watch::channel(None);
@@ -85,6 +92,7 @@ impl Hub {
             load: Mutex::new(LoadFigures::default()),
             close,
             peer,
+            session,
         });
 
         let hello = ServerMessage::Hello {
@@ -233,7 +241,7 @@ pub(super) async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let creds = Credentials::read(&headers, Some(&query));
-    let id = match hub.authenticate(&creds) {
+    let id = match hub.authenticate_session(&creds) {
         Ok(id) => id,
         Err(refusal) => {
             tracing::warn!(worker = ?creds.id, %refusal, "refused a worker connection");

@@ -172,11 +172,23 @@ pub struct WorkerView {
 
 struct Slot {
     token: Vec<u8>,
+    /// The SHA-256 of each session token a joined worker may present for
+    /// this slot ([`Hub::accept_session`]).
+    sessions: Vec<SessionHash>,
     conn: Option<Arc<Connection>>,
     connections: u64,
     /// Bumped on every new connection: requests that arrived while the
     /// worker was away wait on it.
     up: watch::Sender<u64>,
+}
+
+/// The SHA-256 of a session token: the hub keeps no session secret.
+pub type SessionHash = [u8; 32];
+
+/// The hash [`Hub::accept_session`] takes for `token`.
+pub fn session_hash(token: &str) -> SessionHash {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 /// The master's end of Mesophyll. Cheap to share (`Arc<Hub>`).
@@ -211,13 +223,39 @@ impl Hub {
     /// (a respawn with a fresh token) replaces the token; a connection that
     /// is up stays up until it ends or is [`Hub::disconnect`]ed.
     pub fn register_worker(&self, id: u32, token: &str) {
-        let mut slot = self.slots.entry(id).or_insert_with(|| Slot {
+        self.slot(id).token = token.as_bytes().to_vec();
+    }
+
+    fn slot(&self, id: u32) -> dashmap::mapref::one::RefMut<'_, u32, Slot> {
+        self.slots.entry(id).or_insert_with(|| Slot {
             token: Vec::new(),
+            sessions: Vec::new(),
             conn: None,
             connections: 0,
             up: watch::Sender::new(0),
-        });
-        slot.token = token.as_bytes().to_vec();
+        })
+    }
+
+    /// Lets a joined worker into slot `id` with the session token whose
+    /// hash is `hash`, besides the slot's own token.
+    pub fn accept_session(&self, id: u32, hash: SessionHash) {
+        let mut slot = self.slot(id);
+        if !slot.sessions.contains(&hash) {
+            slot.sessions.push(hash);
+        }
+    }
+
+    /// Refuses that session token from now on, and closes the connection
+    /// that came in with it (its pending requests fail at once).
+    pub fn revoke_session(&self, id: u32, hash: SessionHash) {
+        if let Some(mut slot) = self.slots.get_mut(&id) {
+            slot.sessions.retain(|h| *h != hash);
+            if let Some(conn) = &slot.conn
+                && conn.session == Some(hash)
+            {
+                let _ = conn.close.send(Some(DisconnectReason::Kicked));
+            }
+        }
     }
 
     /// Subscribes to connection events.
@@ -448,13 +486,31 @@ impl Hub {
     /// the worker, or why it is refused. The upgrade and every DB call use
     /// it.
     pub fn authenticate(&self, creds: &Credentials) -> Result<u32, Refusal> {
+        self.authenticate_session(creds).map(|(id, _)| id)
+    }
+
+    /// [`Hub::authenticate`], also saying which session token, if any, the
+    /// caller presented.
+    fn authenticate_session(
+        &self,
+        creds: &Credentials,
+    ) -> Result<(u32, Option<SessionHash>), Refusal> {
         let id = creds.id.ok_or(Refusal::UnknownWorker)?;
         let slot = self.slots.get(&id).ok_or(Refusal::UnknownWorker)?;
-        if slot.token.is_empty() || !bool::from(slot.token.as_slice().ct_eq(creds.token.as_bytes()))
-        {
+        if creds.token.is_empty() {
             return Err(Refusal::WrongToken);
         }
-        Ok(id)
+        if !slot.token.is_empty() && bool::from(slot.token.as_slice().ct_eq(creds.token.as_bytes()))
+        {
+            return Ok((id, None));
+        }
+        // Compared by hash: how long the search takes says nothing of a
+        // secret.
+        let hash = session_hash(&creds.token);
+        if slot.sessions.contains(&hash) {
+            return Ok((id, Some(hash)));
+        }
+        Err(Refusal::WrongToken)
     }
 }
 
