@@ -12,7 +12,7 @@ mod common;
 use common::{EXE, Guard, Master, Opts, alive, event, eventually, free_addr, tenants_on};
 use meshplay::client::ApiClient;
 use meshplay::rest::{JoinTokenList, Role, WorkerState, Workers};
-use meshplay::tls::Trust;
+use meshplay::tls::{TlsClient, Trust};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,6 +71,27 @@ fn exit_code(guard: &mut Guard, limit: Duration) -> Option<i32> {
         assert!(Instant::now() < until, "the worker did not exit");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `POST /join` with `body`, by hand over TLS; the whole answer, lossily
+/// as text (MessagePack strings stay readable).
+async fn post_join(m: &Master, token: &str, body: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = TlsClient::new(&Trust::Ca(m.data_dir().join("tls/ca.pem"))).unwrap();
+    let port = m.endpoint.mesophyll_addr.port();
+    let mut s = meshplay::tls::connect(&format!("localhost:{port}"), Some(&tls))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /join HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/msgpack\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let _ = s.write_all(&body).await;
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 async fn workers(m: &Master) -> Workers {
@@ -201,6 +222,20 @@ async fn bad_join_tokens_are_refused_and_a_signal_stops_a_joined_worker() {
     assert_eq!(exit_code(&mut w, Duration::from_secs(20)), Some(1));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("not a slot for joining"), "{text}");
+
+    // Bodies that are not join requests, over TLS as a worker sends them.
+    let token = std::fs::read_to_string(&file).unwrap();
+    for (body, status, code) in [
+        (b"hello".to_vec(), "400", "bad_request"),
+        (vec![0u8; 70_000], "413", ""),
+    ] {
+        let answer = post_join(&m, token.trim(), body).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+        assert!(answer.contains(code), "{answer}");
+    }
 
     // Without the CA, wss:// cannot be checked: a usage error.
     let out = Command::new(EXE)
