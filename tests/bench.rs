@@ -46,8 +46,8 @@ fn ran_clean(f: &Value) {
 fn dispatch_measures_rest_binary_direct_and_the_raw_limits() {
     let (code, r, err) = bench(&[
         "dispatch",
-        "--direct",
-        "--binary",
+        "--via",
+        "rest,binary,direct",
         "--duration",
         "300ms",
         "--concurrency",
@@ -65,6 +65,7 @@ fn dispatch_measures_rest_binary_direct_and_the_raw_limits() {
         "dispatch/direct",
         "baseline/ws-echo",
         "baseline/luau-call",
+        "baseline/http1-echo",
     ] {
         ran_clean(figure(&r, name));
     }
@@ -84,7 +85,8 @@ fn dispatch_measures_rest_binary_direct_and_the_raw_limits() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(checks.len(), 3, "{checks:?}");
+    assert_eq!(checks.len(), 4, "{checks:?}");
+    assert!(checks.contains(&"rest throughput / http1-echo throughput"));
 }
 
 #[test]
@@ -185,5 +187,43 @@ fn memory_reports_rss_per_tenant_at_each_step() {
     );
     for c in checks {
         assert!(c["value"].as_f64().unwrap() > 0.0, "{c}");
+    }
+}
+
+#[test]
+fn peers_measure_meshplay_from_outside_beside_redis_and_nats() {
+    let (code, r, err) = bench(&[
+        "peers",
+        "--duration",
+        "300ms",
+        "--concurrency",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    ran_clean(figure(&r, "meshplay/rest"));
+    ran_clean(figure(&r, "meshplay/binary"));
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    for (peer, figure_name) in [
+        ("redis", "peer/redis-eval"),
+        ("nats", "peer/nats-request-reply"),
+    ] {
+        if let Some(skipped) = r["params"][peer].as_str() {
+            assert!(!ci, "{peer} must be installed under CI: {skipped}");
+            eprintln!("{peer} {skipped}");
+            continue;
+        }
+        let f = figure(&r, figure_name);
+        ran_clean(f);
+        assert_eq!(f["vs"]["limit"], "meshplay/binary");
+        let check = format!("meshplay/binary throughput / {figure_name} throughput");
+        assert!(
+            r["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == check.as_str()),
+            "{r:#}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //!   flight, answers matched in order);
 //! - [`h2_echo`]: an axum HTTP/2 (prior knowledge) server answering a body,
 //!   called through the same hyper client the DB endpoints use;
+//! - [`http1_echo`]: the same over HTTP/1.1 keep-alive, as REST is spoken;
 //! - [`sled_ops`]: sled `insert` + `flush` (durable) and `get`;
 //! - [`wasm_call`]: a call of a filter on one live wasmtime instance (no
 //!   fresh instance per call);
@@ -143,7 +144,18 @@ pub async fn ws_echo(
 /// Posts `body` to a bare HTTP/2 echo route with `load.concurrency` callers
 /// over one multiplexed connection.
 pub async fn h2_echo(load: &LoadPlan, body: Vec<u8>) -> Result<Measured, BaselineError> {
-    let err = fail("h2-echo");
+    http_echo(load, body, true).await
+}
+
+/// Posts `body` to a bare HTTP/1.1 echo route (axum, as the REST API is
+/// served) with `load.concurrency` callers on pooled keep-alive
+/// connections (as the REST client makes them): the REST transport's limit.
+pub async fn http1_echo(load: &LoadPlan, body: Vec<u8>) -> Result<Measured, BaselineError> {
+    http_echo(load, body, false).await
+}
+
+async fn http_echo(load: &LoadPlan, body: Vec<u8>, h2: bool) -> Result<Measured, BaselineError> {
+    let err = fail(if h2 { "h2-echo" } else { "http1-echo" });
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| err(e.to_string()))?;
@@ -161,7 +173,7 @@ pub async fn h2_echo(load: &LoadPlan, body: Vec<u8>) -> Result<Measured, Baselin
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let http: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .http2_only(true)
+        .http2_only(h2)
         .build(connector);
     let uri: hyper::Uri = format!("http://{addr}/echo")
         .parse()

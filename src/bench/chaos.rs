@@ -16,16 +16,15 @@
 //!    master is SIGKILLed; restarted on the same data directory, it must
 //!    hold every write it acknowledged.
 
+use crate::bench::BenchError;
 use crate::bench::figures::{Check, Figure, Report};
 use crate::bench::load::{LoadPlan, drive};
-use crate::bench::{BenchError, baseline};
+use crate::bench::served::Served;
 use crate::client::{ApiClient, ApiClientError};
-use crate::datadir::DataDir;
 use crate::mesophyll::message::Tenant;
 use crate::rest::{DispatchRequest, WorkerState};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,108 +58,6 @@ pub struct ChaosOptions {
     pub write_for: Duration,
     /// Draw a progress line.
     pub progress: bool,
-}
-
-/// `meshplay serve` in a child process, on free loopback ports, in `dir`.
-struct Served {
-    child: Child,
-    client: ApiClient,
-}
-
-impl Served {
-    fn start(opts: &ChaosOptions, dir: &Path) -> Result<Served, BenchError> {
-        let plugins = dir.join("plugins");
-        let echo = plugins.join("echo");
-        std::fs::create_dir_all(&echo)?;
-        std::fs::write(echo.join("plugin.toml"), baseline::ECHO_MANIFEST)?;
-        std::fs::write(echo.join("init.luau"), baseline::ECHO_HANDLER)?;
-        let data = dir.join("data");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("master.log"))?;
-        let child = Command::new(&opts.exe)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--workers", &opts.workers.to_string()])
-            .args([
-                "--api-addr",
-                "127.0.0.1:0",
-                "--mesophyll-addr",
-                "127.0.0.1:0",
-            ])
-            .arg("--plugins")
-            .arg(&plugins)
-            .arg("--filters")
-            .arg(dir.join("no-filters"))
-            .args(["--heartbeat-interval-ms", "200"])
-            .args([
-                "--heartbeat-timeout-ms",
-                &opts.heartbeat_timeout_ms.to_string(),
-            ])
-            .env("RUST_LOG", "warn,meshplay::master::supervisor=info")
-            .env_remove("MESHPLAY_API_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        let pid = child.id();
-        let until = Instant::now() + Duration::from_secs(60);
-        let endpoint = loop {
-            if let Ok(e) = DataDir::at(&data).endpoint()
-                && e.pid == pid
-            {
-                break e;
-            }
-            if Instant::now() > until {
-                return Err(BenchError::Workers(Duration::from_secs(60)));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let token = DataDir::at(&data)
-            .admin_token()
-            .map_err(|e| BenchError::Target(e.to_string()))?;
-        Ok(Served {
-            child,
-            client: ApiClient::new(endpoint.api_addr, token),
-        })
-    }
-
-    /// Waits until every worker runs; returns how long that took.
-    async fn all_running(&self, limit: Duration) -> Result<Duration, BenchError> {
-        let started = Instant::now();
-        loop {
-            if let Ok(w) = self.client.workers().await
-                && w.workers.iter().all(|w| w.state == WorkerState::Running)
-            {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() > limit {
-                return Err(BenchError::Workers(limit));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn lost_in_flight(&self) -> Result<u64, BenchError> {
-        self.client
-            .workers()
-            .await
-            .map(|w| w.lost_in_flight)
-            .map_err(|e| BenchError::Target(e.to_string()))
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn signal(pid: u32, sig: i32) {
@@ -200,7 +97,12 @@ pub async fn run(opts: ChaosOptions) -> Result<Report, BenchError> {
         .prefix("meshplay-chaos")
         .tempdir()?;
     {
-        let served = Served::start(&opts, &dir.path().join("kills"))?;
+        let served = Served::start(
+            &opts.exe,
+            opts.workers,
+            opts.heartbeat_timeout_ms,
+            &dir.path().join("kills"),
+        )?;
         served.all_running(Duration::from_secs(60)).await?;
         kills(&opts, &served, &mut report).await?;
         if opts.hang {
@@ -437,7 +339,7 @@ async fn master_kills(
     let mut writes = crate::bench::load::Measured::default();
     let started = Instant::now();
     for round in 0..=opts.master_rounds {
-        let mut served = Served::start(opts, dir)?;
+        let mut served = Served::start(&opts.exe, opts.workers, opts.heartbeat_timeout_ms, dir)?;
         // What the previous master acknowledged must all be here.
         let checked: Vec<(String, u64)> = std::mem::take(&mut *acknowledged.lock().unwrap());
         let mut lost = 0u64;

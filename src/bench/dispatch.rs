@@ -184,6 +184,9 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
         let frame = codec::encode(&message(1, 1, tenants))
             .map_err(|e| BenchError::Target(e.to_string()))?;
         let ws = baseline::ws_echo(&load("baseline/ws-echo"), opts.workers as usize, frame).await?;
+        // The REST request's own body, so the echo carries what REST does.
+        let body = serde_json::to_vec(&request(1)).expect("a request serialises");
+        let http = baseline::http1_echo(&load("baseline/http1-echo"), body).await?;
         let luau = tokio::task::spawn_blocking({
             let d = opts.duration.min(Duration::from_secs(2));
             move || baseline::luau_call(d)
@@ -193,12 +196,21 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
         Some((
             Figure::new("baseline/ws-echo", &ws),
             Figure::new("baseline/luau-call", &luau),
+            Figure::new("baseline/http1-echo", &http),
         ))
     } else {
         None
     };
 
-    if let (Some(d), Some((ws, luau))) = (&direct, &limits) {
+    if let Some((_, _, http)) = &limits {
+        checks.push(Check::ratio_at_least(
+            "rest throughput / http1-echo throughput",
+            rest.rate,
+            http.rate,
+            0.5,
+        ));
+    }
+    if let (Some(d), Some((ws, luau, _))) = (&direct, &limits) {
         checks.push(Check::ratio_at_least(
             "direct throughput / ws-echo throughput",
             d.rate,
@@ -223,24 +235,25 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
             ));
             figures.push(rest.against(d));
         }
-        (None, Some((ws, _))) => figures.push(rest.against(ws)),
+        (None, Some((_, _, http))) => figures.push(rest.against(http)),
         (None, None) => figures.push(rest),
     }
     if let Some(b) = binary {
         figures.push(match &limits {
-            Some((ws, _)) => b.against(ws),
+            Some((ws, _, _)) => b.against(ws),
             None => b,
         });
     }
     if let Some(d) = direct {
         figures.push(match &limits {
-            Some((ws, _)) => d.against(ws),
+            Some((ws, _, _)) => d.against(ws),
             None => d,
         });
     }
-    if let Some((ws, luau)) = limits {
+    if let Some((ws, luau, http)) = limits {
         figures.push(ws);
         figures.push(luau);
+        figures.push(http);
     }
     if let Some(m) = local {
         m.stop().await;

@@ -5,6 +5,8 @@
 //! - [`kv`]: the DB endpoints from a worker's view;
 //! - [`filter`]: a filter call as workers make it, against a bare call;
 //! - [`memory`]: a worker's RSS per idle tenant;
+//! - [`peers`]: Meshplay beside Redis EVAL and NATS request/reply, with
+//!   the master in a child process;
 //! - [`chaos`]: faults under load (kills, a hang, the master killed under
 //!   durable writers), with the master in a child process;
 //! - [`baseline`]: the raw limits (WebSocket echo, HTTP/2 echo, sled,
@@ -24,7 +26,10 @@ pub mod filter;
 pub mod kv;
 pub mod load;
 pub mod memory;
+pub mod nats;
+pub mod peers;
 pub mod pgbench;
+pub mod served;
 
 use crate::master::supervisor::SupervisorConfig;
 use crate::master::{self, MasterConfig, MasterError, Running};

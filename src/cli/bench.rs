@@ -19,6 +19,9 @@ pub(super) enum BenchCommand {
     Memory(BenchMemoryArgs),
     /// The example filters: fresh instance + call, against a live instance.
     Filter(BenchFilterArgs),
+    /// Meshplay's REST and binary dispatch, from outside, beside Redis EVAL
+    /// and NATS request/reply on this machine (when they are installed).
+    Peers(BenchPeersArgs),
     /// Faults under load: workers SIGKILLed and SIGSTOPped, the master
     /// SIGKILLed under durable writers; exits 1 when a check is missed.
     Chaos(BenchChaosArgs),
@@ -59,6 +62,25 @@ pub(super) struct BenchChaosArgs {
     /// How long they write before each kill.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub(super) write_for: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchPeersArgs {
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    pub(super) workers: u32,
+    /// Requests in flight at once, for every figure.
+    #[arg(long, default_value_t = 64)]
+    pub(super) concurrency: usize,
+    /// How long each figure runs.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(super) duration: Duration,
+    /// Bytes of each request's payload.
+    #[arg(long, default_value_t = 200)]
+    pub(super) payload_bytes: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub(super) json: bool,
@@ -106,11 +128,17 @@ pub(super) struct BenchDispatchArgs {
     /// Distinct tenants the events go to.
     #[arg(long, default_value_t = 100)]
     pub(super) tenants: u32,
-    /// Also dispatch straight through the hub, without HTTP in front.
+    /// The paths to measure, comma-separated: `rest` (always: it warms the
+    /// tenants up), `binary` (the binary client API), `direct` (straight
+    /// through the hub).
+    #[arg(long, value_delimiter = ',', value_parser = ["rest", "binary", "direct"])]
+    pub(super) via: Vec<String>,
+    /// Also dispatch straight through the hub, without HTTP in front
+    /// (`--via direct`).
     #[arg(long)]
     pub(super) direct: bool,
     /// Also through the binary client API: one WebSocket to the master,
-    /// every caller's event in flight on it.
+    /// every caller's event in flight on it (`--via binary`).
     #[arg(long)]
     pub(super) binary: bool,
     /// Target this running master's REST API instead of starting one
@@ -183,8 +211,8 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 concurrency: a.common.concurrency,
                 tenants: a.tenants,
                 duration: a.common.duration,
-                direct: a.direct,
-                binary: a.binary,
+                direct: a.direct || a.via.iter().any(|v| v == "direct"),
+                binary: a.binary || a.via.iter().any(|v| v == "binary"),
                 baseline: !a.common.no_baseline,
                 target,
                 progress: progress(a.common.json),
@@ -229,6 +257,18 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 progress: progress(a.json),
             };
             (bench::chaos::run(opts).await?, a.json)
+        }
+        BenchCommand::Peers(a) => {
+            let opts = bench::peers::PeersOptions {
+                exe: std::env::current_exe()
+                    .map_err(|e| CliError::Usage(format!("cannot find my own executable: {e}")))?,
+                workers: a.workers,
+                concurrency: a.concurrency,
+                duration: a.duration,
+                payload_bytes: a.payload_bytes,
+                progress: progress(a.json),
+            };
+            (bench::peers::run(opts).await?, a.json)
         }
         BenchCommand::Filter(a) => {
             let report = tokio::task::spawn_blocking(move || {
