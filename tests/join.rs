@@ -258,3 +258,44 @@ async fn bad_join_tokens_are_refused_and_a_signal_stops_a_joined_worker() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_leaves_alone_a_slot_served_by_a_worker_started_by_hand() {
+    let m = Master::start(Opts {
+        workers: 3,
+        external: 2,
+        extra: vec!["--tls".into()],
+        ..Opts::default()
+    })
+    .await;
+    // Slot 1 served the old way: its token file, the certificate pinned.
+    let token = meshplay::datadir::DataDir::at(m.data_dir())
+        .worker_token(1)
+        .unwrap();
+    let _by_hand = Guard(
+        Command::new(EXE)
+            .args(["--worker", "--worker-id", "1", "--master"])
+            .arg(m.endpoint.mesophyll_addr.to_string())
+            .arg("--tls-pin")
+            .arg(m.data_dir().join("tls/cert.pem"))
+            .env("MESHPLAY_WORKER_TOKEN", token)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    m.wait_connected(2).await;
+    let (file, _) = join_token(&m, "10m");
+    let _joined = join(&m, &file, &m.data_dir().join("joined.log"), &[]);
+    m.wait_connected(3).await;
+    let w = workers(&m).await;
+    assert!(w.workers[1].joined.is_none(), "{:?}", w.workers[1]);
+    assert_eq!(w.workers[2].joined.as_ref().map(|j| j.worker_id), Some(2));
+    // Neither pushes the other out.
+    std::thread::sleep(Duration::from_millis(1500));
+    let w = workers(&m).await;
+    assert!(
+        w.workers.iter().all(|w| w.state == WorkerState::Running),
+        "{:?}",
+        w.workers
+    );
+}

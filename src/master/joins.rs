@@ -11,7 +11,8 @@
 //! Which slot:
 //! - the one named (`worker --worker-id`): taken over from whoever held
 //!   it, whose session is revoked;
-//! - else the lowest one nobody holds;
+//! - else the lowest one that no session holds and no worker serves (one
+//!   started by hand with the slot's token file holds no session);
 //! - else one whose holder has been away for longer than [`Joins::lease`]
 //!   (a machine that died; a worker restarted on a machine that kept no
 //!   session); the one away longest first.
@@ -251,7 +252,14 @@ impl Joins {
             return Ok(slot);
         }
         let held = self.holders();
-        if let Some(free) = self.slots.clone().find(|s| !held.contains_key(s)) {
+        // A slot is free when no session holds it and nobody serves it (a
+        // worker started by hand with the slot's token file holds no
+        // session).
+        let free = self
+            .slots
+            .clone()
+            .find(|s| !held.contains_key(s) && !self.hub.is_connected(*s));
+        if let Some(free) = free {
             return Ok(free);
         }
         let away = self.away.lock().unwrap();
