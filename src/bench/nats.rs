@@ -70,29 +70,29 @@ impl Conn {
     /// then in force on the server (subscriptions included).
     async fn ready(&mut self) -> Result<(), String> {
         self.send(b"PING\r\n".to_vec());
-        let mut line = String::new();
         loop {
-            line.clear();
-            if self
-                .reader
-                .read_line(&mut line)
-                .await
-                .map_err(|e| e.to_string())?
-                == 0
-            {
-                return Err("the server closed the connection".into());
-            }
-            match line.split_whitespace().next() {
-                Some("PONG") => return Ok(()),
-                Some("PING") => self.send(b"PONG\r\n".to_vec()),
-                Some("-ERR") => return Err(line.trim().to_owned()),
-                _ => {}
+            match self.read().await? {
+                Some(Read::Pong) => return Ok(()),
+                Some(Read::Msg(_)) => {}
+                None => return Err("the server closed the connection".into()),
             }
         }
     }
 
-    /// The next message, answering pings on the way; `None` at the end.
+    /// The next message; `None` at the end.
     async fn next(&mut self) -> Result<Option<Msg>, String> {
+        loop {
+            match self.read().await? {
+                Some(Read::Msg(msg)) => return Ok(Some(msg)),
+                Some(Read::Pong) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next message or `PONG`, answering pings on the way; `None` at
+    /// the end.
+    async fn read(&mut self) -> Result<Option<Read>, String> {
         let mut line = String::new();
         loop {
             line.clear();
@@ -108,6 +108,7 @@ impl Conn {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.first().copied() {
                 Some("PING") => self.send(b"PONG\r\n".to_vec()),
+                Some("PONG") => return Ok(Some(Read::Pong)),
                 Some("-ERR") => return Err(line.trim().to_owned()),
                 Some("MSG") => {
                     let (subject, reply, len) = match words[1..] {
@@ -122,16 +123,22 @@ impl Conn {
                         .await
                         .map_err(|e| e.to_string())?;
                     payload.truncate(len);
-                    return Ok(Some(Msg {
+                    return Ok(Some(Read::Msg(Msg {
                         subject: subject.to_owned(),
                         reply: reply.map(str::to_owned),
                         payload,
-                    }));
+                    })));
                 }
-                _ => {} // INFO, PONG, +OK
+                _ => {} // INFO, +OK
             }
         }
     }
+}
+
+/// What [`Conn::read`] got.
+enum Read {
+    Msg(Msg),
+    Pong,
 }
 
 fn publish(subject: &str, reply: Option<&str>, payload: &[u8]) -> Vec<u8> {

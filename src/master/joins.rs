@@ -167,12 +167,8 @@ impl Joins {
         self.lease
     }
 
-    /// Who holds slot `slot`, when a joined worker does.
-    pub fn holder(&self, slot: u32) -> Option<JoinedWorker> {
-        self.holders().remove(&slot)
-    }
-
-    fn holders(&self) -> HashMap<u32, JoinedWorker> {
+    /// Who holds each joinable slot that a joined worker holds.
+    pub fn holders(&self) -> HashMap<u32, JoinedWorker> {
         self.access
             .sessions()
             .into_iter()

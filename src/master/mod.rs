@@ -316,14 +316,13 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         })));
     // Nothing stops the hub but the process's end: joined workers keep
     // talking to it while the API drains.
-    let hub_task = serve_listener(
+    let _detached = serve_listener(
         "Mesophyll hub",
         hub_listener,
         server_tls.as_ref(),
         hub_router,
         std::future::pending(),
     );
-    drop(hub_task);
 
     let mut sup_config = config.supervisor.clone();
     sup_config.master = own_children_dial(mesophyll_addr).to_string();

@@ -105,13 +105,14 @@ pub(super) async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<St
 }
 
 pub(super) async fn workers(State(state): State<Arc<ApiState>>) -> Json<Workers> {
+    let mut holders = state.joins.holders();
     let workers = state
         .hub
         .workers()
         .into_iter()
         .map(|w| {
             let managed = state.supervisor.status(w.id);
-            let joined = state.joins.holder(w.id);
+            let joined = holders.remove(&w.id);
             let lifecycle = match managed {
                 _ if w.connected => WorkerState::Running,
                 Some(s) => s.state,
