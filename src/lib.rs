@@ -6,7 +6,9 @@
 //!    [`mesophyll`], the master <-> worker protocol (messages, codec,
 //!    correlation, the hub and the worker's uplink, the DB endpoints'
 //!    operations); [`rest`], the REST API's bodies; [`datadir`], where a
-//!    running master says where it is; [`client`], the typed REST client.
+//!    running master says where it is; [`client`], the typed REST client;
+//!    [`tls`], TLS for every client connection; [`hostname`](mod@hostname),
+//!    this machine's name.
 //! 2. **Catalogue**, beside the protocol: [`catalogue`], what both sides
 //!    know of plugins and filters (manifests, names, the Luau compile check,
 //!    the filter ABI check).
@@ -33,6 +35,8 @@ pub mod clock;
 pub mod datadir;
 #[cfg(test)]
 mod fixtures;
+#[cfg(feature = "server")]
+pub mod hostname;
 mod http;
 #[cfg(feature = "server")]
 pub mod master;

@@ -72,14 +72,6 @@ fn parse_join_url(url: &str) -> Result<(String, bool), CliError> {
     Ok((authority.to_owned(), tls))
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 pub(super) async fn worker(args: JoinArgs) -> Result<ExitCode, CliError> {
     let (master, wss) = parse_join_url(&args.join)?;
     let tls = match (wss, &args.ca_file) {
@@ -106,7 +98,7 @@ pub(super) async fn worker(args: JoinArgs) -> Result<ExitCode, CliError> {
     let request = JoinRequest {
         protocol: PROTOCOL_VERSION,
         worker_id: args.worker_id,
-        host: hostname(),
+        host: crate::hostname::hostname().unwrap_or_else(|| "unknown".into()),
         pid: std::process::id(),
     };
     let joining = async {

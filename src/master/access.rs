@@ -199,6 +199,16 @@ impl Access {
     }
 }
 
+/// The token of an `authorization: Bearer ...` header, if there is one:
+/// how the API and the join endpoint both take theirs.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// `path` without the `/api/v1` it may be seen with.
 fn route(path: &str) -> &str {
     path.strip_prefix("/api/v1").unwrap_or(path)

@@ -276,12 +276,18 @@ impl Joins {
         }
     }
 
-    async fn end_session(&self, id: &str, sha256: &str, slot: u32) -> Result<(), StoreError> {
-        self.access.revoke(id).await?;
+    /// Revokes session `id` and closes the connection that came in with it.
+    async fn end_session(
+        &self,
+        id: &str,
+        sha256: &str,
+        slot: u32,
+    ) -> Result<Option<TokenInfo>, StoreError> {
+        let revoked = self.access.revoke(id).await?;
         if let Some(hash) = hash_of_hex(sha256) {
             self.hub.revoke_session(slot, hash);
         }
-        Ok(())
+        Ok(revoked)
     }
 
     /// Revokes token `id` (any role); for a join token, also every session
@@ -291,11 +297,14 @@ impl Joins {
     /// Fails when the store cannot keep a revocation.
     pub async fn revoke(&self, id: &str) -> Result<Option<TokenInfo>, StoreError> {
         let sessions = self.access.sessions();
+        if let Some((session, sha256, grant)) = sessions.iter().find(|(s, _, _)| s.id == id) {
+            return self.end_session(&session.id, sha256, grant.slot).await;
+        }
         let Some(info) = self.access.revoke(id).await? else {
             return Ok(None);
         };
         for (session, sha256, grant) in sessions {
-            if grant.join_token == info.id || session.id == info.id {
+            if grant.join_token == info.id {
                 self.end_session(&session.id, &sha256, grant.slot).await?;
             }
         }
@@ -345,11 +354,7 @@ async fn join_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, JoinRefusal> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(JoinRefusal::Unauthorized)?;
+    let presented = crate::master::access::bearer(&headers).ok_or(JoinRefusal::Unauthorized)?;
     let request: JoinRequest = rmp_serde::from_slice(&body)
         .map_err(|e| JoinRefusal::BadRequest(format!("not a join request: {e}")))?;
     let grant = joins.join(presented, &request).await.inspect_err(|e| {

@@ -9,7 +9,7 @@ use super::{ApiError, ApiState};
 use crate::master::access::{audited, required, tenant_of};
 use crate::rest::AuditEntry;
 use axum::extract::{OriginalUri, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
@@ -21,11 +21,7 @@ pub(super) async fn authorize(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = crate::master::access::bearer(&headers);
     let caller = match presented {
         Some(t) => state.access.identify(t).ok_or_else(|| {
             ApiError::new(

@@ -150,7 +150,7 @@ fn served_names(extra: &[String], bound: &[IpAddr]) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    names.extend(hostname());
+    names.extend(crate::hostname::hostname());
     names.extend(
         bound
             .iter()
@@ -161,19 +161,6 @@ fn served_names(extra: &[String], bound: &[IpAddr]) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| seen.insert(n.clone()));
     names
-}
-
-fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-ends
-    // what it writes when it fits, and we stop at the first NUL.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0)?;
-    let name = String::from_utf8(buf[..end].to_vec()).ok()?;
-    (!name.is_empty()).then_some(name)
 }
 
 fn rcgen_error(e: rcgen::Error) -> TlsError {
