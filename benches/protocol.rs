@@ -24,7 +24,7 @@ fn tenant() -> Tenant {
 fn event() -> Event {
     Event {
         name: "member_join".into(),
-        data: json!({"name": "Ada", "roles": ["admin", "dev"], "n": 42}),
+        data: json!({"name": "Ada", "roles": ["admin", "dev"], "n": 42}).into(),
         ..Default::default()
     }
 }
@@ -89,7 +89,7 @@ fn client_messages() -> Vec<(&'static str, ClientMessage)> {
             "dispatch_response_ok",
             ClientMessage::DispatchResponse {
                 req_id: 77,
-                result: Ok(json!([{"plugin": "echo", "value": {"data": 42}}])),
+                result: Ok(json!([{"plugin": "echo", "value": {"data": 42}}]).into()),
             },
         ),
         (

@@ -48,7 +48,7 @@ fn vm_benches(c: &mut Criterion) {
     let mut vm = Vm::new(&t, VmLimits::default(), &services).unwrap();
     let event = Event {
         name: "echo".into(),
-        data: json!({"x": 1}),
+        data: json!({"x": 1}).into(),
         ..Default::default()
     };
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
@@ -71,7 +71,8 @@ fn filter_benches(c: &mut Criterion) {
     let t = tenant();
     let event = Event {
         name: "sign".into(),
-        data: json!({"name": "Ada", "message": "write to ada@example.org or call 0612345678"}),
+        data: json!({"name": "Ada", "message": "write to ada@example.org or call 0612345678"})
+            .into(),
         ..Default::default()
     };
     let configs = [

@@ -8,7 +8,7 @@ use futures::{SinkExt, StreamExt};
 use meshplay::client::DispatchOutcome;
 use meshplay::datadir::DataDir;
 use meshplay::mesophyll::codec;
-use meshplay::mesophyll::message::{ClientMessage, PluginOutcome, ServerMessage};
+use meshplay::mesophyll::message::{ClientMessage, Packed, PluginOutcome, ServerMessage};
 use meshplay::rest::{DispatchRequest, ScriptRequest};
 use serde_json::json;
 use std::time::Duration;
@@ -259,17 +259,17 @@ async fn garbage_frames_are_counted_and_do_not_close_the_connection() {
             } = codec::decode(&bytes).unwrap()
         {
             assert_eq!(tenant, t);
-            assert_eq!(event.data, "hi");
+            assert_eq!(event.data, json!("hi"));
             break id;
         }
     };
     let answer = vec![PluginOutcome {
         plugin: "by-hand".into(),
-        result: Ok(json!("answered")),
+        result: Ok(json!("answered").into()),
     }];
     let reply = ClientMessage::DispatchResponse {
         req_id,
-        result: Ok(serde_json::to_value(answer).unwrap()),
+        result: Ok(Packed::encode(&answer).unwrap()),
     };
     ws.send(Message::binary(codec::encode(&reply).unwrap()))
         .await

@@ -173,7 +173,7 @@ async fn scripts_run_in_the_tenant_vm_and_drop_gives_a_fresh_one() {
     let mut req = script("local e = ... return e.data.n * 2", 2000);
     req.event = Some(Event {
         name: "calc".into(),
-        data: json!({"n": 21}),
+        data: json!({"n": 21}).into(),
         ..Default::default()
     });
     assert_eq!(c.run_script("user", "5", &req).await.unwrap().result, 42);

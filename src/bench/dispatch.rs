@@ -64,7 +64,7 @@ fn message(req_id: u64, n: u64, tenants: u32) -> ServerMessage {
         tenant: tenant(n, tenants),
         event: Event {
             name: "echo".into(),
-            data: serde_json::json!(n),
+            data: serde_json::json!(n).into(),
             ..Default::default()
         },
         deadline_ms: DEADLINE.as_millis() as u64,

@@ -28,7 +28,8 @@ pub fn run(dir: &Path, duration: Duration, baseline_too: bool) -> Result<Report,
     };
     let event = Event {
         name: "sign".into(),
-        data: json!({"name": "Ada", "message": "write to ada@example.org or call 0612345678"}),
+        data: json!({"name": "Ada", "message": "write to ada@example.org or call 0612345678"})
+            .into(),
         ..Default::default()
     };
     let mut figures = Vec::new();

@@ -61,7 +61,7 @@ pub async fn run(steps: &[u64], concurrency: usize) -> Result<Report, BenchError
                             },
                             event: Event {
                                 name: "echo".into(),
-                                data: serde_json::Value::Null,
+                                data: Default::default(),
                                 ..Default::default()
                             },
                             deadline_ms: 30_000,

@@ -96,7 +96,7 @@ pub(super) async fn run_script(args: ScriptArgs) -> Result<ExitCode, CliError> {
         code,
         event: Some(Event {
             name: "script".into(),
-            data: parse_json("--data", &args.data)?,
+            data: parse_json("--data", &args.data)?.into(),
             ..Default::default()
         }),
         timeout_ms: args.timeout_ms,

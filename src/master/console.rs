@@ -108,7 +108,7 @@ mod tests {
         let outcomes = [
             PluginOutcome {
                 plugin: "echo".into(),
-                result: Ok(json!({"hi": 1})),
+                result: Ok(json!({"hi": 1}).into()),
             },
             PluginOutcome {
                 plugin: "guestbook".into(),
@@ -134,7 +134,7 @@ mod tests {
         let mut rx = console.subscribe();
         let big = [PluginOutcome {
             plugin: "echo".into(),
-            result: Ok(json!("x".repeat(ConsoleEntry::MAX_RESULTS_BYTES))),
+            result: Ok(json!("x".repeat(ConsoleEntry::MAX_RESULTS_BYTES)).into()),
         }];
         console.publish(dispatch(&big), "ok", None);
         let entry = rx.try_recv().unwrap();

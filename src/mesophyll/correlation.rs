@@ -11,15 +11,15 @@
 //!   entry, so the map cannot grow with abandoned requests.
 
 use crate::mesophyll::message::{ErrorKind, RemoteError};
+use crate::mesophyll::packed::Packed;
 use dashmap::DashMap;
-use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// What a waiting caller eventually gets.
-pub type Reply = Result<Value, RemoteError>;
+pub type Reply = Result<Packed, RemoteError>;
 
 /// Why a correlated request produced no reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,15 +165,15 @@ mod tests {
         let a = table.register().unwrap();
         let b = table.register().unwrap();
         assert_ne!(a.id(), b.id());
-        assert!(table.complete(b.id(), Ok(json!("for b"))));
-        assert!(table.complete(a.id(), Ok(json!("for a"))));
+        assert!(table.complete(b.id(), Ok(json!("for b").into())));
+        assert!(table.complete(a.id(), Ok(json!("for a").into())));
         assert_eq!(
             a.wait(Duration::from_secs(1)).await.unwrap(),
-            Ok(json!("for a"))
+            Ok(json!("for a").into())
         );
         assert_eq!(
             b.wait(Duration::from_secs(1)).await.unwrap(),
-            Ok(json!("for b"))
+            Ok(json!("for b").into())
         );
         assert!(table.is_empty());
     }
@@ -186,7 +186,7 @@ mod tests {
         let err = p.wait(Duration::from_millis(20)).await.unwrap_err();
         assert!(matches!(err, WaitError::DeadlineExceeded(_)));
         // The late answer finds nobody and the entry is gone.
-        assert!(!table.complete(id, Ok(json!(1))));
+        assert!(!table.complete(id, Ok(json!(1).into())));
         assert!(table.is_empty());
     }
 
@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn unknown_ids_are_ignored() {
         let table = Correlation::new();
-        assert!(!table.complete(12345, Ok(json!(null))));
+        assert!(!table.complete(12345, Ok(json!(null).into())));
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //! field can be added later without breaking an older peer (unknown fields are
 //! ignored, new optional fields default).
 //!
-//! Payload values (event data, results) are JSON-shaped
-//! ([`serde_json::Value`]): what people send through the REST API is what a
-//! script receives, with no lossy step in between.
+//! Payload values (event data, results) are JSON-shaped and travel as
+//! [`Packed`] (their MessagePack encoding, written inline in the frame as
+//! the value itself): what people send through the REST API is what a
+//! script receives, with no lossy step in between, and the master never
+//! takes a payload apart.
 
+pub use crate::mesophyll::packed::Packed;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -49,9 +52,9 @@ impl fmt::Display for Tenant {
 pub struct Event {
     /// The event's name; plugins declare which names they handle.
     pub name: String,
-    /// The event's payload.
+    /// The event's payload (nil when it has none).
     #[serde(default)]
-    pub data: Value,
+    pub data: Packed,
     /// Headers a proxy-wasm filter added or changed (lower-case names; a
     /// name set twice has its values joined with `, `). Absent from the
     /// wire when empty, so events without them encode as before.
@@ -162,7 +165,7 @@ pub enum ClientMessage {
         /// The request this answers.
         req_id: u64,
         /// The request's outcome.
-        result: Result<Value, RemoteError>,
+        result: Result<Packed, RemoteError>,
     },
     /// Liveness plus a few load figures.
     Heartbeat {
@@ -325,7 +328,7 @@ pub struct PluginOutcome {
     /// The plugin's name.
     pub plugin: String,
     /// Its handler's return value, or why there is none.
-    pub result: Result<Value, RemoteError>,
+    pub result: Result<Packed, RemoteError>,
 }
 
 /// What a tenant is subscribed to, and its own free-form data.

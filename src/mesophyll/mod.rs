@@ -3,6 +3,7 @@
 //!
 //! - [`message`]: the frames, master -> worker and worker -> master;
 //! - [`codec`]: MessagePack encoding with a maximum frame size;
+//! - [`packed`]: payloads kept as MessagePack from end to end;
 //! - [`auth`]: how a worker proves who it is;
 //! - [`bad_frames`]: undecodable frames, counted and dropped;
 //! - [`writer`]: queued frames written in batches, one flush each;
@@ -15,7 +16,7 @@
 //! - [`db_client`]: the worker's HTTP/2 client for them;
 //! - [`join`]: how a worker from elsewhere gets a slot and a session.
 //!
-//! The value types ([`message`], [`codec`], [`db`]) build in the crate's
+//! The value types ([`message`], [`packed`], [`codec`], [`db`]) build in the crate's
 //! `client` feature too; the moving parts only with `server`.
 
 #[cfg(feature = "server")]
@@ -37,6 +38,7 @@ pub mod hub;
 #[cfg(feature = "server")]
 pub mod join;
 pub mod message;
+pub mod packed;
 #[cfg(feature = "server")]
 pub mod uplink;
 #[cfg(feature = "client")]

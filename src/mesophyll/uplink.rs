@@ -17,10 +17,10 @@ use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
 use crate::mesophyll::message::{
     ClientMessage, LoadFigures, PROTOCOL_VERSION, RemoteError, ServerMessage,
 };
+use crate::mesophyll::packed::Packed;
 use crate::mesophyll::writer::{BatchEnd, Batched, write_batch};
 use crate::tls::TlsClient;
 use futures::{SinkExt, StreamExt};
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -127,7 +127,7 @@ impl Outbox {
     }
 
     /// The frame of the answer to `req_id`, within the byte budget.
-    fn frame(&self, req_id: u64, result: Result<Value, RemoteError>) -> Vec<u8> {
+    fn frame(&self, req_id: u64, result: Result<Packed, RemoteError>) -> Vec<u8> {
         let frame = answer_frame(req_id, result);
         if self.queued.try_take(frame.len()) {
             return frame;
@@ -149,7 +149,7 @@ impl Outbox {
 
     /// Sends the answer to `req_id`. When the connection is gone the answer
     /// is dropped: the master has already failed the request.
-    pub async fn reply(&self, req_id: u64, result: Result<Value, RemoteError>) {
+    pub async fn reply(&self, req_id: u64, result: Result<Packed, RemoteError>) {
         let frame = self.frame(req_id, result);
         let len = frame.len();
         if self.tx.send(Outgoing::Frame(frame)).await.is_err() {
@@ -159,7 +159,7 @@ impl Outbox {
 
     /// Like [`Outbox::reply`] but never waits: used to refuse work when the
     /// worker is saturated.
-    pub fn try_reply(&self, req_id: u64, result: Result<Value, RemoteError>) {
+    pub fn try_reply(&self, req_id: u64, result: Result<Packed, RemoteError>) {
         let frame = self.frame(req_id, result);
         let len = frame.len();
         if self.tx.try_send(Outgoing::Frame(frame)).is_err() {
@@ -363,9 +363,12 @@ where
 
 /// Encodes an answer; one too large to send becomes a `too_large` error
 /// for the master instead of being left to time out.
-fn answer_frame(req_id: u64, result: Result<Value, RemoteError>) -> Vec<u8> {
-    let msg = ClientMessage::DispatchResponse { req_id, result };
-    codec::encode(&msg).unwrap_or_else(|e| {
+fn answer_frame(req_id: u64, result: Result<Packed, RemoteError>) -> Vec<u8> {
+    let encoded = match &result {
+        Ok(value) => codec::encode_answer(req_id, value),
+        Err(_) => codec::encode(&ClientMessage::DispatchResponse { req_id, result }),
+    };
+    encoded.unwrap_or_else(|e| {
         let refusal = ClientMessage::DispatchResponse {
             req_id,
             result: Err(RemoteError::new(
@@ -470,7 +473,7 @@ mod tests {
     async fn answers_past_the_byte_budget_become_overloaded_errors() {
         let (tx, mut rx) = mpsc::channel(16);
         let outbox = Outbox::new(tx, 10_000);
-        let big = Value::String("x".repeat(6_000));
+        let big = Packed::from_value(&serde_json::Value::String("x".repeat(6_000)));
         outbox.reply(1, Ok(big.clone())).await;
         outbox.reply(2, Ok(big)).await;
         let decode = |o: Outgoing| match o {

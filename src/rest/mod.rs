@@ -14,7 +14,7 @@ pub use live::{ConsoleEntry, LiveTenantInfo, LiveTenantList, Traffic, TrafficSec
 pub use stream::{StreamAnswer, StreamError, StreamRequest};
 
 use crate::mesophyll::db::KvRecord;
-use crate::mesophyll::message::{ErrorKind, Event, PluginOutcome, RemoteError, Tenant};
+use crate::mesophyll::message::{ErrorKind, Event, Packed, PluginOutcome, RemoteError, Tenant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -171,14 +171,20 @@ pub(crate) fn yes() -> bool {
 }
 
 /// `POST /api/v1/tenants/{type}/{id}/events`.
+///
+/// Generic over how the payload is held: [`Value`] for applications, and
+/// [`Packed`] in the master, which only passes it on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DispatchRequest {
+#[serde(
+    deny_unknown_fields,
+    bound(deserialize = "V: Deserialize<'de> + Default")
+)]
+pub struct DispatchRequest<V = Value> {
     /// The event's name.
     pub name: String,
     /// Its payload.
     #[serde(default)]
-    pub data: Value,
+    pub data: V,
     /// Wait for the plugins' results (200) or return at once (202).
     #[serde(default = "yes")]
     pub wait: bool,
@@ -191,18 +197,19 @@ pub struct DispatchRequest {
 /// One plugin's answer in a [`Dispatched`]: exactly one of `value` and
 /// `error` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PluginResult {
+#[serde(bound(deserialize = "V: Deserialize<'de>"))]
+pub struct PluginResult<V = Value> {
     /// The plugin.
     pub plugin: String,
     /// What its handler returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<Value>,
+    pub value: Option<V>,
     /// Why it returned nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
 }
 
-impl From<PluginOutcome> for PluginResult {
+impl From<PluginOutcome> for PluginResult<Packed> {
     fn from(o: PluginOutcome) -> Self {
         match o.result {
             Ok(v) => PluginResult {
@@ -219,15 +226,32 @@ impl From<PluginOutcome> for PluginResult {
     }
 }
 
+impl From<PluginOutcome> for PluginResult<Value> {
+    fn from(o: PluginOutcome) -> Self {
+        match o.result {
+            Ok(v) => PluginResult {
+                plugin: o.plugin,
+                value: Some(v.to_value()),
+                error: None,
+            },
+            Err(e) => PluginResult {
+                plugin: o.plugin,
+                value: None,
+                error: Some(e.into()),
+            },
+        }
+    }
+}
+
 /// 200 answer of a waiting dispatch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Dispatched {
+pub struct Dispatched<V = Value> {
     /// Who got the event.
     pub tenant: Tenant,
     /// The worker that ran it.
     pub worker: u32,
     /// One entry per plugin that handles the event, in catalogue order.
-    pub results: Vec<PluginResult>,
+    pub results: Vec<PluginResult<V>>,
     /// The id master and worker logs carry for this request (16 hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -261,13 +285,13 @@ pub struct ScriptRequest {
 
 /// 200 answer of a script.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScriptResult {
+pub struct ScriptResult<V = Value> {
     /// Who ran it.
     pub tenant: Tenant,
     /// The worker that ran it.
     pub worker: u32,
     /// What the script returned (`null` for nothing).
-    pub result: Value,
+    pub result: V,
     /// The id master and worker logs carry for this request (16 hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,

@@ -21,7 +21,8 @@ use serde_json::Value;
 
 /// Client -> master: dispatch one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StreamRequest {
+#[serde(bound(deserialize = "V: Deserialize<'de> + Default"))]
+pub struct StreamRequest<V = Value> {
     /// Chosen by the client; its answer carries it back. Unique among the
     /// client's requests in flight.
     pub id: u64,
@@ -31,7 +32,7 @@ pub struct StreamRequest {
     pub name: String,
     /// Its payload.
     #[serde(default)]
-    pub data: Value,
+    pub data: V,
     /// Wait for the plugins' results (`done`) or only until it is queued
     /// (`accepted`).
     #[serde(default = "super::yes")]
@@ -44,12 +45,12 @@ pub struct StreamRequest {
 /// Master -> client: the answer to one request. Exactly one of `done`,
 /// `accepted` and `error` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StreamAnswer {
+pub struct StreamAnswer<V = Value> {
     /// The request's `id`; 0 for a frame that did not even carry one.
     pub id: u64,
     /// What REST answers with 200.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub done: Option<Dispatched>,
+    pub done: Option<Dispatched<V>>,
     /// What REST answers with 202.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<Accepted>,

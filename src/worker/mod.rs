@@ -6,6 +6,7 @@
 //! - [`services`]: what every tenant and VM of the worker shares;
 //! - [`kv`]: the store API scripts see;
 //! - [`vm`]: one sandboxed Luau VM, with its memory cap;
+//! - [`packing`]: event data and results between MessagePack and Luau;
 //! - [`watchdog`]: the deadlines of Luau calls;
 //! - [`host`]: the API a script sees;
 //! - [`states`]: the tenant states (which events and plugins each runs);
@@ -21,6 +22,7 @@ pub mod filters;
 pub mod host;
 pub mod kv;
 pub mod loaded;
+pub mod packing;
 pub mod services;
 pub mod states;
 pub mod tenants;
@@ -31,7 +33,7 @@ use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::db::CatalogueSnapshot;
 use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::LoadFigures;
-use crate::mesophyll::message::{ErrorKind, RemoteError, ServerMessage};
+use crate::mesophyll::message::{ErrorKind, Packed, RemoteError, ServerMessage};
 use crate::mesophyll::uplink::{self, Handler, Outbox, UplinkConfig, UplinkError};
 use filters::{FilterEngine, FilterError, FilterLimits};
 use loaded::LoadedCatalogue;
@@ -41,7 +43,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tenants::{Job, Tenants, TenantsConfig};
+use tenants::{Job, Reply, Tenants, TenantsConfig};
 use tokio::time::Instant;
 
 /// The longest deadline a worker accepts for one request; longer ones are
@@ -315,17 +317,23 @@ impl Worker {
             );
             return;
         }
-        let guard = InFlight::new(&self.in_flight);
-        let tenants = Arc::clone(&self.tenants);
-        let pending = self.catalogue_pending();
-        tokio::spawn(async move {
-            if let Some(reload) = pending {
-                reload.await;
+        let reply = Reply::Master {
+            req_id,
+            outbox,
+            in_flight: Box::new(InFlight::new(&self.in_flight)),
+        };
+        // The tenant's task answers the master itself; only a request that
+        // must wait for a catalogue reload gets a task of its own.
+        match self.catalogue_pending() {
+            None => self.tenants.submit_answering(tenant, job, reply),
+            Some(reload) => {
+                let tenants = Arc::clone(&self.tenants);
+                tokio::spawn(async move {
+                    reload.await;
+                    tenants.submit_answering(tenant, job, reply);
+                });
             }
-            let result = tenants.run(tenant, job).await;
-            outbox.reply(req_id, result).await;
-            drop(guard);
-        });
+        }
     }
 }
 
@@ -400,7 +408,7 @@ impl Handler for Worker {
             }
             ServerMessage::ListTenants { req_id, limit } => {
                 let live = self.tenants.list(limit as usize);
-                let answer = serde_json::to_value(live).map_err(|e| {
+                let answer = Packed::encode(&live).map_err(|e| {
                     RemoteError::new(ErrorKind::Internal, format!("cannot list tenants: {e}"))
                 });
                 outbox.try_reply(req_id, answer);
@@ -413,7 +421,10 @@ impl Handler for Worker {
                 tracing::debug!(%tenant, "tenant state changed");
                 self.tenants.states().set(tenant, state);
                 if let Some(req_id) = req_id {
-                    outbox.try_reply(req_id, Ok(serde_json::Value::Bool(true)));
+                    outbox.try_reply(
+                        req_id,
+                        Ok(Packed::from_value(&serde_json::Value::Bool(true))),
+                    );
                 }
             }
             ServerMessage::PluginsChanged { revision } => {

@@ -27,13 +27,13 @@
 //! owner drops it and builds a fresh one for the next call.
 
 use crate::catalogue::plugin::Plugin;
-use crate::mesophyll::message::{ErrorKind, Event, RemoteError, Tenant};
+use crate::mesophyll::message::{ErrorKind, Event, Packed, RemoteError, Tenant};
+use crate::worker::packing::{pack, unpack};
 use crate::worker::services::Services;
 use crate::worker::watchdog::{Clock, DeadlineExceeded, track_user_coroutines};
 use crate::worker::{host, kv};
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, StdLib, Table};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,8 +73,25 @@ pub struct Vm {
     /// The event table's keys, interned once: creating a Lua string hashes
     /// it, and the profile showed that per event.
     keys: EventKeys,
+    /// Event names as Luau strings, made once per name: with a heap cap
+    /// set, every string mlua makes is a protected call.
+    names: HashMap<String, mlua::LuaString>,
+    /// `function(handler, name, data, tenant, headers, ctx)`: builds the
+    /// event table in Luau and calls the handler with it, so that a
+    /// dispatch makes one call into the VM rather than one per field.
+    call: Function,
     poisoned: bool,
 }
+
+/// Event names kept as Luau strings per VM, beyond which the cache starts
+/// again (a plugin's events are a handful; this only bounds a flood of
+/// made-up names).
+const NAMES_KEPT: usize = 64;
+
+/// Builds the event table in Luau: the fields are set by the table
+/// constructor, inside one call, instead of from outside one by one.
+const CALL_HANDLER: &str = "local handler, name, data, tenant, headers, ctx = ...\n\
+    return handler({ name = name, data = data, tenant = tenant, headers = headers }, ctx)";
 
 struct EventKeys {
     name: mlua::LuaString,
@@ -133,6 +150,11 @@ impl Vm {
             data: lua.create_string("data")?,
             tenant: lua.create_string("tenant")?,
         };
+        let call = lua
+            .load(CALL_HANDLER)
+            .set_mode(ChunkMode::Text)
+            .set_name("=dispatch")
+            .into_function()?;
         Ok(Vm {
             lua,
             clock,
@@ -140,6 +162,8 @@ impl Vm {
             handlers: HashMap::new(),
             tenant_table,
             keys,
+            names: HashMap::new(),
+            call,
             poisoned: false,
         })
     }
@@ -170,7 +194,7 @@ impl Vm {
         plugin: &Arc<Plugin>,
         event: &Event,
         deadline: Instant,
-    ) -> Result<Value, RemoteError> {
+    ) -> Result<Packed, RemoteError> {
         let _watchdog = self.clock.arm(deadline);
         let (handlers, ctx) = match self.handlers.get(&plugin.manifest.name) {
             Some((loaded, table, ctx)) if Arc::ptr_eq(loaded, plugin) => {
@@ -194,9 +218,8 @@ impl Vm {
                 (table, ctx)
             }
         };
-        let handler: Option<Function> = handlers
-            .get(event.name.as_str())
-            .map_err(|e| self.classify(e))?;
+        let name = self.name(&event.name)?;
+        let handler: Option<Function> = handlers.get(&name).map_err(|e| self.classify(e))?;
         let Some(handler) = handler else {
             return Err(RemoteError::new(
                 ErrorKind::NotFound,
@@ -206,9 +229,50 @@ impl Vm {
                 ),
             ));
         };
-        let args = (self.event_table(event)?, ctx);
-        let out: mlua::Value = self.guarded(handler.call_async(args), deadline).await?;
-        self.to_json(out)
+        let data = unpack(&self.lua, &event.data).map_err(|e| self.event_error(e))?;
+        let headers = self.headers(event)?;
+        let args = (handler, name, data, &self.tenant_table, headers, ctx);
+        let call = self.call.clone();
+        let out: mlua::Value = self.guarded(call.call_async(args), deadline).await?;
+        self.to_packed(out)
+    }
+
+    /// `name` as a Luau string, from the cache when it was seen before.
+    fn name(&mut self, name: &str) -> Result<mlua::LuaString, RemoteError> {
+        if let Some(s) = self.names.get(name) {
+            return Ok(s.clone());
+        }
+        let s = self
+            .lua
+            .create_string(name)
+            .map_err(|e| self.event_error(e))?;
+        if self.names.len() >= NAMES_KEPT {
+            self.names.clear();
+        }
+        self.names.insert(name.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    /// `event.headers`: only events a proxy-wasm filter gave headers carry
+    /// the key, so the common event pays for no empty table.
+    fn headers(&mut self, event: &Event) -> Result<Option<mlua::Value>, RemoteError> {
+        if event.headers.is_empty() {
+            return Ok(None);
+        }
+        let headers = self
+            .lua
+            .to_value(&event.headers)
+            .map_err(|e| self.event_error(e))?;
+        Ok(Some(headers))
+    }
+
+    /// An event the VM could not take in: a heap that ran out poisons the
+    /// VM, anything else is the event's fault.
+    fn event_error(&mut self, e: mlua::Error) -> RemoteError {
+        if matches!(innermost(&e), mlua::Error::MemoryError(_)) {
+            return self.classify(e);
+        }
+        RemoteError::new(ErrorKind::BadRequest, format!("event: {e}"))
     }
 
     /// Runs ad-hoc `code` in the VM's script environment, with the event as
@@ -219,7 +283,7 @@ impl Vm {
         code: &str,
         event: &Event,
         deadline: Instant,
-    ) -> Result<Value, RemoteError> {
+    ) -> Result<Packed, RemoteError> {
         let _watchdog = self.clock.arm(deadline);
         let chunk = self
             .lua
@@ -231,7 +295,7 @@ impl Vm {
             .set_environment(self.script_env.clone());
         let arg = self.event_table(event)?;
         let out: mlua::Value = self.guarded(chunk.call_async(arg), deadline).await?;
-        self.to_json(out)
+        self.to_packed(out)
     }
 
     async fn guarded<T>(
@@ -269,23 +333,21 @@ impl Vm {
         }
     }
 
-    fn event_table(&self, event: &Event) -> Result<mlua::Value, RemoteError> {
+    /// The event as a table, for a script's `...` (handlers get theirs
+    /// built by [`CALL_HANDLER`]).
+    fn event_table(&mut self, event: &Event) -> Result<mlua::Value, RemoteError> {
+        let headers = self.headers(event)?;
         let build = || -> mlua::Result<mlua::Value> {
             let t = self.lua.create_table_with_capacity(0, 3)?;
             t.raw_set(&self.keys.name, event.name.as_str())?;
-            t.raw_set(
-                &self.keys.data,
-                self.lua.to_value_with(&event.data, to_lua())?,
-            )?;
+            t.raw_set(&self.keys.data, unpack(&self.lua, &event.data)?)?;
             t.raw_set(&self.keys.tenant, &self.tenant_table)?;
-            // Only events a proxy-wasm filter gave headers carry the key:
-            // the common event pays for no empty table.
-            if !event.headers.is_empty() {
-                t.raw_set("headers", self.lua.to_value(&event.headers)?)?;
+            if let Some(headers) = headers {
+                t.raw_set("headers", headers)?;
             }
             Ok(mlua::Value::Table(t))
         };
-        build().map_err(|e| RemoteError::new(ErrorKind::BadRequest, format!("event: {e}")))
+        build().map_err(|e| self.event_error(e))
     }
 
     fn ctx_table(&self, plugin: &Plugin) -> Result<Table, RemoteError> {
@@ -300,23 +362,14 @@ impl Vm {
         build().map_err(|e| RemoteError::new(ErrorKind::Internal, e.to_string()))
     }
 
-    fn to_json(&self, v: mlua::Value) -> Result<Value, RemoteError> {
-        // serde_json's maps are ordered by key already: no need to have
-        // mlua sort them first.
-        let opts = mlua::serde::DeserializeOptions::new();
-        self.lua.from_value_with(v, opts).map_err(|e| {
+    fn to_packed(&self, v: mlua::Value) -> Result<Packed, RemoteError> {
+        pack(&self.lua, &v).map_err(|e| {
             RemoteError::new(
                 ErrorKind::Runtime,
                 format!("the returned value cannot be sent: {e}"),
             )
         })
     }
-}
-
-fn to_lua() -> mlua::serde::SerializeOptions {
-    mlua::serde::SerializeOptions::new()
-        .serialize_none_to_null(false)
-        .serialize_unit_to_null(false)
 }
 
 /// A fresh environment that reads through to the frozen globals.
@@ -339,6 +392,7 @@ fn innermost(e: &mlua::Error) -> &mlua::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn vm() -> Vm {
         Vm::new(
@@ -353,6 +407,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_millis(ms);
         vm.run_script("test", code, &Event::default(), deadline)
             .await
+            .map(|v| v.to_value())
     }
 
     #[tokio::test]

@@ -67,7 +67,7 @@ pub(super) async fn tenants(
                 })
                 .await
                 .ok()
-                .and_then(|v| serde_json::from_value::<LiveTenants>(v).ok());
+                .and_then(|v| v.decode::<LiveTenants>().ok());
             (worker, answer)
         }
     });

@@ -20,6 +20,7 @@
 
 use super::tenants::{Delivered, dispatch_to};
 use super::{ApiError, ApiState};
+use crate::mesophyll::message::Packed;
 use crate::mesophyll::writer::{Batched, drain};
 use crate::rest::{
     DispatchRequest, ErrorDetail, MAX_BODY_BYTES, StreamAnswer, StreamError, StreamRequest,
@@ -44,7 +45,7 @@ pub(super) async fn upgrade(State(state): State<Arc<ApiState>>, ws: WebSocketUpg
         .on_upgrade(move |socket| serve(state, socket))
 }
 
-fn encode(answer: &StreamAnswer) -> Vec<u8> {
+fn encode(answer: &StreamAnswer<Packed>) -> Vec<u8> {
     rmp_serde::to_vec_named(answer).expect("answers encode")
 }
 
@@ -115,7 +116,7 @@ async fn serve(state: Arc<ApiState>, socket: WebSocket) {
             // Pings are answered by the WebSocket layer.
             _ => continue,
         };
-        let request: StreamRequest = match rmp_serde::from_slice(&bytes) {
+        let request: StreamRequest<Packed> = match rmp_serde::from_slice(&bytes) {
             Ok(r) => r,
             Err(e) => {
                 let bad = refused(

@@ -9,7 +9,7 @@ use crate::master::{shard, store};
 use crate::mesophyll::correlation::request_label;
 use crate::mesophyll::db::TenantStateEntry;
 use crate::mesophyll::hub::HubError;
-use crate::mesophyll::message::{Event, PluginOutcome, ServerMessage, TenantState};
+use crate::mesophyll::message::{Event, Packed, PluginOutcome, ServerMessage, TenantState};
 use crate::rest::{
     self, Accepted, DispatchRequest, Dispatched, Dropped, ErrorDetail, ScriptRequest, ScriptResult,
 };
@@ -37,7 +37,7 @@ fn left(started: Instant, budget: Duration) -> u64 {
 pub(super) async fn dispatch(
     State(state): State<Arc<ApiState>>,
     Path((kind, id)): Path<(String, String)>,
-    Payload(req): Payload<DispatchRequest>,
+    Payload(req): Payload<DispatchRequest<Packed>>,
 ) -> Result<Response, ApiError> {
     Ok(match dispatch_to(&state, kind, id, req).await? {
         Delivered::Done(d) => Json(d).into_response(),
@@ -47,7 +47,7 @@ pub(super) async fn dispatch(
 
 /// What a dispatch came to: the plugins' results, or queued (no wait).
 pub(super) enum Delivered {
-    Done(Dispatched),
+    Done(Dispatched<Packed>),
     Accepted(Accepted),
 }
 
@@ -57,7 +57,7 @@ pub(super) async fn dispatch_to(
     state: &ApiState,
     kind: String,
     id: String,
-    req: DispatchRequest,
+    req: DispatchRequest<Packed>,
 ) -> Result<Delivered, ApiError> {
     let started = Instant::now();
     let mut sent = None;
@@ -111,7 +111,7 @@ async fn deliver(
     state: &ApiState,
     kind: String,
     id: String,
-    req: DispatchRequest,
+    req: DispatchRequest<Packed>,
     started: Instant,
     sent: &mut Option<u64>,
 ) -> Result<Delivered, ApiError> {
@@ -162,7 +162,7 @@ async fn deliver(
         .await;
     *sent = request;
     let value = value?;
-    let outcomes: Vec<PluginOutcome> = serde_json::from_value(value).map_err(|e| {
+    let outcomes: Vec<PluginOutcome> = value.decode().map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "bad_worker_answer",
@@ -188,7 +188,7 @@ pub(super) async fn run_script(
     State(state): State<Arc<ApiState>>,
     Path((kind, id)): Path<(String, String)>,
     Payload(req): Payload<ScriptRequest>,
-) -> Result<Json<ScriptResult>, ApiError> {
+) -> Result<Json<ScriptResult<Packed>>, ApiError> {
     let mut sent = None;
     let answer = run_script_on_worker(&state, kind, id, req, &mut sent).await;
     state.metrics.scripted(match &answer {
@@ -207,7 +207,7 @@ async fn run_script_on_worker(
     id: String,
     req: ScriptRequest,
     sent: &mut Option<u64>,
-) -> Result<Json<ScriptResult>, ApiError> {
+) -> Result<Json<ScriptResult<Packed>>, ApiError> {
     let tenant = tenant(kind, id)?;
     let budget = timeout(req.timeout_ms)?;
     let worker = shard::worker_for(&tenant, state.workers);

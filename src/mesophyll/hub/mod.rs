@@ -46,10 +46,10 @@ use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::codec::{self, CodecError};
 use crate::mesophyll::correlation::WaitError;
 use crate::mesophyll::message::{LoadFigures, RemoteError, ServerMessage};
+use crate::mesophyll::packed::Packed;
 use axum::Router;
 use axum::routing::get;
 use dashmap::DashMap;
-use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -298,7 +298,7 @@ impl Hub {
         worker: u32,
         deadline: Duration,
         build: impl FnOnce(u64) -> ServerMessage,
-    ) -> Result<Value, HubError> {
+    ) -> Result<Packed, HubError> {
         self.request_with_id(worker, deadline, build).await.1
     }
 
@@ -313,7 +313,7 @@ impl Hub {
         worker: u32,
         deadline: Duration,
         build: impl FnOnce(u64) -> ServerMessage,
-    ) -> (Option<u64>, Result<Value, HubError>) {
+    ) -> (Option<u64>, Result<Packed, HubError>) {
         let mut sent = None;
         let answer = self.send_and_wait(worker, deadline, build, &mut sent).await;
         (sent, answer)
@@ -325,7 +325,7 @@ impl Hub {
         deadline: Duration,
         build: impl FnOnce(u64) -> ServerMessage,
         sent: &mut Option<u64>,
-    ) -> Result<Value, HubError> {
+    ) -> Result<Packed, HubError> {
         let until = Instant::now() + deadline;
         let mut conn = self.connection_by(worker, until, None).await?;
         // Built once a connection is there (what it carries may account for

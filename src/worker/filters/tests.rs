@@ -20,7 +20,7 @@ fn run(
     let tenant = Tenant::new("user", "1");
     let event = Event {
         name: "msg".into(),
-        data,
+        data: data.into(),
         ..Default::default()
     };
     e.run(
@@ -48,7 +48,9 @@ fn redact_rewrites_and_keyword_block_rejects() {
     )
     .unwrap()
     {
-        Verdict::Continue { event: Some(ev) } => assert_eq!(ev.data["t"], "mail me at [email]"),
+        Verdict::Continue { event: Some(ev) } => {
+            assert_eq!(ev.data.to_value()["t"], "mail me at [email]")
+        }
         other => panic!("{other:?}"),
     }
     let block = e.compile("keyword-block", &dist("keyword-block")).unwrap();

@@ -17,16 +17,17 @@
 
 use crate::catalogue::manifest::OnError;
 use crate::catalogue::plugin::Plugin;
+use crate::mesophyll::codec;
 use crate::mesophyll::message::{
-    ErrorKind, Event, LiveTenant, LiveTenants, PluginOutcome, RemoteError, Tenant,
+    ErrorKind, Event, LiveTenant, LiveTenants, Packed, PluginOutcome, RemoteError, Tenant,
 };
+use crate::mesophyll::uplink::Outbox;
 use crate::worker::filters::{FilterError, FilterInput, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
 use crate::worker::services::Services;
 use crate::worker::states::TenantStates;
 use crate::worker::vm::{Vm, VmLimits};
 use dashmap::DashMap;
-use serde_json::Value;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,10 +89,55 @@ pub enum Job {
     Drop,
 }
 
-type Responder = oneshot::Sender<Result<Value, RemoteError>>;
+/// Where a job's outcome goes.
+pub enum Reply {
+    /// To a caller in this process, awaiting it ([`Tenants::run`]).
+    Caller(oneshot::Sender<Result<Packed, RemoteError>>),
+    /// Straight from the tenant's task to the master, as the answer to its
+    /// request: no task waits in between. The guard counts the request as
+    /// in flight in the worker until the answer is queued.
+    Master {
+        /// The master's request.
+        req_id: u64,
+        /// The connection it came on.
+        outbox: Outbox,
+        /// Dropped once the answer is sent.
+        in_flight: Box<dyn Send + Sync>,
+    },
+}
+
+impl Reply {
+    /// Hands `outcome` over; a caller or connection that went away is no
+    /// error (the master has failed the request already).
+    pub async fn send(self, outcome: Result<Packed, RemoteError>) {
+        match self {
+            Reply::Caller(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Reply::Master {
+                req_id,
+                outbox,
+                in_flight,
+            } => {
+                outbox.reply(req_id, outcome).await;
+                drop(in_flight);
+            }
+        }
+    }
+
+    /// Like [`Reply::send`], without waiting for room (a refusal).
+    pub fn refuse(self, error: RemoteError) {
+        match self {
+            Reply::Caller(tx) => {
+                let _ = tx.send(Err(error));
+            }
+            Reply::Master { req_id, outbox, .. } => outbox.try_reply(req_id, Err(error)),
+        }
+    }
+}
 
 /// A job in a tenant's queue, with whoever waits for its outcome.
-type Queued = (Job, Option<Responder>);
+type Queued = (Job, Option<Reply>);
 
 struct Handle {
     serial: u64,
@@ -177,9 +223,11 @@ impl Tenants {
     ///
     /// Fails at once with [`ErrorKind::Overloaded`] when the tenant's queue is
     /// full.
-    pub async fn run(self: &Arc<Self>, tenant: Tenant, job: Job) -> Result<Value, RemoteError> {
+    pub async fn run(self: &Arc<Self>, tenant: Tenant, job: Job) -> Result<Packed, RemoteError> {
         let (tx, rx) = oneshot::channel();
-        self.submit(tenant, job, Some(tx))?;
+        if let Err((e, _)) = self.submit(tenant, job, Some(Reply::Caller(tx))) {
+            return Err(e);
+        }
         rx.await.unwrap_or_else(|_| {
             Err(RemoteError::new(
                 ErrorKind::Internal,
@@ -190,15 +238,24 @@ impl Tenants {
 
     /// Queues `job` without waiting for it (fire-and-forget dispatch).
     pub fn submit_detached(self: &Arc<Self>, tenant: Tenant, job: Job) -> Result<(), RemoteError> {
-        self.submit(tenant, job, None)
+        self.submit(tenant, job, None).map_err(|(e, _)| e)
     }
 
+    /// Queues `job` for `tenant`; its outcome goes to `reply`, and so does
+    /// the refusal when the tenant's queue is full.
+    pub fn submit_answering(self: &Arc<Self>, tenant: Tenant, job: Job, reply: Reply) {
+        if let Err((e, Some(reply))) = self.submit(tenant, job, Some(reply)) {
+            reply.refuse(e);
+        }
+    }
+
+    /// On refusal, the reply comes back with the error, to be told.
     fn submit(
         self: &Arc<Self>,
         tenant: Tenant,
         job: Job,
-        reply: Option<Responder>,
-    ) -> Result<(), RemoteError> {
+        reply: Option<Reply>,
+    ) -> Result<(), (RemoteError, Option<Reply>)> {
         let mut msg = (job, reply);
         // Two rounds: a task that is just retiring closes its queue; the
         // second round finds it gone and starts a new one.
@@ -206,14 +263,15 @@ impl Tenants {
             let tx = self.sender(&tenant);
             match tx.try_send(msg) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    return Err(RemoteError::new(
+                Err(mpsc::error::TrySendError::Full((_, reply))) => {
+                    let e = RemoteError::new(
                         ErrorKind::Overloaded,
                         format!(
                             "tenant {tenant} has {} jobs queued",
                             self.config.queue_depth
                         ),
-                    ));
+                    );
+                    return Err((e, reply));
                 }
                 Err(mpsc::error::TrySendError::Closed(back)) => {
                     self.live.remove_if(&tenant, |_, h| h.tx.same_channel(&tx));
@@ -221,10 +279,8 @@ impl Tenants {
                 }
             }
         }
-        Err(RemoteError::new(
-            ErrorKind::Unavailable,
-            "tenant task unavailable",
-        ))
+        let e = RemoteError::new(ErrorKind::Unavailable, "tenant task unavailable");
+        Err((e, msg.1))
     }
 
     fn tick(&self) -> u64 {
@@ -299,7 +355,7 @@ impl Tenants {
             let outcome = self.execute(&tenant, &mut vm, job).await;
             busy.store(false, Ordering::SeqCst);
             if let Some(reply) = reply {
-                let _ = reply.send(outcome);
+                reply.send(outcome).await;
             }
         }
         // Only our own entry: a newer task for the same tenant stays (and
@@ -311,7 +367,7 @@ impl Tenants {
         while let Ok((job, reply)) = rx.try_recv() {
             let outcome = self.execute(&tenant, &mut vm, job).await;
             if let Some(reply) = reply {
-                let _ = reply.send(outcome);
+                reply.send(outcome).await;
             }
         }
         if vm.take().is_some() {
@@ -329,13 +385,13 @@ impl Tenants {
         tenant: &Tenant,
         slot: &mut Option<Vm>,
         job: Job,
-    ) -> Result<Value, RemoteError> {
+    ) -> Result<Packed, RemoteError> {
         match job {
             Job::Drop => {
                 if slot.take().is_some() {
                     self.vms.fetch_sub(1, Ordering::Relaxed);
                 }
-                Ok(Value::Bool(true))
+                Ok(Packed::from_value(&serde_json::Value::Bool(true)))
             }
             Job::Script {
                 name,
@@ -401,8 +457,7 @@ impl Tenants {
                         result,
                     });
                 }
-                serde_json::to_value(outcomes)
-                    .map_err(|e| RemoteError::new(ErrorKind::Internal, e.to_string()))
+                Ok(codec::encode_outcomes(&outcomes))
             }
         }
     }

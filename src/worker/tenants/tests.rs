@@ -4,6 +4,12 @@
 use super::*;
 use crate::mesophyll::db::TenantStateEntry;
 use crate::mesophyll::message::TenantState;
+use serde_json::Value;
+
+/// A job's outcome, as JSON.
+async fn run(t: &Arc<Tenants>, tenant: Tenant, job: Job) -> Result<Value, RemoteError> {
+    t.run(tenant, job).await.map(|v| v.to_value())
+}
 
 fn tenants(max: usize) -> Arc<Tenants> {
     Tenants::new(
@@ -30,11 +36,11 @@ fn script(code: &str) -> Job {
 async fn drop_gives_the_next_job_a_fresh_vm() {
     let t = tenants(10);
     let a = Tenant::new("u", "1");
-    t.run(a.clone(), script("x = 1")).await.unwrap();
-    assert_eq!(t.run(a.clone(), script("return x")).await.unwrap(), 1);
-    t.run(a.clone(), Job::Drop).await.unwrap();
+    run(&t, a.clone(), script("x = 1")).await.unwrap();
+    assert_eq!(run(&t, a.clone(), script("return x")).await.unwrap(), 1);
+    run(&t, a.clone(), Job::Drop).await.unwrap();
     assert_eq!(
-        t.run(a.clone(), script("return x")).await.unwrap(),
+        run(&t, a.clone(), script("return x")).await.unwrap(),
         Value::Null
     );
 }
@@ -49,7 +55,7 @@ async fn a_full_queue_is_overloaded_at_once() {
             .unwrap();
         tokio::task::yield_now().await;
     }
-    let err = t.run(a, script("return 1")).await.unwrap_err();
+    let err = run(&t, a, script("return 1")).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Overloaded);
 }
 
@@ -57,12 +63,14 @@ async fn a_full_queue_is_overloaded_at_once() {
 async fn past_the_cap_the_least_recently_used_tenant_is_evicted() {
     let t = tenants(2);
     for id in ["1", "2", "3"] {
-        t.run(Tenant::new("u", id), script("x = 1")).await.unwrap();
+        run(&t, Tenant::new("u", id), script("x = 1"))
+            .await
+            .unwrap();
     }
     assert_eq!(t.live(), 2);
     // Tenant 1 was evicted: its VM is fresh.
     assert_eq!(
-        t.run(Tenant::new("u", "1"), script("return x"))
+        run(&t, Tenant::new("u", "1"), script("return x"))
             .await
             .unwrap(),
         Value::Null
@@ -73,7 +81,9 @@ async fn past_the_cap_the_least_recently_used_tenant_is_evicted() {
 async fn the_live_list_puts_the_most_recently_used_first_and_counts_them_all() {
     let t = tenants(10);
     for id in ["1", "2", "3", "1"] {
-        t.run(Tenant::new("u", id), script("x = 1")).await.unwrap();
+        run(&t, Tenant::new("u", id), script("x = 1"))
+            .await
+            .unwrap();
     }
     let busy = Tenant::new("u", "4");
     t.submit_detached(busy.clone(), script("time.sleep(300)"))
@@ -92,21 +102,21 @@ async fn the_live_list_puts_the_most_recently_used_first_and_counts_them_all() {
 #[tokio::test]
 async fn an_event_nobody_handles_is_not_found() {
     let t = tenants(2);
-    let err = t
-        .run(
-            Tenant::new("u", "1"),
-            Job::Event {
-                event: Event {
-                    name: "nope".into(),
-                    data: Value::Null,
-                    ..Default::default()
-                },
-                deadline: Instant::now() + Duration::from_secs(1),
-                request: None,
+    let err = run(
+        &t,
+        Tenant::new("u", "1"),
+        Job::Event {
+            event: Event {
+                name: "nope".into(),
+                data: Value::Null.into(),
+                ..Default::default()
             },
-        )
-        .await
-        .unwrap_err();
+            deadline: Instant::now() + Duration::from_secs(1),
+            request: None,
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::NotFound);
 }
 
@@ -114,7 +124,7 @@ fn event(name: &str, data: Value) -> Job {
     Job::Event {
         event: Event {
             name: name.into(),
-            data,
+            data: data.into(),
             ..Default::default()
         },
         deadline: Instant::now() + Duration::from_secs(5),
@@ -133,16 +143,15 @@ async fn the_shipped_greeter_counts_members_and_explains_bad_input() {
     );
     let guild = Tenant::new("guild", "7");
     let join = |name: &str| event("member_join", serde_json::json!({ "name": name }));
-    t.run(guild.clone(), join("Ada")).await.unwrap();
-    let out = t.run(guild.clone(), join("Grace")).await.unwrap();
+    run(&t, guild.clone(), join("Ada")).await.unwrap();
+    let out = run(&t, guild.clone(), join("Grace")).await.unwrap();
     let out: Vec<PluginOutcome> = serde_json::from_value(out).unwrap();
     assert_eq!(out.len(), 1);
-    let v = out[0].result.clone().unwrap();
+    let v = out[0].result.clone().unwrap().to_value();
     assert_eq!(v["message"], "Welcome, Grace! You are member #2 here.");
     assert_eq!(v["by"], "greeter 1.0.0");
 
-    let out = t
-        .run(guild, event("member_join", Value::Null))
+    let out = run(&t, guild, event("member_join", Value::Null))
         .await
         .unwrap();
     let out: Vec<PluginOutcome> = serde_json::from_value(out).unwrap();
@@ -161,18 +170,17 @@ async fn evicting_a_busy_tenant_never_runs_it_twice_at_once() {
     // are woken in.
     let slow = {
         let (t, a) = (Arc::clone(&t), a.clone());
-        tokio::spawn(async move {
-            t.run(a, script("time.sleep(300) return time.now_ms()"))
-                .await
-        })
+        tokio::spawn(
+            async move { run(&t, a, script("time.sleep(300) return time.now_ms()")).await },
+        )
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     // The cap is one tenant: B evicts A, whose queue is empty while its
     // first job still runs.
-    t.run(Tenant::new("u", "b"), script("return 0"))
+    run(&t, Tenant::new("u", "b"), script("return 0"))
         .await
         .unwrap();
-    let second_started = t.run(a, script("return time.now_ms()")).await.unwrap();
+    let second_started = run(&t, a, script("return time.now_ms()")).await.unwrap();
     let first_ended = slow.await.unwrap().unwrap();
     assert!(
         second_started.as_i64().unwrap() >= first_ended.as_i64().unwrap(),
@@ -192,9 +200,9 @@ async fn a_job_that_races_an_idle_exit_is_run_not_dropped() {
     let a = Tenant::new("u", "1");
     // Many rounds of: let the actor go idle, then send just as it exits.
     for _ in 0..50 {
-        t.run(a.clone(), script("return 1")).await.unwrap();
+        run(&t, a.clone(), script("return 1")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let out = t.run(a.clone(), script("return 2")).await;
+        let out = run(&t, a.clone(), script("return 2")).await;
         assert_eq!(out.unwrap(), 2);
     }
 }

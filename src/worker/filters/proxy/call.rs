@@ -6,7 +6,7 @@ use super::fields::Fields;
 use super::guest::Guest;
 use super::{HostState, ROOT, STREAM};
 use crate::catalogue::abi::{FilterInput, Verdict};
-use crate::mesophyll::message::Event;
+use crate::mesophyll::message::{Event, Packed};
 use crate::worker::filters::call::{classify, deadline_ticks};
 use crate::worker::filters::{CompiledFilter, FilterEngine, FilterError, Pre};
 use std::sync::Arc;
@@ -333,7 +333,9 @@ fn verdict(
     let data = if state.body_changed {
         let body = std::mem::take(&mut state.body);
         serde_json::from_slice(&body).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(&body).into_owned())
+            Packed::from_value(&serde_json::Value::String(
+                String::from_utf8_lossy(&body).into_owned(),
+            ))
         })
     } else {
         input.event.data.clone()

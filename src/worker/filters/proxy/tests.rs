@@ -23,7 +23,7 @@ fn run_for(
 ) -> Result<Verdict, FilterError> {
     let event = Event {
         name: "post".into(),
-        data,
+        data: data.into(),
         ..Default::default()
     };
     e.run(
