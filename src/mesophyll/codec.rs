@@ -96,6 +96,95 @@ pub fn encode_answer(req_id: u64, value: &Packed) -> Result<Vec<u8>, CodecError>
     Ok(bytes)
 }
 
+/// Decodes a frame that is `DispatchResponse { req_id, result: Ok(value) }`
+/// as [`encode_answer`] writes it, with the value's bytes copied out as
+/// they are instead of replayed token by token; `None` for any other frame
+/// (decode those with [`decode`]).
+pub fn decode_answer(bytes: &[u8]) -> Option<(u64, Packed)> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return None;
+    }
+    let mut rd = bytes;
+    if rmp::decode::read_map_len(&mut rd).ok()? != 1 || !read_key(&mut rd, "DispatchResponse") {
+        return None;
+    }
+    let fields = rmp::decode::read_map_len(&mut rd).ok()?;
+    let (mut req_id, mut value) = (None, None);
+    for _ in 0..fields {
+        let mut name = [0u8; 8];
+        let name = rmp::decode::read_str(&mut rd, &mut name).ok()?;
+        match name {
+            "req_id" => req_id = Some(rmp::decode::read_int(&mut rd).ok()?),
+            "result" => {
+                if rmp::decode::read_map_len(&mut rd).ok()? != 1 || !read_key(&mut rd, "Ok") {
+                    return None;
+                }
+                let len = value_len(rd, 0)?;
+                value = Some(Packed::from_trusted(rd[..len].to_vec()));
+                rd = &rd[len..];
+            }
+            _ => return None,
+        }
+    }
+    if !rd.is_empty() {
+        return None;
+    }
+    Some((req_id?, value?))
+}
+
+fn read_key(rd: &mut &[u8], key: &str) -> bool {
+    let mut buf = [0u8; 16];
+    matches!(rmp::decode::read_str(rd, &mut buf), Ok(k) if k == key)
+}
+
+/// The length of the MessagePack value at the start of `bytes`, checked
+/// to be whole; `None` when it is not (or nests past the decoder's depth).
+fn value_len(bytes: &[u8], depth: usize) -> Option<usize> {
+    if depth > 1024 {
+        return None;
+    }
+    let marker = *bytes.first()?;
+    let be = |n: usize| -> Option<usize> {
+        let b = bytes.get(1..1 + n)?;
+        Some(b.iter().fold(0usize, |acc, x| (acc << 8) | usize::from(*x)))
+    };
+    // (bytes before the payload, payload bytes, nested values)
+    let (head, body, items): (usize, usize, usize) = match marker {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0, 0),
+        0xcc | 0xd0 => (1, 1, 0),
+        0xcd | 0xd1 => (1, 2, 0),
+        0xce | 0xd2 | 0xca => (1, 4, 0),
+        0xcf | 0xd3 | 0xcb => (1, 8, 0),
+        0xa0..=0xbf => (1, usize::from(marker & 0x1f), 0),
+        0xd9 | 0xc4 => (2, be(1)?, 0),
+        0xda | 0xc5 => (3, be(2)?, 0),
+        0xdb | 0xc6 => (5, be(4)?, 0),
+        0x90..=0x9f => (1, 0, usize::from(marker & 0x0f)),
+        0xdc => (3, 0, be(2)?),
+        0xdd => (5, 0, be(4)?),
+        0x80..=0x8f => (1, 0, 2 * usize::from(marker & 0x0f)),
+        0xde => (3, 0, 2 * be(2)?),
+        0xdf => (5, 0, 2 * be(4)?),
+        0xd4 => (2, 1, 0),
+        0xd5 => (2, 2, 0),
+        0xd6 => (2, 4, 0),
+        0xd7 => (2, 8, 0),
+        0xd8 => (2, 16, 0),
+        0xc7 => (3, be(1)?, 0),
+        0xc8 => (4, be(2)?, 0),
+        0xc9 => (6, be(4)?, 0),
+        _ => return None,
+    };
+    let mut len = head.checked_add(body)?;
+    if len > bytes.len() {
+        return None;
+    }
+    for _ in 0..items {
+        len += value_len(&bytes[len..], depth + 1)?;
+    }
+    Some(len)
+}
+
 /// The result list of a `DispatchEvent`, `[{plugin, result}, ...]`, as
 /// [`Packed::encode`] would write it, with each handler's value copied in
 /// as it is.
@@ -470,6 +559,31 @@ mod properties {
             let value = Packed::from_value(&v);
             let slow = encode(&ClientMessage::DispatchResponse { req_id, result: Ok(value.clone()) }).unwrap();
             prop_assert_eq!(encode_answer(req_id, &value).unwrap(), slow);
+        }
+
+        #[test]
+        fn answers_decode_the_fast_way_as_the_slow_way(req_id in any::<u64>(), v in json()) {
+            let value = Packed::from_value(&v);
+            let frame = encode(&ClientMessage::DispatchResponse { req_id, result: Ok(value.clone()) }).unwrap();
+            prop_assert_eq!(decode_answer(&frame), Some((req_id, value)));
+            // Cut anywhere, it is not an answer (the slow path then says why).
+            for cut in 0..frame.len() {
+                prop_assert_eq!(decode_answer(&frame[..cut]), None);
+            }
+        }
+
+        #[test]
+        fn other_frames_are_not_answers(msg in client_message()) {
+            let frame = encode(&msg).unwrap();
+            match (&msg, decode_answer(&frame)) {
+                (ClientMessage::DispatchResponse { req_id, result: Ok(v) }, Some((id, got))) => {
+                    prop_assert_eq!((req_id, v), (&id, &got));
+                }
+                (ClientMessage::DispatchResponse { result: Ok(_), .. }, None) => {
+                    prop_assert!(false, "an answer was not recognised");
+                }
+                (_, got) => prop_assert_eq!(got, None),
+            }
         }
 
         #[test]

@@ -1,7 +1,8 @@
 //! Writing queued frames in batches: every frame waiting in the queue at
 //! the moment (up to [`WRITE_BATCH`]) is fed to the socket and flushed once,
 //! so a busy connection pays one write syscall for many frames and an idle
-//! one still sends at once. The hub and the worker's client both write this
+//! one still sends at once (after one yield to the scheduler, which lets the
+//! tasks about to queue a frame join the batch). The hub and the worker's client both write this
 //! way.
 
 use futures::{Sink, SinkExt};
@@ -43,6 +44,7 @@ where
     let mut next = Some(first);
     let mut fed = 0;
     let mut end = BatchEnd::Flushed;
+    let mut yielded = false;
     while let Some(item) = next.take() {
         match frame(item) {
             Batched::Frame(m) => {
@@ -57,6 +59,15 @@ where
         }
         if fed < WRITE_BATCH {
             next = more();
+            if next.is_none() && !yielded {
+                // Once per batch, let the tasks that are ready run before
+                // the flush: under load they queue their frames now and
+                // share its syscall; idle, it costs one pass of the
+                // scheduler.
+                yielded = true;
+                tokio::task::yield_now().await;
+                next = more();
+            }
         }
     }
     sink.flush().await?;

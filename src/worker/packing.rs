@@ -199,9 +199,26 @@ pub struct PackError(String);
 /// table), or when reading the VM fails (which it does only when the value
 /// belongs to another VM).
 pub fn pack(lua: &Lua, value: &Value) -> Result<Packed, PackError> {
+    pack_marked(ArrayMark::of(lua), value)
+}
+
+/// Which metatable marks a table as an array in one VM (mlua's, the same
+/// for the VM's life): looked up once per VM rather than per value.
+#[derive(Debug, Clone, Copy)]
+pub struct ArrayMark(usize);
+
+impl ArrayMark {
+    /// The mark of `lua`.
+    pub fn of(lua: &Lua) -> ArrayMark {
+        ArrayMark(lua.array_metatable().to_pointer() as usize)
+    }
+}
+
+/// [`pack`], with the VM's array mark at hand.
+pub fn pack_marked(array: ArrayMark, value: &Value) -> Result<Packed, PackError> {
     let mut packer = Packer {
         out: Vec::with_capacity(64),
-        array: lua.array_metatable().to_pointer(),
+        array: array.0 as *const c_void,
         ancestors: Vec::new(),
     };
     packer.value(value)?;
@@ -288,10 +305,10 @@ impl Packer {
                 self.value(&v)?;
             }
         } else {
-            let mut entries: Vec<(String, Value)> = Vec::new();
+            let mut entries: Vec<(Key, Value)> = Vec::new();
             let mut bad_key = None;
             t.for_each::<Value, Value>(|k, v| {
-                match key(&k) {
+                match key(k) {
                     Ok(k) => entries.push((k, v)),
                     Err(e) => bad_key = Some(e),
                 }
@@ -301,10 +318,15 @@ impl Packer {
             if let Some(e) = bad_key {
                 return Err(e);
             }
-            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if entries.len() > 1 {
+                entries.sort_unstable_by(|a, b| a.0.with_bytes(|x| b.0.with_bytes(|y| x.cmp(y))));
+            }
             let _ = rmp::encode::write_map_len(&mut self.out, entries.len() as u32);
             for (k, v) in &entries {
-                let _ = rmp::encode::write_str(&mut self.out, k);
+                k.with_bytes(|k| {
+                    let _ = rmp::encode::write_str_len(&mut self.out, k.len() as u32);
+                    self.out.extend_from_slice(k);
+                });
                 self.value(v)?;
             }
         }
@@ -313,15 +335,32 @@ impl Packer {
     }
 }
 
+/// A map key: a Luau string as it is (no copy), a number as its text.
+enum Key {
+    Lua(mlua::LuaString),
+    Text(String),
+}
+
+impl Key {
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        match self {
+            Key::Lua(s) => f(&s.as_bytes()),
+            Key::Text(s) => f(s.as_bytes()),
+        }
+    }
+}
+
 /// A map key as the JSON object key it becomes.
-fn key(k: &Value) -> Result<String, PackError> {
+fn key(k: Value) -> Result<Key, PackError> {
     match k {
-        Value::String(s) => s
-            .to_str()
-            .map(|s| s.to_owned())
-            .map_err(|_| PackError("a table key that is not UTF-8 cannot be sent".into())),
-        Value::Integer(i) => Ok(i.to_string()),
-        Value::Number(n) => Ok(n.to_string()),
+        Value::String(s) => match s.to_str() {
+            Ok(_) => Ok(Key::Lua(s)),
+            Err(_) => Err(PackError(
+                "a table key that is not UTF-8 cannot be sent".into(),
+            )),
+        },
+        Value::Integer(i) => Ok(Key::Text(i.to_string())),
+        Value::Number(n) => Ok(Key::Text(n.to_string())),
         other => Err(PackError(format!(
             "a table key of type {} cannot be sent (keys must be strings or numbers)",
             other.type_name()

@@ -28,7 +28,7 @@
 
 use crate::catalogue::plugin::Plugin;
 use crate::mesophyll::message::{ErrorKind, Event, Packed, RemoteError, Tenant};
-use crate::worker::packing::{pack, unpack};
+use crate::worker::packing::{ArrayMark, pack_marked, unpack};
 use crate::worker::services::Services;
 use crate::worker::watchdog::{Clock, DeadlineExceeded, track_user_coroutines};
 use crate::worker::{host, kv};
@@ -80,6 +80,7 @@ pub struct Vm {
     /// event table in Luau and calls the handler with it, so that a
     /// dispatch makes one call into the VM rather than one per field.
     call: Function,
+    array: ArrayMark,
     poisoned: bool,
 }
 
@@ -155,6 +156,7 @@ impl Vm {
             .set_mode(ChunkMode::Text)
             .set_name("=dispatch")
             .into_function()?;
+        let array = ArrayMark::of(&lua);
         Ok(Vm {
             lua,
             clock,
@@ -164,6 +166,7 @@ impl Vm {
             keys,
             names: HashMap::new(),
             call,
+            array,
             poisoned: false,
         })
     }
@@ -363,7 +366,7 @@ impl Vm {
     }
 
     fn to_packed(&self, v: mlua::Value) -> Result<Packed, RemoteError> {
-        pack(&self.lua, &v).map_err(|e| {
+        pack_marked(self.array, &v).map_err(|e| {
             RemoteError::new(
                 ErrorKind::Runtime,
                 format!("the returned value cannot be sent: {e}"),

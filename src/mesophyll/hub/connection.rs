@@ -203,6 +203,13 @@ impl Hub {
     }
 
     fn on_frame(&self, conn: &Connection, bytes: &[u8]) {
+        // Most frames are answers: their values are copied out whole.
+        if let Some((req_id, value)) = codec::decode_answer(bytes) {
+            if !conn.pending.complete(req_id, Ok(value)) {
+                tracing::debug!(worker = conn.worker, req_id, "late or unknown response");
+            }
+            return;
+        }
         match codec::decode::<ClientMessage>(bytes) {
             Ok(ClientMessage::DispatchResponse { req_id, result }) => {
                 if !conn.pending.complete(req_id, result) {
