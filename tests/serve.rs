@@ -322,6 +322,41 @@ async fn a_slow_tenant_does_not_delay_another_tenant_of_the_same_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_sets_each_workers_runtime() {
+    // By default a worker is one event loop: no thread of a multi-thread
+    // runtime, and it still answers (the test above has it time-slice busy
+    // tenants).
+    let started = |log: &str, threads: &str, multi: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains("worker started")
+                    && l.contains(&format!("runtime_threads={threads}"))
+                    && l.contains(&format!("multi_thread={multi}"))
+            })
+            .count()
+    };
+    let m = Master::start(Opts::default()).await;
+    let d = done(&m.client, "user", "1", &event("echo", json!(1), true)).await;
+    assert_eq!(d.results[0].value.as_ref().unwrap()["data"], 1);
+    assert_eq!(started(&m.log(), "1", "false"), 2, "{}", m.log());
+    let m = Master::start(Opts {
+        extra: vec!["--worker-threads".into(), "3".into()],
+        ..Opts::default()
+    })
+    .await;
+    for t in tenants_on("user", 0, 2, 1)
+        .iter()
+        .chain(&tenants_on("user", 1, 2, 1))
+    {
+        let d = done(&m.client, &t.kind, &t.id, &event("echo", json!(2), true)).await;
+        assert_eq!(d.results[0].value.as_ref().unwrap()["data"], 2);
+    }
+    assert_eq!(started(&m.log(), "3", "true"), 2, "{}", m.log());
+    let (code, _, err) = m.cli(&["serve", "--worker-threads", "0"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_checks_its_token_and_its_input() {
     let m = Master::start(Opts::default()).await;
     let api = m.endpoint.api_addr;

@@ -21,6 +21,8 @@ use std::time::Duration;
 pub struct DispatchOptions {
     /// Workers of the master this benchmark starts.
     pub workers: u32,
+    /// Runtime threads of each of them (`serve --worker-threads`).
+    pub worker_threads: u16,
     /// Callers at once.
     pub concurrency: usize,
     /// Distinct tenants the events go to, round robin.
@@ -127,7 +129,7 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
     let (client, local) = match &opts.target {
         Some(c) => (c.clone(), None),
         None => {
-            let m = InProcess::start(opts.workers, 0).await?;
+            let m = InProcess::start_on(opts.workers, 0, None, opts.worker_threads).await?;
             let c = ApiClient::new(m.master.api_addr, m.master.token.clone());
             (c, Some(m))
         }

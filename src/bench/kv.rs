@@ -73,7 +73,7 @@ pub async fn run(opts: KvOptions) -> Result<Report, BenchError> {
         progress: opts.progress,
     };
     // One worker, left to us: its credentials are how this benchmark calls.
-    let m = InProcess::start_on(1, 1, opts.store.clone()).await?;
+    let m = InProcess::start_on(1, 1, opts.store.clone(), 1).await?;
     let token = DataDir::at(m.data_dir())
         .worker_token(0)
         .map_err(|e| BenchError::Target(e.to_string()))?;

@@ -75,14 +75,17 @@ impl InProcess {
     /// highest ids) are left for the caller, and waits until the spawned
     /// ones are connected.
     pub async fn start(workers: u32, external: u32) -> Result<InProcess, BenchError> {
-        Self::start_on(workers, external, None).await
+        Self::start_on(workers, external, None, 1).await
     }
 
-    /// [`InProcess::start`] on `store` (`None`: sled in its directory).
+    /// [`InProcess::start`] on `store` (`None`: sled in its directory),
+    /// with `worker_threads` runtime threads in each worker (as `serve
+    /// --worker-threads`).
     pub async fn start_on(
         workers: u32,
         external: u32,
         store: Option<crate::master::store::StoreUrl>,
+        worker_threads: u16,
     ) -> Result<InProcess, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("meshplay-bench")
@@ -94,6 +97,7 @@ impl InProcess {
         let exe = std::env::current_exe()?;
         let mut supervisor = SupervisorConfig::new(exe, String::new(), PathBuf::new());
         supervisor.worker_log = Some("warn".into());
+        supervisor.worker_args = vec!["--worker-threads".into(), worker_threads.to_string()];
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let master = master::start(MasterConfig {
             data_dir: dir.path().join("data"),

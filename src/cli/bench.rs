@@ -125,6 +125,9 @@ pub(super) struct BenchDispatchArgs {
     /// Workers of the master the benchmark starts.
     #[arg(long, default_value_t = 2)]
     pub(super) workers: u32,
+    /// Runtime threads of each worker (as `serve --worker-threads`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(super) worker_threads: u16,
     /// Distinct tenants the events go to.
     #[arg(long, default_value_t = 100)]
     pub(super) tenants: u32,
@@ -208,6 +211,7 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
             };
             let opts = bench::dispatch::DispatchOptions {
                 workers: a.workers,
+                worker_threads: a.worker_threads,
                 concurrency: a.common.concurrency,
                 tenants: a.tenants,
                 duration: a.common.duration,

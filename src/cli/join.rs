@@ -50,6 +50,9 @@ pub(super) struct JoinArgs {
     /// Linear memory cap of each WASM filter instance, in MiB.
     #[arg(long, default_value_t = 16)]
     filter_memory_mb: usize,
+    /// Runtime threads of this worker process (as `serve --worker-threads`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(super) worker_threads: u16,
 }
 
 /// `wss://host:port` as the authority and whether it is TLS.

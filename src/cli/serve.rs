@@ -51,6 +51,9 @@ pub(super) struct WorkerArgs {
     /// file (the master's `<data-dir>/tls/cert.pem`).
     #[arg(long, hide = true, value_name = "FILE")]
     pub(super) tls_pin: Option<PathBuf>,
+    /// Runtime threads of this worker process.
+    #[arg(long, hide = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(super) worker_threads: u16,
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +119,11 @@ pub(super) struct ServeArgs {
     /// Linear memory cap of each WASM filter instance, in MiB.
     #[arg(long, default_value_t = 16)]
     pub(super) filter_memory_mb: usize,
+    /// Runtime threads of each worker process. With 1, a worker runs its
+    /// tenants as one event loop (its watchdog still time-slices a busy
+    /// tenant); use one worker per core (--workers) to use the machine.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(super) worker_threads: u16,
     /// Serve both ports over TLS, with a certificate from this master's
     /// own CA (made on first start in <data-dir>/tls/; `ca.pem` is what
     /// other machines need) unless --tls-cert gives one.
@@ -255,6 +263,8 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
         args.vm_memory_mb.to_string(),
         "--filter-memory-mb".into(),
         args.filter_memory_mb.to_string(),
+        "--worker-threads".into(),
+        args.worker_threads.to_string(),
         "--log-format".into(),
         log_format.as_arg().into(),
     ];

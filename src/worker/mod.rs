@@ -94,6 +94,12 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         tokio::spawn(watch_parent(parent));
     }
     let worker_id = config.uplink.worker_id;
+    let runtime = tokio::runtime::Handle::current();
+    tracing::info!(
+        runtime_threads = runtime.metrics().num_workers(),
+        multi_thread = runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread,
+        "worker started"
+    );
     let db = DbClient::new(
         &config.uplink.master,
         worker_id,
