@@ -23,6 +23,10 @@ use std::fmt;
 /// The MessagePack encoding of nil, the payload of an event without data.
 const NIL: u8 = 0xc0;
 
+/// Room a payload's buffer starts with, so that a small one is written
+/// without the buffer growing under it.
+const START: usize = 256;
+
 /// A value kept as its MessagePack encoding. Always one complete value:
 /// every way to build one (deserializing, [`Packed::encode`],
 /// [`Packed::from_value`], [`Packed::from_msgpack`]) checks or writes it
@@ -53,7 +57,7 @@ impl Packed {
     /// Fails as [`PackedError::Encode`] for what MessagePack cannot hold
     /// (a map whose keys are not all serializable, a failing `Serialize`).
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Packed, PackedError> {
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(START);
         value.serialize(&mut rmp_serde::Serializer::new(&mut bytes).with_struct_map())?;
         Ok(Packed(bytes))
     }
@@ -160,7 +164,7 @@ impl Serialize for Packed {
 
 impl<'de> Deserialize<'de> for Packed {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(START);
         serde_transcode::transcode(
             deserializer,
             &mut rmp_serde::Serializer::new(&mut bytes).with_struct_map(),

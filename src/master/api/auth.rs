@@ -9,19 +9,19 @@ use super::{ApiError, ApiState};
 use crate::master::access::{audited, required, tenant_of};
 use crate::rest::AuditEntry;
 use axum::extract::{OriginalUri, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 pub(super) async fn authorize(
     State(state): State<Arc<ApiState>>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = crate::master::access::bearer(&headers);
+    // Read from the request rather than extracted: extractors would copy
+    // the header map and the URI of every request.
+    let presented = crate::master::access::bearer(req.headers());
     let caller = match presented {
         Some(t) => state.access.identify(t).ok_or_else(|| {
             ApiError::new(
@@ -39,7 +39,12 @@ pub(super) async fn authorize(
         }
     };
     let method = req.method().clone();
-    let path = uri.path().to_owned();
+    // Under `nest`, the request's own URI has lost the `/api/v1` prefix
+    // that the rules are written with.
+    let path = match req.extensions().get::<OriginalUri>() {
+        Some(OriginalUri(uri)) => uri.path().to_owned(),
+        None => req.uri().path().to_owned(),
+    };
     let needed = required(&method, &path);
     let response = if caller.role >= needed {
         next.run(req).await

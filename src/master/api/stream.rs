@@ -46,7 +46,12 @@ pub(super) async fn upgrade(State(state): State<Arc<ApiState>>, ws: WebSocketUpg
 }
 
 fn encode(answer: &StreamAnswer<Packed>) -> Vec<u8> {
-    rmp_serde::to_vec_named(answer).expect("answers encode")
+    use serde::Serialize;
+    let mut bytes = Vec::with_capacity(crate::mesophyll::codec::FRAME_START);
+    answer
+        .serialize(&mut rmp_serde::Serializer::new(&mut bytes).with_struct_map())
+        .expect("answers encode");
+    bytes
 }
 
 fn refused(id: u64, status: StatusCode, code: &str, message: impl Into<String>) -> Vec<u8> {
