@@ -120,8 +120,8 @@ pub fn decode_answer(bytes: &[u8]) -> Option<(u64, Packed)> {
         let mut name = [0u8; 8];
         let name = rmp::decode::read_str(&mut rd, &mut name).ok()?;
         match name {
-            "req_id" => req_id = Some(rmp::decode::read_int(&mut rd).ok()?),
-            "result" => {
+            "req_id" if req_id.is_none() => req_id = Some(rmp::decode::read_int(&mut rd).ok()?),
+            "result" if value.is_none() => {
                 if rmp::decode::read_map_len(&mut rd).ok()? != 1 || !read_key(&mut rd, "Ok") {
                     return None;
                 }
@@ -144,7 +144,8 @@ fn read_key(rd: &mut &[u8], key: &str) -> bool {
 }
 
 /// The length of the MessagePack value at the start of `bytes`, checked
-/// to be whole; `None` when it is not (or nests past the decoder's depth).
+/// to be whole and its strings UTF-8, as the full decoder would have them;
+/// `None` when it is not (or nests past the decoder's depth).
 fn value_len(bytes: &[u8], depth: usize) -> Option<usize> {
     if depth > 1024 {
         return None;
@@ -183,6 +184,10 @@ fn value_len(bytes: &[u8], depth: usize) -> Option<usize> {
     };
     let mut len = head.checked_add(body)?;
     if len > bytes.len() {
+        return None;
+    }
+    let is_str = matches!(marker, 0xa0..=0xbf | 0xd9 | 0xda | 0xdb);
+    if is_str && std::str::from_utf8(&bytes[head..len]).is_err() {
         return None;
     }
     for _ in 0..items {
@@ -369,6 +374,34 @@ mod tests {
                 filter_metrics: vec![],
             }
         );
+    }
+
+    #[test]
+    fn the_answer_fast_path_takes_nothing_the_decoder_refuses() {
+        let frame = |value: &[u8], extra: &[u8]| {
+            let mut f = vec![0x81];
+            rmp::encode::write_str(&mut f, "DispatchResponse").unwrap();
+            rmp::encode::write_map_len(&mut f, if extra.is_empty() { 2 } else { 3 }).unwrap();
+            rmp::encode::write_str(&mut f, "req_id").unwrap();
+            rmp::encode::write_uint(&mut f, 5).unwrap();
+            rmp::encode::write_str(&mut f, "result").unwrap();
+            rmp::encode::write_map_len(&mut f, 1).unwrap();
+            rmp::encode::write_str(&mut f, "Ok").unwrap();
+            f.extend_from_slice(value);
+            f.extend_from_slice(extra);
+            f
+        };
+        let good = frame(&[0xa2, b'o', b'k'], &[]);
+        assert_eq!(decode_answer(&good).unwrap().1.to_value(), json!("ok"));
+        // A string that is not UTF-8, a second req_id, bytes after the end.
+        let not_utf8 = frame(&[0xa2, 0xff, 0xfe], &[]);
+        assert!(decode_answer(&not_utf8).is_none());
+        let twice = frame(&[0xc0], &[0xa6, b'r', b'e', b'q', b'_', b'i', b'd', 0x06]);
+        assert!(decode_answer(&twice).is_none());
+        assert!(decode::<ClientMessage>(&twice).is_err());
+        let mut trailing = good.clone();
+        trailing.push(0xc0);
+        assert!(decode_answer(&trailing).is_none());
     }
 
     #[test]
