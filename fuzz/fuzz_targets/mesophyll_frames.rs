@@ -23,7 +23,10 @@ fuzz_target!(|bytes: &[u8]| {
     // takes, and reads the same value from it.
     if let Some((req_id, value)) = codec::decode_answer(bytes) {
         match codec::decode::<ClientMessage>(bytes) {
-            Ok(ClientMessage::DispatchResponse { req_id: id, result: Ok(v) }) => {
+            Ok(ClientMessage::DispatchResponse {
+                req_id: id,
+                result: Ok(v),
+            }) => {
                 assert_eq!(id, req_id);
                 assert_eq!(v.to_value(), value.to_value());
             }
