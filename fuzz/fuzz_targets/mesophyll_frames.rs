@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshplay::mesophyll::codec;
 use meshplay::mesophyll::message::{ClientMessage, ServerMessage};
+use meshplay::mesophyll::{answers, codec};
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(msg) = codec::decode::<ServerMessage>(bytes)
@@ -21,7 +21,7 @@ fuzz_target!(|bytes: &[u8]| {
     }
     // The hub's fast path for answers takes only what the full decoder
     // takes, and reads the same value from it.
-    if let Some((req_id, value)) = codec::decode_answer(bytes) {
+    if let Some((req_id, value)) = answers::decode_answer(bytes) {
         match codec::decode::<ClientMessage>(bytes) {
             Ok(ClientMessage::DispatchResponse {
                 req_id: id,

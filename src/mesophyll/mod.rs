@@ -4,6 +4,7 @@
 //! - [`message`]: the frames, master -> worker and worker -> master;
 //! - [`codec`]: MessagePack encoding with a maximum frame size;
 //! - [`packed`]: payloads kept as MessagePack from end to end;
+//! - [`answers`]: the answer frames, payloads copied in and out whole;
 //! - [`auth`]: how a worker proves who it is;
 //! - [`bad_frames`]: undecodable frames, counted and dropped;
 //! - [`writer`]: queued frames written in batches, one flush each;
@@ -19,6 +20,7 @@
 //! The value types ([`message`], [`packed`], [`codec`], [`db`]) build in the crate's
 //! `client` feature too; the moving parts only with `server`.
 
+pub mod answers;
 #[cfg(feature = "server")]
 pub mod auth;
 #[cfg(feature = "server")]

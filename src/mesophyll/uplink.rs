@@ -9,6 +9,7 @@
 //!
 //! This module knows nothing of what the requests mean: the handler does.
 
+use crate::mesophyll::answers;
 use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::bad_frames::BadFrames;
@@ -365,7 +366,7 @@ where
 /// for the master instead of being left to time out.
 fn answer_frame(req_id: u64, result: Result<Packed, RemoteError>) -> Vec<u8> {
     let encoded = match &result {
-        Ok(value) => codec::encode_answer(req_id, value),
+        Ok(value) => answers::encode_answer(req_id, value),
         Err(_) => codec::encode(&ClientMessage::DispatchResponse { req_id, result }),
     };
     encoded.unwrap_or_else(|e| {

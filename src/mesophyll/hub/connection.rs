@@ -4,6 +4,7 @@
 //! fails whatever was pending and never evicts a newer connection.
 
 use super::{DisconnectReason, Hub, HubError, HubEvent};
+use crate::mesophyll::answers;
 use crate::mesophyll::auth::Credentials;
 use crate::mesophyll::budget::ByteBudget;
 use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
@@ -204,7 +205,7 @@ impl Hub {
 
     fn on_frame(&self, conn: &Connection, bytes: &[u8]) {
         // Most frames are answers: their values are copied out whole.
-        if let Some((req_id, value)) = codec::decode_answer(bytes) {
+        if let Some((req_id, value)) = answers::decode_answer(bytes) {
             if !conn.pending.complete(req_id, Ok(value)) {
                 tracing::debug!(worker = conn.worker, req_id, "late or unknown response");
             }

@@ -17,7 +17,7 @@
 
 use crate::catalogue::manifest::OnError;
 use crate::catalogue::plugin::Plugin;
-use crate::mesophyll::codec;
+use crate::mesophyll::answers;
 use crate::mesophyll::message::{
     ErrorKind, Event, LiveTenant, LiveTenants, Packed, PluginOutcome, RemoteError, Tenant,
 };
@@ -457,7 +457,7 @@ impl Tenants {
                         result,
                     });
                 }
-                Ok(codec::encode_outcomes(&outcomes))
+                Ok(answers::encode_outcomes(&outcomes))
             }
         }
     }
