@@ -133,6 +133,12 @@ impl From<&Value> for Packed {
     }
 }
 
+impl From<Packed> for Value {
+    fn from(packed: Packed) -> Self {
+        packed.to_value()
+    }
+}
+
 impl PartialEq<Value> for Packed {
     fn eq(&self, other: &Value) -> bool {
         self.to_value() == *other

@@ -1,9 +1,9 @@
 //! Writing queued frames in batches: every frame waiting in the queue at
 //! the moment (up to [`WRITE_BATCH`]) is fed to the socket and flushed once,
 //! so a busy connection pays one write syscall for many frames and an idle
-//! one still sends at once (after one yield to the scheduler, which lets the
-//! tasks about to queue a frame join the batch). The hub and the worker's client both write this
-//! way.
+//! one still sends at once (after one yield to the scheduler, which lets
+//! the tasks about to queue a frame join the batch). The hub and the
+//! worker's client both write this way.
 
 use futures::{Sink, SinkExt};
 

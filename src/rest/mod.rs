@@ -209,29 +209,14 @@ pub struct PluginResult<V = Value> {
     pub error: Option<ErrorDetail>,
 }
 
-impl From<PluginOutcome> for PluginResult<Packed> {
+/// As the master passes it on (`V = Packed`) or as an application reads
+/// it (`V = Value`).
+impl<V: From<Packed>> From<PluginOutcome> for PluginResult<V> {
     fn from(o: PluginOutcome) -> Self {
         match o.result {
             Ok(v) => PluginResult {
                 plugin: o.plugin,
-                value: Some(v),
-                error: None,
-            },
-            Err(e) => PluginResult {
-                plugin: o.plugin,
-                value: None,
-                error: Some(e.into()),
-            },
-        }
-    }
-}
-
-impl From<PluginOutcome> for PluginResult<Value> {
-    fn from(o: PluginOutcome) -> Self {
-        match o.result {
-            Ok(v) => PluginResult {
-                plugin: o.plugin,
-                value: Some(v.to_value()),
+                value: Some(v.into()),
                 error: None,
             },
             Err(e) => PluginResult {

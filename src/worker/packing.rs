@@ -193,15 +193,6 @@ impl<'a> Unpacker<'a> {
 #[error("{0}")]
 pub struct PackError(String);
 
-/// The [`Packed`] encoding of `value`.
-///
-/// Fails with a [`PackError`] naming what cannot be sent (see the module's
-/// table), or when reading the VM fails (which it does only when the value
-/// belongs to another VM).
-pub fn pack(lua: &Lua, value: &Value) -> Result<Packed, PackError> {
-    pack_marked(ArrayMark::of(lua), value)
-}
-
 /// Which metatable marks a table as an array in one VM (mlua's, the same
 /// for the VM's life): looked up once per VM rather than per value.
 #[derive(Debug, Clone, Copy)]
@@ -214,8 +205,13 @@ impl ArrayMark {
     }
 }
 
-/// [`pack`], with the VM's array mark at hand.
-pub fn pack_marked(array: ArrayMark, value: &Value) -> Result<Packed, PackError> {
+/// The [`Packed`] encoding of `value`, a value of the VM whose mark
+/// `array` is.
+///
+/// Fails with a [`PackError`] naming what cannot be sent (see the module's
+/// table), or when reading the VM fails (which it does only when the value
+/// belongs to another VM).
+pub fn pack(array: ArrayMark, value: &Value) -> Result<Packed, PackError> {
     let mut packer = Packer {
         out: Vec::with_capacity(64),
         array: array.0 as *const c_void,
@@ -376,7 +372,7 @@ mod tests {
     fn round_trip(v: serde_json::Value) -> serde_json::Value {
         let lua = Lua::new();
         let luau = unpack(&lua, &Packed::from_value(&v)).unwrap();
-        pack(&lua, &luau).unwrap().to_value()
+        pack(ArrayMark::of(&lua), &luau).unwrap().to_value()
     }
 
     #[test]
@@ -407,7 +403,7 @@ mod tests {
         let lua = Lua::new();
         let packed = |code: &str| {
             let v: Value = lua.load(code).eval().unwrap();
-            pack(&lua, &v)
+            pack(ArrayMark::of(&lua), &v)
         };
         assert_eq!(
             packed("return {z = 1, a = {1, 2}, m = {}}")

@@ -28,7 +28,7 @@
 
 use crate::catalogue::plugin::Plugin;
 use crate::mesophyll::message::{ErrorKind, Event, Packed, RemoteError, Tenant};
-use crate::worker::packing::{ArrayMark, pack_marked, unpack};
+use crate::worker::packing::{ArrayMark, pack, unpack};
 use crate::worker::services::Services;
 use crate::worker::watchdog::{Clock, DeadlineExceeded, track_user_coroutines};
 use crate::worker::{host, kv};
@@ -366,7 +366,7 @@ impl Vm {
     }
 
     fn to_packed(&self, v: mlua::Value) -> Result<Packed, RemoteError> {
-        pack_marked(self.array, &v).map_err(|e| {
+        pack(self.array, &v).map_err(|e| {
             RemoteError::new(
                 ErrorKind::Runtime,
                 format!("the returned value cannot be sent: {e}"),
