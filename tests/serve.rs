@@ -322,7 +322,7 @@ async fn a_slow_tenant_does_not_delay_another_tenant_of_the_same_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn worker_threads_sets_each_workers_runtime() {
+async fn runtime_threads_follow_the_flags() {
     // By default a worker is one event loop: no thread of a multi-thread
     // runtime, and it still answers (the test above has it time-slice busy
     // tenants).
@@ -339,8 +339,29 @@ async fn worker_threads_sets_each_workers_runtime() {
     let d = done(&m.client, "user", "1", &event("echo", json!(1), true)).await;
     assert_eq!(d.results[0].value.as_ref().unwrap()["data"], 1);
     assert_eq!(started(&m.log(), "1", "false"), 2, "{}", m.log());
+    // The master takes the cores its two workers leave, at least one.
+    let master = |log: &str, threads: usize| {
+        log.lines()
+            .filter(|l| {
+                l.contains("meshplay master ready")
+                    && l.contains(&format!("runtime_threads={threads}"))
+            })
+            .count()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        master(&m.log(), cores.saturating_sub(2).max(1)),
+        1,
+        "{}",
+        m.log()
+    );
     let m = Master::start(Opts {
-        extra: vec!["--worker-threads".into(), "3".into()],
+        extra: vec![
+            "--worker-threads".into(),
+            "3".into(),
+            "--master-threads".into(),
+            "3".into(),
+        ],
         ..Opts::default()
     })
     .await;
@@ -352,8 +373,11 @@ async fn worker_threads_sets_each_workers_runtime() {
         assert_eq!(d.results[0].value.as_ref().unwrap()["data"], 2);
     }
     assert_eq!(started(&m.log(), "3", "true"), 2, "{}", m.log());
-    let (code, _, err) = m.cli(&["serve", "--worker-threads", "0"]);
-    assert_eq!(code, 2, "{err}");
+    assert_eq!(master(&m.log(), 3), 1, "{}", m.log());
+    for flag in ["--worker-threads", "--master-threads"] {
+        let (code, _, err) = m.cli(&["serve", flag, "0"]);
+        assert_eq!(code, 2, "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

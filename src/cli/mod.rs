@@ -22,6 +22,7 @@ mod catalogue;
 mod config;
 mod join;
 mod kv;
+mod runtime;
 mod serve;
 mod status;
 mod store;
@@ -213,7 +214,7 @@ pub fn main() -> ExitCode {
         Some(Command::Serve(_)) | Some(Command::Worker(_)) | None
     );
     init_tracing(if quiet { "warn" } else { "info" }, cli.log_format);
-    let runtime = match runtime(worker_threads(&cli)) {
+    let runtime = match runtime::Threads::of(&cli).runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -230,33 +231,6 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// The runtime threads of a worker process; `None` for the master and
-/// the client commands, which take one per core.
-fn worker_threads(cli: &Cli) -> Option<u16> {
-    match &cli.command {
-        None if cli.worker.worker => Some(cli.worker.worker_threads),
-        Some(Command::Worker(args)) => Some(args.worker_threads),
-        _ => None,
-    }
-}
-
-/// A worker with one thread runs a current-thread runtime: its tenants'
-/// tasks hand over to each other without waking another thread, which
-/// the dispatch benchmark showed to cost more than the work on a
-/// machine whose cores the master and its workers share.
-fn runtime(worker_threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
-    match worker_threads {
-        None => tokio::runtime::Runtime::new(),
-        Some(1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(n))
-            .enable_all()
-            .build(),
     }
 }
 

@@ -124,6 +124,11 @@ pub(super) struct ServeArgs {
     /// tenant); use one worker per core (--workers) to use the machine.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub(super) worker_threads: u16,
+    /// Runtime threads of the master process [default: the cores its own
+    /// workers leave free (cores - managed workers x --worker-threads), at
+    /// least 1].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(super) master_threads: Option<u16>,
     /// Serve both ports over TLS, with a certificate from this master's
     /// own CA (made on first start in <data-dir>/tls/; `ca.pem` is what
     /// other machines need) unless --tls-cert gives one.

@@ -367,6 +367,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         api = %api_addr,
         mesophyll = %mesophyll_addr,
         workers = config.workers,
+        runtime_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         plugins = %config.plugins_dir.display(),
         data_dir = %dir.path().display(),
         "meshplay master ready"

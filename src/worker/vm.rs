@@ -366,7 +366,7 @@ impl Vm {
     }
 
     fn to_packed(&self, v: mlua::Value) -> Result<Packed, RemoteError> {
-        pack(self.array, &v).map_err(|e| {
+        pack(&self.lua, self.array, &v).map_err(|e| {
             RemoteError::new(
                 ErrorKind::Runtime,
                 format!("the returned value cannot be sent: {e}"),
