@@ -77,6 +77,39 @@ pub fn decode_answer(bytes: &[u8]) -> Option<(u64, Packed)> {
     Some((req_id?, value?))
 }
 
+/// Reads a result list as [`encode_outcomes`] writes it when every plugin
+/// answered with a value, each value's bytes copied out whole; `None` for
+/// any other list (one holding an error, or written another way), which
+/// [`Packed::decode`] reads instead. What it reads, it reads as that
+/// decoder would.
+pub fn decode_outcomes(list: &Packed) -> Option<Vec<PluginOutcome>> {
+    let mut rd = list.as_bytes();
+    let n = rmp::decode::read_array_len(&mut rd).ok()? as usize;
+    // Every entry takes bytes: a count beyond them is a lie.
+    let mut outcomes = Vec::with_capacity(n.min(rd.len()));
+    for _ in 0..n {
+        if rmp::decode::read_map_len(&mut rd).ok()? != 2 || !read_key(&mut rd, "plugin") {
+            return None;
+        }
+        let len = rmp::decode::read_str_len(&mut rd).ok()? as usize;
+        let plugin = std::str::from_utf8(rd.get(..len)?).ok()?.to_owned();
+        rd = &rd[len..];
+        if !read_key(&mut rd, "result")
+            || rmp::decode::read_map_len(&mut rd).ok()? != 1
+            || !read_key(&mut rd, "Ok")
+        {
+            return None;
+        }
+        let len = value_len(rd, 0)?;
+        outcomes.push(PluginOutcome {
+            plugin,
+            result: Ok(Packed::from_trusted(rd[..len].to_vec())),
+        });
+        rd = &rd[len..];
+    }
+    rd.is_empty().then_some(outcomes)
+}
+
 fn read_key(rd: &mut &[u8], key: &str) -> bool {
     let mut buf = [0u8; 16];
     matches!(rmp::decode::read_str(rd, &mut buf), Ok(k) if k == key)
@@ -201,5 +234,45 @@ mod tests {
         let mut trailing = good.clone();
         trailing.push(0xc0);
         assert!(decode_answer(&trailing).is_none());
+    }
+
+    #[test]
+    fn result_lists_read_fast_as_the_decoder_reads_them() {
+        let ok = |plugin: &str, v: serde_json::Value| PluginOutcome {
+            plugin: plugin.into(),
+            result: Ok(Packed::from_value(&v)),
+        };
+        let lists = [
+            vec![],
+            vec![ok("echo", json!({"data": [1, "x"], "tenant": {"id": "1"}}))],
+            vec![ok("a", json!(null)), ok("b", json!(2.5))],
+        ];
+        for list in lists {
+            let packed = encode_outcomes(&list);
+            assert_eq!(decode_outcomes(&packed), Some(list.clone()));
+            assert_eq!(packed.decode::<Vec<PluginOutcome>>().unwrap(), list);
+            // Cut anywhere, it is refused, as the decoder refuses it.
+            let bytes = packed.as_bytes();
+            for cut in 0..bytes.len() {
+                let short = Packed::from_trusted(bytes[..cut].to_vec());
+                assert!(decode_outcomes(&short).is_none(), "cut at {cut}");
+            }
+        }
+        // An error among them, or a plugin name that is not UTF-8: left to
+        // the decoder.
+        let failed = vec![PluginOutcome {
+            plugin: "p".into(),
+            result: Err(RemoteError::new(
+                crate::mesophyll::message::ErrorKind::Runtime,
+                "boom",
+            )),
+        }];
+        assert!(decode_outcomes(&encode_outcomes(&failed)).is_none());
+        let mut bad = encode_outcomes(&[ok("pé", json!(1))]).as_bytes().to_vec();
+        let at = bad.iter().position(|b| *b == 0xc3).unwrap();
+        bad[at] = 0xff;
+        let bad = Packed::from_trusted(bad);
+        assert!(decode_outcomes(&bad).is_none());
+        assert!(bad.decode::<Vec<PluginOutcome>>().is_err());
     }
 }

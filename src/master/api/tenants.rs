@@ -6,6 +6,7 @@ use super::extract::{Payload, tenant, timeout};
 use super::{ApiError, ApiState};
 use crate::master::console::Dispatch;
 use crate::master::{shard, store};
+use crate::mesophyll::answers;
 use crate::mesophyll::correlation::request_label;
 use crate::mesophyll::db::TenantStateEntry;
 use crate::mesophyll::hub::HubError;
@@ -162,7 +163,8 @@ async fn deliver(
         .await;
     *sent = request;
     let value = value?;
-    let outcomes: Vec<PluginOutcome> = value.decode().map_err(|e| {
+    let outcomes = answers::decode_outcomes(&value).map_or_else(|| value.decode(), Ok);
+    let outcomes: Vec<PluginOutcome> = outcomes.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             "bad_worker_answer",
