@@ -1,11 +1,11 @@
 //! Mesophyll frames both ways: whatever bytes arrive on the hub or the
 //! uplink decode to a message or an error, never a panic; what decodes
 //! encodes again and decodes to the same; the hub's fast path for answers
-//! agrees with the full decoder.
+//! and the master's for result lists agree with the full decoder.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshplay::mesophyll::message::{ClientMessage, ServerMessage};
+use meshplay::mesophyll::message::{ClientMessage, Packed, PluginOutcome, ServerMessage};
 use meshplay::mesophyll::{answers, codec};
 
 fuzz_target!(|bytes: &[u8]| {
@@ -31,6 +31,17 @@ fuzz_target!(|bytes: &[u8]| {
                 assert_eq!(v.to_value(), value.to_value());
             }
             other => panic!("the fast path took a frame the decoder reads as {other:?}"),
+        }
+        // The answer's value as the master reads it, a result list: the
+        // fast path for those agrees with the decoder too.
+        if let Some(outcomes) = answers::decode_outcomes(&value) {
+            let decoded: Vec<PluginOutcome> = value.decode().expect("the decoder takes it too");
+            assert_eq!(decoded.len(), outcomes.len());
+            for (a, b) in decoded.iter().zip(&outcomes) {
+                assert_eq!(a.plugin, b.plugin);
+                let value = |o: &PluginOutcome| o.result.as_ref().ok().map(Packed::to_value);
+                assert_eq!(value(a), value(b));
+            }
         }
     }
 });
