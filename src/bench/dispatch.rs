@@ -266,6 +266,13 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
         ("tenants".to_string(), tenants.to_string()),
         ("duration".to_string(), format!("{:?}", opts.duration)),
         (
+            "runtime_threads".to_string(),
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_workers()
+                .to_string(),
+        ),
+        (
             "target".to_string(),
             opts.target
                 .as_ref()

@@ -128,6 +128,10 @@ pub(super) struct BenchDispatchArgs {
     /// Runtime threads of each worker (as `serve --worker-threads`).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub(super) worker_threads: u16,
+    /// Runtime threads of this process, which runs the master, the load
+    /// and the baselines [default: one per core].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(super) master_threads: Option<u16>,
     /// Distinct tenants the events go to.
     #[arg(long, default_value_t = 100)]
     pub(super) tenants: u32,

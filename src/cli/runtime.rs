@@ -4,15 +4,18 @@
 //! current-thread runtime: its tenants' tasks hand over to each other
 //! without waking another thread, which the dispatch benchmark showed to
 //! cost more than the work on a machine whose cores the master and its
-//! workers share. The master (`serve`, and `bench dispatch`, which runs
-//! one in its own process) takes `--master-threads`, or by default the
-//! cores its own workers leave free and at least one: on two cores with
-//! two workers a master with two threads spent a seventh of its time
+//! workers share. The master (`serve`) takes `--master-threads`, or by
+//! default the cores its own workers leave free and at least one: on two
+//! cores with two workers a master with two threads spent a seventh of its time
 //! waking its other thread and moved 15-20% fewer events than one with
 //! one. It stays a multi-thread runtime even with one thread, because the
 //! PostgreSQL store's synchronous reads wait with `block_in_place`, which
-//! a current-thread runtime does not allow. The client commands keep
-//! tokio's default, a thread per core.
+//! a current-thread runtime does not allow. `bench dispatch`, whose one
+//! process runs a master, the load and the baselines, takes one thread
+//! per core unless its `--master-threads` says otherwise: with one thread
+//! its loopback baselines ping-pong inside a single thread, a round trip
+//! no client in another process gets. The client commands keep tokio's
+//! default, a thread per core.
 
 use super::{Cli, Command, bench::BenchCommand};
 use tokio::runtime::{Builder, Runtime};
@@ -40,9 +43,9 @@ impl Threads {
                     left_by(managed, args.worker_threads)
                 }))
             }
-            Some(Command::Bench(BenchCommand::Dispatch(args))) if args.api_addr.is_none() => {
-                Threads::Master(left_by(args.workers, args.worker_threads))
-            }
+            Some(Command::Bench(BenchCommand::Dispatch(args))) => args
+                .master_threads
+                .map_or(Threads::PerCore, Threads::Master),
             _ => Threads::PerCore,
         }
     }
@@ -116,15 +119,24 @@ mod tests {
         );
         assert_eq!(
             threads(&["meshplay", "bench", "dispatch"]),
-            Threads::Master(left(2))
+            Threads::PerCore
         );
         assert_eq!(
-            threads(&["meshplay", "bench", "dispatch", "--api-addr", "127.0.0.1:1"]),
-            Threads::PerCore
+            threads(&["meshplay", "bench", "dispatch", "--master-threads", "1"]),
+            Threads::Master(1)
         );
         assert_eq!(threads(&["meshplay", "status"]), Threads::PerCore);
         assert_eq!(
-            threads(&["meshplay", "--worker", "--worker-threads", "2"]),
+            threads(&[
+                "meshplay",
+                "--worker",
+                "--worker-id",
+                "0",
+                "--master",
+                "ws://127.0.0.1:1",
+                "--worker-threads",
+                "2"
+            ]),
             Threads::Worker(2)
         );
         assert!(Cli::try_parse_from(["meshplay", "serve", "--master-threads", "0"]).is_err());
