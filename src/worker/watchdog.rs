@@ -208,8 +208,15 @@ impl Watchdog {
 
     fn arm(&'static self, clock: Arc<Clock>) -> Armed {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.armed.lock().unwrap().insert(id, clock);
-        self.wake.notify_one();
+        let mut armed = self.armed.lock().unwrap();
+        // The watchdog waits only while nothing is armed (checked under
+        // this lock): waking it otherwise was a futex syscall per call.
+        let idle = armed.is_empty();
+        armed.insert(id, clock);
+        drop(armed);
+        if idle {
+            self.wake.notify_one();
+        }
         Armed { dog: self, id }
     }
 
