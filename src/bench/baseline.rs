@@ -65,8 +65,14 @@ impl Pipe {
     }
 }
 
+/// The WebSocket settings Mesophyll's connections read with.
+fn config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(crate::mesophyll::codec::READ_BUFFER_BYTES)
+}
+
 /// Echoes `frame` over `connections` loopback WebSocket connections with
-/// `load.concurrency` callers.
+/// `load.concurrency` callers, each end reading as Mesophyll's do.
 pub async fn ws_echo(
     load: &LoadPlan,
     connections: usize,
@@ -81,7 +87,9 @@ pub async fn ws_echo(
         while let Ok((tcp, _)) = listener.accept().await {
             let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                let Ok(mut ws) =
+                    tokio_tungstenite::accept_async_with_config(tcp, Some(config())).await
+                else {
                     return;
                 };
                 while let Some(Ok(msg)) = ws.next().await {
@@ -98,9 +106,13 @@ pub async fn ws_echo(
             .await
             .map_err(|e| err(e.to_string()))?;
         tcp.set_nodelay(true).map_err(|e| err(e.to_string()))?;
-        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp)
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            format!("ws://{addr}/"),
+            tcp,
+            Some(config()),
+        )
+        .await
+        .map_err(|e| err(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let pipe = Arc::new(Pipe {

@@ -89,7 +89,10 @@ impl StreamClient {
         let tcp = crate::tls::connect(&api.authority, api.tls.as_ref())
             .await
             .map_err(|e| lost(&addr, &e.to_string()))?;
-        let connected = tokio_tungstenite::client_async(request, tcp).await;
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(crate::mesophyll::codec::READ_BUFFER_BYTES);
+        let connected =
+            tokio_tungstenite::client_async_with_config(request, tcp, Some(config)).await;
         let (socket, _) = match connected {
             Ok(s) => s,
             Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {

@@ -21,6 +21,14 @@ pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// reallocations before the encoding itself).
 pub const FRAME_START: usize = 512;
 
+/// How much a WebSocket reads from its socket at once, on every
+/// connection that carries frames (hub, uplink, the binary client API and
+/// its client). tungstenite zero-fills that much of its buffer before each
+/// read, even one that finds nothing; at its default of 128 KiB that was a
+/// tenth of the master's time under the binary benchmark. A batch of small
+/// frames fits in 16 KiB; a larger frame takes more reads.
+pub const READ_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

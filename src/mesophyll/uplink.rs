@@ -223,6 +223,7 @@ async fn session(
             .map_err(|_| SessionError::Fatal(UplinkError::Refused(401)))?,
     );
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(crate::mesophyll::codec::READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_FRAME_BYTES + 1024))
         .max_frame_size(Some(MAX_FRAME_BYTES + 1024));
     let opening = async {

@@ -43,7 +43,8 @@ pub const MAX_IN_FLIGHT: usize = 4096;
 const MAX_FRAME_BYTES: usize = MAX_BODY_BYTES + 4096;
 
 pub(super) async fn upgrade(State(state): State<Arc<ApiState>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_FRAME_BYTES)
+    ws.read_buffer_size(crate::mesophyll::codec::READ_BUFFER_BYTES)
+        .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| serve(state, socket))
 }

@@ -263,7 +263,8 @@ pub(super) async fn upgrade(
     let peer = extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    ws.max_message_size(MAX_FRAME_BYTES + 1024)
+    ws.read_buffer_size(crate::mesophyll::codec::READ_BUFFER_BYTES)
+        .max_message_size(MAX_FRAME_BYTES + 1024)
         .max_frame_size(MAX_FRAME_BYTES + 1024)
         .on_upgrade(move |socket| hub.serve(id, socket, peer))
 }
