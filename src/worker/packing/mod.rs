@@ -173,5 +173,24 @@ mod tests {
                 .to_string()
                 .contains("extension")
         );
+        // A NaN key (a float map key can be one) cannot index a table.
+        let nan = Packed::from_trusted(vec![0x81, 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0, 0x01]);
+        let e = unpack(&lua, &nan).unwrap_err().to_string();
+        assert!(e.contains("NaN"), "{e}");
+    }
+
+    #[test]
+    fn data_past_the_heap_cap_is_a_memory_error_and_the_vm_goes_on() {
+        let lua = Lua::new();
+        let big: Vec<String> = (0..20_000).map(|i| format!("entry {i}")).collect();
+        let big = Packed::from_value(&json!({"items": big}));
+        lua.set_memory_limit(lua.used_memory() + 256 * 1024)
+            .unwrap();
+        let e = unpack(&lua, &big).unwrap_err();
+        assert!(matches!(e, mlua::Error::MemoryError(_)), "{e}");
+        lua.set_memory_limit(0).unwrap();
+        let v = unpack(&lua, &big).unwrap();
+        let back = pack(&lua, ArrayMark::of(&lua), &v).unwrap();
+        assert_eq!(back, big.to_value());
     }
 }

@@ -1,37 +1,68 @@
 //! Event data into Luau values: one walk over the MessagePack bytes,
-//! building each table and string through mlua.
+//! pushing each value on the VM's stack through Luau's C API, in one
+//! protected call (through mlua, every table, string and field set was a
+//! protected call of its own, since the VM's heap is capped).
 
 use super::MAX_DEPTH;
 use crate::mesophyll::message::Packed;
-use mlua::{Lua, LuaSerdeExt, Table, Value};
+use mlua::{Lua, LuaSerdeExt, Value, ffi};
+use std::ffi::c_int;
 
 /// Builds the Luau value of `data`.
 ///
 /// Fails with a runtime error for bytes that are not one MessagePack value
 /// (a [`Packed`] from the master always is), for MessagePack extension
-/// types, and for nesting deeper than [`MAX_DEPTH`]; with a memory error
-/// when the VM's heap cap is reached.
+/// types, for a map key that Luau cannot index by (nil, NaN), and for
+/// nesting deeper than [`MAX_DEPTH`]; with a memory error when the VM's
+/// heap cap is reached.
 pub fn unpack(lua: &Lua, data: &Packed) -> mlua::Result<Value> {
-    let mut unpacker = Unpacker {
-        lua,
-        bytes: data.as_bytes(),
-        array: None,
-    };
-    unpacker.value(0)
+    let mut failed = None;
+    // SAFETY: `exec_raw` holds the VM's lock and runs the closure as a
+    // protected call with the array mark at index 1 of its frame (an
+    // allocation that fails raises out of it into an `Err`); the reader
+    // makes room before every push and leaves exactly the built value.
+    let value = unsafe {
+        lua.exec_raw::<Value>(lua.array_metatable(), |state| {
+            let mut reader = Reader {
+                state,
+                bytes: data.as_bytes(),
+            };
+            match reader.value(0) {
+                Ok(()) => ffi::lua_replace(state, 1),
+                Err(e) => {
+                    failed = Some(e);
+                    ffi::lua_settop(state, 0);
+                }
+            }
+        })
+    }?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(value),
+    }
 }
 
-struct Unpacker<'a> {
-    lua: &'a Lua,
+/// Where the array mark sits in the protected call's frame.
+const ARRAY_MARK: c_int = 1;
+
+/// Integers go to Luau as numbers, as mlua pushes them.
+fn push_number(state: *mut ffi::lua_State, n: f64) {
+    // SAFETY: called by the reader after making room.
+    unsafe { ffi::lua_pushnumber(state, n) };
+}
+
+struct Reader<'a> {
+    state: *mut ffi::lua_State,
     bytes: &'a [u8],
-    /// mlua's array mark, fetched on the first array.
-    array: Option<Table>,
 }
 
 fn malformed(what: &str) -> mlua::Error {
     mlua::Error::runtime(format!("event data is not MessagePack: {what}"))
 }
 
-impl<'a> Unpacker<'a> {
+// SAFETY (every block below): `state` is the one `exec_raw` gave, room for
+// each push was made by `room`, and the indices used are the frame's own.
+impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> mlua::Result<&'a [u8]> {
         if self.bytes.len() < n {
             return Err(malformed("truncated"));
@@ -48,27 +79,36 @@ impl<'a> Unpacker<'a> {
             .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
     }
 
-    fn value(&mut self, depth: usize) -> mlua::Result<Value> {
+    fn room(&self) -> mlua::Result<()> {
+        if unsafe { ffi::lua_checkstack(self.state, 2) } == 0 {
+            return Err(mlua::Error::runtime(
+                "event data nests too deep for the VM's stack",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads one value and pushes it.
+    fn value(&mut self, depth: usize) -> mlua::Result<()> {
+        self.room()?;
+        let state = self.state;
         let marker = self.take(1)?[0];
-        Ok(match marker {
-            0x00..=0x7f => Value::Integer(i64::from(marker)),
-            0xe0..=0xff => Value::Integer(i64::from(marker as i8)),
-            0xc0 => Value::Nil,
-            0xc2 => Value::Boolean(false),
-            0xc3 => Value::Boolean(true),
-            0xcc => Value::Integer(self.uint(1)? as i64),
-            0xcd => Value::Integer(self.uint(2)? as i64),
-            0xce => Value::Integer(self.uint(4)? as i64),
-            0xcf => match self.uint(8)? {
-                n if n <= i64::MAX as u64 => Value::Integer(n as i64),
-                n => Value::Number(n as f64),
-            },
-            0xd0 => Value::Integer(i64::from(self.uint(1)? as u8 as i8)),
-            0xd1 => Value::Integer(i64::from(self.uint(2)? as u16 as i16)),
-            0xd2 => Value::Integer(i64::from(self.uint(4)? as u32 as i32)),
-            0xd3 => Value::Integer(self.uint(8)? as i64),
-            0xca => Value::Number(f64::from(f32::from_bits(self.uint(4)? as u32))),
-            0xcb => Value::Number(f64::from_bits(self.uint(8)?)),
+        match marker {
+            0x00..=0x7f => push_number(state, f64::from(marker)),
+            0xe0..=0xff => push_number(state, f64::from(marker as i8)),
+            0xc0 => unsafe { ffi::lua_pushnil(state) },
+            0xc2 => unsafe { ffi::lua_pushboolean(state, 0) },
+            0xc3 => unsafe { ffi::lua_pushboolean(state, 1) },
+            0xcc => push_number(state, self.uint(1)? as f64),
+            0xcd => push_number(state, self.uint(2)? as f64),
+            0xce => push_number(state, self.uint(4)? as f64),
+            0xcf => push_number(state, self.uint(8)? as f64),
+            0xd0 => push_number(state, f64::from(self.uint(1)? as u8 as i8)),
+            0xd1 => push_number(state, f64::from(self.uint(2)? as u16 as i16)),
+            0xd2 => push_number(state, f64::from(self.uint(4)? as u32 as i32)),
+            0xd3 => push_number(state, self.uint(8)? as i64 as f64),
+            0xca => push_number(state, f64::from(f32::from_bits(self.uint(4)? as u32))),
+            0xcb => push_number(state, f64::from_bits(self.uint(8)?)),
             0xa0..=0xbf => self.string(usize::from(marker & 0x1f))?,
             0xd9 | 0xc4 => {
                 let n = self.uint(1)? as usize;
@@ -107,12 +147,14 @@ impl<'a> Unpacker<'a> {
                     "event data holds a MessagePack extension type, which Luau has no value for",
                 ));
             }
-        })
+        }
+        Ok(())
     }
 
-    fn string(&mut self, n: usize) -> mlua::Result<Value> {
+    fn string(&mut self, n: usize) -> mlua::Result<()> {
         let bytes = self.take(n)?;
-        Ok(Value::String(self.lua.create_string(bytes)?))
+        unsafe { ffi::lua_pushlstring(self.state, bytes.as_ptr().cast(), bytes.len()) };
+        Ok(())
     }
 
     fn nested(depth: usize) -> mlua::Result<usize> {
@@ -124,41 +166,55 @@ impl<'a> Unpacker<'a> {
         Ok(depth + 1)
     }
 
-    fn array(&mut self, n: usize, depth: usize) -> mlua::Result<Value> {
-        let depth = Self::nested(depth)?;
-        // Every element takes at least a byte: a length beyond what is left
-        // is a lie, and must not size the table.
-        let t = self
-            .lua
-            .create_table_with_capacity(n.min(self.bytes.len()), 0)?;
-        if self.array.is_none() {
-            self.array = Some(self.lua.array_metatable());
-        }
-        t.set_metatable(self.array.clone())?;
-        for i in 1..=n {
-            let v = self.value(depth)?;
-            if !v.is_nil() {
-                t.raw_set(i, v)?;
-            }
-        }
-        Ok(Value::Table(t))
+    /// Every element takes at least a byte: a length beyond what is left
+    /// is a lie, and must not size the table.
+    fn size_hint(&self, n: usize, per_entry: usize) -> c_int {
+        c_int::try_from(n.min(self.bytes.len() / per_entry)).unwrap_or(c_int::MAX)
     }
 
-    fn map(&mut self, n: usize, depth: usize) -> mlua::Result<Value> {
+    fn array(&mut self, n: usize, depth: usize) -> mlua::Result<()> {
         let depth = Self::nested(depth)?;
-        let t = self
-            .lua
-            .create_table_with_capacity(0, n.min(self.bytes.len() / 2))?;
-        for _ in 0..n {
-            let k = self.value(depth)?;
-            let v = self.value(depth)?;
-            if k.is_nil() {
-                return Err(malformed("a map key is nil"));
-            }
-            if !v.is_nil() {
-                t.raw_set(k, v)?;
+        let state = self.state;
+        unsafe {
+            ffi::lua_createtable(state, self.size_hint(n, 1), 0);
+            ffi::lua_pushvalue(state, ARRAY_MARK);
+            ffi::lua_setmetatable(state, -2);
+        }
+        for i in 1..=n {
+            self.value(depth)?;
+            unsafe {
+                if ffi::lua_type(state, -1) == ffi::LUA_TNIL {
+                    ffi::lua_pop(state, 1);
+                } else {
+                    ffi::lua_rawseti(state, -2, i as ffi::lua_Integer);
+                }
             }
         }
-        Ok(Value::Table(t))
+        Ok(())
+    }
+
+    fn map(&mut self, n: usize, depth: usize) -> mlua::Result<()> {
+        let depth = Self::nested(depth)?;
+        let state = self.state;
+        unsafe { ffi::lua_createtable(state, 0, self.size_hint(n, 2)) };
+        for _ in 0..n {
+            self.value(depth)?;
+            let key = unsafe { ffi::lua_type(state, -1) };
+            if key == ffi::LUA_TNIL {
+                return Err(malformed("a map key is nil"));
+            }
+            if key == ffi::LUA_TNUMBER && unsafe { ffi::lua_tonumber(state, -1) }.is_nan() {
+                return Err(malformed("a map key is NaN"));
+            }
+            self.value(depth)?;
+            unsafe {
+                if ffi::lua_type(state, -1) == ffi::LUA_TNIL {
+                    ffi::lua_pop(state, 2);
+                } else {
+                    ffi::lua_rawset(state, -3);
+                }
+            }
+        }
+        Ok(())
     }
 }
