@@ -184,9 +184,21 @@ pub(super) fn track_user_coroutines(lua: &mlua::Lua, clock: &Arc<Clock>) -> mlua
 /// timer driver may not run at all). The thread sleeps on a condition
 /// variable while no call is running, so an idle worker costs nothing.
 struct Watchdog {
-    armed: Mutex<HashMap<u64, Arc<Clock>>>,
+    clocks: Mutex<Clocks>,
     wake: Condvar,
     next: AtomicU64,
+}
+
+/// The clocks armed, and whether the watchdog waits for one.
+#[derive(Default)]
+struct Clocks {
+    armed: HashMap<u64, Arc<Clock>>,
+    /// Set by the watchdog when it found nothing armed and went to wait,
+    /// cleared by whoever wakes it: one call after another leaves the map
+    /// empty between them, and waking the thread for each was a futex
+    /// syscall per call (5% of a worker), where this wakes it at most once
+    /// a slice.
+    waiting: bool,
 }
 
 impl Watchdog {
@@ -194,7 +206,7 @@ impl Watchdog {
         static WATCHDOG: OnceLock<&'static Watchdog> = OnceLock::new();
         WATCHDOG.get_or_init(|| {
             let dog: &'static Watchdog = Box::leak(Box::new(Watchdog {
-                armed: Mutex::new(HashMap::new()),
+                clocks: Mutex::new(Clocks::default()),
                 wake: Condvar::new(),
                 next: AtomicU64::new(0),
             }));
@@ -208,13 +220,11 @@ impl Watchdog {
 
     fn arm(&'static self, clock: Arc<Clock>) -> Armed {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut armed = self.armed.lock().unwrap();
-        // The watchdog waits only while nothing is armed (checked under
-        // this lock): waking it otherwise was a futex syscall per call.
-        let idle = armed.is_empty();
-        armed.insert(id, clock);
-        drop(armed);
-        if idle {
+        let mut clocks = self.clocks.lock().unwrap();
+        clocks.armed.insert(id, clock);
+        let waiting = std::mem::take(&mut clocks.waiting);
+        drop(clocks);
+        if waiting {
             self.wake.notify_one();
         }
         Armed { dog: self, id }
@@ -223,12 +233,13 @@ impl Watchdog {
     fn run(&self) {
         loop {
             {
-                let mut armed = self.armed.lock().unwrap();
-                while armed.is_empty() {
-                    armed = self.wake.wait(armed).unwrap();
+                let mut clocks = self.clocks.lock().unwrap();
+                while clocks.armed.is_empty() {
+                    clocks.waiting = true;
+                    clocks = self.wake.wait(clocks).unwrap();
                 }
                 let now = Instant::now();
-                for clock in armed.values() {
+                for clock in clocks.armed.values() {
                     clock.tick(now);
                 }
             }
@@ -245,6 +256,6 @@ pub(super) struct Armed {
 
 impl Drop for Armed {
     fn drop(&mut self) {
-        self.dog.armed.lock().unwrap().remove(&self.id);
+        self.dog.clocks.lock().unwrap().armed.remove(&self.id);
     }
 }
