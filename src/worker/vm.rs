@@ -28,7 +28,7 @@
 
 use crate::catalogue::plugin::Plugin;
 use crate::mesophyll::message::{ErrorKind, Event, Packed, RemoteError, Tenant};
-use crate::worker::packing::{ArrayMark, pack, unpack};
+use crate::worker::packing::Packing;
 use crate::worker::services::Services;
 use crate::worker::watchdog::{Clock, DeadlineExceeded, track_user_coroutines};
 use crate::worker::{host, kv};
@@ -80,7 +80,7 @@ pub struct Vm {
     /// event table in Luau and calls the handler with it, so that a
     /// dispatch makes one call into the VM rather than one per field.
     call: Function,
-    array: ArrayMark,
+    packing: Packing,
     poisoned: bool,
 }
 
@@ -156,7 +156,7 @@ impl Vm {
             .set_mode(ChunkMode::Text)
             .set_name("=dispatch")
             .into_function()?;
-        let array = ArrayMark::of(&lua);
+        let packing = Packing::new(&lua)?;
         Ok(Vm {
             lua,
             clock,
@@ -166,7 +166,7 @@ impl Vm {
             keys,
             names: HashMap::new(),
             call,
-            array,
+            packing,
             poisoned: false,
         })
     }
@@ -232,7 +232,10 @@ impl Vm {
                 ),
             ));
         };
-        let data = unpack(&self.lua, &event.data).map_err(|e| self.event_error(e))?;
+        let data = self
+            .packing
+            .unpack(&self.lua, &event.data)
+            .map_err(|e| self.event_error(e))?;
         let headers = self.headers(event)?;
         let args = (handler, name, data, &self.tenant_table, headers, ctx);
         let call = self.call.clone();
@@ -343,7 +346,10 @@ impl Vm {
         let build = || -> mlua::Result<mlua::Value> {
             let t = self.lua.create_table_with_capacity(0, 3)?;
             t.raw_set(&self.keys.name, event.name.as_str())?;
-            t.raw_set(&self.keys.data, unpack(&self.lua, &event.data)?)?;
+            t.raw_set(
+                &self.keys.data,
+                self.packing.unpack(&self.lua, &event.data)?,
+            )?;
             t.raw_set(&self.keys.tenant, &self.tenant_table)?;
             if let Some(headers) = headers {
                 t.raw_set("headers", headers)?;
@@ -366,7 +372,7 @@ impl Vm {
     }
 
     fn to_packed(&self, v: mlua::Value) -> Result<Packed, RemoteError> {
-        pack(&self.lua, self.array, &v).map_err(|e| {
+        self.packing.pack(&v).map_err(|e| {
             RemoteError::new(
                 ErrorKind::Runtime,
                 format!("the returned value cannot be sent: {e}"),

@@ -31,10 +31,9 @@
 mod unpack;
 mod walk;
 
-use mlua::{Lua, LuaSerdeExt};
-
-pub use unpack::unpack;
-pub use walk::pack;
+use crate::mesophyll::message::Packed;
+use mlua::{Function, LightUserData, Lua, LuaSerdeExt, Table, Value};
+use std::ffi::c_void;
 
 /// How deep tables may nest, either way (mlua's own limit).
 pub const MAX_DEPTH: usize = 128;
@@ -44,29 +43,90 @@ pub const MAX_DEPTH: usize = 128;
 #[error("{0}")]
 pub struct PackError(String);
 
-/// Which metatable marks a table as an array in one VM (mlua's, the same
-/// for the VM's life): looked up once per VM rather than per value.
-#[derive(Debug, Clone, Copy)]
-pub struct ArrayMark(usize);
+/// One VM's way in and out: its two walks registered once as C functions
+/// (calling a registered function is a protected call with nothing to
+/// allocate, where `Lua::exec_raw` made a closure each time) and the
+/// metatable that marks a table as an array there (mlua's, the same for
+/// the VM's life).
+#[derive(Debug, Clone)]
+pub struct Packing {
+    unpack: Function,
+    pack: Function,
+    mark: Table,
+}
 
-impl ArrayMark {
-    /// The mark of `lua`.
-    pub fn of(lua: &Lua) -> ArrayMark {
-        ArrayMark(lua.array_metatable().to_pointer() as usize)
+impl Packing {
+    /// The packing of `lua`.
+    ///
+    /// Fails only when the VM cannot allocate the two functions.
+    pub fn new(lua: &Lua) -> mlua::Result<Packing> {
+        // SAFETY: both are `extern "C-unwind"` functions that check their
+        // arguments' types before reading them.
+        unsafe {
+            Ok(Packing {
+                unpack: lua.create_c_function(unpack::entry)?,
+                pack: lua.create_c_function(walk::entry)?,
+                mark: lua.array_metatable(),
+            })
+        }
+    }
+
+    /// Builds the Luau value of `data` in `lua`, this packing's VM.
+    ///
+    /// Fails with a runtime error for bytes that are not one MessagePack
+    /// value (a [`Packed`] from the master always is), for MessagePack
+    /// extension types, for a map key that Luau cannot index by (nil, NaN),
+    /// and for nesting deeper than [`MAX_DEPTH`]; with a memory error when
+    /// the VM's heap cap is reached.
+    pub fn unpack(&self, lua: &Lua, data: &Packed) -> mlua::Result<Value> {
+        if let Some(value) = unpack::scalar(lua, data.as_bytes()) {
+            return value;
+        }
+        let mut call = unpack::Call {
+            bytes: data.as_bytes(),
+            failed: None,
+        };
+        let ctx = LightUserData(std::ptr::from_mut(&mut call).cast::<c_void>());
+        let value: Value = self.unpack.call((ctx, &self.mark))?;
+        match call.failed {
+            Some(e) => Err(e),
+            None => Ok(value),
+        }
+    }
+
+    /// The [`Packed`] encoding of `value`, a value of this VM.
+    ///
+    /// Fails with a [`PackError`] naming what cannot be sent (see the
+    /// module's table), or when the VM cannot make room on its stack for a
+    /// table's entries.
+    pub fn pack(&self, value: &Value) -> Result<Packed, PackError> {
+        let mut call = walk::Call {
+            out: Vec::with_capacity(64),
+            mark: self.mark.to_pointer(),
+            failed: None,
+        };
+        let ctx = LightUserData(std::ptr::from_mut(&mut call).cast::<c_void>());
+        self.pack
+            .call::<()>((ctx, value))
+            .map_err(|e| PackError(e.to_string()))?;
+        match call.failed {
+            Some(e) => Err(e),
+            None => Ok(Packed::from_trusted(call.out)),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mesophyll::message::Packed;
     use mlua::Value;
     use serde_json::json;
 
     fn round_trip(v: serde_json::Value) -> serde_json::Value {
         let lua = Lua::new();
-        let luau = unpack(&lua, &Packed::from_value(&v)).unwrap();
-        pack(&lua, ArrayMark::of(&lua), &luau).unwrap().to_value()
+        let p = Packing::new(&lua).unwrap();
+        let luau = p.unpack(&lua, &Packed::from_value(&v)).unwrap();
+        p.pack(&luau).unwrap().to_value()
     }
 
     #[test]
@@ -97,7 +157,7 @@ mod tests {
         let lua = Lua::new();
         let packed = |code: &str| {
             let v: Value = lua.load(code).eval().unwrap();
-            pack(&lua, ArrayMark::of(&lua), &v)
+            Packing::new(&lua).unwrap().pack(&v)
         };
         assert_eq!(
             packed("return {z = 1, a = {1, 2}, m = {}}")
@@ -158,26 +218,37 @@ mod tests {
     fn bad_bytes_and_depth_are_errors() {
         let lua = Lua::new();
         let deep = (0..200).fold(json!(1), |v, _| json!([v]));
-        let e = unpack(&lua, &Packed::from_value(&deep)).unwrap_err();
+        let e = Packing::new(&lua)
+            .unwrap()
+            .unpack(&lua, &Packed::from_value(&deep))
+            .unwrap_err();
         assert!(e.to_string().contains("deeper than 128"), "{e}");
         // A lying length fails as truncated, without sizing a table by it.
         let lie = Packed::from_trusted(vec![0xdd, 0xff, 0xff, 0xff, 0xff]);
         assert!(
-            unpack(&lua, &lie)
+            Packing::new(&lua)
+                .unwrap()
+                .unpack(&lua, &lie)
                 .unwrap_err()
                 .to_string()
                 .contains("truncated")
         );
         let ext = Packed::from_trusted(vec![0xd4, 0x01, 0x00]);
         assert!(
-            unpack(&lua, &ext)
+            Packing::new(&lua)
+                .unwrap()
+                .unpack(&lua, &ext)
                 .unwrap_err()
                 .to_string()
                 .contains("extension")
         );
         // A NaN key (a float map key can be one) cannot index a table.
         let nan = Packed::from_trusted(vec![0x81, 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0, 0x01]);
-        let e = unpack(&lua, &nan).unwrap_err().to_string();
+        let e = Packing::new(&lua)
+            .unwrap()
+            .unpack(&lua, &nan)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("NaN"), "{e}");
     }
 
@@ -188,11 +259,11 @@ mod tests {
         let big = Packed::from_value(&json!({"items": big}));
         lua.set_memory_limit(lua.used_memory() + 256 * 1024)
             .unwrap();
-        let e = unpack(&lua, &big).unwrap_err();
+        let e = Packing::new(&lua).unwrap().unpack(&lua, &big).unwrap_err();
         assert!(matches!(e, mlua::Error::MemoryError(_)), "{e}");
         lua.set_memory_limit(0).unwrap();
-        let v = unpack(&lua, &big).unwrap();
-        let back = pack(&lua, ArrayMark::of(&lua), &v).unwrap();
+        let v = Packing::new(&lua).unwrap().unpack(&lua, &big).unwrap();
+        let back = Packing::new(&lua).unwrap().pack(&v).unwrap();
         assert_eq!(back, big.to_value());
     }
 }

@@ -1,49 +1,82 @@
 //! Event data into Luau values: one walk over the MessagePack bytes,
-//! pushing each value on the VM's stack through Luau's C API, in one
-//! protected call (through mlua, every table, string and field set was a
-//! protected call of its own, since the VM's heap is capped).
+//! pushing each value on the VM's stack through Luau's C API, inside one
+//! call of a C function (through mlua, every table, string and field set
+//! was a protected call of its own, since the VM's heap is capped).
 
 use super::MAX_DEPTH;
-use crate::mesophyll::message::Packed;
-use mlua::{Lua, LuaSerdeExt, Value, ffi};
+use mlua::{Lua, Value, ffi};
 use std::ffi::c_int;
 
-/// Builds the Luau value of `data`.
+/// What one unpacking reads and where it says why it failed; the entry
+/// gets it as a light userdata.
+pub(super) struct Call<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) failed: Option<mlua::Error>,
+}
+
+/// The C function [`super::Packing::unpack`] calls, with its [`Call`] at
+/// index 1 and the array mark at [`ARRAY_MARK`]: leaves the value built.
 ///
-/// Fails with a runtime error for bytes that are not one MessagePack value
-/// (a [`Packed`] from the master always is), for MessagePack extension
-/// types, for a map key that Luau cannot index by (nil, NaN), and for
-/// nesting deeper than [`MAX_DEPTH`]; with a memory error when the VM's
-/// heap cap is reached.
-pub fn unpack(lua: &Lua, data: &Packed) -> mlua::Result<Value> {
-    let mut failed = None;
-    // SAFETY: `exec_raw` holds the VM's lock and runs the closure as a
-    // protected call with the array mark at index 1 of its frame (an
-    // allocation that fails raises out of it into an `Err`); the reader
-    // makes room before every push and leaves exactly the built value.
-    let value = unsafe {
-        lua.exec_raw::<Value>(lua.array_metatable(), |state| {
-            let mut reader = Reader {
-                state,
-                bytes: data.as_bytes(),
-            };
-            match reader.value(0) {
-                Ok(()) => ffi::lua_replace(state, 1),
-                Err(e) => {
-                    failed = Some(e);
-                    ffi::lua_settop(state, 0);
-                }
+/// # Safety
+///
+/// Called by Luau as a C function, with those two arguments.
+pub(super) unsafe extern "C-unwind" fn entry(state: *mut ffi::lua_State) -> c_int {
+    // SAFETY: the caller passes a live `Call` as a light userdata, and the
+    // reader makes room before every push and leaves exactly one value (an
+    // allocation that fails raises, out of this call, as a memory error).
+    unsafe {
+        let call = ffi::lua_touserdata(state, 1).cast::<Call<'_>>();
+        if call.is_null() || ffi::lua_type(state, ARRAY_MARK) != ffi::LUA_TTABLE {
+            return 0;
+        }
+        let call = &mut *call;
+        let mut reader = Reader {
+            state,
+            bytes: call.bytes,
+        };
+        match reader.value(0) {
+            Ok(()) => 1,
+            Err(e) => {
+                call.failed = Some(e);
+                0
             }
-        })
-    }?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(value),
+        }
     }
 }
 
-/// Where the array mark sits in the protected call's frame.
-const ARRAY_MARK: c_int = 1;
+/// Data that is one number, boolean, nil or string, built without the
+/// protected call a table needs (a string is one allocation, which mlua
+/// protects itself); `None` for anything else.
+pub(super) fn scalar(lua: &Lua, bytes: &[u8]) -> Option<mlua::Result<Value>> {
+    let marker = *bytes.first()?;
+    let be = |n: usize| -> Option<u64> {
+        let b = bytes.get(1..1 + n)?;
+        Some(b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
+    };
+    let number = |n: f64| Some(Ok(Value::Number(n)));
+    let string = |head: usize, len: Option<u64>| {
+        let len = usize::try_from(len?).ok()?;
+        let text = bytes.get(head..head.checked_add(len)?)?;
+        Some(lua.create_string(text).map(Value::String))
+    };
+    match marker {
+        0x00..=0x7f => number(f64::from(marker)),
+        0xe0..=0xff => number(f64::from(marker as i8)),
+        0xc0 => Some(Ok(Value::Nil)),
+        0xc2 => Some(Ok(Value::Boolean(false))),
+        0xc3 => Some(Ok(Value::Boolean(true))),
+        0xcb => number(f64::from_bits(be(8)?)),
+        0xa0..=0xbf => string(1, Some(u64::from(marker & 0x1f))),
+        0xd9 | 0xc4 => string(2, be(1)),
+        0xda | 0xc5 => string(3, be(2)),
+        0xdb | 0xc6 => string(5, be(4)),
+        // Other numbers, containers, and whatever is malformed: the reader.
+        _ => None,
+    }
+}
+
+/// Where the array mark sits in [`entry`]'s frame.
+const ARRAY_MARK: c_int = 2;
 
 /// Integers go to Luau as numbers, as mlua pushes them.
 fn push_number(state: *mut ffi::lua_State, n: f64) {

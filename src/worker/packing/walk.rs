@@ -1,48 +1,49 @@
 //! A handler's result into MessagePack: one walk over the value on the
 //! VM's stack, through Luau's C API.
 
-use super::{ArrayMark, MAX_DEPTH, PackError};
-use crate::mesophyll::message::Packed;
-use mlua::{Lua, Value, ffi};
+use super::{MAX_DEPTH, PackError};
+use mlua::ffi;
 use std::ffi::{c_int, c_void};
 
-/// The [`Packed`] encoding of `value`, a value of `lua` whose array mark
-/// is `array`.
+/// What one packing writes to and where it says why it failed; the entry
+/// gets it as a light userdata.
+pub(super) struct Call {
+    pub(super) out: Vec<u8>,
+    /// The VM's array mark.
+    pub(super) mark: *const c_void,
+    pub(super) failed: Option<PackError>,
+}
+
+/// The C function [`super::Packing::pack`] calls, with its [`Call`] at
+/// index 1 and the value at index 2; returns nothing.
 ///
-/// Fails with a [`PackError`] naming what cannot be sent (see the module's
-/// table), or when the VM cannot make room on its stack for a table's
-/// entries.
-pub fn pack(lua: &Lua, array: ArrayMark, value: &Value) -> Result<Packed, PackError> {
-    let mut out = Vec::with_capacity(64);
-    let mut failed = None;
-    // The walk reads the VM's own stack through Luau's C API: going
-    // through mlua instead took a lock, a reference slot and a copy for
-    // every key and value, which was a fifth of a worker's time.
-    //
-    // SAFETY: `exec_raw` holds the VM's lock and runs the closure as a
-    // protected call with `value` at index 1 of its frame, restoring the
-    // stack afterwards; the walk only reads values and pushes entries of
-    // tables it is reading, after `lua_checkstack` made room.
-    let called = unsafe {
-        lua.exec_raw::<()>(value, |state| {
-            let mut walk = Walk {
-                state,
-                out: &mut out,
-                array: array.0 as *const c_void,
-                ancestors: Vec::new(),
-            };
-            failed = walk.value(1).err();
-            ffi::lua_settop(state, 0);
-        })
-    };
-    called.map_err(|e| PackError(e.to_string()))?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(Packed::from_trusted(out)),
+/// # Safety
+///
+/// Called by Luau as a C function, with those two arguments.
+pub(super) unsafe extern "C-unwind" fn entry(state: *mut ffi::lua_State) -> c_int {
+    // SAFETY: the caller passes a live `Call` as a light userdata; the
+    // walk only reads values and pushes entries of tables it is reading,
+    // after `lua_checkstack` made room.
+    unsafe {
+        let call = ffi::lua_touserdata(state, 1).cast::<Call>();
+        if call.is_null() {
+            return 0;
+        }
+        let call = &mut *call;
+        let mut walk = Walk {
+            state,
+            out: &mut call.out,
+            array: call.mark,
+            ancestors: Vec::new(),
+        };
+        if let Err(e) = walk.value(2) {
+            call.failed = Some(e);
+        }
+        0
     }
 }
 
-/// One [`pack`] in progress, on the VM's stack.
+/// One packing in progress, on the VM's stack.
 struct Walk<'o> {
     state: *mut ffi::lua_State,
     out: &'o mut Vec<u8>,
