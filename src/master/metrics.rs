@@ -31,6 +31,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -40,12 +41,25 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginCode {
     plugin: String,
-    code: String,
+    code: Cow<'static, str>,
 }
 
+/// Labels are looked up by value on every count: the common ones borrow
+/// their text instead of allocating it per dispatch.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
-    result: String,
+    result: Cow<'static, str>,
+}
+
+impl ResultLabel {
+    fn of(result: &str) -> ResultLabel {
+        let result = match result {
+            "ok" => Cow::Borrowed("ok"),
+            "accepted" => Cow::Borrowed("accepted"),
+            other => Cow::Owned(other.to_owned()),
+        };
+        ResultLabel { result }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -216,9 +230,7 @@ impl Metrics {
     /// Counts one dispatch that ended with `result` after `elapsed`, and
     /// the plugin results it carried.
     pub fn dispatched(&self, result: &str, outcomes: &[PluginOutcome], elapsed: Duration) {
-        let label = ResultLabel {
-            result: result.to_owned(),
-        };
+        let label = ResultLabel::of(result);
         self.dispatches.get_or_create(&label).inc();
         self.dispatch_seconds
             .get_or_create(&label)
@@ -233,10 +245,10 @@ impl Metrics {
         };
         self.count_second(events, errors, elapsed);
         for o in outcomes {
-            let code = match &o.result {
-                Ok(_) => "ok".to_owned(),
-                Err(e) => e.kind.to_string(),
-            };
+            let code = Cow::Borrowed(match &o.result {
+                Ok(_) => "ok",
+                Err(e) => e.kind.as_str(),
+            });
             self.events
                 .get_or_create(&PluginCode {
                     plugin: o.plugin.clone(),
@@ -249,9 +261,7 @@ impl Metrics {
     /// Counts one script that ended with `result`.
     pub fn scripted(&self, result: &str) {
         self.scripts
-            .get_or_create(&ResultLabel {
-                result: result.to_owned(),
-            })
+            .get_or_create(&ResultLabel::of(result))
             .inc();
     }
 
