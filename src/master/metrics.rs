@@ -260,9 +260,7 @@ impl Metrics {
 
     /// Counts one script that ended with `result`.
     pub fn scripted(&self, result: &str) {
-        self.scripts
-            .get_or_create(&ResultLabel::of(result))
-            .inc();
+        self.scripts.get_or_create(&ResultLabel::of(result)).inc();
     }
 
     /// Counts one KV operation of kind `op` that took `elapsed`.

@@ -110,6 +110,16 @@ pub fn decode_outcomes(list: &Packed) -> Option<Vec<PluginOutcome>> {
     rd.is_empty().then_some(outcomes)
 }
 
+/// Takes the MessagePack value at the start of `rd` whole, checked as the
+/// full decoder would check it (whole, strings UTF-8), and copies it out;
+/// `None` (with `rd` where it was) when it is not one.
+pub fn read_value(rd: &mut &[u8]) -> Option<Packed> {
+    let len = value_len(rd, 0)?;
+    let value = Packed::from_trusted(rd[..len].to_vec());
+    *rd = &rd[len..];
+    Some(value)
+}
+
 fn read_key(rd: &mut &[u8], key: &str) -> bool {
     let mut buf = [0u8; 16];
     matches!(rmp::decode::read_str(rd, &mut buf), Ok(k) if k == key)

@@ -64,6 +64,7 @@ mod extract;
 mod kv;
 mod live;
 mod stream;
+mod stream_frames;
 mod system;
 mod tenants;
 

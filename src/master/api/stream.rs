@@ -19,13 +19,13 @@
 //! The token is checked once, at the upgrade; a token revoked later keeps
 //! the streams it opened until they close.
 
+use super::stream_frames as frames;
 use super::tenants::{Delivered, dispatch_to};
 use super::{ApiError, ApiState};
 use crate::mesophyll::message::Packed;
 use crate::mesophyll::writer::{Batched, drain};
 use crate::rest::{
-    DispatchRequest, Dispatched, ErrorDetail, MAX_BODY_BYTES, StreamAnswer, StreamError,
-    StreamRequest,
+    DispatchRequest, ErrorDetail, MAX_BODY_BYTES, StreamAnswer, StreamError, StreamRequest,
 };
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -49,17 +49,8 @@ pub(super) async fn upgrade(State(state): State<Arc<ApiState>>, ws: WebSocketUpg
         .on_upgrade(move |socket| serve(state, socket))
 }
 
-fn encode(answer: &StreamAnswer<Packed>) -> Vec<u8> {
-    use serde::Serialize;
-    let mut bytes = Vec::with_capacity(crate::mesophyll::codec::FRAME_START);
-    answer
-        .serialize(&mut rmp_serde::Serializer::new(&mut bytes).with_struct_map())
-        .expect("answers encode");
-    bytes
-}
-
 fn refused(id: u64, status: StatusCode, code: &str, message: impl Into<String>) -> Vec<u8> {
-    encode(&StreamAnswer {
+    frames::encode(&StreamAnswer {
         id,
         done: None,
         accepted: None,
@@ -73,64 +64,10 @@ fn refused(id: u64, status: StatusCode, code: &str, message: impl Into<String>) 
     })
 }
 
-/// `StreamAnswer { id, done: Some(done), .. }`, byte for byte as [`encode`]
-/// writes it, with each plugin's value copied in whole where serde would
-/// replay it token by token (which, with building the answer, was a tenth
-/// of the master's time under the binary benchmark).
-fn encode_done(id: u64, done: &Dispatched<Packed>) -> Vec<u8> {
-    use rmp::encode::{write_array_len, write_map_len, write_str, write_uint};
-    let values: usize = done
-        .results
-        .iter()
-        .map(|r| r.value.as_ref().map_or(0, |v| v.as_bytes().len()))
-        .sum();
-    let mut b = Vec::with_capacity(crate::mesophyll::codec::FRAME_START + values);
-    // Writes to a Vec cannot fail. A struct is a map of its fields, less
-    // those skipped when `None`.
-    let _ = write_map_len(&mut b, 2);
-    let _ = write_str(&mut b, "id");
-    let _ = write_uint(&mut b, id);
-    let _ = write_str(&mut b, "done");
-    let _ = write_map_len(&mut b, 3 + u32::from(done.request_id.is_some()));
-    let _ = write_str(&mut b, "tenant");
-    let _ = write_map_len(&mut b, 2);
-    let _ = write_str(&mut b, "type");
-    let _ = write_str(&mut b, &done.tenant.kind);
-    let _ = write_str(&mut b, "id");
-    let _ = write_str(&mut b, &done.tenant.id);
-    let _ = write_str(&mut b, "worker");
-    let _ = write_uint(&mut b, u64::from(done.worker));
-    let _ = write_str(&mut b, "results");
-    let _ = write_array_len(&mut b, done.results.len() as u32);
-    for r in &done.results {
-        let fields = 1 + u32::from(r.value.is_some()) + u32::from(r.error.is_some());
-        let _ = write_map_len(&mut b, fields);
-        let _ = write_str(&mut b, "plugin");
-        let _ = write_str(&mut b, &r.plugin);
-        if let Some(v) = &r.value {
-            let _ = write_str(&mut b, "value");
-            b.extend_from_slice(v.as_bytes());
-        }
-        if let Some(e) = &r.error {
-            let _ = write_str(&mut b, "error");
-            let _ = write_map_len(&mut b, 2);
-            let _ = write_str(&mut b, "code");
-            let _ = write_str(&mut b, &e.code);
-            let _ = write_str(&mut b, "message");
-            let _ = write_str(&mut b, &e.message);
-        }
-    }
-    if let Some(request_id) = &done.request_id {
-        let _ = write_str(&mut b, "request_id");
-        let _ = write_str(&mut b, request_id);
-    }
-    b
-}
-
 fn answer(id: u64, outcome: Result<Delivered, ApiError>) -> Vec<u8> {
     match outcome {
-        Ok(Delivered::Done(d)) => encode_done(id, &d),
-        Ok(Delivered::Accepted(a)) => encode(&StreamAnswer {
+        Ok(Delivered::Done(d)) => frames::encode_done(id, &d),
+        Ok(Delivered::Accepted(a)) => frames::encode(&StreamAnswer {
             id,
             done: None,
             accepted: Some(a),
@@ -176,6 +113,9 @@ fn read(message: Message) -> Frame {
         // Pings are answered by the WebSocket layer.
         _ => return Frame::Skip,
     };
+    if let Some(request) = frames::decode_request(&bytes) {
+        return Frame::Request(request);
+    }
     match rmp_serde::from_slice(&bytes) {
         Ok(r) => Frame::Request(r),
         Err(e) => Frame::Refused(refused(
@@ -254,51 +194,4 @@ async fn serve(state: Arc<ApiState>, socket: WebSocket) {
     // found gone).
     drop(tx);
     let _ = writer.await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mesophyll::message::Tenant;
-    use crate::rest::PluginResult;
-    use serde_json::json;
-
-    #[test]
-    fn done_answers_are_written_as_serde_writes_them() {
-        let value = |v: serde_json::Value| Some(Packed::from_value(&v));
-        let results = vec![
-            PluginResult {
-                plugin: "echo".into(),
-                value: value(json!({"data": "x".repeat(300), "n": [1, -2, 3.5, null]})),
-                error: None,
-            },
-            PluginResult {
-                plugin: "broken".into(),
-                value: None,
-                error: Some(ErrorDetail {
-                    code: "runtime".into(),
-                    message: "boom".into(),
-                }),
-            },
-        ];
-        for (id, worker, request_id, results) in [
-            (0, 0, None, vec![]),
-            (7, 1, Some("00000000000000ab".to_owned()), results.clone()),
-            (u64::MAX, u32::MAX, None, results),
-        ] {
-            let done = Dispatched {
-                tenant: Tenant::new("user", "é42"),
-                worker,
-                results,
-                request_id,
-            };
-            let slow = encode(&StreamAnswer {
-                id,
-                done: Some(done.clone()),
-                accepted: None,
-                error: None,
-            });
-            assert_eq!(encode_done(id, &done), slow);
-        }
-    }
 }
