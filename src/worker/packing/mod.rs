@@ -1,7 +1,7 @@
-//! Payloads between their wire form and Luau: [`unpack`] turns an event's
-//! [`Packed`] data into Luau values, [`pack`] turns what a handler returns
-//! into [`Packed`] bytes, each in one walk with no `serde_json::Value` (or
-//! any other tree) in between.
+//! Payloads between their wire form and Luau: [`Packing::unpack`] turns
+//! an event's [`Packed`] data into Luau values, [`Packing::pack`] turns what
+//! a handler returns into [`Packed`] bytes, each in one walk with no
+//! `serde_json::Value` (or any other tree) in between.
 //!
 //! The mapping is JSON's, since JSON is what applications send and read:
 //!
@@ -19,7 +19,7 @@
 //! or numbers; numbers become their decimal text, as they would in JSON.
 //! A string that is not UTF-8, a function, a thread, a userdata, a table
 //! that contains itself or one nested deeper than [`MAX_DEPTH`] cannot be
-//! sent: [`pack`] says which. A Luau `buffer` goes as MessagePack bin (JSON
+//! sent: [`Packing::pack`] says which. A Luau `buffer` goes as MessagePack bin (JSON
 //! shows it as an array of byte values), a `vector` as an array of three
 //! numbers.
 //!
