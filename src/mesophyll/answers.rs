@@ -91,9 +91,7 @@ pub fn decode_outcomes(list: &Packed) -> Option<Vec<PluginOutcome>> {
         if rmp::decode::read_map_len(&mut rd).ok()? != 2 || !read_key(&mut rd, "plugin") {
             return None;
         }
-        let len = rmp::decode::read_str_len(&mut rd).ok()? as usize;
-        let plugin = std::str::from_utf8(rd.get(..len)?).ok()?.to_owned();
-        rd = &rd[len..];
+        let plugin = read_str(&mut rd)?.to_owned();
         if !read_key(&mut rd, "result")
             || rmp::decode::read_map_len(&mut rd).ok()? != 1
             || !read_key(&mut rd, "Ok")
@@ -108,6 +106,16 @@ pub fn decode_outcomes(list: &Packed) -> Option<Vec<PluginOutcome>> {
         rd = &rd[len..];
     }
     rd.is_empty().then_some(outcomes)
+}
+
+/// Takes the MessagePack str (not bin) at the start of `rd`, checked to be
+/// UTF-8; `None` when it is not one.
+pub fn read_str<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
+    let mut at = *rd;
+    let len = rmp::decode::read_str_len(&mut at).ok()? as usize;
+    let text = std::str::from_utf8(at.get(..len)?).ok()?;
+    *rd = &at[len..];
+    Some(text)
 }
 
 /// Takes the MessagePack value at the start of `rd` whole, checked as the

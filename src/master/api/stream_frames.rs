@@ -5,7 +5,7 @@
 //! frames it handles (the tests hold them to it); anything else goes
 //! through serde.
 
-use crate::mesophyll::answers::read_value;
+use crate::mesophyll::answers::{read_str, read_value};
 use crate::mesophyll::message::{Packed, Tenant};
 use crate::rest::{Dispatched, StreamAnswer, StreamRequest};
 
@@ -113,14 +113,6 @@ pub(super) fn decode_request(frame: &[u8]) -> Option<StreamRequest<Packed>> {
         wait: wait.unwrap_or(true),
         timeout_ms: timeout_ms.flatten(),
     })
-}
-
-/// A str (not bin), UTF-8.
-fn read_str<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
-    let len = rmp::decode::read_str_len(rd).ok()? as usize;
-    let text = std::str::from_utf8(rd.get(..len)?).ok()?;
-    *rd = &rd[len..];
-    Some(text)
 }
 
 fn read_tenant(rd: &mut &[u8]) -> Option<Tenant> {
