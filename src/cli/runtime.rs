@@ -6,9 +6,9 @@
 //! cost more than the work on a machine whose cores the master and its
 //! workers share. The master (`serve`) takes `--master-threads`, or by
 //! default the cores its own workers leave free and at least one: on two
-//! cores with two workers a master with two threads spent a seventh of its time
-//! waking its other thread and moved 15-20% fewer events than one with
-//! one. It stays a multi-thread runtime even with one thread, because the
+//! cores with two workers a master with two threads spent a seventh of its
+//! time waking its other thread and moved 15-20% fewer events than one
+//! with one. It stays a multi-thread runtime even with one thread, because the
 //! PostgreSQL store's synchronous reads wait with `block_in_place`, which
 //! a current-thread runtime does not allow. `bench dispatch`, whose one
 //! process runs a master, the load and the baselines, takes one thread
