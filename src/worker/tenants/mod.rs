@@ -136,8 +136,11 @@ impl Reply {
     }
 }
 
-/// A job in a tenant's queue, with whoever waits for its outcome.
-type Queued = (Job, Option<Reply>);
+/// A job in a tenant's queue, with whoever waits for its outcome. Boxed:
+/// tokio's channel allocates its slots 32 at a time, with the queue, so an
+/// unboxed job (200 bytes) would make every idle tenant carry 6 KiB of
+/// empty slots.
+type Queued = Box<(Job, Option<Reply>)>;
 
 struct Handle {
     serial: u64,
@@ -256,14 +259,15 @@ impl Tenants {
         job: Job,
         reply: Option<Reply>,
     ) -> Result<(), (RemoteError, Option<Reply>)> {
-        let mut msg = (job, reply);
+        let mut msg = Box::new((job, reply));
         // Two rounds: a task that is just retiring closes its queue; the
         // second round finds it gone and starts a new one.
         for _ in 0..2 {
             let tx = self.sender(&tenant);
             match tx.try_send(msg) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full((_, reply))) => {
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    let (_, reply) = *back;
                     let e = RemoteError::new(
                         ErrorKind::Overloaded,
                         format!(
@@ -347,12 +351,13 @@ impl Tenants {
         let mut vm: Option<Vm> = None;
         loop {
             let next = tokio::time::timeout(self.config.idle_ttl, rx.recv()).await;
-            let Ok(Some((job, reply))) = next else {
+            let Ok(Some(queued)) = next else {
                 // Idle, or evicted (every sender dropped).
                 break;
             };
+            let (job, reply) = *queued;
             busy.store(true, Ordering::SeqCst);
-            let outcome = self.execute(&tenant, &mut vm, job).await;
+            let outcome = self.execute_boxed(&tenant, &mut vm, job).await;
             busy.store(false, Ordering::SeqCst);
             if let Some(reply) = reply {
                 reply.send(outcome).await;
@@ -364,8 +369,9 @@ impl Tenants {
         // Jobs that raced into the queue as we stopped reading are still
         // ours to run, in order: nobody else may run them before us.
         rx.close();
-        while let Ok((job, reply)) = rx.try_recv() {
-            let outcome = self.execute(&tenant, &mut vm, job).await;
+        while let Ok(queued) = rx.try_recv() {
+            let (job, reply) = *queued;
+            let outcome = self.execute_boxed(&tenant, &mut vm, job).await;
             if let Some(reply) = reply {
                 reply.send(outcome).await;
             }
@@ -378,6 +384,18 @@ impl Tenants {
         self.turns.remove_if(&tenant, |_, t| {
             Arc::ptr_eq(t, &turn) && Arc::strong_count(t) <= 2
         });
+    }
+
+    /// [`Self::execute`] on the heap for the length of one job: its future
+    /// (a handler call's, 3 KiB) would otherwise live in every tenant's
+    /// task, idle ones too.
+    async fn execute_boxed(
+        &self,
+        tenant: &Tenant,
+        slot: &mut Option<Vm>,
+        job: Job,
+    ) -> Result<Packed, RemoteError> {
+        Box::pin(self.execute(tenant, slot, job)).await
     }
 
     async fn execute(
