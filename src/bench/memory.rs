@@ -96,8 +96,8 @@ pub async fn run(steps: &[u64], concurrency: usize) -> Result<Report, BenchError
                 idle as f64 / 1048576.0
             ),
             value: s.per_tenant_bytes as f64 / 1024.0,
-            target: "< 400 KiB per VM".into(),
-            met: s.per_tenant_bytes < 400 * 1024,
+            target: "<= 150 KiB per idle tenant".into(),
+            met: s.per_tenant_bytes <= 150 * 1024,
         })
         .collect();
     let params = BTreeMap::from([
