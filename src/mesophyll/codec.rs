@@ -303,11 +303,16 @@ mod properties {
     }
 
     fn event() -> impl Strategy<Value = Event> {
-        (".{0,16}", json()).prop_map(|(name, data)| Event {
-            name,
-            data: data.into(),
-            ..Default::default()
-        })
+        (
+            ".{0,16}",
+            json(),
+            prop::collection::btree_map("[a-z-]{1,8}", ".{0,8}", 0..3),
+        )
+            .prop_map(|(name, data, headers)| Event {
+                name,
+                data: data.into(),
+                headers,
+            })
     }
 
     fn kind() -> impl Strategy<Value = ErrorKind> {
