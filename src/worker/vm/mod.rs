@@ -63,10 +63,10 @@ pub struct Vm {
     lua: Lua,
     clock: Arc<Clock>,
     script_env: Table,
-    /// Each plugin's handler table and its (read-only) `ctx`, with the
-    /// plugin they came from: holding the `Arc` (not its address) means a
-    /// new version is always noticed.
-    handlers: HashMap<String, (Arc<Plugin>, Table, Table)>,
+    /// Each plugin's dispatcher ([`BIND_HANDLERS`] over its handler table
+    /// and `ctx`), with the plugin it came from: holding the `Arc` (not its
+    /// address) means a new version is always noticed.
+    handlers: HashMap<String, (Arc<Plugin>, Function)>,
     /// `event.tenant`, read-only: the same for every event of this VM, so
     /// built once rather than per event.
     tenant_table: Table,
@@ -76,10 +76,8 @@ pub struct Vm {
     /// Event names as Luau strings, made once per name: with a heap cap
     /// set, every string mlua makes is a protected call.
     names: HashMap<String, mlua::LuaString>,
-    /// `function(handler, name, data, tenant, headers, ctx)`: builds the
-    /// event table in Luau and calls the handler with it, so that a
-    /// dispatch makes one call into the VM rather than one per field.
-    call: Function,
+    /// [`BIND_HANDLERS`], run once per plugin version.
+    bind: Function,
     packing: Packing,
     poisoned: bool,
 }
@@ -89,10 +87,16 @@ pub struct Vm {
 /// made-up names).
 const NAMES_KEPT: usize = 64;
 
-/// Builds the event table in Luau: the fields are set by the table
-/// constructor, inside one call, instead of from outside one by one.
-const CALL_HANDLER: &str = "local handler, name, data, tenant, headers, ctx = ...\n\
-    return handler({ name = name, data = data, tenant = tenant, headers = headers }, ctx)";
+/// Makes a plugin's dispatcher, `function(name, data, headers)`, which
+/// answers `false` when the plugin has no handler for `name`: a dispatch
+/// is one call into the VM with three arguments, the event table built by
+/// a table constructor (not a lookup, a call with six, a set per field).
+const BIND_HANDLERS: &str = "local handlers, tenant, ctx = ...\n\
+    return function(name, data, headers)\n\
+        local handler = handlers[name]\n\
+        if handler == nil then return false end\n\
+        return true, handler({ name = name, data = data, tenant = tenant, headers = headers }, ctx)\n\
+    end";
 
 struct EventKeys {
     name: mlua::LuaString,
@@ -151,8 +155,8 @@ impl Vm {
             data: lua.create_string("data")?,
             tenant: lua.create_string("tenant")?,
         };
-        let call = lua
-            .load(CALL_HANDLER)
+        let bind = lua
+            .load(BIND_HANDLERS)
             .set_mode(ChunkMode::Text)
             .set_name("=dispatch")
             .into_function()?;
@@ -168,7 +172,7 @@ impl Vm {
             tenant_table,
             keys,
             names: HashMap::new(),
-            call,
+            bind,
             packing,
             poisoned: false,
         })
@@ -202,10 +206,8 @@ impl Vm {
         deadline: Instant,
     ) -> Result<Packed, RemoteError> {
         let _watchdog = self.clock.arm(deadline);
-        let (handlers, ctx) = match self.handlers.get(&plugin.manifest.name) {
-            Some((loaded, table, ctx)) if Arc::ptr_eq(loaded, plugin) => {
-                (table.clone(), ctx.clone())
-            }
+        let dispatch = match self.handlers.get(&plugin.manifest.name) {
+            Some((loaded, dispatch)) if Arc::ptr_eq(loaded, plugin) => dispatch.clone(),
             _ => {
                 let env = environment(&self.lua).map_err(|e| self.classify(e))?;
                 let chunk = self
@@ -217,16 +219,27 @@ impl Vm {
                     .set_environment(env);
                 let table: Table = self.guarded(chunk.call_async(()), deadline).await?;
                 let ctx = self.ctx_table(plugin)?;
+                let dispatch: Function = self
+                    .bind
+                    .call((table, &self.tenant_table, ctx))
+                    .map_err(|e| self.classify(e))?;
                 self.handlers.insert(
                     plugin.manifest.name.clone(),
-                    (Arc::clone(plugin), table.clone(), ctx.clone()),
+                    (Arc::clone(plugin), dispatch.clone()),
                 );
-                (table, ctx)
+                dispatch
             }
         };
         let name = self.name(&event.name)?;
-        let handler: Option<Function> = handlers.get(&name).map_err(|e| self.classify(e))?;
-        let Some(handler) = handler else {
+        let data = self
+            .packing
+            .unpack(&self.lua, &event.data)
+            .map_err(|e| self.event_error(e))?;
+        let headers = self.headers(event)?;
+        let (found, out): (bool, mlua::Value) = self
+            .guarded(dispatch.call_async((name, data, headers)), deadline)
+            .await?;
+        if !found {
             return Err(RemoteError::new(
                 ErrorKind::NotFound,
                 format!(
@@ -234,15 +247,7 @@ impl Vm {
                     plugin.manifest.name, event.name
                 ),
             ));
-        };
-        let data = self
-            .packing
-            .unpack(&self.lua, &event.data)
-            .map_err(|e| self.event_error(e))?;
-        let headers = self.headers(event)?;
-        let args = (handler, name, data, &self.tenant_table, headers, ctx);
-        let call = self.call.clone();
-        let out: mlua::Value = self.guarded(call.call_async(args), deadline).await?;
+        }
         self.to_packed(out)
     }
 
@@ -343,7 +348,7 @@ impl Vm {
     }
 
     /// The event as a table, for a script's `...` (handlers get theirs
-    /// built by [`CALL_HANDLER`]).
+    /// built by [`BIND_HANDLERS`]).
     fn event_table(&mut self, event: &Event) -> Result<mlua::Value, RemoteError> {
         let headers = self.headers(event)?;
         let build = || -> mlua::Result<mlua::Value> {
@@ -402,198 +407,4 @@ fn innermost(e: &mlua::Error) -> &mlua::Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::Value;
-
-    fn vm() -> Vm {
-        Vm::new(
-            &Tenant::new("t", "1"),
-            VmLimits::default(),
-            &Services::bare(),
-        )
-        .unwrap()
-    }
-
-    async fn run(vm: &mut Vm, code: &str, ms: u64) -> Result<Value, RemoteError> {
-        let deadline = Instant::now() + Duration::from_millis(ms);
-        vm.run_script("test", code, &Event::default(), deadline)
-            .await
-            .map(|v| v.to_value())
-    }
-
-    #[tokio::test]
-    async fn scripts_return_json() {
-        let mut vm = vm();
-        let v = run(&mut vm, "return { a = 1, b = {1, 2}, c = 'x' }", 1000)
-            .await
-            .unwrap();
-        assert_eq!(v, serde_json::json!({"a": 1, "b": [1, 2], "c": "x"}));
-    }
-
-    #[tokio::test]
-    async fn a_runaway_loop_times_out_even_under_pcall_and_the_vm_lives_on() {
-        let mut vm = vm();
-        let err = run(
-            &mut vm,
-            "while true do pcall(function() while true do end end) end",
-            100,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
-        assert!(!vm.is_poisoned());
-        assert_eq!(run(&mut vm, "return 2 + 2", 1000).await.unwrap(), 4);
-        // The interrupt still works for the next runaway in the same VM.
-        let err = run(&mut vm, "while true do end", 100).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_spinning_vm_yields_its_thread_to_other_vms() {
-        // One thread for both: the quick call can only finish first if the
-        // spinning one hands the thread back while it runs.
-        let mut slow = vm();
-        let mut quick = vm();
-        let order = std::sync::Mutex::new(Vec::new());
-        let spin = async {
-            let r = run(&mut slow, "while true do end", 500).await;
-            order.lock().unwrap().push("slow");
-            r
-        };
-        let fast = async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let r = run(&mut quick, "return 1", 1000).await;
-            order.lock().unwrap().push("quick");
-            r
-        };
-        let (s, q) = tokio::join!(spin, fast);
-        assert_eq!(s.unwrap_err().kind, ErrorKind::Timeout);
-        assert_eq!(q.unwrap(), 1);
-        assert_eq!(*order.lock().unwrap(), ["quick", "slow"]);
-    }
-
-    #[tokio::test]
-    async fn a_memory_bomb_is_a_memory_error_that_poisons_the_vm() {
-        let mut vm = vm();
-        let err = run(
-            &mut vm,
-            "local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1024) .. i end",
-            10_000,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Memory, "{err}");
-        assert!(vm.is_poisoned());
-    }
-
-    #[tokio::test]
-    async fn there_is_no_require_and_the_globals_are_frozen() {
-        let mut vm = vm();
-        let err = run(&mut vm, "return require('os')", 1000)
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Runtime);
-        let err = run(&mut vm, "string.rep = nil", 1000).await.unwrap_err();
-        assert!(err.message.contains("readonly"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn script_globals_persist_within_a_vm_only() {
-        let mut vm1 = vm();
-        run(&mut vm1, "counter = 41", 1000).await.unwrap();
-        assert_eq!(run(&mut vm1, "return counter + 1", 1000).await.unwrap(), 42);
-        let mut vm2 = vm();
-        assert_eq!(
-            run(&mut vm2, "return counter", 1000).await.unwrap(),
-            Value::Null
-        );
-    }
-
-    #[tokio::test]
-    async fn runtime_errors_carry_the_line() {
-        let mut vm = vm();
-        let err = run(&mut vm, "local x = 1\nerror('boom')", 1000)
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Runtime);
-        assert!(
-            err.message.contains("test:2") && err.message.contains("boom"),
-            "{err}"
-        );
-        let err = run(&mut vm, "return (", 1000).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Syntax, "{err}");
-    }
-
-    #[tokio::test]
-    async fn sleeping_past_the_deadline_is_a_timeout() {
-        let mut vm = vm();
-        let err = run(&mut vm, "time.sleep(60000)", 100).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
-    }
-
-    #[tokio::test]
-    async fn a_script_that_is_bytecode_is_refused_as_text() {
-        let bytecode = crate::catalogue::plugin::compile(b"return 42").unwrap();
-        let code = String::from_utf8(bytecode).expect("this chunk's bytecode is UTF-8");
-        let mut vm = vm();
-        let err = run(&mut vm, &code, 1000).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Syntax, "{err}");
-        assert_eq!(run(&mut vm, "return 1", 1000).await.unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn an_absurd_sleep_is_a_timeout_not_a_panic() {
-        let mut vm = vm();
-        for ms in ["1e300", "math.huge", "2^64"] {
-            let err = run(&mut vm, &format!("time.sleep({ms})"), 100)
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(err.kind, ErrorKind::Timeout | ErrorKind::Runtime),
-                "{ms}: {err}"
-            );
-        }
-        assert_eq!(run(&mut vm, "return 1", 1000).await.unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_long_loop_in_a_user_coroutine_is_not_cut_short_by_the_watchdog() {
-        let mut vm = vm();
-        // Longer than a watchdog slice, shorter than the deadline: the
-        // coroutine must run to its end, not be yielded out of by the
-        // watchdog's "give the thread back" request.
-        let code = "
-            local function work()
-                local x = 0
-                local t = os.clock()
-                while os.clock() - t < 0.05 do x += 1 end
-                return 'done'
-            end
-            local wrapped = coroutine.wrap(work)()
-            local ok, resumed = coroutine.resume(coroutine.create(work))
-            return { wrapped, ok, resumed }
-        ";
-        assert_eq!(
-            run(&mut vm, code, 2000).await.unwrap(),
-            serde_json::json!(["done", true, "done"])
-        );
-        // Yields the script asks for still work, and runaways still end.
-        let code = "
-            local co = coroutine.wrap(function() coroutine.yield(1) return 2 end)
-            return { co(), co() }
-        ";
-        assert_eq!(
-            run(&mut vm, code, 1000).await.unwrap(),
-            serde_json::json!([1, 2])
-        );
-        let err = run(
-            &mut vm,
-            "coroutine.wrap(function() while true do end end)()",
-            200,
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
-    }
-}
+mod tests;
