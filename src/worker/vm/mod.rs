@@ -66,7 +66,7 @@ pub struct Vm {
     /// Each plugin's dispatcher ([`BIND_HANDLERS`] over its handler table
     /// and `ctx`), with the plugin it came from: holding the `Arc` (not its
     /// address) means a new version is always noticed.
-    handlers: HashMap<String, (Arc<Plugin>, Function)>,
+    dispatchers: HashMap<String, (Arc<Plugin>, Function)>,
     /// `event.tenant`, read-only: the same for every event of this VM, so
     /// built once rather than per event.
     tenant_table: Table,
@@ -168,7 +168,7 @@ impl Vm {
             lua,
             clock,
             script_env,
-            handlers: HashMap::new(),
+            dispatchers: HashMap::new(),
             tenant_table,
             keys,
             names: HashMap::new(),
@@ -206,7 +206,7 @@ impl Vm {
         deadline: Instant,
     ) -> Result<Packed, RemoteError> {
         let _watchdog = self.clock.arm(deadline);
-        let dispatch = match self.handlers.get(&plugin.manifest.name) {
+        let dispatch = match self.dispatchers.get(&plugin.manifest.name) {
             Some((loaded, dispatch)) if Arc::ptr_eq(loaded, plugin) => dispatch.clone(),
             _ => {
                 let env = environment(&self.lua).map_err(|e| self.classify(e))?;
@@ -223,7 +223,7 @@ impl Vm {
                     .bind
                     .call((table, &self.tenant_table, ctx))
                     .map_err(|e| self.classify(e))?;
-                self.handlers.insert(
+                self.dispatchers.insert(
                     plugin.manifest.name.clone(),
                     (Arc::clone(plugin), dispatch.clone()),
                 );
