@@ -206,11 +206,9 @@ const IDLE_SLICES: u32 = 200;
 #[derive(Default)]
 struct Clocks {
     armed: HashMap<u64, Arc<Clock>>,
-    /// Set by the watchdog when it found nothing armed and went to wait,
-    /// cleared by whoever wakes it: one call after another leaves the map
-    /// empty between them, and waking the thread for each was a futex
-    /// syscall per call (5% of a worker), where this wakes it at most once
-    /// a slice.
+    /// Set by the watchdog when nothing was armed for [`IDLE_SLICES`] and
+    /// it went to wait, cleared by whoever wakes it: only the first call
+    /// after an idle spell pays the futex syscall that wakes the thread.
     waiting: bool,
     /// Set by every arming, cleared by every tick: whether a call started
     /// since the last tick, even one that has ended.
