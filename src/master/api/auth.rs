@@ -8,7 +8,7 @@
 use super::{ApiError, ApiState};
 use crate::master::access::{audited, required, tenant_of};
 use crate::rest::AuditEntry;
-use axum::extract::{OriginalUri, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -39,12 +39,7 @@ pub(super) async fn authorize(
         }
     };
     let method = req.method().clone();
-    // Under `nest`, the request's own URI has lost the `/api/v1` prefix
-    // that the rules are written with.
-    let path = match req.extensions().get::<OriginalUri>() {
-        Some(OriginalUri(uri)) => uri.path().to_owned(),
-        None => req.uri().path().to_owned(),
-    };
+    let path = req.uri().path().to_owned();
     let needed = required(&method, &path);
     let response = if caller.role >= needed {
         next.run(req).await

@@ -138,47 +138,59 @@ impl TenantTurns {
 }
 
 /// The API's router.
+///
+/// The `/api/v1` routes carry their whole path and are merged, not nested:
+/// a nested router matches every request twice, rebuilds its URI without
+/// the prefix and stores its path parameters twice, which a profile of the
+/// master under REST load put at about 2% of its CPU for `strip_prefix`
+/// alone (BENCHMARKS.md, 2026-12-04, evening).
 pub fn router(state: Arc<ApiState>) -> Router {
     let v1 = Router::new()
-        .route("/workers", get(system::workers))
-        .route("/status", get(system::status))
-        .route("/traffic", get(live::traffic))
-        .route("/console", get(live::console))
-        .route("/tenants", get(live::tenants))
-        .route("/stream", get(stream::upgrade))
-        .route("/tenants/{type}/{id}/events", post(tenants::dispatch))
-        .route("/tenants/{type}/{id}/scripts", post(tenants::run_script))
-        .route("/tenants/{type}/{id}/vm", delete(tenants::drop_vm))
+        .route("/api/v1/workers", get(system::workers))
+        .route("/api/v1/status", get(system::status))
+        .route("/api/v1/traffic", get(live::traffic))
+        .route("/api/v1/console", get(live::console))
+        .route("/api/v1/tenants", get(live::tenants))
+        .route("/api/v1/stream", get(stream::upgrade))
         .route(
-            "/tenants/{type}/{id}/state",
+            "/api/v1/tenants/{type}/{id}/events",
+            post(tenants::dispatch),
+        )
+        .route(
+            "/api/v1/tenants/{type}/{id}/scripts",
+            post(tenants::run_script),
+        )
+        .route("/api/v1/tenants/{type}/{id}/vm", delete(tenants::drop_vm))
+        .route(
+            "/api/v1/tenants/{type}/{id}/state",
             get(tenants::get_state).put(tenants::put_state),
         )
-        .route("/plugins", get(catalogue::list_plugins))
+        .route("/api/v1/plugins", get(catalogue::list_plugins))
         .route(
-            "/plugins/{name}",
+            "/api/v1/plugins/{name}",
             axum::routing::put(catalogue::put_plugin).delete(catalogue::delete_plugin),
         )
         .route(
-            "/tokens",
+            "/api/v1/tokens",
             get(access::list_tokens).post(access::create_token),
         )
-        .route("/tokens/{id}", delete(access::revoke_token))
+        .route("/api/v1/tokens/{id}", delete(access::revoke_token))
         .route(
-            "/join-tokens",
+            "/api/v1/join-tokens",
             get(access::list_join_tokens).post(access::create_join_token),
         )
-        .route("/join-tokens/{id}", delete(access::revoke_token))
-        .route("/audit", get(access::audit))
-        .route("/filters", get(catalogue::list_filters))
+        .route("/api/v1/join-tokens/{id}", delete(access::revoke_token))
+        .route("/api/v1/audit", get(access::audit))
+        .route("/api/v1/filters", get(catalogue::list_filters))
         .route(
-            "/filters/{name}",
+            "/api/v1/filters/{name}",
             axum::routing::put(catalogue::put_filter)
                 .delete(catalogue::delete_filter)
                 .layer(axum::extract::DefaultBodyLimit::max(MAX_FILTER_BYTES)),
         )
-        .route("/tenants/{type}/{id}/kv", get(kv::find_kv))
+        .route("/api/v1/tenants/{type}/{id}/kv", get(kv::find_kv))
         .route(
-            "/tenants/{type}/{id}/kv/{scope}/{key}",
+            "/api/v1/tenants/{type}/{id}/kv/{scope}/{key}",
             get(kv::get_kv).put(kv::put_kv).delete(kv::delete_kv),
         )
         .route_layer(middleware::from_fn_with_state(
@@ -190,7 +202,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(system::health))
         .route("/readyz", get(system::ready))
         .route("/metrics", get(system::metrics))
-        .nest("/api/v1", v1)
+        .merge(v1)
         .merge(crate::master::dashboard::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
