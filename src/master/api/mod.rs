@@ -141,9 +141,9 @@ impl TenantTurns {
 ///
 /// The `/api/v1` routes carry their whole path and are merged, not nested:
 /// a nested router matches every request twice, rebuilds its URI without
-/// the prefix and stores its path parameters twice, which a profile of the
-/// master under REST load put at about 2% of its CPU for `strip_prefix`
-/// alone (BENCHMARKS.md, 2026-12-04, evening).
+/// the prefix and stores its path parameters twice: in a profile of the
+/// master under REST load, `strip_prefix` alone was 2.8% of its CPU
+/// (BENCHMARKS.md, 2026-12-04, evening).
 pub fn router(state: Arc<ApiState>) -> Router {
     let v1 = Router::new()
         .route("/api/v1/workers", get(system::workers))
