@@ -164,3 +164,53 @@ async fn tokens_and_the_audit_log_survive_a_restart() {
     let log = m.client.audit(None, 10).await.unwrap().entries;
     assert_eq!(log[0].route, "/api/v1/tokens", "{log:?}");
 }
+
+/// Tenants named after route words (`kv`, `state`, `events`, `scripts`,
+/// `vm`) get no more than any tenant: an `app` token still cannot run a
+/// script in them or drop their VMs, and a `read` token cannot write
+/// their KV. (The role once followed from `/kv/` anywhere in the path.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_named_after_a_route_word_opens_nothing_more() {
+    let m = Master::start(Opts::default()).await;
+    m.wait_connected(2).await;
+    let admin = &m.client;
+    let app = ApiClient::new(
+        m.endpoint.api_addr,
+        admin.create_token(Role::App, None).await.unwrap().token,
+    );
+    let read = ApiClient::new(
+        m.endpoint.api_addr,
+        admin.create_token(Role::Read, None).await.unwrap().token,
+    );
+    for word in ["kv", "state", "events", "scripts", "vm"] {
+        for (kind, id) in [(word, "1"), ("user", word), (word, word)] {
+            let at = format!("{kind}:{id}");
+            assert_eq!(
+                status(app.run_script(kind, id, &script()).await),
+                403,
+                "app ran a script in {at}"
+            );
+            assert_eq!(
+                status(app.drop_tenant(kind, id).await),
+                403,
+                "app dropped {at}"
+            );
+            assert_eq!(
+                status(read.kv_set(kind, id, "s", "k", &json!(1)).await),
+                403,
+                "read wrote the KV of {at}"
+            );
+            assert_eq!(
+                status(read.dispatch(kind, id, &event("echo", json!(1))).await),
+                403,
+                "read dispatched to {at}"
+            );
+            // What the roles do open, they open for these tenants too.
+            app.kv_set(kind, id, "s", "k", &json!(at)).await.unwrap();
+            app.dispatch(kind, id, &event("echo", json!(1)))
+                .await
+                .unwrap();
+            admin.run_script(kind, id, &script()).await.unwrap();
+        }
+    }
+}

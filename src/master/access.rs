@@ -9,12 +9,13 @@
 //!   create`): 64 random characters, shown once, stored as their SHA-256,
 //!   looked up by that hash, revocable. A revoked token is refused.
 //!
-//! [`required`] says what a route needs: `read` for `GET` (but tokens and
-//! the audit log, which are `admin`), `app` to dispatch events and to write
-//! a tenant's KV and state, `admin` for everything else (scripts, VM drops,
-//! uploads and removals, tokens). [`audited`] says which answers go to the
-//! audit log: every change, allowed or refused, but dispatches (traffic,
-//! not changes, and counted in `/metrics`).
+//! [`ROUTES`] says what each route needs, by the pattern the router
+//! matched: `read` for `GET` (but tokens and the audit log, which are
+//! `admin`), `app` to dispatch events and to write a tenant's KV and state,
+//! `admin` for everything else (scripts, VM drops, uploads and removals,
+//! tokens). [`audited`] says which answers go to the audit log: every
+//! change, allowed or refused, but dispatches (traffic, not changes, and
+//! counted in `/metrics`).
 
 use crate::catalogue::filter::sha256_hex;
 use crate::master::datadir::fresh_token;
@@ -209,45 +210,96 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// `path` without the `/api/v1` it may be seen with.
-fn route(path: &str) -> &str {
-    path.strip_prefix("/api/v1").unwrap_or(path)
-}
-
-/// The role `method` on `path` (under `/api/v1`) needs.
-pub fn required(method: &Method, path: &str) -> Role {
-    let path = route(path);
-    if path.starts_with("/tokens") || path.starts_with("/join-tokens") || path.starts_with("/audit")
-    {
-        return Role::Admin;
-    }
+/// Every `/api/v1` route, by the pattern the router matched it with, and
+/// the role each method on it needs. The API's authorization reads this
+/// table and nothing else ([`required`]): the role follows from the route
+/// that matched, never from what the raw path happens to contain, so a
+/// tenant named `kv` or `events` is just a tenant. A test in
+/// `master::api` walks the router and fails when a route has no line
+/// here, or a line names no route.
+pub static ROUTES: &[(Method, &str, Role)] = &[
+    (Method::GET, "/api/v1/workers", Role::Read),
+    (Method::GET, "/api/v1/status", Role::Read),
+    (Method::GET, "/api/v1/traffic", Role::Read),
+    (Method::GET, "/api/v1/console", Role::Read),
+    (Method::GET, "/api/v1/tenants", Role::Read),
     // The binary client API is a GET that dispatches.
-    if path == "/stream" {
-        return Role::App;
-    }
-    if method == Method::GET || method == Method::HEAD {
-        return Role::Read;
-    }
-    if path.starts_with("/tenants/") {
-        let dispatch = method == Method::POST && path.ends_with("/events");
-        let data = path.contains("/kv/") || path.ends_with("/state");
-        if dispatch || data {
-            return Role::App;
-        }
-    }
-    Role::Admin
+    (Method::GET, "/api/v1/stream", Role::App),
+    (
+        Method::POST,
+        "/api/v1/tenants/{type}/{id}/events",
+        Role::App,
+    ),
+    (
+        Method::POST,
+        "/api/v1/tenants/{type}/{id}/scripts",
+        Role::Admin,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/tenants/{type}/{id}/vm",
+        Role::Admin,
+    ),
+    (Method::GET, "/api/v1/tenants/{type}/{id}/state", Role::Read),
+    (Method::PUT, "/api/v1/tenants/{type}/{id}/state", Role::App),
+    (Method::GET, "/api/v1/tenants/{type}/{id}/kv", Role::Read),
+    (
+        Method::GET,
+        "/api/v1/tenants/{type}/{id}/kv/{scope}/{key}",
+        Role::Read,
+    ),
+    (
+        Method::PUT,
+        "/api/v1/tenants/{type}/{id}/kv/{scope}/{key}",
+        Role::App,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/tenants/{type}/{id}/kv/{scope}/{key}",
+        Role::App,
+    ),
+    (Method::GET, "/api/v1/plugins", Role::Read),
+    (Method::PUT, "/api/v1/plugins/{name}", Role::Admin),
+    (Method::DELETE, "/api/v1/plugins/{name}", Role::Admin),
+    (Method::GET, "/api/v1/filters", Role::Read),
+    (Method::PUT, "/api/v1/filters/{name}", Role::Admin),
+    (Method::DELETE, "/api/v1/filters/{name}", Role::Admin),
+    (Method::GET, "/api/v1/tokens", Role::Admin),
+    (Method::POST, "/api/v1/tokens", Role::Admin),
+    (Method::DELETE, "/api/v1/tokens/{id}", Role::Admin),
+    (Method::GET, "/api/v1/join-tokens", Role::Admin),
+    (Method::POST, "/api/v1/join-tokens", Role::Admin),
+    (Method::DELETE, "/api/v1/join-tokens/{id}", Role::Admin),
+    (Method::GET, "/api/v1/audit", Role::Admin),
+];
+
+/// The role `method` on the route the router matched as `route` needs
+/// ([`ROUTES`]); `admin` for a route the table does not know, so that a
+/// route added without a line is closed rather than open.
+pub fn required(method: &Method, route: &str) -> Role {
+    // The router answers HEAD with the GET handler.
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    ROUTES
+        .iter()
+        .find(|(m, r, _)| m == method && *r == route)
+        .map_or(Role::Admin, |(_, _, role)| *role)
 }
 
-/// Whether the answer to `method` on `path` goes to the audit log.
-pub fn audited(method: &Method, path: &str) -> bool {
+/// Whether the answer to `method` on the matched `route` goes to the audit
+/// log: every change, allowed or refused, but dispatches.
+pub fn audited(method: &Method, route: &str) -> bool {
     let reads = method == Method::GET || method == Method::HEAD;
-    let dispatch = method == Method::POST && route(path).ends_with("/events");
+    let dispatch = method == Method::POST && route == "/api/v1/tenants/{type}/{id}/events";
     !reads && !dispatch
 }
 
 /// `type:id` when `path` names a tenant.
 pub fn tenant_of(path: &str) -> Option<String> {
-    let mut parts = route(path).strip_prefix("/tenants/")?.split('/');
+    let mut parts = path.strip_prefix("/api/v1/tenants/")?.split('/');
     let (kind, id) = (parts.next()?, parts.next()?);
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
@@ -263,31 +315,44 @@ mod tests {
 
     #[test]
     fn each_route_needs_the_role_the_docs_say() {
-        let t = "/api/v1/tenants/user/42";
-        for (method, path, role) in [
+        let t = "/api/v1/tenants/{type}/{id}";
+        for (method, route, role) in [
             (Method::GET, "/api/v1/workers", Role::Read),
-            (Method::GET, &format!("{t}/kv/s/k"), Role::Read),
+            (Method::HEAD, "/api/v1/workers", Role::Read),
+            (
+                Method::GET,
+                &format!("{t}/kv/{{scope}}/{{key}}"),
+                Role::Read,
+            ),
             (Method::GET, "/api/v1/tokens", Role::Admin),
             (Method::GET, "/api/v1/join-tokens", Role::Admin),
-            (Method::GET, "/audit", Role::Admin),
+            (Method::GET, "/api/v1/audit", Role::Admin),
+            (Method::GET, "/api/v1/stream", Role::App),
             (Method::POST, &format!("{t}/events"), Role::App),
-            (Method::PUT, &format!("{t}/kv/s/k"), Role::App),
-            (Method::DELETE, &format!("{t}/kv/s/k"), Role::App),
+            (Method::PUT, &format!("{t}/kv/{{scope}}/{{key}}"), Role::App),
+            (
+                Method::DELETE,
+                &format!("{t}/kv/{{scope}}/{{key}}"),
+                Role::App,
+            ),
             (Method::PUT, &format!("{t}/state"), Role::App),
             (Method::POST, &format!("{t}/scripts"), Role::Admin),
             (Method::DELETE, &format!("{t}/vm"), Role::Admin),
-            (Method::PUT, "/api/v1/plugins/x", Role::Admin),
-            (Method::DELETE, "/api/v1/filters/x", Role::Admin),
+            (Method::PUT, "/api/v1/plugins/{name}", Role::Admin),
+            (Method::DELETE, "/api/v1/filters/{name}", Role::Admin),
             (Method::POST, "/api/v1/tokens", Role::Admin),
+            // Not a route: closed.
+            (Method::GET, "/api/v1/tenants/{type}/{id}/kv/x", Role::Admin),
+            (Method::PATCH, "/api/v1/workers", Role::Admin),
         ] {
-            assert_eq!(required(&method, path), role, "{method} {path}");
+            assert_eq!(required(&method, route), role, "{method} {route}");
         }
         assert!(!audited(&Method::POST, &format!("{t}/events")));
         assert!(!audited(&Method::GET, "/api/v1/workers"));
         assert!(audited(&Method::POST, &format!("{t}/scripts")));
-        assert!(audited(&Method::PUT, &format!("{t}/kv/s/k")));
+        assert!(audited(&Method::PUT, &format!("{t}/kv/{{scope}}/{{key}}")));
         assert_eq!(
-            tenant_of(&format!("{t}/kv/s/k")).as_deref(),
+            tenant_of("/api/v1/tenants/user/42/kv/s/k").as_deref(),
             Some("user:42")
         );
         assert_eq!(

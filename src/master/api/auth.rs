@@ -8,7 +8,7 @@
 use super::{ApiError, ApiState};
 use crate::master::access::{audited, required, tenant_of};
 use crate::rest::AuditEntry;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -40,7 +40,15 @@ pub(super) async fn authorize(
     };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let needed = required(&method, &path);
+    // The route the router matched, not the raw path: a tenant named
+    // `kv` or `events` must not change what its routes need. (This layer
+    // runs only on routes that matched, so there always is one.)
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_default();
+    let needed = required(&method, &route);
     let response = if caller.role >= needed {
         next.run(req).await
     } else {
@@ -54,14 +62,14 @@ pub(super) async fn authorize(
         )
         .into_response()
     };
-    if audited(&method, &path) {
+    if audited(&method, &route) {
         let entry = AuditEntry {
             seq: 0,
             at: crate::clock::unix_millis(),
             token: caller.name,
             method: method.to_string(),
-            tenant: tenant_of(&path),
-            route: path,
+            tenant: tenant_of(&path).map(|t| bounded(t, MAX_AUDIT_FIELD)),
+            route: bounded(path, MAX_AUDIT_FIELD),
             status: response.status().as_u16(),
         };
         // Durable before the answer: a change nobody can find in the log
@@ -76,4 +84,22 @@ pub(super) async fn authorize(
         }
     }
     Ok(response)
+}
+
+/// The longest path or tenant an audit entry keeps, in bytes; longer ones
+/// are cut (at a character boundary) and end in `...`, so that refused
+/// requests with huge paths cannot make each entry huge.
+pub const MAX_AUDIT_FIELD: usize = 512;
+
+/// `text`, cut to at most `max` bytes.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max - 3;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
 }

@@ -39,7 +39,8 @@
 //! (`PluginsChanged`); they reload without restarting.
 //!
 //! One file per concern: [`error`] (the error answer and its codes),
-//! `auth` (the bearer token, its role, the audit log), `extract` (bodies,
+//! `routes` (which handler answers each route), `auth` (the bearer token,
+//! its role, the audit log), `extract` (bodies,
 //! tenants, timeouts), and a file per resource group: `system`, `tenants`,
 //! `kv`, `catalogue`, `access` (tokens and the audit log), `live` (what
 //! the dashboard watches); the dashboard's page is [`crate::master::dashboard`].
@@ -63,6 +64,7 @@ pub mod error;
 mod extract;
 mod kv;
 mod live;
+mod routes;
 mod stream;
 mod stream_frames;
 mod system;
@@ -76,10 +78,6 @@ use crate::master::registry::Registry;
 use crate::master::store::Store;
 use crate::master::supervisor::Supervisor;
 use crate::mesophyll::hub::Hub;
-use axum::Router;
-use axum::http::StatusCode;
-use axum::middleware;
-use axum::routing::{delete, get, post};
 use std::sync::Arc;
 
 /// The largest filter module the API accepts.
@@ -137,73 +135,4 @@ impl TenantTurns {
     }
 }
 
-/// The API's router.
-///
-/// The `/api/v1` routes carry their whole path and are merged, not nested:
-/// a nested router matches every request twice, rebuilds its URI without
-/// the prefix and stores its path parameters twice: in a profile of the
-/// master under REST load, `strip_prefix` alone was 2.8% of its CPU
-/// (BENCHMARKS.md, 2026-12-04, evening).
-pub fn router(state: Arc<ApiState>) -> Router {
-    let v1 = Router::new()
-        .route("/api/v1/workers", get(system::workers))
-        .route("/api/v1/status", get(system::status))
-        .route("/api/v1/traffic", get(live::traffic))
-        .route("/api/v1/console", get(live::console))
-        .route("/api/v1/tenants", get(live::tenants))
-        .route("/api/v1/stream", get(stream::upgrade))
-        .route(
-            "/api/v1/tenants/{type}/{id}/events",
-            post(tenants::dispatch),
-        )
-        .route(
-            "/api/v1/tenants/{type}/{id}/scripts",
-            post(tenants::run_script),
-        )
-        .route("/api/v1/tenants/{type}/{id}/vm", delete(tenants::drop_vm))
-        .route(
-            "/api/v1/tenants/{type}/{id}/state",
-            get(tenants::get_state).put(tenants::put_state),
-        )
-        .route("/api/v1/plugins", get(catalogue::list_plugins))
-        .route(
-            "/api/v1/plugins/{name}",
-            axum::routing::put(catalogue::put_plugin).delete(catalogue::delete_plugin),
-        )
-        .route(
-            "/api/v1/tokens",
-            get(access::list_tokens).post(access::create_token),
-        )
-        .route("/api/v1/tokens/{id}", delete(access::revoke_token))
-        .route(
-            "/api/v1/join-tokens",
-            get(access::list_join_tokens).post(access::create_join_token),
-        )
-        .route("/api/v1/join-tokens/{id}", delete(access::revoke_token))
-        .route("/api/v1/audit", get(access::audit))
-        .route("/api/v1/filters", get(catalogue::list_filters))
-        .route(
-            "/api/v1/filters/{name}",
-            axum::routing::put(catalogue::put_filter)
-                .delete(catalogue::delete_filter)
-                .layer(axum::extract::DefaultBodyLimit::max(MAX_FILTER_BYTES)),
-        )
-        .route("/api/v1/tenants/{type}/{id}/kv", get(kv::find_kv))
-        .route(
-            "/api/v1/tenants/{type}/{id}/kv/{scope}/{key}",
-            get(kv::get_kv).put(kv::put_kv).delete(kv::delete_kv),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            auth::authorize,
-        ));
-    Router::new()
-        .route("/api/system/version", get(system::version))
-        .route("/healthz", get(system::health))
-        .route("/readyz", get(system::ready))
-        .route("/metrics", get(system::metrics))
-        .merge(v1)
-        .merge(crate::master::dashboard::router())
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .with_state(state)
-}
+pub use routes::router;
