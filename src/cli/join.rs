@@ -47,6 +47,10 @@ pub(super) struct JoinArgs {
     /// Heap cap of each tenant VM, in MiB.
     #[arg(long, default_value_t = 20)]
     vm_memory_mb: usize,
+    /// The longest a tenant may hold this worker's thread without yielding
+    /// (as `serve --vm-hold-ms`).
+    #[arg(long, default_value_t = super::serve::DEFAULT_HOLD_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    vm_hold_ms: u64,
     /// Linear memory cap of each WASM filter instance, in MiB.
     #[arg(long, default_value_t = 16)]
     filter_memory_mb: usize,
@@ -138,7 +142,11 @@ pub(super) async fn worker(args: JoinArgs) -> Result<ExitCode, CliError> {
         connect_timeout: CONNECT_TIMEOUT,
         tls,
     };
-    let limits = (args.vm_memory_mb, args.filter_memory_mb);
+    let limits = super::serve::WorkerLimits {
+        vm_memory_mb: args.vm_memory_mb,
+        vm_hold_ms: args.vm_hold_ms,
+        filter_memory_mb: args.filter_memory_mb,
+    };
     let config = worker_config(uplink, args.cache_dir, limits, None);
     tokio::select! {
         served = run_worker_session(config) => served.map_err(|e| match e {

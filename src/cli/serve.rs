@@ -44,6 +44,9 @@ pub(super) struct WorkerArgs {
     /// Heap cap of each tenant VM, in MiB.
     #[arg(long, hide = true, default_value_t = 20)]
     pub(super) vm_memory_mb: usize,
+    /// The longest a tenant may hold this worker's thread without yielding.
+    #[arg(long, hide = true, default_value_t = DEFAULT_HOLD_MS)]
+    pub(super) vm_hold_ms: u64,
     /// Linear memory cap of each filter instance, in MiB.
     #[arg(long, hide = true, default_value_t = 16)]
     pub(super) filter_memory_mb: usize,
@@ -116,6 +119,12 @@ pub(super) struct ServeArgs {
     /// Heap cap of each tenant VM, in MiB.
     #[arg(long, default_value_t = 20)]
     pub(super) vm_memory_mb: usize,
+    /// The longest a tenant may hold its worker's thread without yielding:
+    /// inside a metamethod, a sort comparator or a library call, where Luau
+    /// cannot hand the thread to the worker's other tenants. Past it the
+    /// call fails `timeout`.
+    #[arg(long, default_value_t = DEFAULT_HOLD_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub(super) vm_hold_ms: u64,
     /// Linear memory cap of each WASM filter instance, in MiB.
     #[arg(long, default_value_t = 16)]
     pub(super) filter_memory_mb: usize,
@@ -199,20 +208,40 @@ pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
         connect_timeout: CONNECT_TIMEOUT,
         tls,
     };
-    let limits = (args.vm_memory_mb, args.filter_memory_mb);
+    let limits = WorkerLimits {
+        vm_memory_mb: args.vm_memory_mb,
+        vm_hold_ms: args.vm_hold_ms,
+        filter_memory_mb: args.filter_memory_mb,
+    };
     run_worker_session(worker_config(uplink, args.cache_dir, limits, parent_pid)).await?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `--vm-hold-ms` a worker gets unless told otherwise.
+pub(super) const DEFAULT_HOLD_MS: u64 = crate::worker::vm::DEFAULT_HOLD.as_millis() as u64;
+
+/// What a worker's flags limit: each VM's heap and hold, each filter
+/// instance's memory.
+pub(super) struct WorkerLimits {
+    pub(super) vm_memory_mb: usize,
+    pub(super) vm_hold_ms: u64,
+    pub(super) filter_memory_mb: usize,
+}
+
 /// A worker's settings: who it is and where its master is (`uplink`),
-/// where it caches compiled filters, the VM and filter memory caps in MiB,
-/// and the parent it dies with.
+/// where it caches compiled filters, its limits, and the parent it dies
+/// with.
 pub(super) fn worker_config(
     uplink: UplinkConfig,
     cache_dir: Option<PathBuf>,
-    (vm_memory_mb, filter_memory_mb): (usize, usize),
+    limits: WorkerLimits,
     parent_pid: Option<u32>,
 ) -> WorkerConfig {
+    let WorkerLimits {
+        vm_memory_mb,
+        vm_hold_ms,
+        filter_memory_mb,
+    } = limits;
     WorkerConfig {
         uplink,
         cache_dir,
@@ -223,6 +252,7 @@ pub(super) fn worker_config(
         tenants: TenantsConfig {
             vm: VmLimits {
                 memory_bytes: vm_memory_mb * 1024 * 1024,
+                hold: Duration::from_millis(vm_hold_ms),
             },
             ..TenantsConfig::default()
         },
@@ -266,6 +296,8 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
     supervisor.worker_args = vec![
         "--vm-memory-mb".into(),
         args.vm_memory_mb.to_string(),
+        "--vm-hold-ms".into(),
+        args.vm_hold_ms.to_string(),
         "--filter-memory-mb".into(),
         args.filter_memory_mb.to_string(),
         "--worker-threads".into(),

@@ -7,6 +7,17 @@
 //! [`DeadlineExceeded`] at every safepoint until the call unwinds, `pcall`
 //! or not. Host calls that await (KV, `time.sleep`, filters) stop at
 //! [`Clock::remaining`].
+//!
+//! Some code cannot yield: a metamethod or a `table.sort` comparator runs
+//! under a C call, where Luau has nowhere to return to. A tenant there
+//! holds its worker's thread (and with one runtime thread, every other
+//! tenant of the worker and the worker's heartbeats) until it returns. So
+//! the watchdog also times how long each poll of a call has run: past the
+//! VM's hold limit ([`Clock::new`], `--vm-hold-ms`) it marks the call
+//! held, and the interrupt raises [`HeldTooLong`] the same way. Coroutines
+//! a script resumes itself do yield: the watchdog's pause travels up
+//! through every coroutine to tokio and back down
+//! ([`track_user_coroutines`]).
 
 use mlua::VmState;
 use std::collections::HashMap;
@@ -21,11 +32,28 @@ pub const SLICE: Duration = Duration::from_millis(5);
 const RUN: u8 = 0;
 const YIELD: u8 = 1;
 const EXPIRED: u8 = 2;
+/// Asked to yield inside a coroutine the script resumed: the coroutine
+/// yields, and the script's `coroutine.resume` passes the pause on.
+const PAUSING: u8 = 3;
+/// Ran past the hold limit without giving the thread back.
+const HELD: u8 = 4;
 
 /// The error a call raises when its deadline has passed.
 #[derive(Debug, thiserror::Error)]
 #[error("deadline exceeded")]
 pub struct DeadlineExceeded;
+
+/// The error a call raises when it held its worker's thread past the hold
+/// limit without yielding.
+#[derive(Debug, thiserror::Error)]
+#[error("held the worker's thread for over {} ms without yielding", .0.as_millis())]
+pub struct HeldTooLong(pub Duration);
+
+/// Where the process's clock starts, for times kept in atomics.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
 
 /// The per-VM flag the interrupt reads, and the running call's deadline.
 #[derive(Debug)]
@@ -33,20 +61,55 @@ pub struct Clock {
     flag: AtomicU8,
     /// How deep the running call is in coroutines it resumed itself.
     in_user_coroutines: AtomicU32,
+    /// Those coroutines, outermost first, by their Luau thread's address:
+    /// only the innermost may be paused, as only its resumer knows to pass
+    /// the pause on.
+    resumed: Mutex<Vec<usize>>,
     deadline: Mutex<Instant>,
     /// The master's id of the request the running call serves (0: none),
     /// which the call's log lines carry.
     request: AtomicU64,
+    /// When the running poll of the call began, in nanoseconds since
+    /// [`epoch`] plus one (0: the call is not on the thread now).
+    polled_since: AtomicU64,
+    /// The longest one poll may run.
+    hold: Duration,
 }
 
 impl Clock {
-    pub(super) fn new() -> Arc<Self> {
+    /// A clock whose calls may run at most `hold` at a time without giving
+    /// their thread back.
+    pub(super) fn new(hold: Duration) -> Arc<Self> {
         Arc::new(Clock {
             flag: AtomicU8::new(RUN),
             in_user_coroutines: AtomicU32::new(0),
+            resumed: Mutex::new(Vec::new()),
             deadline: Mutex::new(Instant::now()),
             request: AtomicU64::new(0),
+            polled_since: AtomicU64::new(0),
+            hold,
         })
+    }
+
+    /// The hold limit this clock enforces.
+    pub fn hold(&self) -> Duration {
+        self.hold
+    }
+
+    /// Says the call is on its thread from now (a poll begins).
+    pub(super) fn on_thread(&self) {
+        let since = Instant::now().duration_since(epoch()).as_nanos() as u64 + 1;
+        self.polled_since.store(since, Ordering::Relaxed);
+    }
+
+    /// Says the call gave its thread back (a poll ended).
+    pub(super) fn off_thread(&self) {
+        self.polled_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the call ended because it held its thread too long.
+    pub(super) fn held(&self) -> bool {
+        self.flag.load(Ordering::Relaxed) == HELD
     }
 
     /// Says which request the next call serves (`None`: no waited request).
@@ -85,51 +148,121 @@ impl Clock {
         *self.deadline.lock().unwrap() = deadline;
         self.flag.store(RUN, Ordering::Relaxed);
         self.in_user_coroutines.store(0, Ordering::Relaxed);
+        self.resumed.lock().unwrap().clear();
+        self.polled_since.store(0, Ordering::Relaxed);
         Watchdog::get().arm(Arc::clone(self))
     }
 
     /// What the VM's interrupt does at a safepoint: go on, yield the
     /// thread, or raise [`DeadlineExceeded`]. One atomic load when nothing
     /// is asked, so hot loops stay cheap.
-    pub(super) fn interrupt(&self) -> mlua::Result<VmState> {
+    pub(super) fn interrupt(&self, lua: &mlua::Lua) -> mlua::Result<VmState> {
         match self.flag.load(Ordering::Relaxed) {
             RUN => Ok(VmState::Continue),
-            YIELD => {
+            YIELD if self.in_user_coroutines.load(Ordering::Relaxed) == 0 => {
                 self.flag.store(RUN, Ordering::Relaxed);
-                // Inside a coroutine the script resumed, a yield would
-                // return to the script, not to tokio: the coroutine would
-                // seem to end early. Go on; the deadline still holds.
-                if self.in_user_coroutines.load(Ordering::Relaxed) > 0 {
-                    return Ok(VmState::Continue);
-                }
                 Ok(VmState::Yield)
             }
+            // Inside a coroutine the script resumed, a yield returns to the
+            // script's `coroutine.resume`, which must know it was ours and
+            // pass it on rather than take it as the coroutine's own. Only
+            // the innermost coroutine is paused this way: anywhere else (a
+            // resumer between two resumes) the request waits for the next
+            // safepoint.
+            YIELD | PAUSING if self.in_innermost(lua) => {
+                // A PAUSING still set here means the last yield did not
+                // happen (this point cannot yield; mlua then goes on): ask
+                // again. Every call passes a safepoint, so the coroutine's
+                // own `coroutine.yield` cannot come first.
+                self.flag.store(PAUSING, Ordering::Relaxed);
+                Ok(VmState::Yield)
+            }
+            YIELD | PAUSING => Ok(VmState::Continue),
+            HELD => Err(mlua::Error::external(HeldTooLong(self.hold))),
             _ => Err(mlua::Error::external(DeadlineExceeded)),
         }
     }
 
-    /// One watchdog tick: ask the VM to yield, or expire its call.
+    /// Whether the running Luau thread is the innermost coroutine the
+    /// script resumed. Asked only when a yield is due (every [`SLICE`]).
+    fn in_innermost(&self, lua: &mlua::Lua) -> bool {
+        let running = lua.current_thread().to_pointer() as usize;
+        self.resumed.lock().unwrap().last() == Some(&running)
+    }
+
+    /// The script resumes coroutine `co`.
+    fn entered_coroutine(&self, co: usize) {
+        self.resumed.lock().unwrap().push(co);
+        self.in_user_coroutines.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A coroutine the script resumed has given control back: `true` when
+    /// the watchdog paused it (the caller must pass the pause on), `false`
+    /// when it yielded or ended by itself.
+    fn left_coroutine(&self) -> bool {
+        self.resumed.lock().unwrap().pop();
+        let _ = self
+            .in_user_coroutines
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        self.flag
+            .compare_exchange(PAUSING, RUN, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// One watchdog tick: ask the VM to yield, or end its call for its
+    /// deadline or for holding the thread.
     fn tick(&self, now: Instant) {
         if now >= *self.deadline.lock().unwrap() {
             self.flag.store(EXPIRED, Ordering::Relaxed);
-        } else {
-            let _ = self
-                .flag
-                .compare_exchange(RUN, YIELD, Ordering::Relaxed, Ordering::Relaxed);
+            return;
         }
+        let since = self.polled_since.load(Ordering::Relaxed);
+        if since != 0 {
+            let polled_at = epoch() + Duration::from_nanos(since - 1);
+            if now.saturating_duration_since(polled_at) > self.hold {
+                self.flag.store(HELD, Ordering::Relaxed);
+                return;
+            }
+        }
+        let _ = self
+            .flag
+            .compare_exchange(RUN, YIELD, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
 /// Luau that replaces `coroutine.resume` and `coroutine.wrap` with versions
-/// calling `enter` and `leave` (its two arguments) around every resume.
+/// calling `enter` and `leave` (its first two arguments) around every
+/// resume. When `leave` says the watchdog paused the coroutine (or the
+/// coroutine is a resumer passing a pause up), the pause is passed up in
+/// turn (yielding `PAUSE`: to the next such `resume`, or at the top to
+/// mlua, which hands the thread back to tokio) and the coroutine is
+/// resumed where it was paused.
 const TRACKED_COROUTINES: &str = r#"
         local enter, leave = ...
         local create, native_resume = coroutine.create, coroutine.resume
+        local yield, isyieldable = coroutine.yield, coroutine.isyieldable
         local pack, unpack = table.pack, table.unpack
+        -- What a resumer yields to pass a pause up: nothing else can
+        -- yield it, as no script can reach it.
+        local PAUSE = {}
+        local function paused(r)
+            return leave() or (r.n == 2 and r[1] == true and r[2] == PAUSE)
+        end
         local function resume(co, ...)
-            enter()
+            if type(co) ~= "thread" then
+                return native_resume(co, ...)
+            end
+            enter(co)
             local r = pack(native_resume(co, ...))
-            leave()
+            while paused(r) do
+                -- Where nothing can yield (a metamethod), the pause is
+                -- dropped: the hold limit still bounds the call.
+                if isyieldable() then
+                    yield(PAUSE)
+                end
+                enter(co)
+                r = pack(native_resume(co))
+            end
             return unpack(r, 1, r.n)
         end
         coroutine.resume = resume
@@ -151,17 +284,11 @@ const TRACKED_COROUTINES: &str = r#"
 /// Call before the globals are frozen.
 pub(super) fn track_user_coroutines(lua: &mlua::Lua, clock: &Arc<Clock>) -> mlua::Result<()> {
     let (inside, outside) = (Arc::clone(clock), Arc::clone(clock));
-    let enter = lua.create_function(move |_, ()| {
-        inside.in_user_coroutines.fetch_add(1, Ordering::Relaxed);
+    let enter = lua.create_function(move |_, co: mlua::Thread| {
+        inside.entered_coroutine(co.to_pointer() as usize);
         Ok(())
     })?;
-    let leave = lua.create_function(move |_, ()| {
-        let _ =
-            outside
-                .in_user_coroutines
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        Ok(())
-    })?;
+    let leave = lua.create_function(move |_, ()| Ok(outside.left_coroutine()))?;
     // Compiled once per process, not once per VM: it is our own code.
     static BYTECODE: OnceLock<Vec<u8>> = OnceLock::new();
     let bytecode = BYTECODE.get_or_init(|| {
@@ -294,7 +421,7 @@ mod tests {
 
     #[test]
     fn calls_in_a_row_wake_the_watchdog_at_most_once() {
-        let clock = Clock::new();
+        let clock = Clock::new(Duration::from_secs(1));
         let dog = Watchdog::get();
         let before = dog.woken.load(Ordering::Relaxed);
         // Short calls with gaps between them, as one event in flight makes

@@ -18,7 +18,9 @@
 //! cannot starve the others of the same worker), and at the deadline to
 //! "expired", which makes the interrupt raise a timeout error at every
 //! safepoint until the call unwinds, `pcall` or not. Awaited host calls stop
-//! at the deadline too ([`Clock::remaining`]). As a last resort a call still
+//! at the deadline too ([`Clock::remaining`]). Code that cannot yield (a
+//! metamethod, a sort comparator) may hold the thread at most
+//! [`VmLimits::hold`] at a time. As a last resort a call still
 //! running [`BACKSTOP`] past its deadline is abandoned and the VM marked
 //! poisoned.
 //!
@@ -28,9 +30,9 @@
 
 use crate::catalogue::plugin::Plugin;
 use crate::mesophyll::message::{ErrorKind, Event, Packed, RemoteError, Tenant};
-use crate::worker::packing::Packing;
+use crate::worker::packing::{PackError, Packing};
 use crate::worker::services::Services;
-use crate::worker::watchdog::{Clock, DeadlineExceeded, track_user_coroutines};
+use crate::worker::watchdog::{Clock, DeadlineExceeded, HeldTooLong, track_user_coroutines};
 use crate::worker::{host, kv};
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, StdLib, Table};
@@ -48,14 +50,34 @@ pub const BACKSTOP: Duration = Duration::from_secs(1);
 pub struct VmLimits {
     /// Heap cap per VM, in bytes.
     pub memory_bytes: usize,
+    /// The longest a call may run without giving its worker's thread back
+    /// (see [`crate::worker::watchdog`]); past it the call fails `timeout`.
+    pub hold: Duration,
 }
+
+/// [`VmLimits::hold`] unless `--vm-hold-ms` says otherwise.
+pub const DEFAULT_HOLD: Duration = Duration::from_millis(250);
 
 impl Default for VmLimits {
     fn default() -> Self {
         VmLimits {
             memory_bytes: 20 * 1024 * 1024,
+            hold: DEFAULT_HOLD,
         }
     }
+}
+
+/// Luau's flags, set once per process before the first VM: they are
+/// global to the library and must not change while any VM runs.
+fn set_luau_flags() {
+    static SET: std::sync::Once = std::sync::Once::new();
+    SET.call_once(|| {
+        // Sparse `table.move` ranges moved by their keys, not one index at
+        // a time over the whole range (vendor/luau0-src/PATCHED.md).
+        if Lua::set_fflag("LuauTableMoveTimeoutFix", true).is_err() {
+            tracing::warn!("this Luau has no LuauTableMoveTimeoutFix flag");
+        }
+    });
 }
 
 /// A tenant's VM.
@@ -120,6 +142,7 @@ impl Vm {
     }
 
     fn build(tenant: &Tenant, limits: VmLimits, services: &Arc<Services>) -> mlua::Result<Vm> {
+        set_luau_flags();
         let libs = StdLib::COROUTINE
             | StdLib::TABLE
             | StdLib::OS
@@ -136,13 +159,13 @@ impl Vm {
         for name in ["require", "loadstring", "getfenv", "setfenv"] {
             globals.raw_set(name, mlua::Nil)?;
         }
-        let clock = Clock::new();
+        let clock = Clock::new(limits.hold);
         track_user_coroutines(&lua, &clock)?;
         host::install(&lua, tenant, &clock, services)?;
         kv::install(&lua, tenant, &clock, services.db.as_ref())?;
 
         let interrupted = Arc::clone(&clock);
-        lua.set_interrupt(move |_| interrupted.interrupt());
+        lua.set_interrupt(move |lua| interrupted.interrupt(lua));
         lua.sandbox(true)?;
         lua.set_memory_limit(limits.memory_bytes)?;
         let script_env = environment(&lua)?;
@@ -161,6 +184,9 @@ impl Vm {
             .set_name("=dispatch")
             .into_function()?;
         let packing = Packing::new(&lua)?;
+        // For the host functions that take values out of the VM (`kv`,
+        // `filters.run`), which measure them with it first.
+        lua.set_app_data(packing.clone());
         // The set-up's garbage, or an idle VM carries it: 26 KiB of RSS per
         // idle tenant (`bench memory` at 10k tenants, 257 -> 231 KiB).
         lua.gc_collect()?;
@@ -317,6 +343,8 @@ impl Vm {
         call: impl Future<Output = mlua::Result<T>>,
         deadline: Instant,
     ) -> Result<T, RemoteError> {
+        let clock = Arc::clone(&self.clock);
+        let call = sliced::sliced(&clock, call);
         match tokio::time::timeout_at(deadline + BACKSTOP, call).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.classify(e)),
@@ -331,6 +359,17 @@ impl Vm {
     }
 
     fn classify(&mut self, e: mlua::Error) -> RemoteError {
+        if self.clock.held() || e.downcast_ref::<HeldTooLong>().is_some() {
+            return RemoteError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "held its worker's thread for over {} ms without yielding \
+                     (a metamethod, a sort comparator or a library call cannot yield; \
+                     the limit is --vm-hold-ms)",
+                    self.clock.hold().as_millis()
+                ),
+            );
+        }
         if self.clock.expired() || e.downcast_ref::<DeadlineExceeded>().is_some() {
             return RemoteError::new(ErrorKind::Timeout, "ran past its deadline");
         }
@@ -380,11 +419,15 @@ impl Vm {
     }
 
     fn to_packed(&self, v: mlua::Value) -> Result<Packed, RemoteError> {
-        self.packing.pack(&v).map_err(|e| {
-            RemoteError::new(
+        self.packing.pack(&v).map_err(|e| match e {
+            PackError::TooLarge(_) => RemoteError::new(
+                ErrorKind::TooLarge,
+                format!("the returned value cannot be sent: {e}"),
+            ),
+            PackError::Unsendable(_) => RemoteError::new(
                 ErrorKind::Runtime,
                 format!("the returned value cannot be sent: {e}"),
-            )
+            ),
         })
     }
 }
@@ -406,5 +449,6 @@ fn innermost(e: &mlua::Error) -> &mlua::Error {
     }
 }
 
+mod sliced;
 #[cfg(test)]
 mod tests;

@@ -113,6 +113,24 @@ static bool tovalidintkey(lua_State* L, int idx, int f, int e, int* result)
     return false;
 }
 
+// Meshplay: the element-by-element loops of moveelements run in C, where
+// the VM never calls the interrupt, so a move over a huge range (table.move
+// to 2^31, table.insert into a table whose border is huge) held its thread
+// for seconds past any deadline. Call the interrupt every 1024 elements,
+// not yieldable (as lstrlib's match does), so that it can raise.
+static void moveinterrupt(lua_State* L, int i)
+{
+    if ((i & 1023) != 0)
+        return;
+    void (*interrupt)(lua_State*, int) = L->global->cb.interrupt;
+    if (LUAU_UNLIKELY(!!interrupt))
+    {
+        L->nCcalls++;
+        interrupt(L, -1);
+        L->nCcalls--;
+    }
+}
+
 static void moveelements(lua_State* L, int srct, int dstt, int f, int e, int t, bool sparsemove)
 {
     LuaTable* src = hvalue(L->base + (srct - 1));
@@ -201,6 +219,7 @@ static void moveelements(lua_State* L, int srct, int dstt, int f, int e, int t, 
         {
             for (int i = 0; i < n; ++i)
             {
+                moveinterrupt(L, i);
                 lua_rawgeti(L, srct, f + i);
                 lua_rawseti(L, dstt, t + i);
             }
@@ -209,6 +228,7 @@ static void moveelements(lua_State* L, int srct, int dstt, int f, int e, int t, 
         {
             for (int i = n - 1; i >= 0; i--)
             {
+                moveinterrupt(L, i);
                 lua_rawgeti(L, srct, f + i);
                 lua_rawseti(L, dstt, t + i);
             }
