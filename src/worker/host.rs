@@ -9,6 +9,7 @@
 
 use crate::mesophyll::message::{Event, Tenant};
 use crate::worker::filters::{FilterInput, Verdict};
+use crate::worker::packing::{MAX_PACKED_BYTES, check_size};
 use crate::worker::services::Services;
 use crate::worker::watchdog::{Clock, DeadlineExceeded};
 use mlua::LuaSerdeExt;
@@ -36,7 +37,12 @@ pub fn install(
     meshplay.set("version", env!("CARGO_PKG_VERSION"))?;
     globals.set("meshplay", meshplay)?;
 
-    globals.set("log", log_table(lua, tenant, clock)?)?;
+    let log = log_table(lua, tenant, clock)?;
+    // Luau's own `print` writes, unbounded and untagged, to the worker's
+    // inherited stdout (a worker whose stdout nobody drains would block on
+    // it): it is `log.info` instead.
+    globals.set("print", log.get::<mlua::Function>("info")?)?;
+    globals.set("log", log)?;
     globals.set("time", time_table(lua, clock)?)?;
     globals.set("filters", filters_table(lua, tenant, clock, services)?)?;
     Ok(())
@@ -60,6 +66,11 @@ fn filters_table(
         "run",
         lua.create_function(
             move |lua, (name, event, config): (String, Value, Option<Value>)| {
+                let (what, limit) = ("filters.run", MAX_PACKED_BYTES);
+                check_size(lua, what, "the event cannot be sent", &event, limit)?;
+                if let Some(c) = &config {
+                    check_size(lua, what, "the config cannot be sent", c, limit)?;
+                }
                 let event: Event = lua.from_value(event).map_err(|e| {
                     mlua::Error::runtime(format!(
                         "filters.run: the event must be {{ name, data }}: {e}"
@@ -152,21 +163,42 @@ fn log_table(lua: &Lua, tenant: &Tenant, clock: &Arc<Clock>) -> mlua::Result<Tab
     Ok(log)
 }
 
+/// The most bytes one log line of a script keeps; the rest is cut and
+/// marked with `…`.
+pub const MAX_LOG_LINE: usize = 4096;
+
 /// Joins log arguments as `print` would, bounded so a script cannot flood
-/// the log with one call.
+/// the log with one call, and with control characters escaped (`\n` as
+/// the two characters `\` `n`), so that a script cannot forge a log line
+/// of its own in the text format.
 fn render(parts: &[Value]) -> String {
-    const MAX: usize = 4096;
     let mut line = String::new();
     for (i, v) in parts.iter().enumerate() {
         if i > 0 {
             line.push(' ');
         }
-        match v.to_string() {
-            Ok(s) => line.push_str(&s),
-            Err(_) => line.push_str(v.type_name()),
+        let text = match v {
+            // Read in place: a long string is not copied whole to be cut.
+            Value::String(s) => {
+                let bytes = s.as_bytes();
+                String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_LOG_LINE + 1)]).into_owned()
+            }
+            other => other
+                .to_string()
+                .unwrap_or_else(|_| other.type_name().to_owned()),
+        };
+        for c in text.chars() {
+            if c.is_control() {
+                line.extend(c.escape_default());
+            } else {
+                line.push(c);
+            }
+            if line.len() > MAX_LOG_LINE {
+                break;
+            }
         }
-        if line.len() > MAX {
-            let mut cut = MAX;
+        if line.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
             while !line.is_char_boundary(cut) {
                 cut -= 1;
             }

@@ -9,11 +9,13 @@
 //! Failures are Luau errors whose message starts with the function's name
 //! (`kv.set: too large: ...`); a call cut by the deadline is a `timeout`.
 
+use crate::mesophyll::db::MAX_VALUE_BYTES;
 use crate::mesophyll::db::{
     DEFAULT_SCOPE, GlobalEntry, GlobalOp, GlobalReply, KvOp, KvRecord, KvReply, PublicGlobalOp,
 };
 use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::Tenant;
+use crate::worker::packing::check_size;
 use crate::worker::watchdog::{Clock, DeadlineExceeded};
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use std::future::Future;
@@ -68,7 +70,10 @@ fn scope(s: Option<String>) -> String {
     s.unwrap_or_else(|| DEFAULT_SCOPE.to_owned())
 }
 
+/// `v` as JSON, measured first with the bounded walk
+/// ([`check_size`]).
 fn to_json(lua: &Lua, what: &str, v: Value) -> mlua::Result<serde_json::Value> {
+    check_size(lua, what, "the value cannot be stored", &v, MAX_VALUE_BYTES)?;
     lua.from_value_with(v, mlua::serde::DeserializeOptions::new().sort_keys(true))
         .map_err(|e| mlua::Error::runtime(format!("{what}: the value cannot be stored: {e}")))
 }

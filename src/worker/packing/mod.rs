@@ -38,10 +38,24 @@ use std::ffi::c_void;
 /// How deep tables may nest, either way (mlua's own limit).
 pub const MAX_DEPTH: usize = 128;
 
+/// The most bytes a packed value may take: a result must fit in one
+/// Mesophyll frame with its envelope. The walk stops as soon as it passes
+/// this, so a value built to be huge (one string referenced a thousand
+/// times, a table whose border is 2^29) costs at most this much to refuse.
+pub const MAX_PACKED_BYTES: usize = crate::mesophyll::codec::MAX_FRAME_BYTES - 64 * 1024;
+
 /// Why a Luau value cannot be sent.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct PackError(String);
+pub enum PackError {
+    /// Its encoding passed the limit (in bytes) while it was being written.
+    #[error(
+        "it is over {0} bytes once encoded (a value referenced several times counts each time)"
+    )]
+    TooLarge(usize),
+    /// It holds something that cannot be sent (the message says what).
+    #[error("{0}")]
+    Unsendable(String),
+}
 
 /// One VM's way in and out: its two walks registered once as C functions
 /// (calling a registered function is a protected call with nothing to
@@ -97,21 +111,56 @@ impl Packing {
     /// The [`Packed`] encoding of `value`, a value of this VM.
     ///
     /// Fails with a [`PackError`] naming what cannot be sent (see the
-    /// module's table), or when the VM cannot make room on its stack for a
-    /// table's entries.
+    /// module's table), when the VM cannot make room on its stack for a
+    /// table's entries, or when the encoding passes [`MAX_PACKED_BYTES`].
     pub fn pack(&self, value: &Value) -> Result<Packed, PackError> {
+        self.pack_within(value, MAX_PACKED_BYTES)
+    }
+
+    /// [`Packing::pack`], refused with [`PackError::TooLarge`] once the
+    /// encoding passes `limit` bytes.
+    pub fn pack_within(&self, value: &Value, limit: usize) -> Result<Packed, PackError> {
         let mut call = walk::Call {
             out: Vec::with_capacity(64),
             mark: self.mark.to_pointer(),
+            limit,
             failed: None,
         };
         let ctx = LightUserData(std::ptr::from_mut(&mut call).cast::<c_void>());
         self.pack
             .call::<()>((ctx, value))
-            .map_err(|e| PackError(e.to_string()))?;
+            .map_err(|e| PackError::Unsendable(e.to_string()))?;
         match call.failed {
             Some(e) => Err(e),
             None => Ok(Packed::from_trusted(call.out)),
+        }
+    }
+}
+
+/// Checks with the VM's bounded walk (its [`Packing`], which the VM keeps
+/// as app data) that `value` encodes within `limit` bytes, before a host
+/// function converts it with mlua's serde, whose copy has no bound (a value
+/// referenced many times is copied each time, outside the VM's memory
+/// cap). Fails as `{what}: too large: ...` past the limit, and as `{what}:
+/// {unsendable}: ...` for what cannot be sent at all.
+pub fn check_size(
+    lua: &Lua,
+    what: &str,
+    unsendable: &str,
+    value: &Value,
+    limit: usize,
+) -> mlua::Result<()> {
+    let packing = lua
+        .app_data_ref::<Packing>()
+        .ok_or_else(|| mlua::Error::runtime(format!("{what}: no packing in this VM")))?
+        .clone();
+    match packing.pack_within(value, limit) {
+        Ok(_) => Ok(()),
+        Err(e @ PackError::TooLarge(_)) => Err(mlua::Error::runtime(format!(
+            "{what}: too large: the value {e}"
+        ))),
+        Err(e @ PackError::Unsendable(_)) => {
+            Err(mlua::Error::runtime(format!("{what}: {unsendable}: {e}")))
         }
     }
 }

@@ -11,6 +11,8 @@ pub(super) struct Call {
     pub(super) out: Vec<u8>,
     /// The VM's array mark.
     pub(super) mark: *const c_void,
+    /// The most bytes `out` may reach.
+    pub(super) limit: usize,
     pub(super) failed: Option<PackError>,
 }
 
@@ -33,6 +35,7 @@ pub(super) unsafe extern "C-unwind" fn entry(state: *mut ffi::lua_State) -> c_in
         let mut walk = Walk {
             state,
             out: &mut call.out,
+            limit: call.limit,
             array: call.mark,
             ancestors: Vec::new(),
         };
@@ -47,6 +50,9 @@ pub(super) unsafe extern "C-unwind" fn entry(state: *mut ffi::lua_State) -> c_in
 struct Walk<'o> {
     state: *mut ffi::lua_State,
     out: &'o mut Vec<u8>,
+    /// Checked before every value is written and before every string is
+    /// copied, so the walk ends as soon as the output passes it.
+    limit: usize,
     array: *const c_void,
     /// The tables being written, outermost first: one met again contains
     /// itself.
@@ -123,14 +129,25 @@ impl Walk<'_> {
         // SAFETY: the state is the one `exec_raw` gave; growing its stack
         // moves no value a `Key` points at (strings live on the heap).
         if unsafe { ffi::lua_checkstack(self.state, slots) } == 0 {
-            return Err(PackError(
+            return Err(PackError::Unsendable(
                 "a table too large for the VM's stack cannot be sent".into(),
             ));
         }
         Ok(())
     }
 
+    /// Fails once `more` bytes would take the output past its limit.
+    fn fits(&self, more: usize) -> Result<(), PackError> {
+        if self.out.len().saturating_add(more) > self.limit {
+            return Err(PackError::TooLarge(self.limit));
+        }
+        Ok(())
+    }
+
     fn value(&mut self, idx: c_int) -> Result<(), PackError> {
+        // Every value writes at least a byte: a walk over a huge border
+        // (nil after nil) ends here too.
+        self.fits(1)?;
         let state = self.state;
         // SAFETY (every call below): `idx` is a valid index of this frame
         // and each reader is the one for the type `lua_type` reported.
@@ -167,8 +184,10 @@ impl Walk<'_> {
                 }
             }
             ffi::LUA_TSTRING => {
-                let s = std::str::from_utf8(unsafe { string_at(state, idx) })
-                    .map_err(|_| PackError("a string that is not UTF-8 cannot be sent".into()))?;
+                let s = std::str::from_utf8(unsafe { string_at(state, idx) }).map_err(|_| {
+                    PackError::Unsendable("a string that is not UTF-8 cannot be sent".into())
+                })?;
+                self.fits(s.len() + 5)?;
                 let _ = rmp::encode::write_str(self.out, s);
             }
             ffi::LUA_TBUFFER => {
@@ -177,11 +196,12 @@ impl Walk<'_> {
                     let p = ffi::lua_tobuffer(state, idx, &mut len);
                     std::slice::from_raw_parts(p.cast::<u8>(), len)
                 };
+                self.fits(bytes.len() + 5)?;
                 let _ = rmp::encode::write_bin(self.out, bytes);
             }
             ffi::LUA_TTABLE => self.table(idx)?,
             other => {
-                return Err(PackError(format!(
+                return Err(PackError::Unsendable(format!(
                     "a {} cannot be sent (only nil, booleans, numbers, strings, buffers, vectors and tables of them)",
                     type_name(other)
                 )));
@@ -195,12 +215,12 @@ impl Walk<'_> {
         // SAFETY: `idx` holds a table.
         let me = unsafe { ffi::lua_topointer(state, idx) };
         if self.ancestors.contains(&me) {
-            return Err(PackError(
+            return Err(PackError::Unsendable(
                 "a table that contains itself cannot be sent".into(),
             ));
         }
         if self.ancestors.len() >= MAX_DEPTH {
-            return Err(PackError(format!(
+            return Err(PackError::Unsendable(format!(
                 "tables nested deeper than {MAX_DEPTH} levels cannot be sent"
             )));
         }
@@ -248,7 +268,7 @@ impl Walk<'_> {
                 ffi::LUA_TSTRING => {
                     let s = unsafe { string_at(state, top - 1) };
                     if std::str::from_utf8(s).is_err() {
-                        return Err(PackError(
+                        return Err(PackError::Unsendable(
                             "a table key that is not UTF-8 cannot be sent".into(),
                         ));
                     }
@@ -266,7 +286,7 @@ impl Walk<'_> {
                     })
                 }
                 other => {
-                    return Err(PackError(format!(
+                    return Err(PackError::Unsendable(format!(
                         "a table key of type {} cannot be sent (keys must be strings or numbers)",
                         type_name(other)
                     )));
@@ -280,6 +300,7 @@ impl Walk<'_> {
         let _ = rmp::encode::write_map_len(self.out, entries.len() as u32);
         for (key, at) in &entries {
             let k = key.bytes();
+            self.fits(k.len() + 5)?;
             let _ = rmp::encode::write_str_len(self.out, k.len() as u32);
             self.out.extend_from_slice(k);
             self.value(*at)?;
