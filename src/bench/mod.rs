@@ -114,6 +114,7 @@ impl InProcess {
             shutdown_grace: Duration::from_secs(2),
             tls: None,
             insecure: false,
+            ports: master::port::PortLimits::default(),
         })
         .await?;
         let limit = Duration::from_secs(30);

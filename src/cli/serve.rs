@@ -4,6 +4,7 @@
 
 use super::{CliError, LogFormat};
 use crate::datadir;
+use crate::master::port::PortLimits;
 use crate::master::store::StoreUrl;
 use crate::master::supervisor::SupervisorConfig;
 use crate::master::tls::CertSource;
@@ -128,6 +129,18 @@ pub(super) struct ServeArgs {
     /// Linear memory cap of each WASM filter instance, in MiB.
     #[arg(long, default_value_t = 16)]
     pub(super) filter_memory_mb: usize,
+    /// Connections each port (the API's, the hub's) keeps open at once;
+    /// past it a new one is closed at once.
+    #[arg(long, default_value_t = PortLimits::default().max_connections, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(super) max_connections: usize,
+    /// Connections each port keeps open at once from one peer address.
+    #[arg(long, default_value_t = PortLimits::default().max_per_peer, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(super) max_connections_per_peer: usize,
+    /// How long a client may take to send a request's headers (or its
+    /// first byte), and how long an HTTP/1 connection may idle between
+    /// requests, before it is closed.
+    #[arg(long, default_value_t = PortLimits::default().header_timeout.as_millis() as u64, value_parser = clap::value_parser!(u64).range(100..))]
+    pub(super) header_timeout_ms: u64,
     /// Runtime threads of each worker process. With 1, a worker runs its
     /// tenants as one event loop (its watchdog still time-slices a busy
     /// tenant); use one worker per core (--workers) to use the machine.
@@ -326,6 +339,12 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
         tls,
         insecure: args.insecure,
+        ports: PortLimits {
+            max_connections: args.max_connections,
+            max_per_peer: args.max_connections_per_peer,
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            ..PortLimits::default()
+        },
     };
     master::serve(config, signals()).await?;
     Ok(ExitCode::SUCCESS)

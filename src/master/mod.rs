@@ -8,7 +8,8 @@
 //! - [`store`]: the store (tenant KV, global KV, tenant states, uploads);
 //! - [`db`]: the DB endpoints workers call on the Mesophyll port;
 //! - [`supervisor`]: spawning, watching and restarting workers;
-//! - [`api`]: the REST API.
+//! - [`api`]: the REST API;
+//! - [`port`]: what each listening port takes (connection caps, timeouts).
 //!
 //! [`start`] wires them together (and [`serve`] runs it until a signal): it
 //! binds both ports (port 0 picks a free one; the chosen addresses land in
@@ -24,6 +25,7 @@ pub mod datadir;
 pub mod db;
 pub mod joins;
 pub mod metrics;
+pub mod port;
 pub mod registry;
 pub mod shard;
 pub mod store;
@@ -32,7 +34,6 @@ pub mod tls;
 
 use crate::datadir::{DataDir, DataDirError, Endpoint};
 use crate::mesophyll::hub::{Hub, HubConfig};
-use axum::serve::ListenerExt;
 use registry::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ pub struct MasterConfig {
     pub tls: Option<tls::CertSource>,
     /// Allows plaintext on addresses other than loopback.
     pub insecure: bool,
+    /// What each of the two ports takes: connection caps and timeouts.
+    pub ports: port::PortLimits,
 }
 
 /// Why the master could not start.
@@ -108,14 +111,6 @@ pub enum MasterError {
     Tls(#[from] tls::ServerTlsError),
 }
 
-/// Small request/response exchanges must not wait for Nagle's algorithm
-/// (40 ms per round trip with delayed ACKs).
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::warn!("cannot set TCP_NODELAY: {e}");
-    }
-}
-
 async fn bind(
     what: &'static str,
     addr: SocketAddr,
@@ -124,27 +119,6 @@ async fn bind(
     let listener = TcpListener::bind(addr).await.map_err(err)?;
     let local = listener.local_addr().map_err(err)?;
     Ok((listener, local))
-}
-
-/// Serves `app` on `listener` until `stop` completes, with each
-/// connection's peer address for the handlers that show it.
-fn serve_port<L, F>(
-    what: &'static str,
-    listener: axum::serve::TapIo<L, F>,
-    app: axum::Router,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> tokio::task::JoinHandle<()>
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-    F: FnMut(&mut L::Io) + Send + 'static,
-{
-    tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, service).with_graceful_shutdown(stop);
-        if let Err(e) = serve.await {
-            tracing::error!("the {what} stopped: {e}");
-        }
-    })
 }
 
 /// Where the master's own children reach the hub: its address, or
@@ -158,23 +132,6 @@ fn own_children_dial(hub: SocketAddr) -> SocketAddr {
             (std::net::Ipv6Addr::LOCALHOST, hub.port()).into()
         }
         _ => hub,
-    }
-}
-
-/// [`serve_port`] over TLS when `tls` is given.
-fn serve_listener(
-    what: &'static str,
-    listener: TcpListener,
-    tls: Option<&tls::ServerTls>,
-    app: axum::Router,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    match tls {
-        Some(tls) => {
-            let listener = tls::listener::TlsListener::new(listener, tls, what);
-            serve_port(what, listener.tap_io(|_| {}), app, stop)
-        }
-        None => serve_port(what, listener.tap_io(no_delay), app, stop),
     }
 }
 
@@ -316,11 +273,12 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         })));
     // Nothing stops the hub but the process's end: joined workers keep
     // talking to it while the API drains.
-    let _detached = serve_listener(
+    let _detached = port::serve(
         "Mesophyll hub",
         hub_listener,
         server_tls.as_ref(),
         hub_router,
+        config.ports.clone(),
         std::future::pending(),
     );
 
@@ -352,9 +310,16 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     });
     let app = api::router(state);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api_task = serve_listener("REST API", api_listener, server_tls.as_ref(), app, async {
-        let _ = api_stopped.await;
-    });
+    let api_task = port::serve(
+        "REST API",
+        api_listener,
+        server_tls.as_ref(),
+        app,
+        config.ports.clone(),
+        async {
+            let _ = api_stopped.await;
+        },
+    );
 
     let pid = std::process::id();
     dir.write_endpoint(&Endpoint {
