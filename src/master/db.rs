@@ -14,9 +14,9 @@ use crate::master::shard;
 use crate::master::store::{self, GlobalDelete, Store, StoreError};
 use crate::mesophyll::auth::{Credentials, Refusal};
 use crate::mesophyll::db::{
-    DEFAULT_FIND_LIMIT, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, MAX_DB_BODY_BYTES,
-    MAX_FIND_LIMIT, MAX_KEY_BYTES, MAX_SCOPE_BYTES, MAX_VALUE_BYTES, PublicGlobalOp,
-    TenantStateEntry, like, like_prefix, valid_global_key,
+    DEFAULT_FIND_LIMIT, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvRecord, KvReply,
+    MAX_DB_BODY_BYTES, MAX_FIND_LIMIT, MAX_FIND_PAGE_BYTES, MAX_KEY_BYTES, MAX_SCOPE_BYTES,
+    MAX_VALUE_BYTES, PublicGlobalOp, TenantStateEntry, like, like_prefix, valid_global_key,
 };
 use crate::mesophyll::hub::Hub;
 use crate::mesophyll::message::Tenant;
@@ -310,6 +310,7 @@ pub async fn run_kv(
             store::blocking(store, move |s| {
                 let mut records = Vec::new();
                 let mut more = false;
+                let mut bytes = 0;
                 s.kv_scan(
                     &tenant,
                     &scope,
@@ -319,10 +320,13 @@ pub async fn run_kv(
                         if !like(&pattern, &r.key) {
                             return true;
                         }
-                        if records.len() == limit {
+                        let size = record_bytes(&r);
+                        let full = !records.is_empty() && bytes + size > MAX_FIND_PAGE_BYTES;
+                        if records.len() == limit || full {
                             more = true;
                             return false;
                         }
+                        bytes += size;
                         records.push(r);
                         true
                     },
@@ -341,6 +345,13 @@ pub async fn run_kv(
             KvReply::Scopes(store::blocking(store, move |s| s.kv_scopes(&tenant)).await?)
         }
     })
+}
+
+/// About what `r` weighs in a `Find` page: its key, scope and encoded
+/// value.
+fn record_bytes(r: &KvRecord) -> usize {
+    let value = rmp_serde::to_vec(&r.value).map_or(0, |v| v.len());
+    r.key.len() + r.scope.len() + value + 32
 }
 
 async fn public_global(
@@ -461,5 +472,45 @@ mod tests {
         });
         let (found_at, ticked_at) = (find.await.unwrap(), ticks.await.unwrap());
         assert!(ticked_at < found_at, "the scan held the async thread");
+    }
+
+    #[tokio::test]
+    async fn a_find_page_of_big_values_ends_at_its_byte_cap_and_says_where_to_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&dir.path().join("store")).unwrap());
+        let tenant = Tenant::new("user", "1");
+        let big = serde_json::Value::String("x".repeat(MAX_VALUE_BYTES - 64));
+        for i in 0..12 {
+            let op = KvOp::Set {
+                scope: "s".into(),
+                key: format!("k{i:02}"),
+                value: big.clone(),
+            };
+            run_kv(&store, &tenant, op).await.unwrap();
+        }
+        let (mut seen, mut after, mut pages) = (0, None, 0);
+        loop {
+            let op = KvOp::Find {
+                scope: "s".into(),
+                pattern: "%".into(),
+                limit: Some(MAX_FIND_LIMIT),
+                after: after.take(),
+            };
+            let KvReply::Found { records, next } = run_kv(&store, &tenant, op).await.unwrap()
+            else {
+                panic!("Find answers Found")
+            };
+            let bytes: usize = records.iter().map(record_bytes).sum();
+            assert!(bytes <= MAX_FIND_PAGE_BYTES, "a page of {bytes} bytes");
+            assert!(!records.is_empty());
+            seen += records.len();
+            pages += 1;
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, 12, "every record, once");
+        assert!(pages >= 3, "{pages} pages");
     }
 }

@@ -104,6 +104,10 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// The `plugin` label of results from plugins the catalogue does not
+/// have (deleted while the event ran, or named by a worker's answer).
+pub const UNKNOWN_PLUGIN: &str = "(unknown)";
+
 impl Metrics {
     /// A registry with the master's families and the fleet's collector
     /// (restarts appear once [`Metrics::watch`] gives it the supervisor,
@@ -228,8 +232,17 @@ impl Metrics {
     }
 
     /// Counts one dispatch that ended with `result` after `elapsed`, and
-    /// the plugin results it carried.
-    pub fn dispatched(&self, result: &str, outcomes: &[PluginOutcome], elapsed: Duration) {
+    /// the plugin results it carried. A result of a plugin `known` does not
+    /// know (a name only a worker's answer carried) is counted under
+    /// [`UNKNOWN_PLUGIN`]: series are made for plugins the catalogue has,
+    /// never for what a worker says.
+    pub fn dispatched(
+        &self,
+        result: &str,
+        outcomes: &[PluginOutcome],
+        elapsed: Duration,
+        known: impl Fn(&str) -> bool,
+    ) {
         let label = ResultLabel::of(result);
         self.dispatches.get_or_create(&label).inc();
         self.dispatch_seconds
@@ -249,11 +262,13 @@ impl Metrics {
                 Ok(_) => "ok",
                 Err(e) => e.kind.as_str(),
             });
+            let plugin = if known(&o.plugin) {
+                o.plugin.clone()
+            } else {
+                UNKNOWN_PLUGIN.to_owned()
+            };
             self.events
-                .get_or_create(&PluginCode {
-                    plugin: o.plugin.clone(),
-                    code,
-                })
+                .get_or_create(&PluginCode { plugin, code })
                 .inc();
         }
     }
@@ -444,5 +459,32 @@ impl Collector for Fleet {
             [(none, ConstCounter::new(self.hub.lost_in_flight()))],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesophyll::hub::HubConfig;
+    use crate::mesophyll::message::Packed;
+
+    #[test]
+    fn plugin_names_only_a_worker_said_make_no_series() {
+        let metrics = Metrics::new(Hub::new(HubConfig::default()), 1);
+        let outcomes: Vec<PluginOutcome> = ["echo", "made-up-1", "made-up-2"]
+            .into_iter()
+            .map(|plugin| PluginOutcome {
+                plugin: plugin.into(),
+                result: Ok(Packed::from_value(&serde_json::json!(1))),
+            })
+            .collect();
+        metrics.dispatched("ok", &outcomes, Duration::from_millis(1), |p| p == "echo");
+        let text = metrics.render();
+        assert!(text.contains(r#"plugin="echo""#), "{text}");
+        assert!(!text.contains("made-up"), "{text}");
+        assert!(
+            text.contains(&format!(r#"plugin="{UNKNOWN_PLUGIN}""#)),
+            "{text}"
+        );
     }
 }

@@ -69,6 +69,10 @@ pub struct Registry {
     checker: ModuleChecker,
     revision: AtomicU64,
     changes: tokio::sync::Mutex<()>,
+    /// The names of the plugins in force, kept beside the store so that
+    /// the metrics can tell a plugin from a name a worker made up without
+    /// reading the store per dispatch.
+    plugin_names: std::sync::RwLock<BTreeSet<String>>,
 }
 
 impl Registry {
@@ -105,7 +109,15 @@ impl Registry {
             checker,
             revision: AtomicU64::new(crate::clock::unix_millis().max(1) as u64),
             changes: tokio::sync::Mutex::new(()),
+            plugin_names: Default::default(),
         };
+        match registry.merged() {
+            Ok((snapshot, _)) => {
+                *registry.plugin_names.write().unwrap() =
+                    snapshot.plugins.into_iter().map(|b| b.name).collect();
+            }
+            Err(e) => problems.push(format!("cannot read the uploaded plugins: {e}")),
+        }
         (registry, problems)
     }
 
@@ -119,6 +131,11 @@ impl Registry {
         tokio::task::spawn_blocking(move || f(&registry))
             .await
             .map_err(|e| StoreError::Backend(format!("registry task: {e}")))?
+    }
+
+    /// Whether plugin `name` is in force.
+    pub fn has_plugin(&self, name: &str) -> bool {
+        self.plugin_names.read().unwrap().contains(name)
     }
 
     /// The revision now.
@@ -288,6 +305,7 @@ impl Registry {
         self.store
             .catalogue_put(&format!("{PLUGIN}{name}"), bytes)
             .await?;
+        self.plugin_names.write().unwrap().insert(name.to_owned());
         Ok(self.bump())
     }
 
@@ -333,7 +351,11 @@ impl Registry {
     pub async fn delete_plugin(&self, name: &str) -> Result<u64, RegistryError> {
         let in_folder = self.folder_plugins.iter().any(|b| b.name == name);
         let _one_change_at_a_time = self.changes.lock().await;
-        self.delete(PLUGIN, "plugin", name, in_folder).await
+        let revision = self.delete(PLUGIN, "plugin", name, in_folder).await?;
+        if !in_folder {
+            self.plugin_names.write().unwrap().remove(name);
+        }
+        Ok(revision)
     }
 
     /// Removes uploaded filter `name`; returns the new revision.

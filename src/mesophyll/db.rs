@@ -35,6 +35,11 @@ pub const MAX_DB_BODY_BYTES: usize = MAX_VALUE_BYTES + 16 * 1024;
 pub const DEFAULT_FIND_LIMIT: u32 = 100;
 /// The most records one `Find` may return; page with `after` for more.
 pub const MAX_FIND_LIMIT: u32 = 1000;
+/// The most bytes of records (keys and encoded values) one `Find` page
+/// carries, whatever its limit: a page ends early, with `next`, rather
+/// than be built whole at 1,000 values of [`MAX_VALUE_BYTES`] each. A
+/// page always has at least one record.
+pub const MAX_FIND_PAGE_BYTES: usize = 1024 * 1024;
 /// The scope scripts use when they name none.
 pub const DEFAULT_SCOPE: &str = "default";
 

@@ -318,7 +318,22 @@ async fn session(
                         last_from_master.elapsed()
                     )));
                 }
-                let frame = codec::encode(&beat).expect("Heartbeat encodes");
+                let frame = match codec::encode(&beat) {
+                    Ok(frame) => frame,
+                    // Too many or too long filter metrics for a frame: the
+                    // beat still goes, without them, rather than the worker
+                    // dying of it.
+                    Err(e) => {
+                        tracing::warn!("the heartbeat is sent without its filter metrics: {e}");
+                        let ClientMessage::Heartbeat { in_flight, vms, rss_bytes, bad_frames, filters, .. } = beat else {
+                            unreachable!("built above as a heartbeat")
+                        };
+                        let lean = ClientMessage::Heartbeat {
+                            in_flight, vms, rss_bytes, bad_frames, filters, filter_metrics: Vec::new(),
+                        };
+                        codec::encode(&lean).map_err(|e| SessionError::Retry(e.to_string()))?
+                    }
+                };
                 sink.feed(Message::Binary(frame.into()))
                     .await
                     .and(sink.send(Message::Ping(Vec::new().into())).await)

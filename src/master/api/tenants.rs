@@ -69,7 +69,9 @@ pub(super) async fn dispatch_to(
         .then(|| (kind.clone(), id.clone(), req.name.clone()));
     let answer = deliver(state, kind, id, req, started, &mut sent).await;
     if let Err(e) = &answer {
-        state.metrics.dispatched(e.code(), &[], started.elapsed());
+        state
+            .metrics
+            .dispatched(e.code(), &[], started.elapsed(), |_| true);
         failed("dispatch", sent, e);
         if let Some((kind, id, event)) = asked {
             let worker = tenant(kind.clone(), id.clone())
@@ -144,7 +146,9 @@ async fn deliver(
             deadline_ms: left(started, budget),
         };
         state.hub.send_within(worker, budget, queued).await?;
-        state.metrics.dispatched("accepted", &[], started.elapsed());
+        state
+            .metrics
+            .dispatched("accepted", &[], started.elapsed(), |_| true);
         if watched.is_some() {
             state.console.publish(seen(None, &[]), "accepted", None);
         }
@@ -171,7 +175,12 @@ async fn deliver(
             format!("worker {worker} answered something that is not a result list: {e}"),
         )
     })?;
-    state.metrics.dispatched("ok", &outcomes, started.elapsed());
+    let registry = &state.registry;
+    state
+        .metrics
+        .dispatched("ok", &outcomes, started.elapsed(), |p| {
+            registry.has_plugin(p)
+        });
     if watched.is_some() {
         let request_id = request.map(request_label);
         state

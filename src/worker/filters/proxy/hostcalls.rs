@@ -213,7 +213,7 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let state = caller.data();
                 state
                     .shared
-                    .get(&state.tenant.to_string(), &key)
+                    .get(&state.tenant, &key)
                     .ok_or(Status::NotFound)
             });
             let (value, cas) = match found {
@@ -233,9 +233,7 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let set = read(&caller, key, key_len).and_then(|key| {
                 let value = read(&caller, value, len)?;
                 let state = caller.data();
-                state
-                    .shared
-                    .set(&state.tenant.to_string(), &key, &value, cas as u32)
+                state.shared.set(&state.tenant, &key, &value, cas as u32)
             });
             answer(set)
         },

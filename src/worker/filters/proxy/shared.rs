@@ -6,26 +6,50 @@
 //! entries, and no other tenant's. A tenant's events all go to one worker
 //! (sharding), so the worker's copy is the whole of it; it lives in memory
 //! as long as the worker process (a restarted worker starts empty), at most
-//! [`MAX_TENANT_BYTES`] per tenant.
+//! [`MAX_TENANT_BYTES`] per tenant and [`MAX_WORKER_BYTES`] for all. It is
+//! keyed by the [`Tenant`] itself, never by its `type:id` text, which two
+//! tenants can share (`user`, `a:b` and `user:a`, `b`).
 //!
 //! **Metrics** are the worker's, by filter and name (no tenant: labels per
-//! tenant would not scale). A filter sees only the ids it defined.
+//! tenant would not scale). A filter sees only the ids it defined, defines
+//! at most [`MAX_METRICS_PER_FILTER`] with names of at most
+//! [`MAX_METRIC_NAME`] bytes, and the worker keeps at most [`MAX_METRICS`],
+//! so that no filter (whatever names its input makes it define) uses up
+//! the others'.
 
 use super::Status;
+use crate::mesophyll::message::Tenant;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// The most bytes of keys and values one tenant's shared data may hold.
 pub const MAX_TENANT_BYTES: usize = 1024 * 1024;
 
+/// The most bytes of keys and values all tenants' shared data may hold in
+/// one worker.
+pub const MAX_WORKER_BYTES: usize = 64 * 1024 * 1024;
+
 /// The most metrics one worker keeps.
 pub const MAX_METRICS: usize = 1024;
+
+/// The most metrics one filter may define.
+pub const MAX_METRICS_PER_FILTER: usize = 64;
+
+/// The longest metric name, in bytes.
+pub const MAX_METRIC_NAME: usize = 256;
 
 /// Shared data and metrics of one worker's proxy-wasm filters.
 #[derive(Default)]
 pub struct ProxyShared {
-    data: Mutex<HashMap<String, TenantData>>,
+    data: Mutex<SharedData>,
     metrics: Mutex<Vec<Metric>>,
+}
+
+/// Every tenant's shared data, and the bytes of all of it.
+#[derive(Default)]
+struct SharedData {
+    tenants: HashMap<Tenant, TenantData>,
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -61,9 +85,9 @@ pub struct Metric {
 
 impl ProxyShared {
     /// Tenant `tenant`'s value under `key` and its compare-and-swap token.
-    pub fn get(&self, tenant: &str, key: &[u8]) -> Option<(Vec<u8>, u32)> {
+    pub fn get(&self, tenant: &Tenant, key: &[u8]) -> Option<(Vec<u8>, u32)> {
         let data = self.data.lock().unwrap();
-        data.get(tenant)?.entries.get(key).cloned()
+        data.tenants.get(tenant)?.entries.get(key).cloned()
     }
 
     /// Sets tenant `tenant`'s `key` to `value`. A non-zero `cas` must match
@@ -71,22 +95,29 @@ impl ProxyShared {
     /// created whatever the token).
     ///
     /// Fails with `CAS_MISMATCH` when the entry changed since it was read,
-    /// `INTERNAL_FAILURE` when the tenant's budget would be exceeded.
-    pub fn set(&self, tenant: &str, key: &[u8], value: &[u8], cas: u32) -> Result<(), Status> {
+    /// `INTERNAL_FAILURE` when the tenant's budget or the worker's would be
+    /// exceeded.
+    pub fn set(&self, tenant: &Tenant, key: &[u8], value: &[u8], cas: u32) -> Result<(), Status> {
         let mut data = self.data.lock().unwrap();
-        let t = data.entry(tenant.to_owned()).or_default();
-        let (old_bytes, token) = match t.entries.get(key) {
-            Some((_, token)) if cas != 0 && cas != *token => return Err(Status::CasMismatch),
-            Some((old, token)) => (key.len() + old.len(), *token),
-            None => (0, 0),
+        let (old_bytes, token, tenant_bytes) = match data.tenants.get(tenant) {
+            Some(t) => match t.entries.get(key) {
+                Some((_, token)) if cas != 0 && cas != *token => return Err(Status::CasMismatch),
+                Some((old, token)) => (key.len() + old.len(), *token, t.bytes),
+                None => (0, 0, t.bytes),
+            },
+            None => (0, 0, 0),
         };
-        let bytes = t.bytes - old_bytes + key.len() + value.len();
-        if bytes > MAX_TENANT_BYTES {
+        let new_bytes = key.len() + value.len();
+        let tenant_bytes = tenant_bytes - old_bytes + new_bytes;
+        let worker_bytes = data.bytes - old_bytes + new_bytes;
+        if tenant_bytes > MAX_TENANT_BYTES || worker_bytes > MAX_WORKER_BYTES {
             return Err(Status::InternalFailure);
         }
         let next = token.wrapping_add(1).max(1);
+        data.bytes = worker_bytes;
+        let t = data.tenants.entry(tenant.clone()).or_default();
         t.entries.insert(key.to_vec(), (value.to_vec(), next));
-        t.bytes = bytes;
+        t.bytes = tenant_bytes;
         Ok(())
     }
 
@@ -94,9 +125,13 @@ impl ProxyShared {
     /// new. Every call of a filter defines its metrics again (a fresh
     /// instance each time), so a name keeps its id.
     ///
-    /// Fails with `BAD_ARGUMENT` when the name is taken by another kind,
-    /// `INTERNAL_FAILURE` past [`MAX_METRICS`].
+    /// Fails with `BAD_ARGUMENT` when the name is taken by another kind or
+    /// is longer than [`MAX_METRIC_NAME`], `INTERNAL_FAILURE` past
+    /// [`MAX_METRICS_PER_FILTER`] or [`MAX_METRICS`].
     pub fn define(&self, filter: &Arc<str>, kind: MetricKind, name: &str) -> Result<u32, Status> {
+        if name.len() > MAX_METRIC_NAME {
+            return Err(Status::BadArgument);
+        }
         let mut metrics = self.metrics.lock().unwrap();
         if let Some(i) = metrics
             .iter()
@@ -108,7 +143,8 @@ impl ProxyShared {
                 Err(Status::BadArgument)
             };
         }
-        if metrics.len() >= MAX_METRICS {
+        let mine = metrics.iter().filter(|m| m.filter == *filter).count();
+        if metrics.len() >= MAX_METRICS || mine >= MAX_METRICS_PER_FILTER {
             return Err(Status::InternalFailure);
         }
         metrics.push(Metric {
@@ -183,21 +219,65 @@ mod tests {
     #[test]
     fn shared_data_is_per_tenant_and_compare_and_swapped() {
         let s = ProxyShared::default();
-        s.set("user:1", b"k", b"v1", 0).unwrap();
-        let (v, cas) = s.get("user:1", b"k").unwrap();
+        let (one, two) = (Tenant::new("user", "1"), Tenant::new("user", "2"));
+        s.set(&one, b"k", b"v1", 0).unwrap();
+        let (v, cas) = s.get(&one, b"k").unwrap();
         assert_eq!(v, b"v1");
-        assert_eq!(s.get("user:2", b"k"), None);
-        s.set("user:1", b"k", b"v2", cas).unwrap();
-        assert_eq!(s.set("user:1", b"k", b"v3", cas), Err(Status::CasMismatch));
-        assert_eq!(s.get("user:1", b"k").unwrap().0, b"v2");
+        assert_eq!(s.get(&two, b"k"), None);
+        s.set(&one, b"k", b"v2", cas).unwrap();
+        assert_eq!(s.set(&one, b"k", b"v3", cas), Err(Status::CasMismatch));
+        assert_eq!(s.get(&one, b"k").unwrap().0, b"v2");
         let big = vec![0u8; MAX_TENANT_BYTES];
+        assert_eq!(s.set(&one, b"big", &big, 0), Err(Status::InternalFailure));
+        // Another tenant's budget is its own.
+        s.set(&two, b"b", &big[..MAX_TENANT_BYTES - 1], 0).unwrap();
+    }
+
+    #[test]
+    fn tenants_whose_text_is_the_same_do_not_share_data() {
+        let s = ProxyShared::default();
+        let (a, b) = (Tenant::new("user", "a:b"), Tenant::new("user:a", "b"));
+        assert_eq!(a.to_string(), b.to_string(), "the clash this guards");
+        s.set(&a, b"k", b"mine", 0).unwrap();
+        assert_eq!(s.get(&b, b"k"), None);
+    }
+
+    #[test]
+    fn all_tenants_together_stay_within_the_workers_budget() {
+        let s = ProxyShared::default();
+        let value = vec![0u8; MAX_TENANT_BYTES - 16];
+        let fit = MAX_WORKER_BYTES / MAX_TENANT_BYTES;
+        for i in 0..fit {
+            s.set(&Tenant::new("user", i.to_string()), b"k", &value, 0)
+                .unwrap();
+        }
+        let one_more = Tenant::new("user", "one-more");
         assert_eq!(
-            s.set("user:1", b"big", &big, 0),
+            s.set(&one_more, b"k", &value, 0),
             Err(Status::InternalFailure)
         );
-        // Another tenant's budget is its own.
-        s.set("user:2", b"b", &big[..MAX_TENANT_BYTES - 1], 0)
-            .unwrap();
+        // Overwriting in place is no growth.
+        s.set(&Tenant::new("user", "0"), b"k", &value, 0).unwrap();
+    }
+
+    #[test]
+    fn no_filter_defines_more_than_its_share_of_metrics() {
+        let s = ProxyShared::default();
+        let (greedy, other): (Arc<str>, Arc<str>) = (Arc::from("greedy"), Arc::from("other"));
+        for i in 0..MAX_METRICS_PER_FILTER {
+            s.define(&greedy, MetricKind::Counter, &format!("m{i}"))
+                .unwrap();
+        }
+        assert_eq!(
+            s.define(&greedy, MetricKind::Counter, "one-more"),
+            Err(Status::InternalFailure)
+        );
+        s.define(&other, MetricKind::Counter, "mine").unwrap();
+        let long = "x".repeat(MAX_METRIC_NAME + 1);
+        assert_eq!(
+            s.define(&other, MetricKind::Counter, &long),
+            Err(Status::BadArgument)
+        );
     }
 
     #[test]
