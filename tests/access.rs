@@ -214,3 +214,67 @@ async fn a_tenant_named_after_a_route_word_opens_nothing_more() {
         }
     }
 }
+
+/// Revoking a token ends what it holds open: its binary stream stops
+/// taking requests and closes, its console's event stream ends. (Both once
+/// outlived the revocation for as long as the client kept them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_closes_its_streams_and_consoles() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = Master::start(Opts::default()).await;
+    m.wait_connected(2).await;
+    let admin = &m.client;
+    let app = admin
+        .create_token(Role::App, Some("streamer"))
+        .await
+        .unwrap();
+    let stream =
+        meshplay::client::StreamClient::connect(&ApiClient::new(m.endpoint.api_addr, &app.token))
+            .await
+            .unwrap();
+    let echo = || meshplay::rest::DispatchRequest {
+        name: "echo".into(),
+        data: json!(1).into(),
+        wait: true,
+        timeout_ms: None,
+    };
+    stream.dispatch("user", "1", echo()).await.unwrap();
+
+    let mut console = tokio::net::TcpStream::connect(m.endpoint.api_addr)
+        .await
+        .unwrap();
+    let ask = format!(
+        "GET /api/v1/console HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+        app.token
+    );
+    console.write_all(ask.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("event: hello") {
+        let mut buf = [0u8; 4096];
+        let n = console.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the console closed before its hello");
+        seen.extend_from_slice(&buf[..n]);
+    }
+
+    admin.revoke_token(&app.info.id).await.unwrap();
+    // The console's stream ends: the chunked body's last chunk, then EOF.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match console.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) if buf[..n].ends_with(b"0\r\n\r\n") => return true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(ended, Ok(true), "the console outlived its token");
+    // The stream takes nothing more.
+    common::eventually(
+        std::time::Duration::from_secs(5),
+        "the stream to refuse after the revocation",
+        || async { stream.dispatch("user", "1", echo()).await.err().map(|_| ()) },
+    )
+    .await;
+}

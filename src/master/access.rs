@@ -34,6 +34,10 @@ pub const ADMIN_TOKEN_NAME: &str = "admin-token";
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    /// The SHA-256 of a minted token (`None`: the admin token), by which
+    /// [`Access::in_force`] tells whether it was revoked since. Never
+    /// logged.
+    pub sha256: Option<String>,
 }
 
 /// The tokens in force: the admin token, and the minted ones by hash.
@@ -43,6 +47,9 @@ pub struct Access {
     /// What each joined worker's session holds, by its token's hash.
     sessions: RwLock<HashMap<String, SessionGrant>>,
     store: Arc<dyn Store>,
+    /// Bumped at every revocation, so that what a token holds open (a
+    /// binary stream, a console) can check at once whether it still may.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 impl Access {
@@ -63,6 +70,7 @@ impl Access {
             by_hash: RwLock::new(by_hash),
             sessions: RwLock::new(sessions),
             store,
+            revocations: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -73,6 +81,7 @@ impl Access {
             return Some(Caller {
                 name: ADMIN_TOKEN_NAME.into(),
                 role: Role::Admin,
+                sha256: None,
             });
         }
         // Join tokens and workers' sessions open nothing of the API.
@@ -81,7 +90,26 @@ impl Access {
             .map(|t| Caller {
                 name: t.name.clone(),
                 role: t.role,
+                sha256: Some(sha256_hex(presented.as_bytes())),
             })
+    }
+
+    /// Whether `caller`'s token is still in force (not revoked, not
+    /// expired): what a connection it opened checks on every
+    /// [`Access::revocations`] change.
+    pub fn in_force(&self, caller: &Caller) -> bool {
+        let Some(sha256) = &caller.sha256 else {
+            return true;
+        };
+        let tokens = self.by_hash.read().unwrap();
+        tokens
+            .get(sha256)
+            .is_some_and(|t| !t.is_spent(crate::clock::unix_millis()))
+    }
+
+    /// Changes at every revocation.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
     }
 
     /// The minted token `presented` is, if it is in force (neither revoked
@@ -165,7 +193,13 @@ impl Access {
             session,
         };
         self.store.put_token(&stored).await?;
-        self.by_hash.write().unwrap().insert(sha256, info.clone());
+        self.by_hash
+            .write()
+            .unwrap()
+            .insert(sha256.clone(), info.clone());
+        // A revoked worker session holds nothing any more.
+        self.sessions.write().unwrap().remove(&sha256);
+        self.revocations.send_modify(|n| *n += 1);
         Ok(Some(info))
     }
 

@@ -50,6 +50,10 @@ pub(super) async fn authorize(
         .unwrap_or_default();
     let needed = required(&method, &route);
     let response = if caller.role >= needed {
+        // For what stays open on this token (the binary stream, the
+        // console): it ends when the token is revoked.
+        let mut req = req;
+        req.extensions_mut().insert(caller.clone());
         next.run(req).await
     } else {
         ApiError::new(

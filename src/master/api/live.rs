@@ -17,9 +17,11 @@
 //! ```
 
 use super::{ApiError, ApiState};
+use crate::master::access::Caller;
 use crate::mesophyll::hub::{DisconnectReason, HubEvent};
 use crate::mesophyll::message::{LiveTenants, ServerMessage};
 use crate::rest::{LiveTenantInfo, LiveTenantList, Traffic};
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -122,30 +124,43 @@ fn lagged(skipped: u64) -> Event {
 
 pub(super) async fn console(
     State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let dispatches = state.console.subscribe();
     let workers = state.hub.subscribe();
+    let revocations = state.access.revocations();
     let hello = Event::default()
         .event("hello")
         .data(json!({ "workers": state.workers }).to_string());
     let next = futures::stream::unfold(
-        (dispatches, workers),
-        |(mut dispatches, mut workers)| async move {
-            let event = tokio::select! {
-                d = dispatches.recv() => match d {
-                    Ok(entry) => Event::default()
-                        .event("dispatch")
-                        .data(serde_json::to_string(&*entry).unwrap_or_default()),
-                    Err(RecvError::Lagged(n)) => lagged(n),
-                    Err(RecvError::Closed) => return None,
-                },
-                w = workers.recv() => match w {
-                    Ok(e) => worker_event(e),
-                    Err(RecvError::Lagged(n)) => lagged(n),
-                    Err(RecvError::Closed) => return None,
-                },
-            };
-            Some((Ok(event), (dispatches, workers)))
+        (dispatches, workers, revocations),
+        move |(mut dispatches, mut workers, mut revocations)| {
+            let (state, caller) = (Arc::clone(&state), caller.clone());
+            async move {
+                let event = tokio::select! {
+                    // The console ends with its token.
+                    Ok(()) = revocations.changed() => {
+                        if state.access.in_force(&caller) {
+                            return Some((Ok(Event::default().comment("")), (dispatches, workers, revocations)));
+                        }
+                        tracing::info!(token = %caller.name, "a console closed: its token was revoked");
+                        return None;
+                    }
+                    d = dispatches.recv() => match d {
+                        Ok(entry) => Event::default()
+                            .event("dispatch")
+                            .data(serde_json::to_string(&*entry).unwrap_or_default()),
+                        Err(RecvError::Lagged(n)) => lagged(n),
+                        Err(RecvError::Closed) => return None,
+                    },
+                    w = workers.recv() => match w {
+                        Ok(e) => worker_event(e),
+                        Err(RecvError::Lagged(n)) => lagged(n),
+                        Err(RecvError::Closed) => return None,
+                    },
+                };
+                Some((Ok(event), (dispatches, workers, revocations)))
+            }
         },
     );
     let stream =

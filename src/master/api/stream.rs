@@ -22,11 +22,13 @@
 use super::stream_frames as frames;
 use super::tenants::{Delivered, dispatch_to};
 use super::{ApiError, ApiState};
+use crate::master::access::Caller;
 use crate::mesophyll::message::Packed;
 use crate::mesophyll::writer::{Batched, drain};
 use crate::rest::{
     DispatchRequest, ErrorDetail, MAX_BODY_BYTES, StreamAnswer, StreamError, StreamRequest,
 };
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
@@ -42,11 +44,15 @@ pub const MAX_IN_FLIGHT: usize = 4096;
 /// Room for one request's frame: the REST body limit plus its envelope.
 const MAX_FRAME_BYTES: usize = MAX_BODY_BYTES + 4096;
 
-pub(super) async fn upgrade(State(state): State<Arc<ApiState>>, ws: WebSocketUpgrade) -> Response {
+pub(super) async fn upgrade(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    ws: WebSocketUpgrade,
+) -> Response {
     ws.read_buffer_size(crate::mesophyll::codec::READ_BUFFER_BYTES)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| serve(state, socket))
+        .on_upgrade(move |socket| serve(state, caller, socket))
 }
 
 fn refused(id: u64, status: StatusCode, code: &str, message: impl Into<String>) -> Vec<u8> {
@@ -149,7 +155,8 @@ async fn run(state: &ApiState, request: StreamRequest<Packed>) -> Vec<u8> {
 /// a future polled beside the others rather than a task of its own, which
 /// spared the allocation and the wake-up across tasks that were a tenth of
 /// the master's time under the binary benchmark.
-async fn serve(state: Arc<ApiState>, socket: WebSocket) {
+async fn serve(state: Arc<ApiState>, caller: Caller, socket: WebSocket) {
+    let mut revocations = state.access.revocations();
     let (mut sink, mut frames) = socket.split();
     let (tx, mut queue) = mpsc::channel::<Vec<u8>>(1024);
     let writer = tokio::spawn(async move {
@@ -187,6 +194,15 @@ async fn serve(state: Arc<ApiState>, socket: WebSocket) {
             }
             Some(answer) = running.next() => {
                 let _ = tx.send(answer).await;
+            }
+            Ok(()) = revocations.changed(), if reading => {
+                if !state.access.in_force(&caller) {
+                    tracing::info!(token = %caller.name, "a binary stream closed: its token was revoked");
+                    let gone = refused(0, StatusCode::UNAUTHORIZED, "unauthorized", "the token was revoked");
+                    let _ = tx.send(gone).await;
+                    // What runs finishes; nothing new is read.
+                    reading = false;
+                }
             }
         }
     }
