@@ -234,7 +234,7 @@ async fn revoking_a_token_closes_its_streams_and_consoles() {
             .unwrap();
     let echo = || meshplay::rest::DispatchRequest {
         name: "echo".into(),
-        data: json!(1).into(),
+        data: json!(1),
         wait: true,
         timeout_ms: None,
     };
