@@ -462,3 +462,33 @@ async fn the_api_checks_its_token_and_its_input() {
     // After all that, the API still serves.
     done(&m.client, "user", "1", &event("echo", json!(2), true)).await;
 }
+
+/// A tenant state is checked like a KV value, whichever way it comes: one
+/// over 256 KiB, or listing thousands of events, is refused and stores
+/// nothing (a worker loads every state of its shard at start).
+#[tokio::test]
+async fn an_oversized_tenant_state_is_refused_and_stores_nothing() {
+    let m = Master::start(Opts::default()).await;
+    let api = m.endpoint.api_addr;
+    let token = m.admin_token();
+    let path = "/api/v1/tenants/user/big/state";
+    let put = |body: Value| {
+        let token = token.clone();
+        async move {
+            let body = serde_json::to_vec(&body).unwrap();
+            raw(api, "PUT", path, Some(&token), "application/json", body).await
+        }
+    };
+    let (s, v) = put(json!({ "data": "x".repeat(300 * 1024) })).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (413, Some("too_large")), "{v}");
+    let many: Vec<String> = (0..2000).map(|i| format!("e{i}")).collect();
+    let (s, v) = put(json!({ "events": many })).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (413, Some("too_large")), "{v}");
+    let (s, v) = put(json!({ "plugins": ["p".repeat(200)] })).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_request")), "{v}");
+    let (s, v) = raw(api, "GET", path, Some(&token), "application/json", Vec::new()).await;
+    assert!(s == 404 || v["state"]["data"].is_null(), "{s} {v}");
+    // A state within the limits is taken.
+    let (s, v) = put(json!({ "events": ["echo"], "data": { "plan": "pro" } })).await;
+    assert_eq!(s, 200, "{v}");
+}

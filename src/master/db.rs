@@ -19,7 +19,7 @@ use crate::mesophyll::db::{
     MAX_VALUE_BYTES, PublicGlobalOp, TenantStateEntry, like, like_prefix, valid_global_key,
 };
 use crate::mesophyll::hub::Hub;
-use crate::mesophyll::message::Tenant;
+use crate::mesophyll::message::{Tenant, TenantState};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -211,6 +211,43 @@ fn check_value(value: &serde_json::Value) -> Result<(), EndpointError> {
     Ok(())
 }
 
+/// The most event or plugin names a tenant state may list.
+pub const MAX_STATE_NAMES: usize = 1024;
+/// The longest of those names, in bytes.
+pub const MAX_STATE_NAME_BYTES: usize = 128;
+
+/// A tenant state as the store will take it, whichever way it came (REST
+/// or a worker): the whole of it encoded within [`MAX_VALUE_BYTES`], at
+/// most [`MAX_STATE_NAMES`] names of at most [`MAX_STATE_NAME_BYTES`] in
+/// each list. A worker loads every state of its shard, so one huge state
+/// would cost every load.
+pub fn check_state(state: &TenantState) -> Result<(), EndpointError> {
+    for (what, names) in [("events", &state.events), ("plugins", &state.plugins)] {
+        let names = names.as_deref().unwrap_or_default();
+        if names.len() > MAX_STATE_NAMES {
+            return Err(EndpointError::too_large(format!(
+                "{} {what}; a state lists at most {MAX_STATE_NAMES}",
+                names.len()
+            )));
+        }
+        if let Some(long) = names.iter().find(|n| n.len() > MAX_STATE_NAME_BYTES) {
+            return Err(EndpointError::bad(format!(
+                "{what}: a name of {} bytes; the limit is {MAX_STATE_NAME_BYTES}",
+                long.len()
+            )));
+        }
+    }
+    let size = rmp_serde::to_vec_named(state)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_VALUE_BYTES {
+        return Err(EndpointError::too_large(format!(
+            "a state of {size} bytes; the limit is {MAX_VALUE_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
 async fn catalogue(
     State(state): State<Arc<DbState>>,
     headers: HeaderMap,
@@ -241,7 +278,7 @@ async fn put_tenant_state(
     let id = caller(&state, &headers)?;
     let entry: TenantStateEntry = body(&bytes)?;
     owned(&state, id, &entry.tenant)?;
-    check_value(&entry.state.data)?;
+    check_state(&entry.state)?;
     state
         .store
         .put_tenant_state(&entry.tenant, &entry.state)

@@ -289,6 +289,7 @@ pub(super) async fn put_state(
     Payload(new): Payload<TenantState>,
 ) -> Result<Json<TenantStateEntry>, ApiError> {
     let tenant = tenant(kind, id)?;
+    crate::master::db::check_state(&new)?;
     // One change of a tenant's state at a time, so that the worker is told
     // in the order the store took them.
     let _turn = state.state_turns.turn(&tenant).await;
