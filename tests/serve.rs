@@ -480,13 +480,33 @@ async fn an_oversized_tenant_state_is_refused_and_stores_nothing() {
         }
     };
     let (s, v) = put(json!({ "data": "x".repeat(300 * 1024) })).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (413, Some("too_large")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (413, Some("too_large")),
+        "{v}"
+    );
     let many: Vec<String> = (0..2000).map(|i| format!("e{i}")).collect();
     let (s, v) = put(json!({ "events": many })).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (413, Some("too_large")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (413, Some("too_large")),
+        "{v}"
+    );
     let (s, v) = put(json!({ "plugins": ["p".repeat(200)] })).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_request")), "{v}");
-    let (s, v) = raw(api, "GET", path, Some(&token), "application/json", Vec::new()).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{v}"
+    );
+    let (s, v) = raw(
+        api,
+        "GET",
+        path,
+        Some(&token),
+        "application/json",
+        Vec::new(),
+    )
+    .await;
     assert!(s == 404 || v["state"]["data"].is_null(), "{s} {v}");
     // A state within the limits is taken.
     let (s, v) = put(json!({ "events": ["echo"], "data": { "plan": "pro" } })).await;

@@ -51,6 +51,10 @@ pub(super) struct JoinArgs {
     /// (as `serve --vm-hold-ms`).
     #[arg(long, default_value_t = super::serve::DEFAULT_HOLD_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     vm_hold_ms: u64,
+    /// The Luau heap all of this worker's VMs may hold together, in MiB
+    /// (as `serve --worker-memory-mb`).
+    #[arg(long, default_value_t = super::serve::DEFAULT_WORKER_MEMORY_MB, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    worker_memory_mb: usize,
     /// Linear memory cap of each WASM filter instance, in MiB.
     #[arg(long, default_value_t = 16)]
     filter_memory_mb: usize,
@@ -145,6 +149,7 @@ pub(super) async fn worker(args: JoinArgs) -> Result<ExitCode, CliError> {
     let limits = super::serve::WorkerLimits {
         vm_memory_mb: args.vm_memory_mb,
         vm_hold_ms: args.vm_hold_ms,
+        worker_memory_mb: args.worker_memory_mb,
         filter_memory_mb: args.filter_memory_mb,
     };
     let config = worker_config(uplink, args.cache_dir, limits, None);

@@ -48,6 +48,9 @@ pub(super) struct WorkerArgs {
     /// The longest a tenant may hold this worker's thread without yielding.
     #[arg(long, hide = true, default_value_t = DEFAULT_HOLD_MS)]
     pub(super) vm_hold_ms: u64,
+    /// The Luau heap all of this worker's VMs may hold together, in MiB.
+    #[arg(long, hide = true, default_value_t = DEFAULT_WORKER_MEMORY_MB)]
+    pub(super) worker_memory_mb: usize,
     /// Linear memory cap of each filter instance, in MiB.
     #[arg(long, hide = true, default_value_t = 16)]
     pub(super) filter_memory_mb: usize,
@@ -126,6 +129,10 @@ pub(super) struct ServeArgs {
     /// call fails `timeout`.
     #[arg(long, default_value_t = DEFAULT_HOLD_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub(super) vm_hold_ms: u64,
+    /// The Luau heap all of a worker's VMs may hold together, in MiB; past
+    /// it new VMs are refused `overloaded` while idle ones are evicted.
+    #[arg(long, default_value_t = DEFAULT_WORKER_MEMORY_MB, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(super) worker_memory_mb: usize,
     /// Linear memory cap of each WASM filter instance, in MiB.
     #[arg(long, default_value_t = 16)]
     pub(super) filter_memory_mb: usize,
@@ -224,6 +231,7 @@ pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
     let limits = WorkerLimits {
         vm_memory_mb: args.vm_memory_mb,
         vm_hold_ms: args.vm_hold_ms,
+        worker_memory_mb: args.worker_memory_mb,
         filter_memory_mb: args.filter_memory_mb,
     };
     run_worker_session(worker_config(uplink, args.cache_dir, limits, parent_pid)).await?;
@@ -233,11 +241,16 @@ pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
 /// The `--vm-hold-ms` a worker gets unless told otherwise.
 pub(super) const DEFAULT_HOLD_MS: u64 = crate::worker::vm::DEFAULT_HOLD.as_millis() as u64;
 
-/// What a worker's flags limit: each VM's heap and hold, each filter
-/// instance's memory.
+/// The `--worker-memory-mb` a worker gets unless told otherwise.
+pub(super) const DEFAULT_WORKER_MEMORY_MB: usize =
+    TenantsConfig::default_memory_budget() / (1024 * 1024);
+
+/// What a worker's flags limit: each VM's heap and hold, all VMs' heaps,
+/// each filter instance's memory.
 pub(super) struct WorkerLimits {
     pub(super) vm_memory_mb: usize,
     pub(super) vm_hold_ms: u64,
+    pub(super) worker_memory_mb: usize,
     pub(super) filter_memory_mb: usize,
 }
 
@@ -253,6 +266,7 @@ pub(super) fn worker_config(
     let WorkerLimits {
         vm_memory_mb,
         vm_hold_ms,
+        worker_memory_mb,
         filter_memory_mb,
     } = limits;
     WorkerConfig {
@@ -267,6 +281,7 @@ pub(super) fn worker_config(
                 memory_bytes: vm_memory_mb * 1024 * 1024,
                 hold: Duration::from_millis(vm_hold_ms),
             },
+            memory_budget: worker_memory_mb * 1024 * 1024,
             ..TenantsConfig::default()
         },
         parent_pid,
@@ -311,6 +326,8 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
         args.vm_memory_mb.to_string(),
         "--vm-hold-ms".into(),
         args.vm_hold_ms.to_string(),
+        "--worker-memory-mb".into(),
+        args.worker_memory_mb.to_string(),
         "--filter-memory-mb".into(),
         args.filter_memory_mb.to_string(),
         "--worker-threads".into(),

@@ -12,8 +12,12 @@
 //!   recently used idle one is evicted to make room.
 //! - A VM that hit its memory cap (or abandoned a call) is dropped; the next
 //!   job builds a fresh one.
+//! - New VMs wait while all live VMs' heaps are past the worker's memory
+//!   budget ([`budget`]).
 //! - `DropTenant` travels through the same queue, so jobs queued before it
 //!   finish on the old VM and jobs after it get a fresh one.
+
+pub mod budget;
 
 use crate::catalogue::manifest::OnError;
 use crate::catalogue::plugin::Plugin;
@@ -27,6 +31,7 @@ use crate::worker::loaded::LoadedCatalogue;
 use crate::worker::services::Services;
 use crate::worker::states::TenantStates;
 use crate::worker::vm::{Vm, VmLimits};
+use budget::HeapBudget;
 use dashmap::DashMap;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -46,6 +51,9 @@ pub struct TenantsConfig {
     pub idle_ttl: Duration,
     /// Live tenants before the least recently used idle one is evicted.
     pub max_tenants: usize,
+    /// The Luau heap bytes all live VMs may hold together before new ones
+    /// are refused `overloaded` ([`budget`]).
+    pub memory_budget: usize,
 }
 
 impl Default for TenantsConfig {
@@ -55,7 +63,15 @@ impl Default for TenantsConfig {
             queue_depth: 256,
             idle_ttl: Duration::from_secs(600),
             max_tenants: 50_000,
+            memory_budget: Self::default_memory_budget(),
         }
+    }
+}
+
+impl TenantsConfig {
+    /// [`TenantsConfig::memory_budget`] unless told otherwise: 4 GiB.
+    pub const fn default_memory_budget() -> usize {
+        4096 * 1024 * 1024
     }
 }
 
@@ -166,12 +182,15 @@ pub struct Tenants {
     /// A logical clock for LRU: bumped on every use (wall-clock time ties
     /// too easily on a fast path).
     uses: AtomicU64,
+    /// The heaps of the live VMs against `config.memory_budget`.
+    heaps: HeapBudget,
 }
 
 impl Tenants {
     /// An empty table running the plugins of `services`' catalogue.
     pub fn new(config: TenantsConfig, services: Arc<Services>) -> Arc<Self> {
         Arc::new(Tenants {
+            heaps: HeapBudget::new(config.memory_budget),
             config,
             services,
             states: TenantStates::default(),
@@ -349,6 +368,8 @@ impl Tenants {
         // finish every job it took.
         let my_turn = turn.lock().await;
         let mut vm: Option<Vm> = None;
+        // The heap this actor's VM was last reported at.
+        let mut accounted = 0;
         loop {
             let next = tokio::time::timeout(self.config.idle_ttl, rx.recv()).await;
             let Ok(Some(queued)) = next else {
@@ -358,6 +379,8 @@ impl Tenants {
             let (job, reply) = *queued;
             busy.store(true, Ordering::SeqCst);
             let outcome = self.execute_boxed(&tenant, &mut vm, job).await;
+            self.heaps
+                .account(&mut accounted, vm.as_ref().map_or(0, Vm::used_memory));
             busy.store(false, Ordering::SeqCst);
             if let Some(reply) = reply {
                 reply.send(outcome).await;
@@ -379,6 +402,7 @@ impl Tenants {
         if vm.take().is_some() {
             self.vms.fetch_sub(1, Ordering::Relaxed);
         }
+        self.heaps.account(&mut accounted, 0);
         drop(my_turn);
         // Forget the turn unless a newer actor holds it too.
         self.turns.remove_if(&tenant, |_, t| {
@@ -542,6 +566,21 @@ impl Tenants {
     }
 
     fn vm<'a>(&self, tenant: &Tenant, slot: &'a mut Option<Vm>) -> Result<&'a mut Vm, RemoteError> {
+        if slot.is_none() && self.heaps.exhausted() {
+            // Idle tenants make room for the next try; this one waits.
+            for _ in 0..EVICT_FOR_ROOM {
+                self.evict_one();
+            }
+            return Err(RemoteError::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "this worker's VMs hold {} MiB of their {} MiB budget (--worker-memory-mb); \
+                     idle tenants are being freed, retry",
+                    self.heaps.used() >> 20,
+                    self.heaps.limit() >> 20
+                ),
+            ));
+        }
         if slot.is_none() {
             *slot = Some(Vm::new(tenant, self.config.vm, &self.services)?);
             self.vms.fetch_add(1, Ordering::Relaxed);
@@ -556,6 +595,9 @@ impl Tenants {
         }
     }
 }
+
+/// Idle tenants evicted when a new VM finds the memory budget spent.
+const EVICT_FOR_ROOM: usize = 8;
 
 #[cfg(test)]
 mod tests;

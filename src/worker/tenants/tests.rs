@@ -233,3 +233,61 @@ fn a_state_change_during_a_reload_survives_the_reload() {
     );
     assert_eq!(t.states().state(&a), Some(new));
 }
+
+#[tokio::test]
+async fn past_the_memory_budget_new_vms_wait_and_idle_ones_make_room() {
+    let t = Tenants::new(
+        TenantsConfig {
+            memory_budget: 4 * 1024 * 1024,
+            ..TenantsConfig::default()
+        },
+        Services::bare(),
+    );
+    // Each tenant keeps about 1.5 MiB of heap.
+    let keep = "kept = string.rep('x', 1536 * 1024) return #kept";
+    let mut admitted = 0;
+    let mut refused = None;
+    for i in 0..10 {
+        match run(&t, Tenant::new("u", i.to_string()), script(keep)).await {
+            Ok(_) => admitted += 1,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refused.expect("the budget refused a VM");
+    assert_eq!(e.kind, ErrorKind::Overloaded, "{e:?}");
+    assert!(e.message.contains("--worker-memory-mb"), "{e:?}");
+    assert!((2..=4).contains(&admitted), "{admitted} admitted");
+    // A tenant with a VM already goes on.
+    assert_eq!(
+        run(&t, Tenant::new("u", "0"), script("return 1"))
+            .await
+            .unwrap(),
+        1
+    );
+    // The refusal evicted idle tenants: a retry finds room.
+    common_eventually(|| async {
+        run(&t, Tenant::new("u", "late"), script("return 2"))
+            .await
+            .ok()
+    })
+    .await;
+}
+
+/// Retries `f` for up to 5 s.
+async fn common_eventually<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "no room was made");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
