@@ -229,3 +229,39 @@ async fn store_copy_moves_everything_from_sled_to_postgres_and_back() {
     let again: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(again, counts);
 }
+
+/// The audit log's retention on PostgreSQL: entries older than the cutoff
+/// go, the younger ones stay in order (the sled side is a unit test of
+/// `master::audit`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_is_trimmed_by_age_on_postgres() {
+    let Some(url) = common::pg::database_or_skip() else {
+        return;
+    };
+    let store = meshplay::master::store::StoreUrl::parse(&url)
+        .unwrap()
+        .open()
+        .await
+        .unwrap();
+    for at in 0..1500 {
+        store
+            .audit_append(meshplay::rest::AuditEntry {
+                seq: 0,
+                at,
+                token: "t".into(),
+                method: "PUT".into(),
+                route: "/x".into(),
+                tenant: None,
+                status: 200,
+            })
+            .await
+            .unwrap();
+    }
+    let trimmed = meshplay::master::audit::trim(store.as_ref(), 1200)
+        .await
+        .unwrap();
+    assert_eq!(trimmed, 1200);
+    let left = store.audit(None, 10_000).unwrap();
+    assert_eq!(left.len(), 300);
+    assert_eq!(left[0].at, 1200);
+}

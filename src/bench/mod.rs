@@ -115,6 +115,7 @@ impl InProcess {
             tls: None,
             insecure: false,
             ports: master::port::PortLimits::default(),
+            audit_retention: Duration::from_secs(90 * 86_400),
         })
         .await?;
         let limit = Duration::from_secs(30);

@@ -136,6 +136,10 @@ pub(super) struct ServeArgs {
     /// Linear memory cap of each WASM filter instance, in MiB.
     #[arg(long, default_value_t = 16)]
     pub(super) filter_memory_mb: usize,
+    /// Days the audit log keeps an entry; older ones are deleted at start
+    /// and every hour.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub(super) audit_retention_days: u64,
     /// Connections each port (the API's, the hub's) keeps open at once;
     /// past it a new one is closed at once.
     #[arg(long, default_value_t = PortLimits::default().max_connections, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -356,6 +360,7 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),
         tls,
         insecure: args.insecure,
+        audit_retention: Duration::from_secs(args.audit_retention_days * 86_400),
         ports: PortLimits {
             max_connections: args.max_connections,
             max_per_peer: args.max_connections_per_peer,

@@ -9,7 +9,8 @@
 //! - [`db`]: the DB endpoints workers call on the Mesophyll port;
 //! - [`supervisor`]: spawning, watching and restarting workers;
 //! - [`api`]: the REST API;
-//! - [`port`]: what each listening port takes (connection caps, timeouts).
+//! - [`port`]: what each listening port takes (connection caps, timeouts);
+//! - [`audit`]: how long the audit log keeps its entries.
 //!
 //! [`start`] wires them together (and [`serve`] runs it until a signal): it
 //! binds both ports (port 0 picks a free one; the chosen addresses land in
@@ -19,6 +20,7 @@
 
 pub mod access;
 pub mod api;
+pub mod audit;
 pub mod console;
 pub mod dashboard;
 pub mod datadir;
@@ -79,6 +81,8 @@ pub struct MasterConfig {
     pub insecure: bool,
     /// What each of the two ports takes: connection caps and timeouts.
     pub ports: port::PortLimits,
+    /// How long the audit log keeps an entry ([`audit`]).
+    pub audit_retention: Duration,
 }
 
 /// Why the master could not start.
@@ -243,6 +247,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         .unwrap_or_else(|| store::StoreUrl::Sled(dir.path().join("store")));
     let store: Arc<dyn Store> = store_url.open().await?;
     tracing::info!(store = %store_url.redacted(), "store open");
+    audit::keep(Arc::clone(&store), config.audit_retention);
     let (registry, problems) =
         Registry::load(&config.plugins_dir, &config.filters_dir, Arc::clone(&store));
     for p in &problems {

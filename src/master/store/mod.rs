@@ -193,6 +193,9 @@ pub trait Store: Send + Sync + 'static {
     fn audit_append(&self, entry: AuditEntry) -> StoreFuture<'_, AuditEntry>;
     /// Up to `limit` audit entries after `after`, oldest first.
     fn audit(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Deletes every audit entry up to `seq`, that one included
+    /// ([`crate::master::audit_retention`] chooses it).
+    fn audit_delete_through(&self, seq: u64) -> StoreFuture<'_, ()>;
 }
 
 /// An API token as the store keeps it: what is listed, and the SHA-256 of

@@ -538,6 +538,15 @@ impl Store for PostgresStore {
         })
     }
 
+    fn audit_delete_through(&self, seq: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let seq = seq.min(i64::MAX as u64) as i64;
+            self.query("DELETE FROM audit WHERE seq <= $1", &[&seq])
+                .await?;
+            Ok(())
+        })
+    }
+
     fn audit(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let after = after.map_or(-1, |a| a.min(i64::MAX as u64) as i64);
         let rows = self.wait(self.query(

@@ -344,6 +344,18 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn audit_delete_through(&self, seq: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut batch = sled::Batch::default();
+            for item in self.audit.range(..=seq.to_be_bytes()) {
+                batch.remove(item?.0);
+            }
+            self.audit.apply_batch(batch)?;
+            self.commit.durable().await?;
+            Ok(())
+        })
+    }
+
     fn global_create(&self, entry: GlobalEntry) -> StoreFuture<'_, GlobalEntry> {
         Box::pin(async move {
             let k = global_key(&entry.scope, &entry.key, entry.version);
