@@ -16,7 +16,8 @@ use crate::mesophyll::auth::{Credentials, Refusal};
 use crate::mesophyll::db::{
     DEFAULT_FIND_LIMIT, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvRecord, KvReply,
     MAX_DB_BODY_BYTES, MAX_FIND_LIMIT, MAX_FIND_PAGE_BYTES, MAX_KEY_BYTES, MAX_SCOPE_BYTES,
-    MAX_VALUE_BYTES, PublicGlobalOp, TenantStateEntry, like, like_prefix, valid_global_key,
+    MAX_VALUE_BYTES, PublicGlobalOp, StateProblem, TenantStateEntry, like, like_prefix,
+    valid_global_key,
 };
 use crate::mesophyll::hub::Hub;
 use crate::mesophyll::message::{Tenant, TenantState};
@@ -211,41 +212,14 @@ fn check_value(value: &serde_json::Value) -> Result<(), EndpointError> {
     Ok(())
 }
 
-/// The most event or plugin names a tenant state may list.
-pub const MAX_STATE_NAMES: usize = 1024;
-/// The longest of those names, in bytes.
-pub const MAX_STATE_NAME_BYTES: usize = 128;
-
 /// A tenant state as the store will take it, whichever way it came (REST
-/// or a worker): the whole of it encoded within [`MAX_VALUE_BYTES`], at
-/// most [`MAX_STATE_NAMES`] names of at most [`MAX_STATE_NAME_BYTES`] in
-/// each list. A worker loads every state of its shard, so one huge state
-/// would cost every load.
+/// or a worker): [`crate::mesophyll::db::check_state`], as an endpoint
+/// error.
 pub fn check_state(state: &TenantState) -> Result<(), EndpointError> {
-    for (what, names) in [("events", &state.events), ("plugins", &state.plugins)] {
-        let names = names.as_deref().unwrap_or_default();
-        if names.len() > MAX_STATE_NAMES {
-            return Err(EndpointError::too_large(format!(
-                "{} {what}; a state lists at most {MAX_STATE_NAMES}",
-                names.len()
-            )));
-        }
-        if let Some(long) = names.iter().find(|n| n.len() > MAX_STATE_NAME_BYTES) {
-            return Err(EndpointError::bad(format!(
-                "{what}: a name of {} bytes; the limit is {MAX_STATE_NAME_BYTES}",
-                long.len()
-            )));
-        }
-    }
-    let size = rmp_serde::to_vec_named(state)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
-    if size > MAX_VALUE_BYTES {
-        return Err(EndpointError::too_large(format!(
-            "a state of {size} bytes; the limit is {MAX_VALUE_BYTES}"
-        )));
-    }
-    Ok(())
+    crate::mesophyll::db::check_state(state).map_err(|e| match e {
+        StateProblem::TooLarge(m) => EndpointError::too_large(m),
+        StateProblem::Invalid(m) => EndpointError::bad(m),
+    })
 }
 
 async fn catalogue(

@@ -43,6 +43,53 @@ pub const MAX_FIND_PAGE_BYTES: usize = 1024 * 1024;
 /// The scope scripts use when they name none.
 pub const DEFAULT_SCOPE: &str = "default";
 
+/// The most event or plugin names a tenant state may list.
+pub const MAX_STATE_NAMES: usize = 1024;
+/// The longest of those names, in bytes.
+pub const MAX_STATE_NAME_BYTES: usize = 128;
+
+/// Why a tenant state is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateProblem {
+    /// Over a size limit (the message says which).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A name is too long.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Whether the store takes `state`: the whole of it encoded within
+/// [`MAX_VALUE_BYTES`], at most [`MAX_STATE_NAMES`] names of at most
+/// [`MAX_STATE_NAME_BYTES`] in each list. A worker loads every state of its
+/// shard, so one huge state would cost every load.
+pub fn check_state(state: &TenantState) -> Result<(), StateProblem> {
+    for (what, names) in [("events", &state.events), ("plugins", &state.plugins)] {
+        let names = names.as_deref().unwrap_or_default();
+        if names.len() > MAX_STATE_NAMES {
+            return Err(StateProblem::TooLarge(format!(
+                "{} {what}; a state lists at most {MAX_STATE_NAMES}",
+                names.len()
+            )));
+        }
+        if let Some(long) = names.iter().find(|n| n.len() > MAX_STATE_NAME_BYTES) {
+            return Err(StateProblem::Invalid(format!(
+                "{what}: a name of {} bytes; the limit is {MAX_STATE_NAME_BYTES}",
+                long.len()
+            )));
+        }
+    }
+    let size = rmp_serde::to_vec_named(state)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_VALUE_BYTES {
+        return Err(StateProblem::TooLarge(format!(
+            "a state of {size} bytes; the limit is {MAX_VALUE_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
 /// A tenant and its state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TenantStateEntry {

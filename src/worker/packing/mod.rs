@@ -315,4 +315,53 @@ mod tests {
         let back = Packing::new(&lua).unwrap().pack(&v).unwrap();
         assert_eq!(back, big.to_value());
     }
+
+    /// A Luau program that builds a value with shared parts: a leaf string
+    /// of `leaf` bytes, then `rounds` tables that each hold the previous
+    /// one `fan` times.
+    fn shared_value(leaf: usize, rounds: usize, fan: usize) -> String {
+        format!(
+            "local t = string.rep('x', {leaf}) \
+             for _ = 1, {rounds} do local n = {{}} for i = 1, {fan} do n[i] = t end t = n end \
+             return t"
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the value and the limit, the walk never writes past the
+        /// limit: it packs the value whole when its encoding fits, and
+        /// says `TooLarge` when it does not, however often a part repeats.
+        #[test]
+        fn the_walk_stops_at_its_limit_and_only_there(
+            leaf in 0usize..2000,
+            rounds in 0usize..12,
+            fan in 1usize..5,
+            limit in 1usize..200_000,
+        ) {
+            let lua = Lua::new();
+            let p = Packing::new(&lua).unwrap();
+            let v: Value = lua.load(shared_value(leaf, rounds, fan)).eval().unwrap();
+            // The encoding's true size, from a walk with no bound that
+            // counts: small enough here to build.
+            let whole = fan.checked_pow(rounds as u32).unwrap_or(usize::MAX);
+            let exact = (whole <= 100_000).then(|| p.pack_within(&v, usize::MAX).unwrap().as_bytes().len());
+            match p.pack_within(&v, limit) {
+                Ok(packed) => {
+                    proptest::prop_assert!(packed.as_bytes().len() <= limit);
+                    if let Some(exact) = exact {
+                        proptest::prop_assert_eq!(packed.as_bytes().len(), exact);
+                    }
+                }
+                Err(PackError::TooLarge(l)) => {
+                    proptest::prop_assert_eq!(l, limit);
+                    if let Some(exact) = exact {
+                        proptest::prop_assert!(exact > limit);
+                    }
+                }
+                Err(e) => proptest::prop_assert!(false, "{e}"),
+            }
+        }
+    }
 }
