@@ -265,3 +265,63 @@ async fn the_audit_log_is_trimmed_by_age_on_postgres() {
     assert_eq!(left.len(), 300);
     assert_eq!(left[0].at, 1200);
 }
+
+/// Tenant states a page at a time, on a store at `url`: every state of
+/// the shard once, in pages that stay under their byte budget.
+async fn states_come_in_pages(url: &str) {
+    use meshplay::mesophyll::message::{Tenant, TenantState};
+    let store = meshplay::master::store::StoreUrl::parse(url)
+        .unwrap()
+        .open()
+        .await
+        .unwrap();
+    let filler = "x".repeat(10_000);
+    for i in 0..40 {
+        let state = TenantState {
+            events: None,
+            plugins: None,
+            data: json!({ "filler": filler }),
+        };
+        store
+            .put_tenant_state(&Tenant::new("user", format!("t{i:02}")), &state)
+            .await
+            .unwrap();
+    }
+    let even = |t: &Tenant| t.id[1..].parse::<u32>().unwrap() % 2 == 0;
+    let (mut seen, mut after, mut pages) = (Vec::new(), None::<Tenant>, 0);
+    loop {
+        let page =
+            tokio::task::block_in_place(|| store.tenant_states_page(&even, after.as_ref(), 50_000))
+                .unwrap();
+        assert!(!page.states.is_empty());
+        assert!(
+            page.states.len() <= 5,
+            "{} states of 10 KB in 50 KB",
+            page.states.len()
+        );
+        seen.extend(page.states.into_iter().map(|e| e.tenant.id));
+        pages += 1;
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    seen.sort();
+    let expected: Vec<String> = (0..40).step_by(2).map(|i| format!("t{i:02}")).collect();
+    assert_eq!(seen, expected);
+    assert!(pages >= 4, "{pages} pages");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_states_come_in_pages_on_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    states_come_in_pages(&format!("sled:{}", dir.path().join("store").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_states_come_in_pages_on_postgres() {
+    let Some(url) = common::pg::database_or_skip() else {
+        return;
+    };
+    states_come_in_pages(&url).await;
+}

@@ -512,3 +512,53 @@ async fn an_oversized_tenant_state_is_refused_and_stores_nothing() {
     let (s, v) = put(json!({ "events": ["echo"], "data": { "plan": "pro" } })).await;
     assert_eq!(s, 200, "{v}");
 }
+
+/// A shard whose states outgrow one answer (12 of about 200 KiB, past the
+/// 1 MiB page) loads them all, a page at a time, when its worker restarts:
+/// each state still decides what runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_loads_many_large_states_in_pages() {
+    let m = Master::start(Opts::default()).await;
+    m.wait_connected(2).await;
+    let tenants = tenants_on("user", 0, 2, 12);
+    let big = "x".repeat(200 * 1024);
+    for t in &tenants {
+        let state = meshplay::mesophyll::message::TenantState {
+            events: Some(vec!["echo".into()]),
+            plugins: None,
+            data: json!({ "filler": big }),
+        };
+        m.client
+            .put_tenant_state("user", &t.id, &state)
+            .await
+            .unwrap();
+    }
+    let pid = m.worker(0).await.pid.unwrap();
+    common::signal(pid, 9);
+    m.wait_restarted(0, pid, Duration::from_secs(20)).await;
+    for t in &tenants {
+        let refused = m
+            .client
+            .dispatch(
+                "user",
+                &t.id,
+                &common::event("member_join", json!({"name": "x"})),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Some("not_subscribed"),
+            "{}: {refused}",
+            t.id
+        );
+        m.client
+            .dispatch("user", &t.id, &common::event("echo", json!(1)))
+            .await
+            .unwrap();
+    }
+    assert!(
+        m.log().contains("tenant states loaded tenants=12"),
+        "the restarted worker did not load all 12"
+    );
+}

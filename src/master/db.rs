@@ -16,8 +16,8 @@ use crate::mesophyll::auth::{Credentials, Refusal};
 use crate::mesophyll::db::{
     DEFAULT_FIND_LIMIT, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvRecord, KvReply,
     MAX_DB_BODY_BYTES, MAX_FIND_LIMIT, MAX_FIND_PAGE_BYTES, MAX_KEY_BYTES, MAX_SCOPE_BYTES,
-    MAX_VALUE_BYTES, PublicGlobalOp, StateProblem, TenantStateEntry, like, like_prefix,
-    valid_global_key,
+    MAX_STATES_PAGE_BYTES, MAX_VALUE_BYTES, PublicGlobalOp, StateProblem, TenantStateEntry, like,
+    like_prefix, valid_global_key,
 };
 use crate::mesophyll::hub::Hub;
 use crate::mesophyll::message::{Tenant, TenantState};
@@ -231,17 +231,40 @@ async fn catalogue(
     Ok(ok(&snapshot))
 }
 
+/// `GET /db/tenant-states`: with `page=1`, one page of the caller's
+/// shard's states after `tenant_type`/`tenant_id` (a
+/// [`TenantStatesPage`](crate::mesophyll::db::TenantStatesPage)); without,
+/// all of them at once, as workers before paging ask.
 async fn tenant_states(
     State(state): State<Arc<DbState>>,
     headers: HeaderMap,
+    Query(q): Query<StatesQuery>,
 ) -> Result<Response, EndpointError> {
     let id = caller(&state, &headers)?;
     let workers = state.workers;
-    let mine: Vec<TenantStateEntry> = store::blocking(&state.store, move |s| {
-        s.tenant_states(&|t| shard::worker_for(t, workers) == id)
+    let mine = move |t: &Tenant| shard::worker_for(t, workers) == id;
+    if q.page.is_none() {
+        let all: Vec<TenantStateEntry> =
+            store::blocking(&state.store, move |s| s.tenant_states(&mine)).await?;
+        return Ok(ok(&all));
+    }
+    let after = match (q.tenant_type, q.tenant_id) {
+        (Some(kind), Some(id)) => Some(Tenant::new(kind, id)),
+        _ => None,
+    };
+    let page = store::blocking(&state.store, move |s| {
+        s.tenant_states_page(&mine, after.as_ref(), MAX_STATES_PAGE_BYTES)
     })
     .await?;
-    Ok(ok(&mine))
+    Ok(ok(&page))
+}
+
+/// The query of `GET /db/tenant-states`.
+#[derive(serde::Deserialize)]
+struct StatesQuery {
+    page: Option<String>,
+    tenant_type: Option<String>,
+    tenant_id: Option<String>,
 }
 
 async fn put_tenant_state(

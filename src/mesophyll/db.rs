@@ -90,6 +90,19 @@ pub fn check_state(state: &TenantState) -> Result<(), StateProblem> {
     Ok(())
 }
 
+/// One page of a shard's tenant states (`GET /db/tenant-states?page=1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantStatesPage {
+    /// The states, in the store's order of tenants.
+    pub states: Vec<TenantStateEntry>,
+    /// Pass as `after` for the next page; `None` on the last one.
+    pub next: Option<Tenant>,
+}
+
+/// The most bytes of encoded states one page carries (at least one state,
+/// which is at most [`MAX_VALUE_BYTES`]).
+pub const MAX_STATES_PAGE_BYTES: usize = 1024 * 1024;
+
 /// A tenant and its state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TenantStateEntry {

@@ -10,7 +10,7 @@ use crate::http::HttpClient;
 use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::db::{
     CatalogueSnapshot, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, PublicGlobalOp,
-    TenantStateEntry,
+    TenantStateEntry, TenantStatesPage,
 };
 use crate::mesophyll::message::Tenant;
 use crate::tls::TlsClient;
@@ -92,18 +92,30 @@ impl DbClient {
         }
     }
 
-    /// The states of every tenant in this worker's shard.
+    /// The states of every tenant in this worker's shard, a page at a
+    /// time ([`MAX_STATES_PAGE_BYTES`](crate::mesophyll::db::MAX_STATES_PAGE_BYTES)),
+    /// each page within `deadline`: a
+    /// shard of many states loads in many short answers rather than one
+    /// that outgrows a body or its deadline.
     pub async fn tenant_states(
         &self,
         deadline: Duration,
     ) -> Result<Vec<TenantStateEntry>, DbClientError> {
-        self.call(
-            Method::GET,
-            "/db/tenant-states".into(),
-            None::<&()>,
-            deadline,
-        )
-        .await
+        let mut states = Vec::new();
+        let mut after: Option<Tenant> = None;
+        loop {
+            let path = match &after {
+                None => "/db/tenant-states?page=1".to_owned(),
+                Some(t) => format!("/db/tenant-states?page=1&{}", query_tenant(t)),
+            };
+            let page: TenantStatesPage =
+                self.call(Method::GET, path, None::<&()>, deadline).await?;
+            states.extend(page.states);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(states),
+            }
+        }
     }
 
     /// Every plugin and filter, as the master has them now.

@@ -28,6 +28,7 @@
 pub mod commit;
 pub mod copy;
 pub mod keys;
+mod pager;
 pub mod postgres;
 mod sled_store;
 pub mod url;
@@ -36,7 +37,7 @@ pub use postgres::PostgresStore;
 pub use sled_store::SledStore;
 pub use url::StoreUrl;
 
-use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
+use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry, TenantStatesPage};
 use crate::mesophyll::message::{Tenant, TenantState};
 use crate::rest::{AuditEntry, TokenInfo};
 use std::future::Future;
@@ -137,6 +138,16 @@ pub trait Store: Send + Sync + 'static {
         &self,
         keep: &dyn Fn(&Tenant) -> bool,
     ) -> Result<Vec<TenantStateEntry>, StoreError>;
+    /// One page of the states `keep` wants, in this store's order of
+    /// tenants, starting after `after`: entries until their encoded size
+    /// would pass `max_bytes` (at least one), and the tenant to pass as
+    /// `after` for the next page (`None` on the last).
+    fn tenant_states_page(
+        &self,
+        keep: &dyn Fn(&Tenant) -> bool,
+        after: Option<&Tenant>,
+        max_bytes: usize,
+    ) -> Result<TenantStatesPage, StoreError>;
     /// One tenant's state.
     fn tenant_state(&self, tenant: &Tenant) -> Result<Option<TenantState>, StoreError>;
     /// Upserts one tenant's state.

@@ -27,8 +27,9 @@
 //! string and renumber floats, and `store copy` moves records unchanged.
 
 use super::keys::{decode, encode, prefix_end};
+use super::pager::Pager;
 use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken};
-use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
+use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry, TenantStatesPage};
 use crate::mesophyll::message::{Tenant, TenantState};
 use crate::rest::AuditEntry;
 pub mod schema;
@@ -356,6 +357,39 @@ impl Store for PostgresStore {
             }
         }
         Ok(out)
+    }
+
+    fn tenant_states_page(
+        &self,
+        keep: &dyn Fn(&Tenant) -> bool,
+        after: Option<&Tenant>,
+        max_bytes: usize,
+    ) -> Result<TenantStatesPage, StoreError> {
+        const CHUNK: i64 = 500;
+        let mut page = Pager::new(max_bytes);
+        let mut from = after.cloned();
+        loop {
+            let (first, kind, id) = match &from {
+                Some(t) => (false, t.kind.clone(), t.id.clone()),
+                None => (true, String::new(), String::new()),
+            };
+            let rows = self.wait(self.query(
+                "SELECT tenant_type, tenant_id, entry FROM tenant_states \
+                 WHERE $1 OR (tenant_type, tenant_id) > ($2, $3) \
+                 ORDER BY tenant_type, tenant_id LIMIT $4",
+                &[&first, &kind, &id, &CHUNK],
+            ))?;
+            for row in &rows {
+                let tenant = Tenant::new(row.get::<_, String>(0), row.get::<_, String>(1));
+                from = Some(tenant.clone());
+                if keep(&tenant) && !page.take(row.get::<_, &[u8]>(2), tenant)? {
+                    return Ok(page.finish());
+                }
+            }
+            if (rows.len() as i64) < CHUNK {
+                return Ok(page.finish());
+            }
+        }
     }
 
     fn tenant_state(&self, tenant: &Tenant) -> Result<Option<TenantState>, StoreError> {

@@ -6,8 +6,9 @@ use super::keys::{
     decode, encode, global_key, key_of, kv_key, prefix_end, push_part, split, tenant_of,
     tenant_prefix,
 };
+use super::pager::Pager;
 use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken};
-use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry};
+use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry, TenantStatesPage};
 use crate::mesophyll::message::{Tenant, TenantState};
 use crate::rest::AuditEntry;
 use std::path::Path;
@@ -271,6 +272,26 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    fn tenant_states_page(
+        &self,
+        keep: &dyn Fn(&Tenant) -> bool,
+        after: Option<&Tenant>,
+        max_bytes: usize,
+    ) -> Result<TenantStatesPage, StoreError> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |t| Bound::Excluded(tenant_prefix(t)));
+        let mut page = Pager::new(max_bytes);
+        for item in self.states.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (k, v) = item?;
+            let tenant = tenant_of(&k)
+                .ok_or_else(|| StoreError::Corrupt(format!("tenant state key {k:?}")))?;
+            if keep(&tenant) && !page.take(&v, tenant)? {
+                break;
+            }
+        }
+        Ok(page.finish())
     }
 
     fn tenant_state(&self, tenant: &Tenant) -> Result<Option<TenantState>, StoreError> {
