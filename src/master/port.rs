@@ -100,7 +100,14 @@ impl<S> App for S where
 /// connections of a port, one for its handshakes.
 #[derive(Default)]
 struct Counts {
-    by_peer: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<Open>,
+}
+
+/// What a [`Counts`] holds: in all, and by peer address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_peer: HashMap<IpAddr, usize>,
 }
 
 /// One place in a [`Counts`], given back when dropped.
@@ -113,13 +120,13 @@ impl Counts {
     /// A place for `peer`, unless it already has `per_peer` or all have
     /// `total`.
     fn take(self: &Arc<Self>, peer: IpAddr, total: usize, per_peer: usize) -> Option<Place> {
-        let mut by_peer = self.by_peer.lock().unwrap();
-        let all: usize = by_peer.values().sum();
-        let mine = by_peer.get(&peer).copied().unwrap_or(0);
-        if all >= total || mine >= per_peer {
+        let mut open = self.open.lock().unwrap();
+        let mine = open.by_peer.get(&peer).copied().unwrap_or(0);
+        if open.total >= total || mine >= per_peer {
             return None;
         }
-        by_peer.insert(peer, mine + 1);
+        open.total += 1;
+        open.by_peer.insert(peer, mine + 1);
         Some(Place {
             counts: Arc::clone(self),
             peer,
@@ -129,11 +136,12 @@ impl Counts {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let mut by_peer = self.counts.by_peer.lock().unwrap();
-        if let Some(n) = by_peer.get_mut(&self.peer) {
+        let mut open = self.counts.open.lock().unwrap();
+        open.total -= 1;
+        if let Some(n) = open.by_peer.get_mut(&self.peer) {
             *n -= 1;
             if *n == 0 {
-                by_peer.remove(&self.peer);
+                open.by_peer.remove(&self.peer);
             }
         }
     }
@@ -372,5 +380,31 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Heard<I> {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_capped_per_peer_and_in_all_and_given_back() {
+        let counts = Arc::new(Counts::default());
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            "10.0.0.3".parse().unwrap(),
+        );
+        let a1 = counts.take(a, 3, 2).unwrap();
+        let _a2 = counts.take(a, 3, 2).unwrap();
+        assert!(counts.take(a, 3, 2).is_none(), "a third from one peer");
+        let _b1 = counts.take(b, 3, 2).unwrap();
+        assert!(counts.take(c, 3, 2).is_none(), "a fourth in all");
+        drop(a1);
+        let _c1 = counts.take(c, 3, 2).unwrap();
+        assert!(counts.take(a, 3, 2).is_none());
+        let open = counts.open.lock().unwrap();
+        assert_eq!(open.total, 3);
+        assert_eq!(open.by_peer.values().sum::<usize>(), 3);
     }
 }

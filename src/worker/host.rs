@@ -244,3 +244,30 @@ fn time_table(lua: &Lua, clock: &Arc<Clock>) -> mlua::Result<Table> {
     )?;
     Ok(time)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_cannot_hold_a_line_break_or_run_long() {
+        let lua = Lua::new();
+        let forged = lua
+            .create_string("ok\n2026-12-06T00:00:00Z ERROR forged\r\x1b[31m")
+            .unwrap();
+        let line = render(&[Value::String(forged), Value::Integer(7)]);
+        assert_eq!(
+            line,
+            "ok\\n2026-12-06T00:00:00Z ERROR forged\\r\\u{1b}[31m 7"
+        );
+        assert!(!line.contains('\n'));
+        let long = lua.create_string("é".repeat(10_000)).unwrap();
+        let line = render(&[Value::String(long)]);
+        assert!(
+            line.len() <= MAX_LOG_LINE + '…'.len_utf8(),
+            "{}",
+            line.len()
+        );
+        assert!(line.ends_with('…'));
+    }
+}

@@ -257,3 +257,18 @@ async fn the_dispatcher_finds_calls_and_misses_handlers_as_declared() {
     assert_eq!(err.kind, ErrorKind::NotFound);
     assert!(!vm.is_poisoned());
 }
+
+#[tokio::test]
+async fn print_is_log_info_not_the_workers_stdout() {
+    let mut vm = vm();
+    assert_eq!(
+        run(
+            &mut vm,
+            "print('hello\\nthere') return print == log.info",
+            1000
+        )
+        .await
+        .unwrap(),
+        Value::Bool(true)
+    );
+}
