@@ -278,3 +278,42 @@ async fn revoking_a_token_closes_its_streams_and_consoles() {
     )
     .await;
 }
+
+/// A refused request with a huge path makes an audit entry of bounded size:
+/// its route and tenant are cut at 512 bytes (a `read` token could add an
+/// entry of any size per request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_entries_keep_a_bounded_path() {
+    let m = Master::start(Opts::default()).await;
+    let read = admin_made(&m, Role::Read).await;
+    let id = "i".repeat(20_000);
+    let path = format!("/api/v1/tenants/user/{id}/kv/s/k");
+    let (status, _) = common::raw(
+        m.endpoint.api_addr,
+        "PUT",
+        &path,
+        Some(&read),
+        "application/json",
+        b"1".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let log = m.client.audit(None, 1000).await.unwrap().entries;
+    let entry = log
+        .iter()
+        .find(|e| e.status == 403 && e.method == "PUT")
+        .expect("the refusal is audited");
+    assert!(entry.route.len() <= 512, "{} bytes", entry.route.len());
+    assert!(entry.route.starts_with("/api/v1/tenants/user/iii"));
+    assert!(entry.route.ends_with("..."));
+    let tenant = entry.tenant.as_deref().unwrap();
+    assert!(
+        tenant.len() <= 512 && tenant.starts_with("user:iii"),
+        "{tenant}"
+    );
+}
+
+/// A minted token of `role`'s secret.
+async fn admin_made(m: &Master, role: Role) -> String {
+    m.client.create_token(role, None).await.unwrap().token
+}

@@ -215,6 +215,11 @@ async fn a_script_that_holds_its_thread_costs_its_neighbours_nothing() {
             expect.contains(&kind),
             "{name}: ended {outcome:?}, expected one of {expect:?}"
         );
+        println!(
+            "{name}: {kind} after {:?}; the neighbour was served {} times meanwhile",
+            started.elapsed(),
+            neighbour.served() - served_before
+        );
         // One that yields runs to its deadline, and the neighbour is
         // served meanwhile; one that cannot yield holds the thread for at
         // most the hold limit (250 ms), and the neighbour waits that long.

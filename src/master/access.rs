@@ -203,6 +203,31 @@ impl Access {
         Ok(Some(info))
     }
 
+    /// Ends worker session `id` for good: revoked (so what it holds open
+    /// closes) and then forgotten, in the store and here, so that the
+    /// sessions of workers that rejoin do not pile up. `None` when there is
+    /// no such session.
+    ///
+    /// Fails when the store cannot forget it (it stays revoked).
+    pub async fn end_session(&self, id: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let Some(info) = self.revoke(id).await? else {
+            return Ok(None);
+        };
+        self.store.delete_token(id).await?;
+        let sha256 = {
+            let tokens = self.by_hash.read().unwrap();
+            tokens
+                .iter()
+                .find(|(_, t)| t.id == id)
+                .map(|(h, _)| h.clone())
+        };
+        if let Some(sha256) = sha256 {
+            self.by_hash.write().unwrap().remove(&sha256);
+            self.sessions.write().unwrap().remove(&sha256);
+        }
+        Ok(Some(info))
+    }
+
     /// Every minted token whose role is one of `roles`, oldest first.
     pub fn list(&self, roles: &[Role]) -> Vec<TokenInfo> {
         let mut tokens: Vec<TokenInfo> = self
@@ -395,5 +420,36 @@ mod tests {
         );
         assert_eq!(tenant_of("/api/v1/plugins/x"), None);
         assert!(Role::Admin > Role::App && Role::App > Role::Read);
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_is_forgotten_and_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::master::store::SledStore::open(&dir.path().join("store")).unwrap());
+        let access = Access::load("admin".into(), Arc::clone(&store)).unwrap();
+        let mut rejoined = Vec::new();
+        for _ in 0..5 {
+            let grant = SessionGrant {
+                slot: 1,
+                join_token: "j".into(),
+                host: "h".into(),
+                pid: 1,
+            };
+            let (info, secret) = access
+                .mint(Role::Worker, None, None, Some(grant))
+                .await
+                .unwrap();
+            rejoined.push(secret);
+            access.end_session(&info.id).await.unwrap().unwrap();
+        }
+        assert!(access.sessions().is_empty());
+        assert!(store.tokens().unwrap().is_empty(), "ended sessions pile up");
+        for secret in &rejoined {
+            assert!(access.find(secret).is_none());
+        }
+        // And after a restart too.
+        let again = Access::load("admin".into(), store).unwrap();
+        assert!(again.sessions().is_empty());
     }
 }

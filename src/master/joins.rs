@@ -283,7 +283,7 @@ impl Joins {
         sha256: &str,
         slot: u32,
     ) -> Result<Option<TokenInfo>, StoreError> {
-        let revoked = self.access.revoke(id).await?;
+        let revoked = self.access.end_session(id).await?;
         if let Some(hash) = hash_of_hex(sha256) {
             self.hub.revoke_session(slot, hash);
         }

@@ -199,6 +199,9 @@ pub trait Store: Send + Sync + 'static {
     fn tokens(&self) -> Result<Vec<StoredToken>, StoreError>;
     /// Stores a token, or replaces the one of its id (a revocation).
     fn put_token<'a>(&'a self, token: &'a StoredToken) -> StoreFuture<'a, ()>;
+    /// Forgets token `id` (a worker's ended session: a token the store
+    /// does not have is refused like a revoked one).
+    fn delete_token<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
     /// Appends one audit entry, giving it the next `seq`; durable when it
     /// completes.
     fn audit_append(&self, entry: AuditEntry) -> StoreFuture<'_, AuditEntry>;

@@ -558,6 +558,14 @@ impl Store for PostgresStore {
         })
     }
 
+    fn delete_token<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.query("DELETE FROM tokens WHERE id = $1", &[&id])
+                .await?;
+            Ok(())
+        })
+    }
+
     fn audit_append(&self, mut entry: AuditEntry) -> StoreFuture<'_, AuditEntry> {
         Box::pin(async move {
             let row = self.query("SELECT nextval('audit_seq')", &[]).await?;

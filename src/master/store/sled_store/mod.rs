@@ -347,6 +347,13 @@ impl Store for SledStore {
         })
     }
 
+    fn delete_token<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.tokens.remove(id.as_bytes())?;
+            self.commit.durable().await
+        })
+    }
+
     fn audit_append(&self, mut entry: AuditEntry) -> StoreFuture<'_, AuditEntry> {
         Box::pin(async move {
             entry.seq = self.db.generate_id()?;
