@@ -139,6 +139,78 @@ fn own_children_dial(hub: SocketAddr) -> SocketAddr {
     }
 }
 
+/// How the master's own workers are started: dialling its hub, pinning
+/// its certificate when it serves TLS, caching filters under `data_dir`.
+fn own_children(
+    base: &SupervisorConfig,
+    hub: SocketAddr,
+    data_dir: &std::path::Path,
+    tls: bool,
+) -> SupervisorConfig {
+    let mut config = base.clone();
+    config.master = own_children_dial(hub).to_string();
+    if tls {
+        config.worker_args.push("--tls-pin".into());
+        config
+            .worker_args
+            .push(data_dir.join(tls::CERT_FILE).display().to_string());
+    }
+    config.cache_dir = data_dir.join("cache").join("filters");
+    config
+}
+
+/// Writes `endpoint.json`, where the CLI finds this master, and says the
+/// master is ready.
+fn announce(
+    dir: &DataDir,
+    config: &MasterConfig,
+    api_addr: SocketAddr,
+    mesophyll_addr: SocketAddr,
+    tls: bool,
+) -> Result<(), MasterError> {
+    dir.write_endpoint(&Endpoint {
+        api_addr,
+        mesophyll_addr,
+        pid: std::process::id(),
+        tls,
+    })?;
+    tracing::info!(
+        api = %api_addr,
+        mesophyll = %mesophyll_addr,
+        workers = config.workers,
+        runtime_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        plugins = %config.plugins_dir.display(),
+        data_dir = %dir.path().display(),
+        "meshplay master ready"
+    );
+    Ok(())
+}
+
+/// Serves the hub's port: the workers' WebSocket, joins, and the DB
+/// endpoints. Nothing stops it but the process's end: joined workers keep
+/// talking to it while the API drains.
+fn serve_hub(
+    hub: &Arc<Hub>,
+    joins: &Arc<joins::Joins>,
+    db_state: Arc<db::DbState>,
+    listener: TcpListener,
+    tls: Option<&tls::ServerTls>,
+    limits: &port::PortLimits,
+) {
+    let router = hub
+        .router()
+        .merge(joins.router())
+        .merge(db::router(db_state));
+    let _detached = port::serve(
+        "Mesophyll hub",
+        listener,
+        tls,
+        router,
+        limits.clone(),
+        std::future::pending(),
+    );
+}
+
 /// Plaintext on a non-loopback address needs the operator's word for it.
 fn check_exposure(config: &MasterConfig) -> Result<(), MasterError> {
     if config.tls.is_some() || config.insecure {
@@ -266,36 +338,28 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         config.workers,
         lease,
     );
-    let hub_router = hub
-        .router()
-        .merge(joins.router())
-        .merge(db::router(Arc::new(db::DbState {
-            hub: Arc::clone(&hub),
-            store: Arc::clone(&store),
-            workers: config.workers,
-            registry: Arc::clone(&registry),
-            metrics: Arc::clone(&metrics),
-        })));
-    // Nothing stops the hub but the process's end: joined workers keep
-    // talking to it while the API drains.
-    let _detached = port::serve(
-        "Mesophyll hub",
+    let db_state = Arc::new(db::DbState {
+        hub: Arc::clone(&hub),
+        store: Arc::clone(&store),
+        workers: config.workers,
+        registry: Arc::clone(&registry),
+        metrics: Arc::clone(&metrics),
+    });
+    serve_hub(
+        &hub,
+        &joins,
+        db_state,
         hub_listener,
         server_tls.as_ref(),
-        hub_router,
-        config.ports.clone(),
-        std::future::pending(),
+        &config.ports,
     );
 
-    let mut sup_config = config.supervisor.clone();
-    sup_config.master = own_children_dial(mesophyll_addr).to_string();
-    if server_tls.is_some() {
-        sup_config.worker_args.push("--tls-pin".into());
-        sup_config
-            .worker_args
-            .push(dir.path().join(tls::CERT_FILE).display().to_string());
-    }
-    sup_config.cache_dir = dir.path().join("cache").join("filters");
+    let sup_config = own_children(
+        &config.supervisor,
+        mesophyll_addr,
+        dir.path(),
+        server_tls.is_some(),
+    );
     let supervisor = Supervisor::start(sup_config, Arc::clone(&hub), spawned).await?;
     metrics.watch(Arc::clone(&supervisor));
 
@@ -326,22 +390,13 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         },
     );
 
-    let pid = std::process::id();
-    dir.write_endpoint(&Endpoint {
+    announce(
+        &dir,
+        &config,
         api_addr,
         mesophyll_addr,
-        pid,
-        tls: server_tls.is_some(),
-    })?;
-    tracing::info!(
-        api = %api_addr,
-        mesophyll = %mesophyll_addr,
-        workers = config.workers,
-        runtime_threads = tokio::runtime::Handle::current().metrics().num_workers(),
-        plugins = %config.plugins_dir.display(),
-        data_dir = %dir.path().display(),
-        "meshplay master ready"
-    );
+        server_tls.is_some(),
+    )?;
 
     Ok(Running {
         api_addr,

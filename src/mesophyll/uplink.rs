@@ -205,6 +205,25 @@ enum SessionError {
     Retry(String),
 }
 
+/// The next heartbeat frame, with the handler's load figures. Too many or
+/// too long filter metrics for a frame: the beat still goes, without them,
+/// rather than the worker dying of it.
+fn heartbeat_frame(handler: &dyn Handler, bad_frames: &BadFrames) -> Result<Vec<u8>, SessionError> {
+    let load = handler.load();
+    let beat = |filter_metrics| ClientMessage::Heartbeat {
+        in_flight: load.in_flight,
+        vms: load.vms,
+        rss_bytes: load.rss_bytes,
+        bad_frames: bad_frames.count(),
+        filters: load.filters.clone(),
+        filter_metrics,
+    };
+    codec::encode(&beat(load.filter_metrics.clone())).or_else(|e| {
+        tracing::warn!("the heartbeat is sent without its filter metrics: {e}");
+        codec::encode(&beat(Vec::new())).map_err(|e| SessionError::Retry(e.to_string()))
+    })
+}
+
 async fn session(
     config: &UplinkConfig,
     handler: &Arc<dyn Handler>,
@@ -299,15 +318,6 @@ async fn session(
                 }
             }
             _ = heartbeat.tick() => {
-                let load = handler.load();
-                let beat = ClientMessage::Heartbeat {
-                    in_flight: load.in_flight,
-                    vms: load.vms,
-                    rss_bytes: load.rss_bytes,
-                    bad_frames: bad_frames.count(),
-                    filters: load.filters,
-                    filter_metrics: load.filter_metrics,
-                };
                 // The master sends nothing of its own when idle, but answers
                 // every ping with a pong: silence past the timeout means it
                 // is wedged or the link is half-open (writes still succeed
@@ -318,22 +328,7 @@ async fn session(
                         last_from_master.elapsed()
                     )));
                 }
-                let frame = match codec::encode(&beat) {
-                    Ok(frame) => frame,
-                    // Too many or too long filter metrics for a frame: the
-                    // beat still goes, without them, rather than the worker
-                    // dying of it.
-                    Err(e) => {
-                        tracing::warn!("the heartbeat is sent without its filter metrics: {e}");
-                        let ClientMessage::Heartbeat { in_flight, vms, rss_bytes, bad_frames, filters, .. } = beat else {
-                            unreachable!("built above as a heartbeat")
-                        };
-                        let lean = ClientMessage::Heartbeat {
-                            in_flight, vms, rss_bytes, bad_frames, filters, filter_metrics: Vec::new(),
-                        };
-                        codec::encode(&lean).map_err(|e| SessionError::Retry(e.to_string()))?
-                    }
-                };
+                let frame = heartbeat_frame(handler.as_ref(), bad_frames)?;
                 sink.feed(Message::Binary(frame.into()))
                     .await
                     .and(sink.send(Message::Ping(Vec::new().into())).await)

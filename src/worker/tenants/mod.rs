@@ -18,6 +18,9 @@
 //!   finish on the old VM and jobs after it get a fresh one.
 
 pub mod budget;
+mod reply;
+
+pub use reply::Reply;
 
 use crate::catalogue::manifest::OnError;
 use crate::catalogue::plugin::Plugin;
@@ -25,7 +28,6 @@ use crate::mesophyll::answers;
 use crate::mesophyll::message::{
     ErrorKind, Event, LiveTenant, LiveTenants, Packed, PluginOutcome, RemoteError, Tenant,
 };
-use crate::mesophyll::uplink::Outbox;
 use crate::worker::filters::{FilterError, FilterInput, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
 use crate::worker::services::Services;
@@ -103,53 +105,6 @@ pub enum Job {
     },
     /// Drop the VM.
     Drop,
-}
-
-/// Where a job's outcome goes.
-pub enum Reply {
-    /// To a caller in this process, awaiting it ([`Tenants::run`]).
-    Caller(oneshot::Sender<Result<Packed, RemoteError>>),
-    /// Straight from the tenant's task to the master, as the answer to its
-    /// request: no task waits in between. The guard counts the request as
-    /// in flight in the worker until the answer is queued.
-    Master {
-        /// The master's request.
-        req_id: u64,
-        /// The connection it came on.
-        outbox: Outbox,
-        /// Dropped once the answer is sent.
-        in_flight: Box<dyn Send + Sync>,
-    },
-}
-
-impl Reply {
-    /// Hands `outcome` over; a caller or connection that went away is no
-    /// error (the master has failed the request already).
-    pub async fn send(self, outcome: Result<Packed, RemoteError>) {
-        match self {
-            Reply::Caller(tx) => {
-                let _ = tx.send(outcome);
-            }
-            Reply::Master {
-                req_id,
-                outbox,
-                in_flight,
-            } => {
-                outbox.reply(req_id, outcome).await;
-                drop(in_flight);
-            }
-        }
-    }
-
-    /// Like [`Reply::send`], without waiting for room (a refusal).
-    pub fn refuse(self, error: RemoteError) {
-        match self {
-            Reply::Caller(tx) => {
-                let _ = tx.send(Err(error));
-            }
-            Reply::Master { req_id, outbox, .. } => outbox.try_reply(req_id, Err(error)),
-        }
-    }
 }
 
 /// A job in a tenant's queue, with whoever waits for its outcome. Boxed:
