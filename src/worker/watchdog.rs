@@ -209,6 +209,15 @@ impl Clock {
             .is_ok()
     }
 
+    /// What a watchdog tick does when the call has time left: ask the VM
+    /// to yield at its next safepoint (tests land a tick where they want).
+    #[cfg(test)]
+    pub(crate) fn ask_to_yield(&self) {
+        let _ = self
+            .flag
+            .compare_exchange(RUN, YIELD, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     /// One watchdog tick: ask the VM to yield, or end its call for its
     /// deadline or for holding the thread.
     fn tick(&self, now: Instant) {

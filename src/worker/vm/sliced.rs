@@ -13,6 +13,15 @@
 //! has polled the driver. Wakes from outside the poll (a KV answer, a
 //! timer) go to the task's waker as they are.
 //!
+//! A slice can end in mlua's own poll loop, between an awaited host call's
+//! poll and the loop's pending yield (`poll(...)`, then the loop's back
+//! edge, a safepoint). The next resume then only reaches that pending
+//! yield, without polling the host call: if the call's wake came while
+//! the slice ended, it is spent, and nothing would poll the call again
+//! before the deadline. So the poll after a slice's end that comes back
+//! `Pending` asks for one more ([`sliced`]'s catch-up), in which the loop
+//! polls the call again.
+//!
 //! Each poll is also a stretch on the thread that the watchdog times against
 //! the VM's hold limit ([`Clock::on_thread`]).
 
@@ -28,6 +37,7 @@ pub(super) async fn sliced<T>(clock: &Clock, call: impl Future<Output = T>) -> T
     let mut call = std::pin::pin!(call);
     let wake = Arc::new(SelfWake::default());
     let waker = Waker::from(Arc::clone(&wake));
+    let mut after_slice = false;
     loop {
         let polled = poll_fn(|cx| {
             wake.begin(cx.waker());
@@ -39,13 +49,22 @@ pub(super) async fn sliced<T>(clock: &Clock, call: impl Future<Output = T>) -> T
                 Poll::Ready(v) => Poll::Ready(Some(v)),
                 // Woken while it was polled: a slice ended, not a wait.
                 Poll::Pending if woken => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    // The catch-up poll (see the module's doc).
+                    if std::mem::take(&mut after_slice) {
+                        cx.waker().wake_by_ref();
+                    }
+                    Poll::Pending
+                }
             }
         })
         .await;
         match polled {
             Some(v) => return v,
-            None => tokio::task::yield_now().await,
+            None => {
+                after_slice = true;
+                tokio::task::yield_now().await
+            }
         }
     }
 }

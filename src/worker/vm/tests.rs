@@ -272,3 +272,42 @@ async fn print_is_log_info_not_the_workers_stdout() {
         Value::Bool(true)
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_wake_that_comes_while_a_slice_ends_is_not_lost() {
+    // The watchdog's tick lands while an awaited host call is polled; the
+    // interrupt then yields in mlua's poll loop, between the future's
+    // poll and the loop's own pending yield. The future's wake (here from
+    // another task, so it comes while the slice's yield_now waits) must
+    // still get the future polled again, and not wait for the deadline.
+    let mut vm = vm();
+    let clock = Arc::clone(&vm.clock);
+    let probe = vm
+        .lua
+        .create_async_function(move |_, ()| {
+            let clock = Arc::clone(&clock);
+            let mut first = true;
+            async move {
+                std::future::poll_fn(|cx| {
+                    if !std::mem::take(&mut first) {
+                        return std::task::Poll::Ready(Ok(7));
+                    }
+                    clock.ask_to_yield();
+                    let waker = cx.waker().clone();
+                    tokio::spawn(async move { waker.wake() });
+                    std::task::Poll::Pending
+                })
+                .await
+            }
+        })
+        .unwrap();
+    vm.script_env.raw_set("probe", probe).unwrap();
+    let started = std::time::Instant::now();
+    let v = run(&mut vm, "return probe()", 3000).await;
+    assert_eq!(v.unwrap(), 7);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
