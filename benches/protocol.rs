@@ -38,6 +38,7 @@ fn server_messages() -> Vec<(&'static str, ServerMessage)> {
                 worker_id: 3,
                 heartbeat_interval_ms: 1000,
                 heartbeat_timeout_ms: 5000,
+                egress: None,
             },
         ),
         (
@@ -111,6 +112,7 @@ fn client_messages() -> Vec<(&'static str, ClientMessage)> {
                 bad_frames: 0,
                 filters: vec![],
                 filter_metrics: vec![],
+                egress: vec![],
             },
         ),
     ]

@@ -228,6 +228,7 @@ async fn garbage_frames_are_counted_and_do_not_close_the_connection() {
         bad_frames: 0,
         filters: vec![],
         filter_metrics: vec![],
+        egress: vec![],
     })
     .unwrap();
     ws.send(Message::binary(vec![0xc1, 0xff, 0x00]))

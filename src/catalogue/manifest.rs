@@ -9,6 +9,8 @@
 //! operations = [            # optional: what it offers, for the
 //!   { name = "sign", description = "Sign the guestbook" },  # capability registry
 //! ]
+//! allowed_hosts = ["https://api.example.com"]  # optional: what http.fetch
+//!                           # may reach (see allowed_host); none when absent
 //! [limits]
 //! timeout_ms = 2000         # optional cap on one handler call
 //! [[filters]]               # optional, run in order before the handlers
@@ -22,6 +24,7 @@
 //! Unknown keys are refused everywhere, so a misspelt limit is an error at
 //! upload rather than a limit silently not applied.
 
+use crate::catalogue::allowed_host::{AllowedHost, Target};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -53,6 +56,16 @@ pub struct Manifest {
     /// Per-plugin limits.
     #[serde(default)]
     pub limits: PluginLimits,
+    /// The origins `http.fetch` may reach; empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<AllowedHost>,
+}
+
+impl Manifest {
+    /// The `allowed_hosts` entry that allows `target`, if any.
+    pub fn allowed_host(&self, target: &Target) -> Option<&AllowedHost> {
+        self.allowed_hosts.iter().find(|h| h.allows(target))
+    }
 }
 
 fn default_entry() -> String {

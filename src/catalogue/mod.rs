@@ -7,6 +7,8 @@
 //!
 //! - [`name`]: what a plugin or filter may be called;
 //! - [`manifest`]: `plugin.toml`, its fields and their defaults;
+//! - [`allowed_host`]: the manifest's `allowed_hosts` and the URLs
+//!   `http.fetch` is handed;
 //! - [`plugin`]: a plugin bundle checked and compiled to Luau bytecode;
 //! - [`folder`]: plugin folders and `.wasm` files read from disk;
 //! - [`filter`]: a WebAssembly module checked against the filter ABI, and
@@ -23,6 +25,7 @@
 //! no thread is spawned.
 
 pub mod abi;
+pub mod allowed_host;
 pub mod filter;
 pub mod folder;
 pub mod manifest;

@@ -66,6 +66,10 @@ pub fn valid_file_name(file: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// The most `allowed_hosts` entries a manifest may list (each fetch is
+/// matched against them in turn).
+pub const MAX_ALLOWED_HOSTS: usize = 64;
+
 /// Checks and compiles one bundle.
 pub fn build(bundle: &PluginBundle) -> Result<Plugin, PluginError> {
     let invalid = |message: String| PluginError::Invalid {
@@ -82,6 +86,12 @@ pub fn build(bundle: &PluginBundle) -> Result<Plugin, PluginError> {
     }
     if manifest.events.is_empty() {
         return Err(invalid("handles no events".into()));
+    }
+    if manifest.allowed_hosts.len() > MAX_ALLOWED_HOSTS {
+        return Err(invalid(format!(
+            "{} allowed_hosts entries (at most {MAX_ALLOWED_HOSTS})",
+            manifest.allowed_hosts.len()
+        )));
     }
     for f in &manifest.filters {
         if !crate::catalogue::name::valid_name(&f.name) {

@@ -75,7 +75,7 @@ impl LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a master with its workers.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// List the workers and their state.
     Workers(ClientArgs),
     /// The master on one screen: store, workers, catalogue, the last
@@ -265,7 +265,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         ));
     };
     match command {
-        Command::Serve(args) => serve::serve(args, cli.log_format).await,
+        Command::Serve(args) => serve::serve(*args, cli.log_format).await,
         Command::Workers(c) => workers::workers(&c).await,
         Command::Status(c) => status::status(&c).await,
         Command::Dispatch(args) => tenants::dispatch(args).await,

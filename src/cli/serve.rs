@@ -11,6 +11,7 @@ use crate::master::tls::CertSource;
 use crate::master::{self, MasterConfig};
 use crate::mesophyll::auth::{PARENT_ENV, TOKEN_ENV};
 use crate::mesophyll::hub::HubConfig;
+use crate::mesophyll::message::EgressPolicy;
 use crate::mesophyll::uplink::{CONNECT_TIMEOUT, UplinkConfig};
 use crate::tls::{TlsClient, Trust};
 use crate::worker::filters::FilterLimits;
@@ -183,6 +184,60 @@ pub(super) struct ServeArgs {
     /// yours alone); without it such a bind needs --tls.
     #[arg(long)]
     pub(super) insecure: bool,
+    #[command(flatten)]
+    pub(super) egress: EgressArgs,
+}
+
+/// What every worker's `http.fetch` may do (sent to joined workers too).
+#[derive(Debug, Args)]
+pub(super) struct EgressArgs {
+    /// Refuse every fetch on the whole fleet (`egress_denied`).
+    #[arg(long)]
+    pub(super) no_egress: bool,
+    /// Open a network the egress guard refuses by default (loopback,
+    /// private, link-local, ...) to fetches; repeatable. The master's own
+    /// ports stay closed.
+    #[arg(long = "egress-allow-cidr", value_name = "CIDR", value_parser = parse_cidr)]
+    pub(super) egress_allow_cidr: Vec<ipnet::IpNet>,
+    /// The most bytes of one fetched response's body (`too_large` past it).
+    #[arg(long, default_value_t = EgressPolicy::default().max_response_bytes, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) egress_max_response_bytes: u64,
+    /// The most fetches one handler call or script may make
+    /// (`too_many_fetches` past it).
+    #[arg(long, default_value_t = EgressPolicy::default().max_fetches_per_call)]
+    pub(super) egress_max_fetches: u32,
+    /// The most fetches one tenant may have in flight (`overloaded`).
+    #[arg(long, default_value_t = EgressPolicy::default().max_per_tenant, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) egress_tenant_concurrency: u32,
+    /// The most fetches (each on its own connection) one worker may have
+    /// in flight; past it a fetch waits, until its timeout (`overloaded`).
+    #[arg(long, default_value_t = EgressPolicy::default().max_per_worker, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(super) egress_worker_connections: u32,
+}
+
+impl EgressArgs {
+    fn policy(&self) -> EgressPolicy {
+        EgressPolicy {
+            enabled: !self.no_egress,
+            open_networks: self
+                .egress_allow_cidr
+                .iter()
+                .map(|n| n.trunc().to_string())
+                .collect(),
+            master_addrs: Vec::new(),
+            max_response_bytes: self.egress_max_response_bytes,
+            max_fetches_per_call: self.egress_max_fetches,
+            max_per_tenant: self.egress_tenant_concurrency,
+            max_per_worker: self.egress_worker_connections,
+        }
+    }
+}
+
+/// A CIDR (`10.1.0.0/16`) or a bare address (a /32 or /128 of its own).
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not a network (10.1.0.0/16) nor an address"))
 }
 
 impl ServeArgs {
@@ -354,6 +409,7 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
             heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms),
             send_queue_bytes: (args.worker_queue_mb * 1024 * 1024) as usize,
+            egress: args.egress.policy(),
             ..HubConfig::default()
         },
         supervisor,

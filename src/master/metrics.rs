@@ -423,6 +423,21 @@ impl Collector for Fleet {
         )?;
         family(
             &mut encoder,
+            "egress_fetches",
+            "http.fetch calls by worker, plugin and outcome (response, egress_denied, too_large, timeout, network, overloaded, too_many_fetches, bad_request), since the worker started",
+            connected.iter().flat_map(|w| {
+                w.load.egress.iter().map(|c| {
+                    let labels = vec![
+                        ("worker", w.id.to_string()),
+                        ("plugin", c.plugin.clone()),
+                        ("outcome", c.outcome.clone()),
+                    ];
+                    (labels, ConstCounter::new(c.calls))
+                })
+            }),
+        )?;
+        family(
+            &mut encoder,
             "filter_metric",
             "Metrics proxy-wasm filters defined, by worker, filter, name and kind (a histogram's sum)",
             connected.iter().flat_map(|w| {

@@ -305,7 +305,10 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         None => None,
     };
 
-    let hub = Hub::new(config.hub.clone());
+    let mut hub_config = config.hub.clone();
+    // Whatever networks are opened to fetches, not the master's own ports.
+    hub_config.egress.master_addrs = vec![api_addr, mesophyll_addr];
+    let hub = Hub::new(hub_config);
     let spawned = config.workers - config.external_workers;
     for id in spawned..config.workers {
         let worker_token = datadir::fresh_token();

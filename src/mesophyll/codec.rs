@@ -98,6 +98,11 @@ mod tests {
                 worker_id: 3,
                 heartbeat_interval_ms: 1000,
                 heartbeat_timeout_ms: 5000,
+                egress: Some(EgressPolicy {
+                    open_networks: vec!["10.1.0.0/16".into()],
+                    master_addrs: vec!["127.0.0.1:9081".parse().unwrap()],
+                    ..EgressPolicy::default()
+                }),
             },
             ServerMessage::DispatchEvent {
                 req_id: Some(u64::MAX),
@@ -173,6 +178,11 @@ mod tests {
                     value: 2,
                     count: 0,
                 }],
+                egress: vec![EgressCalls {
+                    plugin: "relay".into(),
+                    outcome: "egress_denied".into(),
+                    calls: 1,
+                }],
             },
         ]
     }
@@ -222,6 +232,7 @@ mod tests {
                 bad_frames: 4,
                 filters: vec![],
                 filter_metrics: vec![],
+                egress: vec![],
             }
         );
     }
@@ -334,6 +345,7 @@ mod properties {
                     worker_id: w,
                     heartbeat_interval_ms: i,
                     heartbeat_timeout_ms: t,
+                    egress: None,
                 }
             }),
             (any::<Option<u64>>(), tenant(), event(), any::<u64>()).prop_map(|(r, t, e, d)| {
@@ -403,6 +415,7 @@ mod properties {
                     bad_frames: b,
                     filters: vec![],
                     filter_metrics: vec![],
+                    egress: vec![],
                 }
             }),
         ]

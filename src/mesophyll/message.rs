@@ -75,6 +75,11 @@ pub enum ServerMessage {
         heartbeat_interval_ms: u64,
         /// After this long without any frame, the master declares the worker dead.
         heartbeat_timeout_ms: u64,
+        /// What the worker's `http.fetch` may do: the master's flags, so
+        /// that the whole fleet follows them. Absent (an older master):
+        /// no egress.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        egress: Option<EgressPolicy>,
     },
     /// Run every plugin that handles `event` for `tenant`.
     DispatchEvent {
@@ -187,6 +192,10 @@ pub enum ClientMessage {
         /// The metrics its proxy-wasm filters defined, as they stand.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         filter_metrics: Vec<FilterMetric>,
+        /// `http.fetch` calls since the worker started, by plugin and
+        /// outcome.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        egress: Vec<EgressCalls>,
     },
 }
 
@@ -208,6 +217,74 @@ pub struct LiveTenant {
     pub busy: bool,
     /// Jobs waiting in its queue.
     pub queued: u64,
+}
+
+/// The egress settings a master hands its workers in `Hello` (`serve
+/// --egress-*`); see `crate::worker::egress` for what each one bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressPolicy {
+    /// `false` (`--no-egress`): every fetch is refused `egress_denied`.
+    pub enabled: bool,
+    /// Networks opened to fetches although the guard refuses them by
+    /// default (`--egress-allow-cidr`), as `10.1.0.0/16`.
+    #[serde(default)]
+    pub open_networks: Vec<String>,
+    /// The master's own ports (API and hub), refused whatever is open.
+    #[serde(default)]
+    pub master_addrs: Vec<std::net::SocketAddr>,
+    /// The most bytes of one response's body.
+    pub max_response_bytes: u64,
+    /// The most fetches one handler call (or script) may make.
+    pub max_fetches_per_call: u32,
+    /// The most fetches one tenant may have in flight.
+    pub max_per_tenant: u32,
+    /// The most fetches one worker may have in flight (each holds a
+    /// connection).
+    pub max_per_worker: u32,
+}
+
+impl EgressPolicy {
+    /// Egress off: what a worker assumes until its master says otherwise.
+    pub fn off() -> Self {
+        EgressPolicy {
+            enabled: false,
+            open_networks: Vec::new(),
+            master_addrs: Vec::new(),
+            max_response_bytes: 0,
+            max_fetches_per_call: 0,
+            max_per_tenant: 0,
+            max_per_worker: 0,
+        }
+    }
+}
+
+impl Default for EgressPolicy {
+    /// Egress on, nothing opened, the documented limits: 10 MiB a
+    /// response, 50 fetches a call, 4 in flight a tenant, 256 a worker.
+    fn default() -> Self {
+        EgressPolicy {
+            enabled: true,
+            open_networks: Vec::new(),
+            master_addrs: Vec::new(),
+            max_response_bytes: 10 * 1024 * 1024,
+            max_fetches_per_call: 50,
+            max_per_tenant: 4,
+            max_per_worker: 256,
+        }
+    }
+}
+
+/// How often one plugin's fetches ended one way in a worker, since it
+/// started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressCalls {
+    /// The plugin that fetched (`-` for a script).
+    pub plugin: String,
+    /// `response`, `egress_denied`, `too_large`, `timeout`, `network`,
+    /// `overloaded` or `bad_request`.
+    pub outcome: String,
+    /// Fetches that ended so.
+    pub calls: u64,
 }
 
 /// How often one filter ended one way in a worker, since it started.
@@ -363,4 +440,6 @@ pub struct LoadFigures {
     pub filters: Vec<FilterCalls>,
     /// Its proxy-wasm filters' metrics.
     pub filter_metrics: Vec<FilterMetric>,
+    /// `http.fetch` calls since the worker started.
+    pub egress: Vec<EgressCalls>,
 }

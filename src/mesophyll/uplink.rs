@@ -16,7 +16,7 @@ use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::budget::ByteBudget;
 use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
 use crate::mesophyll::message::{
-    ClientMessage, LoadFigures, PROTOCOL_VERSION, RemoteError, ServerMessage,
+    ClientMessage, EgressPolicy, LoadFigures, PROTOCOL_VERSION, RemoteError, ServerMessage,
 };
 use crate::mesophyll::packed::Packed;
 use crate::mesophyll::writer::{BatchEnd, Batched, write_batch};
@@ -95,10 +95,10 @@ pub trait Handler: Send + Sync + 'static {
     /// Figures for the next heartbeat.
     fn load(&self) -> LoadFigures;
 
-    /// Called after every (re)connection, once `Hello` is in: the place to
-    /// resynchronise what may have changed while disconnected. Must not
-    /// block (spawn).
-    fn connected(&self) {}
+    /// Called after every (re)connection, once `Hello` is in, with what it
+    /// said: the place to take the master's settings and to resynchronise
+    /// what may have changed while disconnected. Must not block (spawn).
+    fn connected(&self, _welcome: &Welcome) {}
 }
 
 /// The way back to the master for one connection's answers: bounded in
@@ -217,6 +217,7 @@ fn heartbeat_frame(handler: &dyn Handler, bad_frames: &BadFrames) -> Result<Vec<
         bad_frames: bad_frames.count(),
         filters: load.filters.clone(),
         filter_metrics,
+        egress: load.egress.clone(),
     };
     codec::encode(&beat(load.filter_metrics.clone())).or_else(|e| {
         tracing::warn!("the heartbeat is sent without its filter metrics: {e}");
@@ -261,22 +262,22 @@ async fn session(
                     other => SessionError::Retry(other.to_string()),
                 })?;
         let (sink, mut stream) = socket.split();
-        let timing = hello(&mut stream).await?;
-        Ok::<_, SessionError>((sink, stream, timing))
+        let welcome = hello(&mut stream).await?;
+        Ok::<_, SessionError>((sink, stream, welcome))
     };
     // A master that accepts TCP and then says nothing (wedged, or a
     // half-open socket) must not hold the worker forever.
-    let (mut sink, mut stream, (interval, timeout)) =
-        tokio::time::timeout(config.connect_timeout, opening)
-            .await
-            .map_err(|_| {
-                SessionError::Retry(format!(
-                    "no Hello within {:?} of connecting",
-                    config.connect_timeout
-                ))
-            })??;
+    let (mut sink, mut stream, welcome) = tokio::time::timeout(config.connect_timeout, opening)
+        .await
+        .map_err(|_| {
+            SessionError::Retry(format!(
+                "no Hello within {:?} of connecting",
+                config.connect_timeout
+            ))
+        })??;
     tracing::info!(master = %config.master, "connected to the master");
-    handler.connected();
+    handler.connected(&welcome);
+    let (interval, timeout) = (welcome.heartbeat_interval, welcome.heartbeat_timeout);
 
     let (tx, mut rx) = mpsc::channel::<Outgoing>(OUTBOX_DEPTH);
     let outbox = Outbox::new(tx, OUTBOX_BYTES);
@@ -338,9 +339,20 @@ async fn session(
     }
 }
 
-/// Waits for the master's `Hello`; everything else waits for it. Returns
-/// the heartbeat interval and timeout it announces.
-async fn hello<S>(stream: &mut S) -> Result<(Duration, Duration), SessionError>
+/// What a master's `Hello` says, as its workers use it.
+#[derive(Debug, Clone)]
+pub struct Welcome {
+    /// How often to send a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How long the master waits for a frame before it declares us dead.
+    pub heartbeat_timeout: Duration,
+    /// What `http.fetch` may do ([`EgressPolicy::off`] from a master that
+    /// does not say).
+    pub egress: EgressPolicy,
+}
+
+/// Waits for the master's `Hello`; everything else waits for it.
+async fn hello<S>(stream: &mut S) -> Result<Welcome, SessionError>
 where
     S: futures::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
@@ -351,6 +363,7 @@ where
                     protocol,
                     heartbeat_interval_ms,
                     heartbeat_timeout_ms,
+                    egress,
                     ..
                 }) => {
                     if protocol != PROTOCOL_VERSION {
@@ -359,10 +372,11 @@ where
                             ours: PROTOCOL_VERSION,
                         }));
                     }
-                    return Ok((
-                        Duration::from_millis(heartbeat_interval_ms.max(10)),
-                        Duration::from_millis(heartbeat_timeout_ms.max(100)),
-                    ));
+                    return Ok(Welcome {
+                        heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(10)),
+                        heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(100)),
+                        egress: egress.unwrap_or_else(EgressPolicy::off),
+                    });
                 }
                 _ => return Err(SessionError::Retry("first frame was not Hello".into())),
             },
@@ -465,6 +479,7 @@ mod tests {
                 worker_id: 0,
                 heartbeat_interval_ms: 50,
                 heartbeat_timeout_ms: 300,
+                egress: None,
             })
             .unwrap();
             ws.send(Message::Binary(hello.into())).await.unwrap();

@@ -1,6 +1,6 @@
 //! What a tenant's Luau code sees of the host: the `meshplay`, `log`,
-//! `time` and `filters` globals (`kv` and `global_kv` are in
-//! [`crate::worker::kv`]). `plugins/README.md` documents them for plugin authors;
+//! `time`, `filters` and `http` globals (`kv` and `global_kv` are in
+//! [`crate::worker::kv`], `http` in [`crate::worker::egress::script`]). `plugins/README.md` documents them for plugin authors;
 //! keep the two in step.
 //!
 //! Every host function that waits (`time.sleep`) waits at most until the
@@ -9,6 +9,7 @@
 
 use crate::mesophyll::message::{Event, Tenant};
 use crate::worker::filters::{FilterInput, Verdict};
+use crate::worker::invocation::Invocation;
 use crate::worker::packing::{MAX_PACKED_BYTES, check_size};
 use crate::worker::services::Services;
 use crate::worker::watchdog::{Clock, DeadlineExceeded};
@@ -23,6 +24,7 @@ pub fn install(
     lua: &Lua,
     tenant: &Tenant,
     clock: &Arc<Clock>,
+    invocation: &Arc<Invocation>,
     services: &Arc<Services>,
 ) -> mlua::Result<()> {
     let globals = lua.globals();
@@ -45,6 +47,10 @@ pub fn install(
     globals.set("log", log)?;
     globals.set("time", time_table(lua, clock)?)?;
     globals.set("filters", filters_table(lua, tenant, clock, services)?)?;
+    globals.set(
+        "http",
+        crate::worker::egress::script::table(lua, tenant, clock, invocation, services)?,
+    )?;
     Ok(())
 }
 

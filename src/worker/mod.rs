@@ -18,8 +18,10 @@
 //! parent and exits when the parent is gone, so a killed master leaves no
 //! orphans.
 
+pub mod egress;
 pub mod filters;
 pub mod host;
+pub mod invocation;
 pub mod kv;
 pub mod loaded;
 pub mod packing;
@@ -34,7 +36,7 @@ use crate::mesophyll::db::CatalogueSnapshot;
 use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::LoadFigures;
 use crate::mesophyll::message::{ErrorKind, Packed, RemoteError, ServerMessage};
-use crate::mesophyll::uplink::{self, Handler, Outbox, UplinkConfig, UplinkError};
+use crate::mesophyll::uplink::{self, Handler, Outbox, UplinkConfig, UplinkError, Welcome};
 use filters::{FilterEngine, FilterError, FilterLimits};
 use loaded::LoadedCatalogue;
 use services::Services;
@@ -459,7 +461,8 @@ impl Handler for Worker {
         }
     }
 
-    fn connected(&self) {
+    fn connected(&self, welcome: &Welcome) {
+        self.services.egress.set_policy(&welcome.egress);
         if self.first_connect.swap(false, Ordering::Relaxed) {
             return;
         }
@@ -488,6 +491,7 @@ impl Handler for Worker {
             bad_frames: 0,
             filters: self.services.filter_calls(),
             filter_metrics: self.services.filter_metrics(),
+            egress: self.services.egress.calls(),
         }
     }
 }

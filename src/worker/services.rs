@@ -8,6 +8,7 @@
 use crate::catalogue::manifest::DEFAULT_FILTER_TIMEOUT;
 use crate::mesophyll::db_client::DbClient;
 use crate::mesophyll::message::{FilterCalls, FilterMetric};
+use crate::worker::egress::Egress;
 use crate::worker::filters::proxy::shared::MetricKind;
 use crate::worker::filters::{FilterEngine, FilterError, FilterInput, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
@@ -26,6 +27,8 @@ pub struct Services {
     pub db: Option<DbClient>,
     /// The filter runtime; `None` where filters are not wanted (tests).
     pub engine: Option<FilterEngine>,
+    /// Outbound HTTP (`http.fetch`): off until the master's `Hello` says.
+    pub egress: Egress,
     catalogue: RwLock<Arc<LoadedCatalogue>>,
     /// Filter calls since the worker started, by filter and then by
     /// [`OUTCOMES`]: what the heartbeats carry to the master's metrics.
@@ -44,6 +47,7 @@ impl Services {
             worker_id,
             db,
             engine,
+            egress: Egress::default(),
             catalogue: RwLock::new(Arc::new(catalogue)),
             calls: Mutex::default(),
         })

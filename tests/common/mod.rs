@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod pg;
+pub mod upstream;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -192,7 +193,10 @@ impl Master {
                 &opts.heartbeat_timeout_ms.to_string(),
             ])
             .args(&opts.extra)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("MESHPLAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("MESHPLAY_API_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -101,6 +101,7 @@ impl Hub {
             worker_id: worker,
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             heartbeat_timeout_ms: self.config.heartbeat_timeout.as_millis() as u64,
+            egress: Some(self.config.egress.clone()),
         };
         // The queue is empty and nobody else holds it yet: Hello goes first.
         let _ = conn.enqueue(codec::encode(&hello).expect("Hello encodes"));
@@ -224,6 +225,7 @@ impl Hub {
                 bad_frames,
                 filters,
                 filter_metrics,
+                egress,
             }) => {
                 *conn.load.lock().unwrap() = LoadFigures {
                     in_flight,
@@ -232,6 +234,7 @@ impl Hub {
                     bad_frames,
                     filters,
                     filter_metrics,
+                    egress,
                 };
             }
             Err(e) => self

@@ -45,7 +45,7 @@ use crate::mesophyll::auth::{Credentials, Refusal};
 use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::codec::{self, CodecError};
 use crate::mesophyll::correlation::WaitError;
-use crate::mesophyll::message::{LoadFigures, RemoteError, ServerMessage};
+use crate::mesophyll::message::{EgressPolicy, LoadFigures, RemoteError, ServerMessage};
 use crate::mesophyll::packed::Packed;
 use axum::Router;
 use axum::routing::get;
@@ -68,6 +68,8 @@ pub struct HubConfig {
     /// Bytes of frames queued for one worker before requests answer
     /// "overloaded".
     pub send_queue_bytes: usize,
+    /// What the workers' `http.fetch` may do (sent to them in `Hello`).
+    pub egress: EgressPolicy,
 }
 
 impl Default for HubConfig {
@@ -77,6 +79,7 @@ impl Default for HubConfig {
             heartbeat_timeout: Duration::from_secs(5),
             send_queue: 4096,
             send_queue_bytes: 64 * 1024 * 1024,
+            egress: EgressPolicy::default(),
         }
     }
 }

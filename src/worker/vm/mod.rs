@@ -30,6 +30,7 @@
 
 use crate::catalogue::plugin::Plugin;
 use crate::mesophyll::message::{ErrorKind, Event, Packed, RemoteError, Tenant};
+use crate::worker::invocation::Invocation;
 use crate::worker::packing::{PackError, Packing};
 use crate::worker::services::Services;
 use crate::worker::watchdog::{Clock, DeadlineExceeded, HeldTooLong, track_user_coroutines};
@@ -84,6 +85,7 @@ fn set_luau_flags() {
 pub struct Vm {
     lua: Lua,
     clock: Arc<Clock>,
+    invocation: Arc<Invocation>,
     script_env: Table,
     /// Each plugin's dispatcher ([`BIND_HANDLERS`] over its handler table
     /// and `ctx`), with the plugin it came from: holding the `Arc` (not its
@@ -161,7 +163,8 @@ impl Vm {
         }
         let clock = Clock::new(limits.hold);
         track_user_coroutines(&lua, &clock)?;
-        host::install(&lua, tenant, &clock, services)?;
+        let invocation = Invocation::new();
+        host::install(&lua, tenant, &clock, &invocation, services)?;
         kv::install(&lua, tenant, &clock, services.db.as_ref())?;
 
         let interrupted = Arc::clone(&clock);
@@ -193,6 +196,7 @@ impl Vm {
         Ok(Vm {
             lua,
             clock,
+            invocation,
             script_env,
             dispatchers: HashMap::new(),
             tenant_table,
@@ -232,6 +236,7 @@ impl Vm {
         deadline: Instant,
     ) -> Result<Packed, RemoteError> {
         let _watchdog = self.clock.arm(deadline);
+        self.invocation.begin(Some(plugin));
         let dispatch = match self.dispatchers.get(&plugin.manifest.name) {
             Some((loaded, dispatch)) if Arc::ptr_eq(loaded, plugin) => dispatch.clone(),
             _ => {
@@ -325,6 +330,7 @@ impl Vm {
         deadline: Instant,
     ) -> Result<Packed, RemoteError> {
         let _watchdog = self.clock.arm(deadline);
+        self.invocation.begin(None);
         let chunk = self
             .lua
             .load(code)
