@@ -1,6 +1,7 @@
 //! What a tenant's Luau code sees of the host: the `meshplay`, `log`,
 //! `time`, `filters` and `http` globals (`kv` and `global_kv` are in
-//! [`crate::worker::kv`], `http` in [`crate::worker::egress::script`]). `plugins/README.md` documents them for plugin authors;
+//! [`crate::worker::kv`], `http` in [`crate::worker::egress::script`],
+//! `json`, `base64` and `crypto` in [`crate::worker::stdlib`]). `plugins/README.md` documents them for plugin authors;
 //! keep the two in step.
 //!
 //! Every host function that waits (`time.sleep`) waits at most until the
@@ -47,6 +48,7 @@ pub fn install(
     globals.set("log", log)?;
     globals.set("time", time_table(lua, clock)?)?;
     globals.set("filters", filters_table(lua, tenant, clock, services)?)?;
+    crate::worker::stdlib::install(lua, &globals)?;
     globals.set(
         "http",
         crate::worker::egress::script::table(lua, tenant, clock, invocation, services)?,

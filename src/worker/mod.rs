@@ -27,6 +27,7 @@ pub mod loaded;
 pub mod packing;
 pub mod services;
 pub mod states;
+pub mod stdlib;
 pub mod tenants;
 pub mod vm;
 pub mod watchdog;
