@@ -11,6 +11,9 @@
 //! ]
 //! allowed_hosts = ["https://api.example.com"]  # optional: what http.fetch
 //!                           # may reach (see allowed_host); none when absent
+//! [variables]               # optional: settings operators give it
+//! api_base = { default = "https://api.example.com" }
+//! api_key = { required = true, secret = true }
 //! [limits]
 //! timeout_ms = 2000         # optional cap on one handler call
 //! [[filters]]               # optional, run in order before the handlers
@@ -26,6 +29,7 @@
 
 use crate::catalogue::allowed_host::{AllowedHost, Target};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The deadline of a filter call when its plugin does not set one.
@@ -59,6 +63,46 @@ pub struct Manifest {
     /// The origins `http.fetch` may reach; empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<AllowedHost>,
+    /// The settings operators give the plugin (`meshplay vars set`), by
+    /// name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, Variable>,
+}
+
+/// One variable a plugin declares.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variable {
+    /// The value when an operator set none (never for a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Without a value, the plugin answers `not_configured` instead of
+    /// running.
+    #[serde(default)]
+    pub required: bool,
+    /// Encrypted at rest, never logged, listed or returned but to the
+    /// plugin's own `vars.get`.
+    #[serde(default)]
+    pub secret: bool,
+    /// What it is, for operators.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// The most variables a manifest may declare.
+pub const MAX_VARIABLES: usize = 64;
+
+/// The longest value a variable may hold.
+pub const MAX_VARIABLE_BYTES: usize = 64 * 1024;
+
+/// Whether `name` may name a variable: `[a-z0-9_]`, 1 to 64, not starting
+/// with a digit.
+pub fn valid_variable_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl Manifest {

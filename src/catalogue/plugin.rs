@@ -70,6 +70,39 @@ pub fn valid_file_name(file: &str) -> bool {
 /// matched against them in turn).
 pub const MAX_ALLOWED_HOSTS: usize = 64;
 
+/// A manifest's `[variables]`: names, count, and defaults that make sense.
+fn check_variables(manifest: &Manifest) -> Result<(), String> {
+    use crate::catalogue::manifest::{MAX_VARIABLE_BYTES, MAX_VARIABLES, valid_variable_name};
+    if manifest.variables.len() > MAX_VARIABLES {
+        return Err(format!(
+            "{} variables (at most {MAX_VARIABLES})",
+            manifest.variables.len()
+        ));
+    }
+    for (name, var) in &manifest.variables {
+        if !valid_variable_name(name) {
+            return Err(format!(
+                "variable name {name:?} is not [a-z0-9_] of 1 to 64, not starting with a digit"
+            ));
+        }
+        if var.secret && var.default.is_some() {
+            return Err(format!(
+                "variable {name}: a secret has no default (it would sit in plugin.toml)"
+            ));
+        }
+        if var
+            .default
+            .as_ref()
+            .is_some_and(|d| d.len() > MAX_VARIABLE_BYTES)
+        {
+            return Err(format!(
+                "variable {name}: a default over {MAX_VARIABLE_BYTES} bytes"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks and compiles one bundle.
 pub fn build(bundle: &PluginBundle) -> Result<Plugin, PluginError> {
     let invalid = |message: String| PluginError::Invalid {
@@ -87,6 +120,7 @@ pub fn build(bundle: &PluginBundle) -> Result<Plugin, PluginError> {
     if manifest.events.is_empty() {
         return Err(invalid("handles no events".into()));
     }
+    check_variables(&manifest).map_err(invalid)?;
     if manifest.allowed_hosts.len() > MAX_ALLOWED_HOSTS {
         return Err(invalid(format!(
             "{} allowed_hosts entries (at most {MAX_ALLOWED_HOSTS})",

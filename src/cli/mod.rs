@@ -27,6 +27,7 @@ mod serve;
 mod status;
 mod store;
 mod tenants;
+mod vars;
 mod workers;
 
 use crate::client::{ApiClient, ApiClientError};
@@ -96,6 +97,9 @@ enum Command {
     /// List, upload and remove plugins.
     #[command(subcommand)]
     Plugins(catalogue::PluginsCommand),
+    /// Show and set plugins' variables (settings and secrets).
+    #[command(subcommand)]
+    Vars(vars::VarsCommand),
     /// List, upload and remove WASM filters.
     #[command(subcommand)]
     Filters(catalogue::FiltersCommand),
@@ -273,6 +277,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::RunScript(args) => tenants::run_script(args).await,
         Command::Drop(t) => tenants::drop_vm(t).await,
         Command::Kv(k) => kv::kv(k).await,
+        Command::Vars(v) => vars::vars(v).await,
         Command::Plugins(p) => catalogue::plugins(p).await,
         Command::Filters(f) => catalogue::filters(f).await,
         Command::Bench(b) => bench::bench(b).await,

@@ -45,12 +45,13 @@ pub(super) async fn store(command: StoreCommand) -> Result<ExitCode, CliError> {
         println!("{}", serde_json::to_string(&n).unwrap_or_default());
     } else {
         println!(
-            "copied {} KV records, {} global entries, {} tenant states, {} uploads, {} tokens, {} audit entries\nfrom {}\nto   {}",
+            "copied {} KV records, {} global entries, {} tenant states, {} uploads, {} tokens, {} plugin variables, {} audit entries\nfrom {}\nto   {}",
             n.kv,
             n.global,
             n.tenant_states,
             n.catalogue,
             n.tokens,
+            n.vars,
             n.audit,
             from.redacted(),
             to.redacted()

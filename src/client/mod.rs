@@ -28,6 +28,7 @@
 
 mod access;
 mod stream;
+mod vars;
 
 pub use stream::StreamClient;
 

@@ -320,6 +320,17 @@ pub static ROUTES: &[(Method, &str, Role)] = &[
     (Method::GET, "/api/v1/plugins", Role::Read),
     (Method::PUT, "/api/v1/plugins/{name}", Role::Admin),
     (Method::DELETE, "/api/v1/plugins/{name}", Role::Admin),
+    (Method::GET, "/api/v1/plugins/{name}/vars", Role::Admin),
+    (
+        Method::PUT,
+        "/api/v1/plugins/{name}/vars/{var}",
+        Role::Admin,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/plugins/{name}/vars/{var}",
+        Role::Admin,
+    ),
     (Method::GET, "/api/v1/filters", Role::Read),
     (Method::PUT, "/api/v1/filters/{name}", Role::Admin),
     (Method::DELETE, "/api/v1/filters/{name}", Role::Admin),

@@ -43,6 +43,8 @@ pub struct DbState {
     pub registry: Arc<Registry>,
     /// Where KV operations are counted.
     pub metrics: Arc<crate::master::metrics::Metrics>,
+    /// Plugin variables.
+    pub vars: Arc<crate::master::vars::Vars>,
 }
 
 /// The `/db/...` routes.
@@ -54,6 +56,7 @@ pub fn router(state: Arc<DbState>) -> Router {
         .route("/db/public-global-kv", post(public_global))
         .route("/db/global-kv", post(global))
         .route("/db/catalogue", get(catalogue))
+        .route("/db/vars", get(vars))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DB_BODY_BYTES))
         .with_state(state)
 }
@@ -229,6 +232,24 @@ async fn catalogue(
     caller(&state, &headers)?;
     let snapshot = Registry::blocking(&state.registry, |r| r.snapshot()).await?;
     Ok(ok(&snapshot))
+}
+
+/// `GET /db/vars`: the variables the caller's tenants' plugins may read.
+async fn vars(
+    State(state): State<Arc<DbState>>,
+    headers: HeaderMap,
+) -> Result<Response, EndpointError> {
+    let id = caller(&state, &headers)?;
+    let (vars, workers) = (Arc::clone(&state.vars), state.workers);
+    let values = tokio::task::spawn_blocking(move || vars.for_worker(id, workers))
+        .await
+        .map_err(|e| {
+            EndpointError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?
+        .map_err(|e| {
+            EndpointError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
+    Ok(ok(&values))
 }
 
 /// `GET /db/tenant-states`: with `page=1`, one page of the caller's

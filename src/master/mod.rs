@@ -33,6 +33,7 @@ pub mod shard;
 pub mod store;
 pub mod supervisor;
 pub mod tls;
+pub mod vars;
 
 use crate::datadir::{DataDir, DataDirError, Endpoint};
 use crate::mesophyll::hub::{Hub, HubConfig};
@@ -113,6 +114,9 @@ pub enum MasterError {
     /// TLS could not be set up.
     #[error("TLS: {0}")]
     Tls(#[from] tls::ServerTlsError),
+    /// The plugin variables' key could not be read or made.
+    #[error(transparent)]
+    Vars(#[from] vars::VarsError),
 }
 
 async fn bind(
@@ -341,7 +345,9 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         config.workers,
         lease,
     );
+    let vars = Arc::new(vars::Vars::open(&dir, Arc::clone(&store))?);
     let db_state = Arc::new(db::DbState {
+        vars: Arc::clone(&vars),
         hub: Arc::clone(&hub),
         store: Arc::clone(&store),
         workers: config.workers,
@@ -379,6 +385,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         started: std::time::Instant::now(),
         store_url: store_url.redacted(),
         console: Default::default(),
+        vars,
     });
     let app = api::router(state);
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();

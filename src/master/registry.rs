@@ -16,6 +16,7 @@
 //! [`Registry::snapshot`].
 
 use crate::catalogue::filter::{ModuleChecker, sha256_hex};
+use crate::catalogue::manifest::Manifest;
 use crate::catalogue::name::check_name;
 use crate::catalogue::{folder, plugin};
 use crate::master::store::{Store, StoreError};
@@ -136,6 +137,16 @@ impl Registry {
     /// Whether plugin `name` is in force.
     pub fn has_plugin(&self, name: &str) -> bool {
         self.plugin_names.read().unwrap().contains(name)
+    }
+
+    /// The manifest of plugin `name` in force, if there is one.
+    pub fn manifest(&self, name: &str) -> Result<Option<Manifest>, StoreError> {
+        let snapshot = self.snapshot()?;
+        Ok(snapshot
+            .plugins
+            .iter()
+            .find(|b| b.name == name)
+            .and_then(|b| toml::from_str(&b.manifest).ok()))
     }
 
     /// The revision now.

@@ -9,6 +9,7 @@
 //! POST /db/public-global-kv             PublicGlobalOp -> GlobalReply
 //! POST /db/global-kv?tenant_type=&tenant_id=  GlobalOp -> GlobalReply
 //! GET  /db/catalogue                              -> CatalogueSnapshot
+//! GET  /db/vars                                   -> Vec<VarValue>
 //! ```
 //!
 //! Every call carries the worker's id and token (the same headers as the
@@ -88,6 +89,33 @@ pub fn check_state(state: &TenantState) -> Result<(), StateProblem> {
         )));
     }
     Ok(())
+}
+
+/// A plugin variable's value, as a worker gets it (`GET /db/vars`): the
+/// plugin's own value (`tenant` absent) or one tenant's override; secrets
+/// decrypted, for the plugin's `vars.get` alone.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VarValue {
+    /// The plugin that declares it.
+    pub plugin: String,
+    /// The tenant it is set for; `None`: every tenant without its own.
+    #[serde(default)]
+    pub tenant: Option<Tenant>,
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl std::fmt::Debug for VarValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VarValue")
+            .field("plugin", &self.plugin)
+            .field("tenant", &self.tenant)
+            .field("name", &self.name)
+            .field("value", &"<not shown>")
+            .finish()
+    }
 }
 
 /// One page of a shard's tenant states (`GET /db/tenant-states?page=1`).

@@ -10,7 +10,7 @@ use crate::http::HttpClient;
 use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::db::{
     CatalogueSnapshot, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, PublicGlobalOp,
-    TenantStateEntry, TenantStatesPage,
+    TenantStateEntry, TenantStatesPage, VarValue,
 };
 use crate::mesophyll::message::Tenant;
 use crate::tls::TlsClient;
@@ -116,6 +116,13 @@ impl DbClient {
                 None => return Ok(states),
             }
         }
+    }
+
+    /// The plugin variables this worker's tenants may read: every plugin's
+    /// own values and the overrides of the tenants of its shard.
+    pub async fn vars(&self, deadline: Duration) -> Result<Vec<VarValue>, DbClientError> {
+        self.call(Method::GET, "/db/vars".into(), None::<&()>, deadline)
+            .await
     }
 
     /// Every plugin and filter, as the master has them now.

@@ -140,6 +140,14 @@ pub enum ServerMessage {
         /// Monotonic catalogue revision.
         revision: u64,
     },
+    /// A plugin variable was set or unset: reload them (`GET /db/vars`).
+    VarsChanged {
+        /// When set, the worker answers once the new values are in force.
+        #[serde(default)]
+        req_id: Option<u64>,
+        /// The plugin whose variables changed.
+        plugin: String,
+    },
     /// Finish what is running (up to `grace_ms`) and exit.
     Shutdown {
         /// How long in-flight work may still take.
@@ -356,6 +364,8 @@ pub enum ErrorKind {
     TooLarge,
     /// The tenant's state does not subscribe it to the event.
     NotSubscribed,
+    /// The plugin lacks a required variable (`meshplay vars set`).
+    NotConfigured,
     /// A filter rejected the event (the message says which and why).
     Rejected,
     /// A filter failed (trap, timeout, bad verdict) and its plugin's policy
@@ -383,6 +393,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::NotSubscribed => "not_subscribed",
+            ErrorKind::NotConfigured => "not_configured",
             ErrorKind::Rejected => "rejected",
             ErrorKind::Filter => "filter",
             ErrorKind::Unavailable => "unavailable",

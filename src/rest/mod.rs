@@ -9,6 +9,8 @@
 
 mod live;
 mod stream;
+mod vars;
+pub use vars::{VarChange, VarChanged, VarInfo, VarList, VarOverride};
 
 pub use live::{ConsoleEntry, LiveTenantInfo, LiveTenantList, Traffic, TrafficSecond};
 pub use stream::{StreamAnswer, StreamError, StreamRequest};

@@ -50,6 +50,10 @@ pub fn install(
     globals.set("filters", filters_table(lua, tenant, clock, services)?)?;
     crate::worker::stdlib::install(lua, &globals)?;
     globals.set(
+        "vars",
+        crate::worker::vars::table(lua, tenant, invocation, &services.vars)?,
+    )?;
+    globals.set(
         "http",
         crate::worker::egress::script::table(lua, tenant, clock, invocation, services)?,
     )?;

@@ -29,6 +29,7 @@ pub mod services;
 pub mod states;
 pub mod stdlib;
 pub mod tenants;
+pub mod vars;
 pub mod vm;
 pub mod watchdog;
 
@@ -118,6 +119,9 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     tracing::info!(tenants = states.len(), "tenant states loaded");
     let revision = catalogue.revision;
     let services = Services::new(worker_id, Some(db.clone()), Some(engine), catalogue);
+    services
+        .vars
+        .replace(retry("the plugin variables", || db.vars(LOAD_DEADLINE)).await?);
     let tenants = Tenants::new(config.tenants.clone(), Arc::clone(&services));
     let reload = tenants.states().begin_reload();
     tenants.states().finish_reload(reload, states);
@@ -436,6 +440,19 @@ impl Handler for Worker {
                     );
                 }
             }
+            ServerMessage::VarsChanged { req_id, plugin } => {
+                tracing::info!(%plugin, "plugin variables changed");
+                let (db, services) = (self.db.clone(), Arc::clone(&self.services));
+                tokio::spawn(async move {
+                    let loaded = load_vars(&db, &services).await;
+                    if let Some(req_id) = req_id {
+                        outbox.try_reply(
+                            req_id,
+                            loaded.map(|()| Packed::from_value(&serde_json::Value::Bool(true))),
+                        );
+                    }
+                });
+            }
             ServerMessage::PluginsChanged { revision } => {
                 tracing::info!(revision, "the catalogue changed");
                 self.wanted.fetch_max(revision, Ordering::SeqCst);
@@ -469,6 +486,8 @@ impl Handler for Worker {
         }
         // Whatever changed while we were away.
         self.reload_catalogue();
+        let (db, services) = (self.db.clone(), Arc::clone(&self.services));
+        tokio::spawn(async move { load_vars(&db, &services).await });
         let db = self.db.clone();
         let tenants = Arc::clone(&self.tenants);
         tokio::spawn(async move {
@@ -497,10 +516,28 @@ impl Handler for Worker {
     }
 }
 
+/// Takes the master's plugin variables for this worker's shard.
+async fn load_vars(db: &DbClient, services: &Services) -> Result<(), RemoteError> {
+    match db.vars(LOAD_DEADLINE).await {
+        Ok(values) => {
+            services.vars.replace(values);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!("cannot load the plugin variables: {e}");
+            Err(RemoteError::new(
+                ErrorKind::Unavailable,
+                format!("cannot load the plugin variables: {e}"),
+            ))
+        }
+    }
+}
+
 fn request_id(msg: &ServerMessage) -> Option<u64> {
     match msg {
         ServerMessage::DispatchEvent { req_id, .. }
-        | ServerMessage::TenantStateChanged { req_id, .. } => *req_id,
+        | ServerMessage::TenantStateChanged { req_id, .. }
+        | ServerMessage::VarsChanged { req_id, .. } => *req_id,
         ServerMessage::RunScript { req_id, .. }
         | ServerMessage::DropTenant { req_id, .. }
         | ServerMessage::ListTenants { req_id, .. } => Some(*req_id),

@@ -12,6 +12,7 @@ use crate::worker::egress::Egress;
 use crate::worker::filters::proxy::shared::MetricKind;
 use crate::worker::filters::{FilterEngine, FilterError, FilterInput, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
+use crate::worker::vars::VarsBook;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub struct Services {
     pub engine: Option<FilterEngine>,
     /// Outbound HTTP (`http.fetch`): off until the master's `Hello` says.
     pub egress: Egress,
+    /// Plugin variables, as the master last handed them.
+    pub vars: Arc<VarsBook>,
     catalogue: RwLock<Arc<LoadedCatalogue>>,
     /// Filter calls since the worker started, by filter and then by
     /// [`OUTCOMES`]: what the heartbeats carry to the master's metrics.
@@ -48,6 +51,7 @@ impl Services {
             db,
             engine,
             egress: Egress::default(),
+            vars: Arc::default(),
             catalogue: RwLock::new(Arc::new(catalogue)),
             calls: Mutex::default(),
         })

@@ -23,6 +23,9 @@
 //! GET    /api/v1/plugins                                        -> 200 PluginList
 //! PUT    /api/v1/plugins/{name}  PluginUpload                   -> 200 Changed | 400
 //! DELETE /api/v1/plugins/{name}                                 -> 200 Changed | 404 | 409
+//! GET    /api/v1/plugins/{name}/vars                            -> 200 VarList | 404
+//! PUT    /api/v1/plugins/{name}/vars/{var}  VarChange           -> 200 VarChanged | 400 | 404
+//! DELETE /api/v1/plugins/{name}/vars/{var}?tenant_type=&tenant_id= -> 200 VarChanged | 404
 //! GET    /api/v1/filters                                        -> 200 FilterList
 //! PUT    /api/v1/filters/{name}  the module's bytes             -> 200 Changed | 400
 //! DELETE /api/v1/filters/{name}                                 -> 200 Changed | 404 | 409
@@ -69,6 +72,7 @@ mod stream;
 mod stream_frames;
 mod system;
 mod tenants;
+mod vars;
 
 pub use error::ApiError;
 
@@ -112,6 +116,8 @@ pub struct ApiState {
     pub store_url: String,
     /// The live console's dispatches.
     pub console: crate::master::console::Console,
+    /// Plugin variables.
+    pub vars: Arc<crate::master::vars::Vars>,
 }
 
 /// A turn per tenant, striped: changes to one tenant's state are stored

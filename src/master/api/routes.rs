@@ -9,7 +9,7 @@
 
 use super::{
     ApiError, ApiState, MAX_FILTER_BYTES, access, auth, catalogue, kv, live, stream, system,
-    tenants,
+    tenants, vars,
 };
 use axum::Router;
 use axum::http::{Method, StatusCode};
@@ -89,6 +89,13 @@ fn v1_routes(r: Routes) -> Routes {
             M::DELETE,
             "/api/v1/plugins/{name}",
             catalogue::delete_plugin,
+        )
+        .add(M::GET, "/api/v1/plugins/{name}/vars", vars::list_vars)
+        .add(M::PUT, "/api/v1/plugins/{name}/vars/{var}", vars::put_var)
+        .add(
+            M::DELETE,
+            "/api/v1/plugins/{name}/vars/{var}",
+            vars::delete_var,
         )
         .add(M::GET, "/api/v1/filters", catalogue::list_filters)
         .add_with(

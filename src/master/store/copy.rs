@@ -4,7 +4,8 @@
 //!
 //! The destination must be empty: a copy never merges two histories. KV
 //! records keep their times, global entries their owners, tokens their
-//! hashes and revocations, tenant states and uploads their bytes. Audit
+//! hashes and revocations, tenant states and uploads their bytes, plugin
+//! variables their sealed values (copy `secrets.key` with them). Audit
 //! entries keep their order and contents; their `seq` numbers are the new
 //! store's (each backend numbers its own log). Writes go 64 at a time, so
 //! the destination's group commit (or PostgreSQL's connections) carry
@@ -33,6 +34,7 @@ pub struct Copied {
     pub tenant_states: u64,
     pub catalogue: u64,
     pub tokens: u64,
+    pub vars: u64,
     pub audit: u64,
 }
 
@@ -51,6 +53,7 @@ pub fn is_empty(store: &dyn Store) -> Result<bool, StoreError> {
         && store.tenant_states(&|_| true)?.is_empty()
         && store.catalogue_entries()?.is_empty()
         && store.tokens()?.is_empty()
+        && store.vars()?.is_empty()
         && store.audit(None, 1)?.is_empty())
 }
 
@@ -114,6 +117,13 @@ pub async fn copy(from: &dyn Store, to: &dyn Store) -> Result<Copied, StoreError
     n.tokens = tokens.len() as u64;
     for token in &tokens {
         to.put_token(token).await?;
+    }
+    // Sealed secrets go as they are: the destination's master needs the
+    // source's secrets.key to open them.
+    let vars = tokio::task::block_in_place(|| from.vars())?;
+    n.vars = vars.len() as u64;
+    for var in &vars {
+        to.put_var(var).await?;
     }
     // In order, one at a time: the log's order is its meaning.
     let mut after = None;

@@ -210,6 +210,54 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every audit entry up to `seq`, that one included
     /// ([`crate::master::audit_retention`] chooses it).
     fn audit_delete_through(&self, seq: u64) -> StoreFuture<'_, ()>;
+
+    /// Every plugin variable that has a value ([`crate::master::vars`]).
+    fn vars(&self) -> Result<Vec<StoredVar>, StoreError>;
+    /// Stores a variable's value, or replaces the one of its key.
+    fn put_var<'a>(&'a self, var: &'a StoredVar) -> StoreFuture<'a, ()>;
+    /// Forgets the value under `key`; whether there was one.
+    fn delete_var<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+}
+
+/// A plugin variable's value as the store keeps it: a secret's sealed
+/// ([`crate::master::vars`]), any other as it is.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredVar {
+    /// The plugin that declares it.
+    pub plugin: String,
+    /// The tenant it is set for; `None`: the plugin's own value.
+    pub tenant: Option<Tenant>,
+    /// Its name.
+    pub name: String,
+    /// Whether `value` is sealed.
+    pub secret: bool,
+    /// The value's bytes (nonce and ciphertext for a secret).
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+impl StoredVar {
+    /// Where it is kept: plugin, tenant and name, NUL-separated. Plugin and
+    /// variable names hold no NUL, so they are the first and the last part
+    /// whatever the tenant holds; the tenant's type length keeps `a:b:c`
+    /// of type `a` apart from type `a:b`.
+    pub fn key(plugin: &str, tenant: Option<&Tenant>, name: &str) -> String {
+        match tenant {
+            None => format!("{plugin}\0\0{name}"),
+            Some(t) => format!("{plugin}\0{}\0{}\0{name}", t.kind.len(), t),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoredVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredVar")
+            .field("plugin", &self.plugin)
+            .field("tenant", &self.tenant)
+            .field("name", &self.name)
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An API token as the store keeps it: what is listed, and the SHA-256 of

@@ -438,7 +438,11 @@ impl Tenants {
                         .timeout_ms
                         .map(|ms| Instant::now() + Duration::from_millis(ms));
                     let deadline = limit.map_or(deadline, |l| l.min(deadline));
-                    let result = match self.filtered(&catalogue, &plugin, tenant, &event, request) {
+                    let missing = self.services.vars.missing(&plugin.manifest, tenant);
+                    let result = match missing.map_or_else(
+                        || self.filtered(&catalogue, &plugin, tenant, &event, request),
+                        |name| Err(not_configured(&plugin.manifest.name, name)),
+                    ) {
                         Err(refusal) => Err(refusal),
                         Ok(event) => match self.vm(tenant, slot) {
                             Ok(vm) => {
@@ -556,3 +560,11 @@ const EVICT_FOR_ROOM: usize = 8;
 
 #[cfg(test)]
 mod tests;
+
+/// The answer of a plugin that lacks required variable `name`.
+fn not_configured(plugin: &str, name: &str) -> RemoteError {
+    RemoteError::new(
+        ErrorKind::NotConfigured,
+        format!("plugin {plugin} needs variable {name}: meshplay vars set {plugin} {name} VALUE"),
+    )
+}

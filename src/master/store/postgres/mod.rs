@@ -19,6 +19,7 @@
 //! | `catalogue` | `plugin/<name>`, `filter/<name>` | bytes |
 //! | `tokens` | id | the stored token |
 //! | `audit` | seq | the entry |
+//! | `vars` | plugin, tenant, name ([`StoredVar::key`]) | the stored variable |
 //!
 //! Scopes and keys are `bytea`, so they order byte by byte as in sled
 //! (`Find` pages the same way on both) and may hold any byte, NUL
@@ -28,107 +29,17 @@
 
 use super::keys::{decode, encode, prefix_end};
 use super::pager::Pager;
-use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken};
+use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken, StoredVar};
 use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry, TenantStatesPage};
 use crate::mesophyll::message::{Tenant, TenantState};
 use crate::rest::AuditEntry;
+mod connection;
 pub mod schema;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use std::future::Future;
-use std::str::FromStr;
+pub use connection::PostgresStore;
 
 /// Records a `kv_scan` reads per round trip.
 const PAGE: i64 = 256;
-
-/// Connections in the pool: enough for the DB endpoints' concurrency on a
-/// small server without crowding PostgreSQL's default 100.
-const POOL_SIZE: usize = 16;
-
-/// How long a new connection may take (unless the URL says).
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// How long a call waits for a free connection of the pool.
-const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        // The server's message says what went wrong; its Display alone is
-        // often just "db error".
-        match e.as_db_error() {
-            Some(db) => StoreError::Backend(format!("postgres: {}", db.message())),
-            None => StoreError::Backend(format!("postgres: {}", crate::report::chain(&e))),
-        }
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for StoreError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        match e {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
-            e => StoreError::Backend(format!("postgres pool: {e}")),
-        }
-    }
-}
-
-/// The PostgreSQL backend.
-pub struct PostgresStore {
-    pool: Pool,
-}
-
-impl PostgresStore {
-    /// Connects to `url` (`postgres://user[:password]@host[:port]/db`, or
-    /// any form tokio-postgres takes) and brings the schema up to date.
-    ///
-    /// Fails when the URL does not parse, the server cannot be reached or
-    /// refuses the login, or a migration fails (then nothing of it stays:
-    /// each runs in one transaction).
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| StoreError::Backend(format!("postgres URL: {e}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        let manager = Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        // A database that is down or saturated fails requests within these,
-        // as a store error, rather than holding them.
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(POOL_WAIT))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let store = PostgresStore { pool };
-        schema::migrate(&store.pool).await?;
-        Ok(store)
-    }
-
-    /// Runs `f` to its end from synchronous code (the trait's reads):
-    /// they are called on blocking threads, where waiting is allowed.
-    fn wait<T>(&self, f: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| StoreError::Backend("postgres store used outside the runtime".into()))?;
-        tokio::task::block_in_place(|| handle.block_on(f))
-    }
-
-    async fn query(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        Ok(client.query(&statement, params).await?)
-    }
-}
 
 fn kv_record(row: &tokio_postgres::Row) -> Result<KvRecord, StoreError> {
     let text = |i: usize| {
@@ -563,6 +474,27 @@ impl Store for PostgresStore {
             self.query("DELETE FROM tokens WHERE id = $1", &[&id])
                 .await?;
             Ok(())
+        })
+    }
+
+    fn vars(&self) -> Result<Vec<StoredVar>, StoreError> {
+        let rows = self.wait(self.query("SELECT var FROM vars ORDER BY key", &[]))?;
+        rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
+    }
+
+    fn put_var<'a>(&'a self, var: &'a StoredVar) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let key = StoredVar::key(&var.plugin, var.tenant.as_ref(), &var.name);
+            let sql = "INSERT INTO vars VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET var = excluded.var";
+            self.query(sql, &[&key.as_bytes(), &encode(var)]).await?;
+            Ok(())
+        })
+    }
+
+    fn delete_var<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let sql = "DELETE FROM vars WHERE key = $1 RETURNING 1";
+            Ok(!self.query(sql, &[&key.as_bytes()]).await?.is_empty())
         })
     }
 

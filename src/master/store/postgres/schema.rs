@@ -11,9 +11,10 @@ const MIGRATION_LOCK: i64 = 0x6d65_7368_706c_6179; // "meshplay"
 
 /// The schema, one step per version; a database at version N gets the
 /// steps after N. A step, once released, never changes.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
     CREATE TABLE kv (
         tenant_type text COLLATE "C" NOT NULL,
         tenant_id text COLLATE "C" NOT NULL,
@@ -44,7 +45,14 @@ pub const MIGRATIONS: &[(i32, &str)] = &[(
     CREATE TABLE audit (seq bigint PRIMARY KEY, entry bytea NOT NULL);
     CREATE SEQUENCE audit_seq START 1;
     "#,
-)];
+    ),
+    (
+        2,
+        r#"
+    CREATE TABLE vars (key bytea PRIMARY KEY, var bytea NOT NULL);
+    "#,
+    ),
+];
 
 /// Applies the migrations the database lacks; returns its version.
 pub async fn migrate(pool: &Pool) -> Result<i32, StoreError> {

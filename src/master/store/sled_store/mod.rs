@@ -7,7 +7,7 @@ use super::keys::{
     tenant_prefix,
 };
 use super::pager::Pager;
-use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken};
+use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken, StoredVar};
 use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry, TenantStatesPage};
 use crate::mesophyll::message::{Tenant, TenantState};
 use crate::rest::AuditEntry;
@@ -26,6 +26,7 @@ pub struct SledStore {
     states: sled::Tree,
     catalogue: sled::Tree,
     tokens: sled::Tree,
+    vars: sled::Tree,
     /// Keyed by `seq`, big-endian, so that iteration is log order.
     audit: sled::Tree,
     /// Hands out audit `seq`s (sled's own id generator: rising, never
@@ -51,6 +52,7 @@ impl SledStore {
         let states = db.open_tree("tenant_states")?;
         let catalogue = db.open_tree("catalogue")?;
         let tokens = db.open_tree("tokens")?;
+        let vars = db.open_tree("vars")?;
         let audit = db.open_tree("audit")?;
         let flushed = db.clone();
         let files = std::sync::Arc::new(FileSync::open(dir)?);
@@ -64,6 +66,7 @@ impl SledStore {
             states,
             catalogue,
             tokens,
+            vars,
             audit,
             db,
             commit,
@@ -351,6 +354,26 @@ impl Store for SledStore {
         Box::pin(async move {
             self.tokens.remove(id.as_bytes())?;
             self.commit.durable().await
+        })
+    }
+
+    fn vars(&self) -> Result<Vec<StoredVar>, StoreError> {
+        self.vars.iter().map(|item| decode(&item?.1)).collect()
+    }
+
+    fn put_var<'a>(&'a self, var: &'a StoredVar) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let key = StoredVar::key(&var.plugin, var.tenant.as_ref(), &var.name);
+            self.vars.insert(key.as_bytes(), encode(var))?;
+            self.commit.durable().await
+        })
+    }
+
+    fn delete_var<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let existed = self.vars.remove(key.as_bytes())?.is_some();
+            self.commit.durable().await?;
+            Ok(existed)
         })
     }
 
