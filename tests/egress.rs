@@ -427,3 +427,85 @@ async fn an_operator_can_turn_egress_off_for_the_fleet() {
     );
     assert_eq!(up.hits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_relay_example_posts_with_its_secret_and_keeps_the_answer() {
+    // The tour's upstream, the binary's own echo server, on a free port
+    // instead of the example's 8099.
+    let addr = common::free_addr();
+    let _echo = common::Guard(
+        std::process::Command::new(common::EXE)
+            .args(["echo-server", "--addr", &addr])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let m = with_loopback_open(&[]).await;
+    let c = &m.client;
+    let dir = common::plugins_dir().join("webhook-relay");
+    let manifest = std::fs::read_to_string(dir.join("plugin.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8099", &addr);
+    let code = std::fs::read_to_string(dir.join("init.luau")).unwrap();
+    c.put_plugin("webhook-relay", &upload(&manifest, &code))
+        .await
+        .unwrap();
+
+    let res = call(
+        c,
+        "webhook-relay",
+        "relay",
+        json!({ "text": "deploy finished" }),
+    )
+    .await;
+    assert_eq!(res["error"], "not_configured", "{res}");
+    let key = "sk-demo-4b1d";
+    let (status, _, err) = {
+        let mut child = std::process::Command::new(common::EXE)
+            .args(["vars", "set", "webhook-relay", "api_key", "-"])
+            .env("MESHPLAY_DATA_DIR", m.data_dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(key.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(status, Some(0), "{err}");
+
+    let res = common::eventually(Duration::from_secs(10), "the echo server", || async {
+        let res = call(
+            c,
+            "webhook-relay",
+            "relay",
+            json!({ "text": "deploy finished" }),
+        )
+        .await;
+        (res["status"] == 200).then_some(res)
+    })
+    .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let last = call(c, "webhook-relay", "last_delivery", json!({})).await;
+    let answer = &last["last"]["answer"];
+    assert_eq!(answer["method"], "POST", "{last}");
+    assert_eq!(answer["body"]["data"]["text"], "deploy finished", "{last}");
+    let names = answer["header_names"].as_array().unwrap();
+    assert!(
+        names.iter().any(|n| n == "x-api-key") && names.iter().any(|n| n == "x-signature"),
+        "{last}"
+    );
+    assert!(!last.to_string().contains(key), "{last}");
+    assert!(!m.log().contains(key));
+}

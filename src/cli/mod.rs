@@ -20,6 +20,7 @@ mod bench;
 mod bulk;
 mod catalogue;
 mod config;
+mod echo_server;
 mod join;
 mod kv;
 mod runtime;
@@ -108,6 +109,9 @@ enum Command {
     /// Measure throughput, latency and memory against the raw limits.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Answer every HTTP request with what it received (method, path,
+    /// header names, body): an API to try plugins' http.fetch against.
+    EchoServer(echo_server::EchoServerArgs),
     /// Mint, list and revoke API tokens (admin).
     #[command(subcommand)]
     Tokens(access::TokensCommand),
@@ -281,6 +285,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plugins(p) => catalogue::plugins(p).await,
         Command::Filters(f) => catalogue::filters(f).await,
         Command::Bench(b) => bench::bench(b).await,
+        Command::EchoServer(a) => echo_server::echo_server(a).await,
         Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         Command::Tokens(t) => access::tokens(t).await,
         Command::JoinToken(t) => access::join_tokens(t).await,
