@@ -57,7 +57,11 @@ async fn the_state_lives_in_the_database_and_the_schema_is_migrated_once() {
     assert_eq!(r.map(|r| r.value), Some(json!({"x": 1})));
     let versions = sql(&url, "SELECT version FROM meshplay_schema").await;
     let versions: Vec<i32> = versions.iter().map(|r| r.get(0)).collect();
-    assert_eq!(versions, [1]);
+    let steps: Vec<i32> = meshplay::master::store::postgres::schema::MIGRATIONS
+        .iter()
+        .map(|(v, _)| *v)
+        .collect();
+    assert_eq!(versions, steps, "each step once, in order");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
