@@ -39,6 +39,7 @@ fn server_messages() -> Vec<(&'static str, ServerMessage)> {
                 heartbeat_interval_ms: 1000,
                 heartbeat_timeout_ms: 5000,
                 egress: None,
+                max_event_hops: None,
             },
         ),
         (
@@ -113,6 +114,7 @@ fn client_messages() -> Vec<(&'static str, ClientMessage)> {
                 filters: vec![],
                 filter_metrics: vec![],
                 egress: vec![],
+                hop_limited: 0,
             },
         ),
     ]

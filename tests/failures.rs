@@ -229,6 +229,7 @@ async fn garbage_frames_are_counted_and_do_not_close_the_connection() {
         filters: vec![],
         filter_metrics: vec![],
         egress: vec![],
+        hop_limited: 0,
     })
     .unwrap();
     ws.send(Message::binary(vec![0xc1, 0xff, 0x00]))

@@ -9,6 +9,7 @@
 //! operations = [            # optional: what it offers, for the
 //!   { name = "sign", description = "Sign the guestbook" },  # capability registry
 //! ]
+//! emits_to = ["guild"]      # optional: tenant types events.emit_to may reach
 //! allowed_hosts = ["https://api.example.com"]  # optional: what http.fetch
 //!                           # may reach (see allowed_host); none when absent
 //! [variables]               # optional: settings operators give it
@@ -63,6 +64,10 @@ pub struct Manifest {
     /// The origins `http.fetch` may reach; empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_hosts: Vec<AllowedHost>,
+    /// The tenant types `events.emit_to` may send to (its own tenant it
+    /// may always: `events.emit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emits_to: Vec<String>,
     /// The settings operators give the plugin (`meshplay vars set`), by
     /// name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

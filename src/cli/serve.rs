@@ -11,7 +11,7 @@ use crate::master::tls::CertSource;
 use crate::master::{self, MasterConfig};
 use crate::mesophyll::auth::{PARENT_ENV, TOKEN_ENV};
 use crate::mesophyll::hub::HubConfig;
-use crate::mesophyll::message::EgressPolicy;
+use crate::mesophyll::message::{DEFAULT_MAX_EVENT_HOPS, EgressPolicy};
 use crate::mesophyll::uplink::{CONNECT_TIMEOUT, UplinkConfig};
 use crate::tls::{TlsClient, Trust};
 use crate::worker::filters::FilterLimits;
@@ -186,6 +186,10 @@ pub(super) struct ServeArgs {
     pub(super) insecure: bool,
     #[command(flatten)]
     pub(super) egress: EgressArgs,
+    /// How many handlers may emit an event in a row (`events.emit`); the
+    /// emit past it raises, so plugins that answer each other stop.
+    #[arg(long, default_value_t = DEFAULT_MAX_EVENT_HOPS, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(super) max_event_hops: u32,
 }
 
 /// What every worker's `http.fetch` may do (sent to joined workers too).
@@ -410,6 +414,7 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
             heartbeat_timeout: Duration::from_millis(args.heartbeat_timeout_ms),
             send_queue_bytes: (args.worker_queue_mb * 1024 * 1024) as usize,
             egress: args.egress.policy(),
+            max_event_hops: args.max_event_hops,
             ..HubConfig::default()
         },
         supervisor,

@@ -45,6 +45,8 @@ pub struct DbState {
     pub metrics: Arc<crate::master::metrics::Metrics>,
     /// Plugin variables.
     pub vars: Arc<crate::master::vars::Vars>,
+    /// How many handlers may emit an event in a row.
+    pub max_event_hops: u32,
 }
 
 /// The `/db/...` routes.
@@ -57,6 +59,7 @@ pub fn router(state: Arc<DbState>) -> Router {
         .route("/db/global-kv", post(global))
         .route("/db/catalogue", get(catalogue))
         .route("/db/vars", get(vars))
+        .route("/db/events", post(crate::master::emitted::events))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DB_BODY_BYTES))
         .with_state(state)
 }
@@ -69,7 +72,7 @@ pub struct EndpointError {
 }
 
 impl EndpointError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         EndpointError {
             status,
             body: DbErrorBody {
@@ -123,12 +126,12 @@ fn msgpack<T: Serialize>(status: StatusCode, v: &T) -> Response {
         .into_response()
 }
 
-fn ok<T: Serialize>(v: &T) -> Response {
+pub(super) fn ok<T: Serialize>(v: &T) -> Response {
     msgpack(StatusCode::OK, v)
 }
 
 /// Checks the caller's credentials; returns its worker id.
-fn caller(state: &DbState, headers: &HeaderMap) -> Result<u32, EndpointError> {
+pub(super) fn caller(state: &DbState, headers: &HeaderMap) -> Result<u32, EndpointError> {
     state
         .hub
         .authenticate(&Credentials::read(headers, None))
@@ -155,7 +158,7 @@ fn caller_for(
 }
 
 /// Checks that `tenant` belongs to worker `id`'s shard.
-fn owned(state: &DbState, id: u32, tenant: &Tenant) -> Result<(), EndpointError> {
+pub(super) fn owned(state: &DbState, id: u32, tenant: &Tenant) -> Result<(), EndpointError> {
     let owner = shard::worker_for(tenant, state.workers);
     if owner == id {
         Ok(())
@@ -168,7 +171,7 @@ fn owned(state: &DbState, id: u32, tenant: &Tenant) -> Result<(), EndpointError>
     }
 }
 
-fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EndpointError> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EndpointError> {
     rmp_serde::from_slice(bytes).map_err(|e| EndpointError::bad(format!("malformed body: {e}")))
 }
 

@@ -79,6 +79,7 @@ pub struct Metrics {
     dispatches: Family<ResultLabel, Counter>,
     dispatch_seconds: Family<ResultLabel, Histogram>,
     scripts: Family<ResultLabel, Counter>,
+    emitted: Family<ResultLabel, Counter>,
     kv: Family<OpLabel, Counter>,
     kv_seconds: Family<OpLabel, Histogram>,
     supervisor: Arc<OnceLock<Arc<Supervisor>>>,
@@ -140,6 +141,12 @@ impl Metrics {
             "RunScript requests by result: ok or the error's code",
             scripts.clone(),
         );
+        let emitted = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "emitted_events",
+            "Events handlers emitted (events.emit), by result: queued to the owning worker, or the error's code",
+            emitted.clone(),
+        );
         let kv = Family::<OpLabel, Counter>::default();
         registry.register(
             "kv_operations",
@@ -164,6 +171,7 @@ impl Metrics {
             dispatches,
             dispatch_seconds,
             scripts,
+            emitted,
             kv,
             kv_seconds,
             supervisor,
@@ -276,6 +284,12 @@ impl Metrics {
     /// Counts one script that ended with `result`.
     pub fn scripted(&self, result: &str) {
         self.scripts.get_or_create(&ResultLabel::of(result)).inc();
+    }
+
+    /// Counts one emitted event that ended with `result` (`queued`, or
+    /// why not).
+    pub fn emitted(&self, result: &str) {
+        self.emitted.get_or_create(&ResultLabel::of(result)).inc();
     }
 
     /// Counts one KV operation of kind `op` that took `elapsed`.
@@ -420,6 +434,14 @@ impl Collector for Fleet {
                     (labels, ConstCounter::new(f.calls))
                 })
             }),
+        )?;
+        family(
+            &mut encoder,
+            "event_hop_limit",
+            "events.emit calls refused for the hop limit (serve --max-event-hops), by worker, since the worker started",
+            connected
+                .iter()
+                .map(|w| (slot(w.id), ConstCounter::new(w.load.hop_limited))),
         )?;
         family(
             &mut encoder,

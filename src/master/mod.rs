@@ -25,6 +25,7 @@ pub mod console;
 pub mod dashboard;
 pub mod datadir;
 pub mod db;
+pub mod emitted;
 pub mod joins;
 pub mod metrics;
 pub mod port;
@@ -348,6 +349,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     let vars = Arc::new(vars::Vars::open(&dir, Arc::clone(&store))?);
     let db_state = Arc::new(db::DbState {
         vars: Arc::clone(&vars),
+        max_event_hops: config.hub.max_event_hops,
         hub: Arc::clone(&hub),
         store: Arc::clone(&store),
         workers: config.workers,

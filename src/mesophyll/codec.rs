@@ -103,6 +103,7 @@ mod tests {
                     master_addrs: vec!["127.0.0.1:9081".parse().unwrap()],
                     ..EgressPolicy::default()
                 }),
+                max_event_hops: Some(8),
             },
             ServerMessage::DispatchEvent {
                 req_id: Some(u64::MAX),
@@ -183,6 +184,7 @@ mod tests {
                     outcome: "egress_denied".into(),
                     calls: 1,
                 }],
+                hop_limited: 3,
             },
         ]
     }
@@ -233,6 +235,7 @@ mod tests {
                 filters: vec![],
                 filter_metrics: vec![],
                 egress: vec![],
+                hop_limited: 0,
             }
         );
     }
@@ -323,6 +326,7 @@ mod properties {
                 name,
                 data: data.into(),
                 headers,
+                hops: 0,
             })
     }
 
@@ -346,6 +350,7 @@ mod properties {
                     heartbeat_interval_ms: i,
                     heartbeat_timeout_ms: t,
                     egress: None,
+                    max_event_hops: None,
                 }
             }),
             (any::<Option<u64>>(), tenant(), event(), any::<u64>()).prop_map(|(r, t, e, d)| {
@@ -416,6 +421,7 @@ mod properties {
                     filters: vec![],
                     filter_metrics: vec![],
                     egress: vec![],
+                    hop_limited: 0,
                 }
             }),
         ]

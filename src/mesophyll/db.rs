@@ -10,6 +10,7 @@
 //! POST /db/global-kv?tenant_type=&tenant_id=  GlobalOp -> GlobalReply
 //! GET  /db/catalogue                              -> CatalogueSnapshot
 //! GET  /db/vars                                   -> Vec<VarValue>
+//! POST /db/events                Vec<EmittedEvent> -> EmitReply
 //! ```
 //!
 //! Every call carries the worker's id and token (the same headers as the
@@ -20,7 +21,7 @@
 //!
 //! [`crate::mesophyll::db_client`] is the worker's side.
 
-use crate::mesophyll::message::{Tenant, TenantState};
+use crate::mesophyll::message::{Event, Tenant, TenantState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -89,6 +90,30 @@ pub fn check_state(state: &TenantState) -> Result<(), StateProblem> {
         )));
     }
     Ok(())
+}
+
+/// An event a handler emitted (`events.emit`), on its way through the
+/// master to the worker that owns `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmittedEvent {
+    /// The tenant whose handler emitted it (the caller's shard's).
+    pub from: Tenant,
+    /// The plugin that emitted it.
+    pub plugin: String,
+    /// Where it goes.
+    pub to: Tenant,
+    /// The event, its `hops` counted.
+    pub event: Event,
+}
+
+/// The answer to `POST /db/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmitReply {
+    /// Events queued to their workers.
+    pub queued: u32,
+    /// Events that could not be (their worker unavailable or its queue
+    /// full); they are counted and logged by the master.
+    pub dropped: u32,
 }
 
 /// A plugin variable's value, as a worker gets it (`GET /db/vars`): the

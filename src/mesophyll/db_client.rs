@@ -9,8 +9,8 @@
 use crate::http::HttpClient;
 use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::db::{
-    CatalogueSnapshot, DbErrorBody, GlobalOp, GlobalReply, KvOp, KvReply, PublicGlobalOp,
-    TenantStateEntry, TenantStatesPage, VarValue,
+    CatalogueSnapshot, DbErrorBody, EmitReply, EmittedEvent, GlobalOp, GlobalReply, KvOp, KvReply,
+    PublicGlobalOp, TenantStateEntry, TenantStatesPage, VarValue,
 };
 use crate::mesophyll::message::Tenant;
 use crate::tls::TlsClient;
@@ -122,6 +122,17 @@ impl DbClient {
     /// own values and the overrides of the tenants of its shard.
     pub async fn vars(&self, deadline: Duration) -> Result<Vec<VarValue>, DbClientError> {
         self.call(Method::GET, "/db/vars".into(), None::<&()>, deadline)
+            .await
+    }
+
+    /// Hands what a handler emitted to the master, which queues each event
+    /// to the worker that owns its tenant.
+    pub async fn emit(
+        &self,
+        events: &[EmittedEvent],
+        deadline: Duration,
+    ) -> Result<EmitReply, DbClientError> {
+        self.call(Method::POST, "/db/events".into(), Some(&events), deadline)
             .await
     }
 

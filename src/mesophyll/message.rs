@@ -60,7 +60,19 @@ pub struct Event {
     /// wire when empty, so events without them encode as before.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// How many handlers emitted it in a row (`events.emit`): 0 for an
+    /// event from outside. Absent from the wire when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub hops: u32,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How many handlers may emit an event in a row unless `serve
+/// --max-event-hops` says otherwise.
+pub const DEFAULT_MAX_EVENT_HOPS: u32 = 8;
 
 /// Master -> worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,6 +92,10 @@ pub enum ServerMessage {
         /// no egress.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         egress: Option<EgressPolicy>,
+        /// How many handlers may emit an event in a row
+        /// ([`DEFAULT_MAX_EVENT_HOPS`] when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_event_hops: Option<u32>,
     },
     /// Run every plugin that handles `event` for `tenant`.
     DispatchEvent {
@@ -204,6 +220,10 @@ pub enum ClientMessage {
         /// outcome.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         egress: Vec<EgressCalls>,
+        /// `events.emit` calls refused for the hop limit, since the worker
+        /// started.
+        #[serde(default)]
+        hop_limited: u64,
     },
 }
 
@@ -453,4 +473,6 @@ pub struct LoadFigures {
     pub filter_metrics: Vec<FilterMetric>,
     /// `http.fetch` calls since the worker started.
     pub egress: Vec<EgressCalls>,
+    /// `events.emit` calls refused for the hop limit.
+    pub hop_limited: u64,
 }

@@ -16,7 +16,8 @@ use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::budget::ByteBudget;
 use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
 use crate::mesophyll::message::{
-    ClientMessage, EgressPolicy, LoadFigures, PROTOCOL_VERSION, RemoteError, ServerMessage,
+    ClientMessage, DEFAULT_MAX_EVENT_HOPS, EgressPolicy, LoadFigures, PROTOCOL_VERSION,
+    RemoteError, ServerMessage,
 };
 use crate::mesophyll::packed::Packed;
 use crate::mesophyll::writer::{BatchEnd, Batched, write_batch};
@@ -218,6 +219,7 @@ fn heartbeat_frame(handler: &dyn Handler, bad_frames: &BadFrames) -> Result<Vec<
         filters: load.filters.clone(),
         filter_metrics,
         egress: load.egress.clone(),
+        hop_limited: load.hop_limited,
     };
     codec::encode(&beat(load.filter_metrics.clone())).or_else(|e| {
         tracing::warn!("the heartbeat is sent without its filter metrics: {e}");
@@ -349,6 +351,8 @@ pub struct Welcome {
     /// What `http.fetch` may do ([`EgressPolicy::off`] from a master that
     /// does not say).
     pub egress: EgressPolicy,
+    /// How many handlers may emit an event in a row.
+    pub max_event_hops: u32,
 }
 
 /// Waits for the master's `Hello`; everything else waits for it.
@@ -364,6 +368,7 @@ where
                     heartbeat_interval_ms,
                     heartbeat_timeout_ms,
                     egress,
+                    max_event_hops,
                     ..
                 }) => {
                     if protocol != PROTOCOL_VERSION {
@@ -376,6 +381,7 @@ where
                         heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(10)),
                         heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms.max(100)),
                         egress: egress.unwrap_or_else(EgressPolicy::off),
+                        max_event_hops: max_event_hops.unwrap_or(DEFAULT_MAX_EVENT_HOPS),
                     });
                 }
                 _ => return Err(SessionError::Retry("first frame was not Hello".into())),
@@ -480,6 +486,7 @@ mod tests {
                 heartbeat_interval_ms: 50,
                 heartbeat_timeout_ms: 300,
                 egress: None,
+                max_event_hops: None,
             })
             .unwrap();
             ws.send(Message::Binary(hello.into())).await.unwrap();

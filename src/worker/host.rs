@@ -50,6 +50,10 @@ pub fn install(
     globals.set("filters", filters_table(lua, tenant, clock, services)?)?;
     crate::worker::stdlib::install(lua, &globals)?;
     globals.set(
+        "events",
+        crate::worker::events::table(lua, tenant, invocation, services)?,
+    )?;
+    globals.set(
         "vars",
         crate::worker::vars::table(lua, tenant, invocation, &services.vars)?,
     )?;

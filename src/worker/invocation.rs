@@ -9,6 +9,7 @@
 //! the script, says which plugin is running.
 
 use crate::catalogue::plugin::Plugin;
+use crate::mesophyll::message::{Event, Tenant};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -16,8 +17,10 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 pub struct Invocation {
     plugin: Mutex<Option<Arc<Plugin>>>,
+    hops: AtomicU32,
     fetches: AtomicU32,
     fetching: Arc<AtomicU32>,
+    emitted: Mutex<Vec<(Tenant, Event)>>,
 }
 
 /// What a call may not go past: fetches made, fetches in flight.
@@ -37,10 +40,45 @@ impl Invocation {
         Arc::default()
     }
 
-    /// A new call begins, for `plugin` (`None`: a script).
-    pub fn begin(&self, plugin: Option<&Arc<Plugin>>) {
+    /// A new call begins, for `plugin` (`None`: a script), handling an
+    /// event that `hops` handlers emitted in a row before. Whatever the
+    /// last call emitted and nobody took is dropped.
+    pub fn begin(&self, plugin: Option<&Arc<Plugin>>, hops: u32) {
         *self.plugin.lock().unwrap() = plugin.cloned();
+        self.hops.store(hops, Ordering::Relaxed);
         self.fetches.store(0, Ordering::Relaxed);
+        self.emitted.lock().unwrap().clear();
+    }
+
+    /// How many handlers emitted the event this call handles, in a row.
+    pub fn hops(&self) -> u32 {
+        self.hops.load(Ordering::Relaxed)
+    }
+
+    /// Queues `event` for `to`, to be sent once the call succeeds; `limit`
+    /// events a call at most (`Err` past it, with the limit).
+    pub fn emit(&self, to: Tenant, event: Event, limit: usize) -> Result<(), usize> {
+        let mut emitted = self.emitted.lock().unwrap();
+        if emitted.len() >= limit {
+            return Err(limit);
+        }
+        emitted.push((to, event));
+        Ok(())
+    }
+
+    /// The data bytes queued so far.
+    pub fn emitted_bytes(&self) -> usize {
+        self.emitted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.data.as_bytes().len())
+            .sum()
+    }
+
+    /// What the call emitted (the call succeeded: now it may go).
+    pub fn take_emitted(&self) -> Vec<(Tenant, Event)> {
+        std::mem::take(&mut *self.emitted.lock().unwrap())
     }
 
     /// The plugin the call runs for.
@@ -80,7 +118,7 @@ mod tests {
     #[test]
     fn a_call_counts_its_fetches_and_a_tenant_its_slots() {
         let call = Invocation::new();
-        call.begin(None);
+        call.begin(None, 0);
         let a = call.start_fetch(3, 2).unwrap();
         let b = call.start_fetch(3, 2).unwrap();
         assert!(matches!(
@@ -88,13 +126,13 @@ mod tests {
             Err(Exhausted::InFlight(2))
         ));
         assert!(matches!(call.start_fetch(3, 2), Err(Exhausted::Calls(3))));
-        call.begin(None);
+        call.begin(None, 0);
         assert!(matches!(
             call.start_fetch(3, 2),
             Err(Exhausted::InFlight(2))
         ));
         drop((a, b));
-        call.begin(None);
+        call.begin(None, 0);
         assert!(call.start_fetch(3, 2).is_ok());
     }
 }

@@ -19,6 +19,7 @@
 //! orphans.
 
 pub mod egress;
+pub mod events;
 pub mod filters;
 pub mod host;
 pub mod invocation;
@@ -481,6 +482,7 @@ impl Handler for Worker {
 
     fn connected(&self, welcome: &Welcome) {
         self.services.egress.set_policy(&welcome.egress);
+        self.services.set_max_event_hops(welcome.max_event_hops);
         if self.first_connect.swap(false, Ordering::Relaxed) {
             return;
         }
@@ -512,6 +514,7 @@ impl Handler for Worker {
             filters: self.services.filter_calls(),
             filter_metrics: self.services.filter_metrics(),
             egress: self.services.egress.calls(),
+            hop_limited: self.services.hop_limited(),
         }
     }
 }

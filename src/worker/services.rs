@@ -7,6 +7,7 @@
 
 use crate::catalogue::manifest::DEFAULT_FILTER_TIMEOUT;
 use crate::mesophyll::db_client::DbClient;
+use crate::mesophyll::message::DEFAULT_MAX_EVENT_HOPS;
 use crate::mesophyll::message::{FilterCalls, FilterMetric};
 use crate::worker::egress::Egress;
 use crate::worker::filters::proxy::shared::MetricKind;
@@ -14,6 +15,7 @@ use crate::worker::filters::{FilterEngine, FilterError, FilterInput, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
 use crate::worker::vars::VarsBook;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -32,6 +34,11 @@ pub struct Services {
     pub egress: Egress,
     /// Plugin variables, as the master last handed them.
     pub vars: Arc<VarsBook>,
+    /// How many handlers may emit an event in a row (the master's
+    /// `Hello`).
+    max_event_hops: AtomicU32,
+    /// Emits refused for that limit, since the worker started.
+    hop_limited: AtomicU64,
     catalogue: RwLock<Arc<LoadedCatalogue>>,
     /// Filter calls since the worker started, by filter and then by
     /// [`OUTCOMES`]: what the heartbeats carry to the master's metrics.
@@ -52,6 +59,8 @@ impl Services {
             engine,
             egress: Egress::default(),
             vars: Arc::default(),
+            max_event_hops: AtomicU32::new(DEFAULT_MAX_EVENT_HOPS),
+            hop_limited: AtomicU64::new(0),
             catalogue: RwLock::new(Arc::new(catalogue)),
             calls: Mutex::default(),
         })
@@ -60,6 +69,26 @@ impl Services {
     /// Services with no store, no filters and no plugins (unit tests).
     pub fn bare() -> Arc<Self> {
         Self::new(0, None, None, LoadedCatalogue::default())
+    }
+
+    /// How many handlers may emit an event in a row.
+    pub fn max_event_hops(&self) -> u32 {
+        self.max_event_hops.load(Ordering::Relaxed)
+    }
+
+    /// Takes the master's hop limit.
+    pub fn set_max_event_hops(&self, hops: u32) {
+        self.max_event_hops.store(hops, Ordering::Relaxed);
+    }
+
+    /// Counts an emit refused for the hop limit.
+    pub fn note_hop_limited(&self) {
+        self.hop_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Emits refused for the hop limit since the worker started.
+    pub fn hop_limited(&self) -> u64 {
+        self.hop_limited.load(Ordering::Relaxed)
     }
 
     /// The catalogue now.

@@ -102,6 +102,7 @@ impl Hub {
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             heartbeat_timeout_ms: self.config.heartbeat_timeout.as_millis() as u64,
             egress: Some(self.config.egress.clone()),
+            max_event_hops: Some(self.config.max_event_hops),
         };
         // The queue is empty and nobody else holds it yet: Hello goes first.
         let _ = conn.enqueue(codec::encode(&hello).expect("Hello encodes"));
@@ -226,6 +227,7 @@ impl Hub {
                 filters,
                 filter_metrics,
                 egress,
+                hop_limited,
             }) => {
                 *conn.load.lock().unwrap() = LoadFigures {
                     in_flight,
@@ -235,6 +237,7 @@ impl Hub {
                     filters,
                     filter_metrics,
                     egress,
+                    hop_limited,
                 };
             }
             Err(e) => self

@@ -70,6 +70,8 @@ pub struct HubConfig {
     pub send_queue_bytes: usize,
     /// What the workers' `http.fetch` may do (sent to them in `Hello`).
     pub egress: EgressPolicy,
+    /// How many handlers may emit an event in a row (sent in `Hello`).
+    pub max_event_hops: u32,
 }
 
 impl Default for HubConfig {
@@ -80,6 +82,7 @@ impl Default for HubConfig {
             send_queue: 4096,
             send_queue_bytes: 64 * 1024 * 1024,
             egress: EgressPolicy::default(),
+            max_event_hops: crate::mesophyll::message::DEFAULT_MAX_EVENT_HOPS,
         }
     }
 }

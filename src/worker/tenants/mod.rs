@@ -28,6 +28,7 @@ use crate::mesophyll::answers;
 use crate::mesophyll::message::{
     ErrorKind, Event, LiveTenant, LiveTenants, Packed, PluginOutcome, RemoteError, Tenant,
 };
+use crate::worker::events;
 use crate::worker::filters::{FilterError, FilterInput, Verdict};
 use crate::worker::loaded::LoadedCatalogue;
 use crate::worker::services::Services;
@@ -447,7 +448,18 @@ impl Tenants {
                         Ok(event) => match self.vm(tenant, slot) {
                             Ok(vm) => {
                                 vm.serve(request);
-                                vm.handle_event(&plugin, &event, deadline).await
+                                let out = vm.handle_event(&plugin, &event, deadline).await;
+                                // A failed handler emits nothing.
+                                let emitted = vm.take_emitted();
+                                if out.is_ok() {
+                                    events::send(
+                                        &self.services,
+                                        tenant,
+                                        &plugin.manifest.name,
+                                        emitted,
+                                    );
+                                }
+                                out
                             }
                             Err(e) => Err(e),
                         },

@@ -208,6 +208,12 @@ impl Vm {
         })
     }
 
+    /// What the last call emitted (`events.emit`), for the caller to send
+    /// once it knows the call succeeded.
+    pub fn take_emitted(&self) -> Vec<(Tenant, Event)> {
+        self.invocation.take_emitted()
+    }
+
     /// True once the VM hit its memory cap or abandoned a call: drop it.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
@@ -236,7 +242,7 @@ impl Vm {
         deadline: Instant,
     ) -> Result<Packed, RemoteError> {
         let _watchdog = self.clock.arm(deadline);
-        self.invocation.begin(Some(plugin));
+        self.invocation.begin(Some(plugin), event.hops);
         let dispatch = match self.dispatchers.get(&plugin.manifest.name) {
             Some((loaded, dispatch)) if Arc::ptr_eq(loaded, plugin) => dispatch.clone(),
             _ => {
@@ -330,7 +336,7 @@ impl Vm {
         deadline: Instant,
     ) -> Result<Packed, RemoteError> {
         let _watchdog = self.clock.arm(deadline);
-        self.invocation.begin(None);
+        self.invocation.begin(None, event.hops);
         let chunk = self
             .lua
             .load(code)

@@ -345,6 +345,7 @@ fn verdict(
             name: input.event.name.clone(),
             data,
             headers,
+            hops: input.event.hops,
         }),
     })
 }
