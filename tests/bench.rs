@@ -173,6 +173,40 @@ fn filter_measures_each_example_filter_against_a_live_instance() {
 }
 
 #[test]
+fn egress_measures_fetch_against_a_bare_client_and_echo_beside_waiters() {
+    let (code, r, err) = bench(&[
+        "egress",
+        "--duration",
+        "300ms",
+        "--waiting",
+        "20",
+        "--slow-ms",
+        "300",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "baseline/bare-fetch",
+        "egress/echo-1",
+        "egress/fetch-1",
+        "egress/echo-alone",
+        "egress/echo-beside-waiters",
+    ] {
+        ran_clean(figure(&r, name));
+    }
+    let beside = figure(&r, "egress/echo-beside-waiters");
+    assert_eq!(beside["vs"]["limit"], "egress/echo-alone", "{beside}");
+    let waiters = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().starts_with("slow fetches"))
+        .unwrap();
+    assert!(waiters["value"].as_f64().unwrap() >= 20.0, "{waiters}");
+    assert_eq!(waiters["met"], true, "{waiters}");
+}
+
+#[test]
 fn memory_reports_rss_per_tenant_at_each_step() {
     let (code, r, err) = bench(&["memory", "--tenants", "20,60", "--json"]);
     assert_eq!(code, 0, "{err}");

@@ -4,6 +4,8 @@
 //! - [`dispatch`]: events through the REST API and straight through the hub;
 //! - [`kv`]: the DB endpoints from a worker's view;
 //! - [`filter`]: a filter call as workers make it, against a bare call;
+//! - [`egress`]: `http.fetch` against a bare client, and echo latency
+//!   while many tenants wait on a slow upstream;
 //! - [`memory`]: a worker's RSS per idle tenant;
 //! - [`peers`]: Meshplay beside Redis EVAL and NATS request/reply, with
 //!   the master in a child process;
@@ -21,6 +23,7 @@
 pub mod baseline;
 pub mod chaos;
 pub mod dispatch;
+pub mod egress;
 pub mod figures;
 pub mod filter;
 pub mod kv;
@@ -60,6 +63,22 @@ pub enum BenchError {
     Usage(String),
 }
 
+/// What [`InProcess::launch`] starts.
+pub struct Launch {
+    /// Worker slots.
+    pub workers: u32,
+    /// How many of them (the highest ids) the caller starts.
+    pub external: u32,
+    /// The store (`None`: sled in the temporary directory).
+    pub store: Option<crate::master::store::StoreUrl>,
+    /// Runtime threads of each worker.
+    pub worker_threads: u16,
+    /// The hub's settings (the egress policy among them).
+    pub hub: HubConfig,
+    /// Plugins beside echo: name, manifest, entry source.
+    pub plugins: Vec<(String, String, String)>,
+}
+
 /// A master started for a benchmark, with the temporary directory it lives
 /// in (removed on drop).
 pub struct InProcess {
@@ -87,13 +106,42 @@ impl InProcess {
         store: Option<crate::master::store::StoreUrl>,
         worker_threads: u16,
     ) -> Result<InProcess, BenchError> {
+        let plan = Launch {
+            workers,
+            external,
+            store,
+            worker_threads,
+            hub: HubConfig::default(),
+            plugins: Vec::new(),
+        };
+        Self::launch(plan).await
+    }
+
+    /// Starts the master `plan` describes, with the echo plugin and the
+    /// plan's own.
+    pub async fn launch(plan: Launch) -> Result<InProcess, BenchError> {
+        let Launch {
+            workers,
+            external,
+            store,
+            worker_threads,
+            hub,
+            plugins,
+        } = plan;
         let dir = tempfile::Builder::new()
             .prefix("meshplay-bench")
             .tempdir()?;
-        let echo = dir.path().join("plugins/echo");
-        std::fs::create_dir_all(&echo)?;
-        std::fs::write(echo.join("plugin.toml"), baseline::ECHO_MANIFEST)?;
-        std::fs::write(echo.join("init.luau"), baseline::ECHO_HANDLER)?;
+        let echo = (
+            "echo".to_owned(),
+            baseline::ECHO_MANIFEST.to_owned(),
+            baseline::ECHO_HANDLER.to_owned(),
+        );
+        for (name, manifest, code) in std::iter::once(echo).chain(plugins) {
+            let folder = dir.path().join("plugins").join(name);
+            std::fs::create_dir_all(&folder)?;
+            std::fs::write(folder.join("plugin.toml"), manifest)?;
+            std::fs::write(folder.join("init.luau"), code)?;
+        }
         let exe = std::env::current_exe()?;
         let mut supervisor = SupervisorConfig::new(exe, String::new(), PathBuf::new());
         supervisor.worker_log = Some("warn".into());
@@ -109,7 +157,7 @@ impl InProcess {
             plugins_dir: dir.path().join("plugins"),
             filters_dir: dir.path().join("filters"),
             api_token: None,
-            hub: HubConfig::default(),
+            hub,
             supervisor,
             shutdown_grace: Duration::from_secs(2),
             tls: None,

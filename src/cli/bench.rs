@@ -19,6 +19,9 @@ pub(super) enum BenchCommand {
     Memory(BenchMemoryArgs),
     /// The example filters: fresh instance + call, against a live instance.
     Filter(BenchFilterArgs),
+    /// http.fetch against a bare client, and echo latency while many
+    /// tenants wait on a slow upstream.
+    Egress(BenchEgressArgs),
     /// Meshplay's REST and binary dispatch, from outside, beside Redis EVAL
     /// and NATS request/reply on this machine (when they are installed).
     Peers(BenchPeersArgs),
@@ -97,6 +100,28 @@ pub(super) struct BenchFilterArgs {
     /// Skip the bare calls.
     #[arg(long)]
     pub(super) no_baseline: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchEgressArgs {
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    pub(super) workers: u32,
+    /// How long each figure runs.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(super) duration: Duration,
+    /// Echo callers at once.
+    #[arg(long, default_value_t = 8)]
+    pub(super) concurrency: usize,
+    /// Tenants waiting on the slow upstream meanwhile.
+    #[arg(long, default_value_t = 500)]
+    pub(super) waiting: u32,
+    /// How late the slow upstream answers.
+    #[arg(long, default_value_t = 2000)]
+    pub(super) slow_ms: u64,
     /// Print the report as JSON.
     #[arg(long)]
     pub(super) json: bool,
@@ -277,6 +302,17 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 progress: progress(a.json),
             };
             (bench::peers::run(opts).await?, a.json)
+        }
+        BenchCommand::Egress(a) => {
+            let opts = bench::egress::EgressOptions {
+                workers: a.workers,
+                duration: a.duration,
+                concurrency: a.concurrency,
+                waiting: a.waiting,
+                slow: Duration::from_millis(a.slow_ms),
+                progress: progress(a.json),
+            };
+            (bench::egress::run(opts).await?, a.json)
         }
         BenchCommand::Filter(a) => {
             let report = tokio::task::spawn_blocking(move || {
