@@ -344,14 +344,36 @@ fn family<L: EncodeLabelSet, M: EncodeMetric>(
     Ok(())
 }
 
+type WorkerView = crate::mesophyll::hub::WorkerView;
+
+/// The `worker` label of one slot.
+fn slot(id: u32) -> Vec<(&'static str, String)> {
+    vec![("worker", id.to_string())]
+}
+
 impl Collector for Fleet {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let views = self.hub.workers();
-        let slot = |id: u32| vec![("worker", id.to_string())];
+        let connected: Vec<_> = views.iter().filter(|w| w.connected).collect();
+        self.encode_slots(&mut encoder, &views, &connected)?;
+        encode_reported(&mut encoder, &connected)?;
+        self.encode_hub(&mut encoder)
+    }
+}
+
+impl Fleet {
+    /// What the master knows of each worker slot: up, heartbeat age, the
+    /// load figures, restarts.
+    fn encode_slots(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        views: &[WorkerView],
+        connected: &[&WorkerView],
+    ) -> Result<(), std::fmt::Error> {
         let view = |id: u32| views.iter().find(|w| w.id == id);
         let ids = 0..self.workers;
         family(
-            &mut encoder,
+            encoder,
             "worker_up",
             "1 while the worker slot has a live connection",
             ids.clone().map(|id| {
@@ -359,9 +381,8 @@ impl Collector for Fleet {
                 (slot(id), ConstGauge::new(i64::from(up)))
             }),
         )?;
-        let connected: Vec<_> = views.iter().filter(|w| w.connected).collect();
         family(
-            &mut encoder,
+            encoder,
             "worker_heartbeat_age_seconds",
             "Seconds since the worker's last frame",
             connected.iter().map(|w| {
@@ -373,7 +394,7 @@ impl Collector for Fleet {
             (
                 "worker_vms",
                 "Tenant VMs alive in the worker (its last heartbeat)",
-                (|w: &crate::mesophyll::hub::WorkerView| w.load.vms) as fn(&_) -> u64,
+                (|w: &WorkerView| w.load.vms) as fn(&_) -> u64,
             ),
             (
                 "worker_rss_bytes",
@@ -397,7 +418,7 @@ impl Collector for Fleet {
             ),
         ] {
             family(
-                &mut encoder,
+                encoder,
                 name,
                 help,
                 connected
@@ -415,88 +436,98 @@ impl Collector for Fleet {
             }
         }
         family(
-            &mut encoder,
+            encoder,
             "worker_restarts",
             "Restarts of spawned workers, by what ended the life before (exited, hung, never_connected)",
             restarts,
-        )?;
-        family(
-            &mut encoder,
-            "filter_calls",
-            "Filter calls by worker, filter and outcome (continue, reject, failure, overloaded), since the worker started",
-            connected.iter().flat_map(|w| {
-                w.load.filters.iter().map(|f| {
-                    let labels = vec![
-                        ("worker", w.id.to_string()),
-                        ("filter", f.filter.clone()),
-                        ("outcome", f.outcome.clone()),
-                    ];
-                    (labels, ConstCounter::new(f.calls))
-                })
-            }),
-        )?;
-        family(
-            &mut encoder,
-            "event_hop_limit",
-            "events.emit calls refused for the hop limit (serve --max-event-hops), by worker, since the worker started",
-            connected
-                .iter()
-                .map(|w| (slot(w.id), ConstCounter::new(w.load.hop_limited))),
-        )?;
-        family(
-            &mut encoder,
-            "egress_fetches",
-            "http.fetch calls by worker, plugin and outcome (response, egress_denied, too_large, timeout, network, overloaded, too_many_fetches, bad_request), since the worker started",
-            connected.iter().flat_map(|w| {
-                w.load.egress.iter().map(|c| {
-                    let labels = vec![
-                        ("worker", w.id.to_string()),
-                        ("plugin", c.plugin.clone()),
-                        ("outcome", c.outcome.clone()),
-                    ];
-                    (labels, ConstCounter::new(c.calls))
-                })
-            }),
-        )?;
-        family(
-            &mut encoder,
-            "filter_metric",
-            "Metrics proxy-wasm filters defined, by worker, filter, name and kind (a histogram's sum)",
-            connected.iter().flat_map(|w| {
-                w.load.filter_metrics.iter().map(|m| {
-                    let labels = vec![
-                        ("worker", w.id.to_string()),
-                        ("filter", m.filter.clone()),
-                        ("name", m.name.clone()),
-                        ("kind", m.kind.clone()),
-                    ];
-                    (labels, ConstGauge::new(m.value))
-                })
-            }),
-        )?;
-        family(
-            &mut encoder,
-            "worker_bad_frames",
-            "Frames from the master the worker could not decode, since it started",
-            connected
-                .iter()
-                .map(|w| (slot(w.id), ConstCounter::new(w.load.bad_frames))),
-        )?;
+        )
+    }
+
+    /// The hub's own counts.
+    fn encode_hub(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let none: Vec<(&str, String)> = Vec::new();
         family(
-            &mut encoder,
+            encoder,
             "hub_bad_frames",
             "Frames from workers the hub could not decode",
             [(none.clone(), ConstCounter::new(self.hub.bad_frames()))],
         )?;
         family(
-            &mut encoder,
+            encoder,
             "lost_in_flight",
             "Requests that were running on a worker when its connection ended",
             [(none, ConstCounter::new(self.hub.lost_in_flight()))],
-        )?;
-        Ok(())
+        )
     }
+}
+
+/// What the connected workers report in their heartbeats.
+fn encode_reported(
+    encoder: &mut DescriptorEncoder,
+    connected: &[&WorkerView],
+) -> Result<(), std::fmt::Error> {
+    family(
+        encoder,
+        "filter_calls",
+        "Filter calls by worker, filter and outcome (continue, reject, failure, overloaded), since the worker started",
+        connected.iter().flat_map(|w| {
+            w.load.filters.iter().map(|f| {
+                let labels = vec![
+                    ("worker", w.id.to_string()),
+                    ("filter", f.filter.clone()),
+                    ("outcome", f.outcome.clone()),
+                ];
+                (labels, ConstCounter::new(f.calls))
+            })
+        }),
+    )?;
+    family(
+        encoder,
+        "event_hop_limit",
+        "events.emit calls refused for the hop limit (serve --max-event-hops), by worker, since the worker started",
+        connected
+            .iter()
+            .map(|w| (slot(w.id), ConstCounter::new(w.load.hop_limited))),
+    )?;
+    family(
+        encoder,
+        "egress_fetches",
+        "http.fetch calls by worker, plugin and outcome (response, egress_denied, too_large, timeout, network, overloaded, too_many_fetches, bad_request), since the worker started",
+        connected.iter().flat_map(|w| {
+            w.load.egress.iter().map(|c| {
+                let labels = vec![
+                    ("worker", w.id.to_string()),
+                    ("plugin", c.plugin.clone()),
+                    ("outcome", c.outcome.clone()),
+                ];
+                (labels, ConstCounter::new(c.calls))
+            })
+        }),
+    )?;
+    family(
+        encoder,
+        "filter_metric",
+        "Metrics proxy-wasm filters defined, by worker, filter, name and kind (a histogram's sum)",
+        connected.iter().flat_map(|w| {
+            w.load.filter_metrics.iter().map(|m| {
+                let labels = vec![
+                    ("worker", w.id.to_string()),
+                    ("filter", m.filter.clone()),
+                    ("name", m.name.clone()),
+                    ("kind", m.kind.clone()),
+                ];
+                (labels, ConstGauge::new(m.value))
+            })
+        }),
+    )?;
+    family(
+        encoder,
+        "worker_bad_frames",
+        "Frames from the master the worker could not decode, since it started",
+        connected
+            .iter()
+            .map(|w| (slot(w.id), ConstCounter::new(w.load.bad_frames))),
+    )
 }
 
 #[cfg(test)]

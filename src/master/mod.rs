@@ -216,6 +216,31 @@ fn serve_hub(
     );
 }
 
+/// Serves the REST API's port until the returned sender is used (or
+/// dropped).
+fn serve_api(
+    state: Arc<api::ApiState>,
+    listener: TcpListener,
+    tls: Option<&tls::ServerTls>,
+    limits: &port::PortLimits,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = port::serve(
+        "REST API",
+        listener,
+        tls,
+        api::router(state),
+        limits.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    );
+    (stop, task)
+}
+
 /// Plaintext on a non-loopback address needs the operator's word for it.
 fn check_exposure(config: &MasterConfig) -> Result<(), MasterError> {
     if config.tls.is_some() || config.insecure {
@@ -281,6 +306,42 @@ impl Running {
     }
 }
 
+/// The hub, knowing the external workers' slots (their tokens written to
+/// the data directory) and the master's own addresses, which no fetch may
+/// reach whatever networks are opened.
+fn hub_for(
+    config: &MasterConfig,
+    dir: &DataDir,
+    own: &[SocketAddr],
+) -> Result<Arc<Hub>, MasterError> {
+    let mut hub_config = config.hub.clone();
+    hub_config.egress.master_addrs = own.to_vec();
+    let hub = Hub::new(hub_config);
+    for id in config.workers - config.external_workers..config.workers {
+        let worker_token = datadir::fresh_token();
+        let path = dir.write_worker_token(id, &worker_token)?;
+        hub.register_worker(id, &worker_token);
+        tracing::info!(worker = id, token_file = %path.display(), "external worker expected");
+    }
+    Ok(hub)
+}
+
+/// Opens the store (sled in the data directory unless `--store` names
+/// one) and starts trimming its audit log.
+async fn open_store(
+    config: &MasterConfig,
+    dir: &DataDir,
+) -> Result<(store::StoreUrl, Arc<dyn Store>), MasterError> {
+    let store_url = config
+        .store
+        .clone()
+        .unwrap_or_else(|| store::StoreUrl::Sled(dir.path().join("store")));
+    let store: Arc<dyn Store> = store_url.open().await?;
+    tracing::info!(store = %store_url.redacted(), "store open");
+    audit::keep(Arc::clone(&store), config.audit_retention);
+    Ok((store_url, store))
+}
+
 /// Starts a master: binds both ports, opens the store, loads the catalogue,
 /// spawns the workers and serves until [`Running::stop`].
 ///
@@ -310,24 +371,9 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         None => None,
     };
 
-    let mut hub_config = config.hub.clone();
-    // Whatever networks are opened to fetches, not the master's own ports.
-    hub_config.egress.master_addrs = vec![api_addr, mesophyll_addr];
-    let hub = Hub::new(hub_config);
+    let hub = hub_for(&config, &dir, &[api_addr, mesophyll_addr])?;
     let spawned = config.workers - config.external_workers;
-    for id in spawned..config.workers {
-        let worker_token = datadir::fresh_token();
-        let path = dir.write_worker_token(id, &worker_token)?;
-        hub.register_worker(id, &worker_token);
-        tracing::info!(worker = id, token_file = %path.display(), "external worker expected");
-    }
-    let store_url = config
-        .store
-        .clone()
-        .unwrap_or_else(|| store::StoreUrl::Sled(dir.path().join("store")));
-    let store: Arc<dyn Store> = store_url.open().await?;
-    tracing::info!(store = %store_url.redacted(), "store open");
-    audit::keep(Arc::clone(&store), config.audit_retention);
+    let (store_url, store) = open_store(&config, &dir).await?;
     let (registry, problems) =
         Registry::load(&config.plugins_dir, &config.filters_dir, Arc::clone(&store));
     for p in &problems {
@@ -389,18 +435,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         console: Default::default(),
         vars,
     });
-    let app = api::router(state);
-    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api_task = port::serve(
-        "REST API",
-        api_listener,
-        server_tls.as_ref(),
-        app,
-        config.ports.clone(),
-        async {
-            let _ = api_stopped.await;
-        },
-    );
+    let (api_stop, api_task) = serve_api(state, api_listener, server_tls.as_ref(), &config.ports);
 
     announce(
         &dir,

@@ -38,7 +38,7 @@ use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::db::CatalogueSnapshot;
 use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::LoadFigures;
-use crate::mesophyll::message::{ErrorKind, Packed, RemoteError, ServerMessage};
+use crate::mesophyll::message::{ErrorKind, Packed, RemoteError, ServerMessage, Tenant};
 use crate::mesophyll::uplink::{self, Handler, Outbox, UplinkConfig, UplinkError, Welcome};
 use filters::{FilterEngine, FilterError, FilterLimits};
 use loaded::LoadedCatalogue;
@@ -349,6 +349,59 @@ impl Worker {
             }
         }
     }
+
+    /// Runs a fire-and-forget event. Waiting only when a reload is under
+    /// way keeps a tenant's fire-and-forget events in order otherwise.
+    fn detached(&self, tenant: Tenant, job: Job) {
+        let tenants = Arc::clone(&self.tenants);
+        let submit = move || {
+            if let Err(e) = tenants.submit_detached(tenant.clone(), job) {
+                tracing::warn!(%tenant, "fire-and-forget event dropped: {e}");
+            }
+        };
+        match self.catalogue_pending() {
+            None => submit(),
+            Some(reload) => {
+                tokio::spawn(async move {
+                    reload.await;
+                    submit();
+                });
+            }
+        }
+    }
+
+    /// Reloads the plugin variables; answers `req_id` once they are in
+    /// force.
+    fn reload_vars(&self, req_id: Option<u64>, outbox: Outbox) {
+        let (db, services) = (self.db.clone(), Arc::clone(&self.services));
+        tokio::spawn(async move {
+            let loaded = load_vars(&db, &services).await;
+            if let Some(req_id) = req_id {
+                let done = Packed::from_value(&serde_json::Value::Bool(true));
+                outbox.try_reply(req_id, loaded.map(|()| done));
+            }
+        });
+    }
+
+    /// Finishes what runs (up to `grace_ms`), closes the connection after
+    /// the answers already queued, and exits.
+    fn shut_down(&self, grace_ms: u64, outbox: Outbox) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let in_flight = Arc::clone(&self.in_flight);
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_millis(grace_ms);
+            while in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tracing::info!("shutting down");
+            // Answers already queued go out before the close frame;
+            // then `run` returns and the process ends.
+            outbox.close().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tracing::warn!("the connection did not close in time; exiting anyway");
+            std::process::exit(0);
+        });
+    }
 }
 
 impl Handler for Worker {
@@ -379,25 +432,7 @@ impl Handler for Worker {
                 };
                 match req_id {
                     Some(req_id) => self.answer(req_id, tenant, job, outbox),
-                    None => {
-                        let tenants = Arc::clone(&self.tenants);
-                        let submit = move || {
-                            if let Err(e) = tenants.submit_detached(tenant.clone(), job) {
-                                tracing::warn!(%tenant, "fire-and-forget event dropped: {e}");
-                            }
-                        };
-                        // Waiting only when a reload is under way keeps a
-                        // tenant's fire-and-forget events in order otherwise.
-                        match self.catalogue_pending() {
-                            None => submit(),
-                            Some(reload) => {
-                                tokio::spawn(async move {
-                                    reload.await;
-                                    submit();
-                                });
-                            }
-                        }
-                    }
+                    None => self.detached(tenant, job),
                 }
             }
             ServerMessage::RunScript {
@@ -443,39 +478,14 @@ impl Handler for Worker {
             }
             ServerMessage::VarsChanged { req_id, plugin } => {
                 tracing::info!(%plugin, "plugin variables changed");
-                let (db, services) = (self.db.clone(), Arc::clone(&self.services));
-                tokio::spawn(async move {
-                    let loaded = load_vars(&db, &services).await;
-                    if let Some(req_id) = req_id {
-                        outbox.try_reply(
-                            req_id,
-                            loaded.map(|()| Packed::from_value(&serde_json::Value::Bool(true))),
-                        );
-                    }
-                });
+                self.reload_vars(req_id, outbox);
             }
             ServerMessage::PluginsChanged { revision } => {
                 tracing::info!(revision, "the catalogue changed");
                 self.wanted.fetch_max(revision, Ordering::SeqCst);
                 self.reload_catalogue();
             }
-            ServerMessage::Shutdown { grace_ms } => {
-                self.stopping.store(true, Ordering::Relaxed);
-                let in_flight = Arc::clone(&self.in_flight);
-                tokio::spawn(async move {
-                    let until = Instant::now() + Duration::from_millis(grace_ms);
-                    while in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < until {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    tracing::info!("shutting down");
-                    // Answers already queued go out before the close frame;
-                    // then `run` returns and the process ends.
-                    outbox.close().await;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    tracing::warn!("the connection did not close in time; exiting anyway");
-                    std::process::exit(0);
-                });
-            }
+            ServerMessage::Shutdown { grace_ms } => self.shut_down(grace_ms, outbox),
             ServerMessage::Hello { .. } => {}
         }
     }

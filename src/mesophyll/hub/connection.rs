@@ -96,16 +96,8 @@ impl Hub {
             session,
         });
 
-        let hello = ServerMessage::Hello {
-            protocol: PROTOCOL_VERSION,
-            worker_id: worker,
-            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
-            heartbeat_timeout_ms: self.config.heartbeat_timeout.as_millis() as u64,
-            egress: Some(self.config.egress.clone()),
-            max_event_hops: Some(self.config.max_event_hops),
-        };
         // The queue is empty and nobody else holds it yet: Hello goes first.
-        let _ = conn.enqueue(codec::encode(&hello).expect("Hello encodes"));
+        let _ = conn.enqueue(codec::encode(&self.hello(worker)).expect("Hello encodes"));
 
         let replaced = {
             let Some(mut slot) = self.slots.get_mut(&worker) else {
@@ -141,7 +133,38 @@ impl Hub {
             }
             let _ = sink.close().await;
         });
+        let reason = self.read(&conn, &mut stream, &mut closed).await;
+        self.forget(&conn, reason);
+        writer.abort();
+        tracing::info!(worker, conn = serial, ?reason, "worker disconnected");
+        let _ = self.events.send(HubEvent::Disconnected {
+            worker,
+            conn: serial,
+            reason,
+        });
+    }
 
+    /// The first frame of a connection to `worker`: what it must hold to.
+    fn hello(&self, worker: u32) -> ServerMessage {
+        ServerMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            worker_id: worker,
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+            heartbeat_timeout_ms: self.config.heartbeat_timeout.as_millis() as u64,
+            egress: Some(self.config.egress.clone()),
+            max_event_hops: Some(self.config.max_event_hops),
+        }
+    }
+
+    /// Reads `conn`'s frames until it closes, falls silent past the
+    /// heartbeat timeout, or the hub closes it; why it ended.
+    async fn read(
+        &self,
+        conn: &Connection,
+        stream: &mut futures::stream::SplitStream<WebSocket>,
+        closed: &mut watch::Receiver<Option<DisconnectReason>>,
+    ) -> DisconnectReason {
+        let (worker, serial) = (conn.worker, conn.serial);
         // Silence is checked often enough that a dead worker is declared
         // within 50 ms of its timeout (a tick per connection costs little);
         // at least 1 ms: a zero period would panic the connection's task.
@@ -149,12 +172,12 @@ impl Hub {
             .min(Duration::from_millis(50))
             .max(Duration::from_millis(1));
         let mut ticker = tokio::time::interval(check_every);
-        let reason = loop {
+        loop {
             tokio::select! {
                 frame = stream.next() => match frame {
                     Some(Ok(Message::Binary(bytes))) => {
                         conn.touch();
-                        self.on_frame(&conn, &bytes);
+                        self.on_frame(conn, &bytes);
                     }
                     Some(Ok(Message::Text(_))) => {
                         conn.touch();
@@ -181,8 +204,12 @@ impl Hub {
                     break closed.borrow().unwrap_or(DisconnectReason::Kicked);
                 }
             }
-        };
+        }
+    }
 
+    /// Fails what was pending on `conn` and frees its slot, unless a newer
+    /// connection holds it already.
+    fn forget(&self, conn: &Connection, reason: DisconnectReason) {
         let lost = conn.pending.fail_all(match reason {
             DisconnectReason::HeartbeatTimeout => "missed its heartbeats",
             DisconnectReason::Replaced => "reconnected on a new connection",
@@ -191,18 +218,11 @@ impl Hub {
         });
         self.lost_in_flight
             .fetch_add(lost as u64, Ordering::Relaxed);
-        if let Some(mut slot) = self.slots.get_mut(&worker)
-            && slot.conn.as_ref().is_some_and(|c| c.serial == serial)
+        if let Some(mut slot) = self.slots.get_mut(&conn.worker)
+            && slot.conn.as_ref().is_some_and(|c| c.serial == conn.serial)
         {
             slot.conn = None;
         }
-        writer.abort();
-        tracing::info!(worker, conn = serial, ?reason, "worker disconnected");
-        let _ = self.events.send(HubEvent::Disconnected {
-            worker,
-            conn: serial,
-            reason,
-        });
     }
 
     fn on_frame(&self, conn: &Connection, bytes: &[u8]) {
