@@ -20,9 +20,9 @@
 
 use crate::catalogue::plugin::Plugin;
 use crate::mesophyll::db::{EmittedEvent, MAX_VALUE_BYTES};
-use crate::mesophyll::message::{Event, Packed, Tenant};
+use crate::mesophyll::message::{Event, Tenant};
 use crate::worker::invocation::Invocation;
-use crate::worker::packing::{Packing, check_size};
+use crate::worker::packing::pack_checked;
 use crate::worker::services::Services;
 use mlua::{Lua, Table, Value};
 use std::sync::Arc;
@@ -115,14 +115,7 @@ fn emit(
         ));
     }
     let left = MAX_EMITTED_BYTES.saturating_sub(call.emitted_bytes());
-    check_size(lua, what, "the data cannot be sent", &data, left)?;
-    let packing = lua
-        .app_data_ref::<Packing>()
-        .ok_or_else(|| mlua::Error::runtime(format!("{what}: no packing")))?
-        .clone();
-    let data: Packed = packing
-        .pack(&data)
-        .map_err(|e| mlua::Error::runtime(format!("{what}: {e}")))?;
+    let data = pack_checked(lua, what, "the data cannot be sent", &data, left)?;
     let event = Event {
         name,
         data,

@@ -123,11 +123,6 @@ impl Egress {
         *self.active.write().unwrap() = Arc::new(Active::new(policy.clone()));
     }
 
-    /// The policy now.
-    pub fn policy(&self) -> EgressPolicy {
-        self.active.read().unwrap().policy.clone()
-    }
-
     pub(crate) fn active(&self) -> Arc<Active> {
         Arc::clone(&self.active.read().unwrap())
     }

@@ -149,8 +149,15 @@ async fn fetch(
         Ok(r) => r,
         Err(e) => return denied(e),
     };
-    let policy = egress.policy();
-    let _slot = match invocation.start_fetch(policy.max_fetches_per_call, policy.max_per_tenant) {
+    // The limits alone, not a copy of the whole policy.
+    let (per_call, per_tenant) = {
+        let active = egress.active();
+        (
+            active.policy.max_fetches_per_call,
+            active.policy.max_per_tenant,
+        )
+    };
+    let _slot = match invocation.start_fetch(per_call, per_tenant) {
         Ok(slot) => slot,
         Err(e @ Exhausted::Calls(_)) => return denied(FetchError::TooManyFetches(e.to_string())),
         Err(e @ Exhausted::InFlight(_)) => return denied(FetchError::Overloaded(e.to_string())),

@@ -150,12 +150,24 @@ pub fn check_size(
     value: &Value,
     limit: usize,
 ) -> mlua::Result<()> {
+    pack_checked(lua, what, unsendable, value, limit).map(|_| ())
+}
+
+/// [`check_size`], keeping what it packed: for a caller that sends the
+/// value on as MessagePack, one walk instead of two.
+pub fn pack_checked(
+    lua: &Lua,
+    what: &str,
+    unsendable: &str,
+    value: &Value,
+    limit: usize,
+) -> mlua::Result<Packed> {
     let packing = lua
         .app_data_ref::<Packing>()
         .ok_or_else(|| mlua::Error::runtime(format!("{what}: no packing in this VM")))?
         .clone();
     match packing.pack_within(value, limit) {
-        Ok(_) => Ok(()),
+        Ok(packed) => Ok(packed),
         Err(e @ PackError::TooLarge(_)) => Err(mlua::Error::runtime(format!(
             "{what}: too large: the value {e}"
         ))),
