@@ -6,7 +6,7 @@ mod common;
 
 use common::api::upload;
 use common::upstream::Upstream;
-use common::{Master, Opts, event, raw};
+use common::{Master, Opts, event};
 use meshplay::client::{ApiClient, DispatchOutcome};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -344,16 +344,7 @@ async fn every_limit_has_its_code() {
         Duration::from_secs(10),
         "every outcome in /metrics",
         || async {
-            let (_, body) = raw(
-                m.endpoint.api_addr,
-                "GET",
-                "/metrics",
-                None,
-                "text/plain",
-                vec![],
-            )
-            .await;
-            let text = body.as_str()?.to_owned();
+            let (text, _) = common::scrape(&m).await;
             outcomes
                 .iter()
                 .all(|outcome| {

@@ -6,7 +6,7 @@
 mod common;
 
 use common::api::upload;
-use common::{Master, Opts, event, eventually, raw, tenants_on};
+use common::{Master, Opts, event, eventually, tenants_on};
 use meshplay::client::{ApiClient, DispatchOutcome};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -142,16 +142,7 @@ async fn events_reach_other_shards_after_success_and_stop_at_the_hop_limit() {
         Duration::from_secs(5),
         "the hop limit in /metrics",
         || async {
-            let (_, body) = raw(
-                m.endpoint.api_addr,
-                "GET",
-                "/metrics",
-                None,
-                "text/plain",
-                vec![],
-            )
-            .await;
-            let text = body.as_str()?.to_owned();
+            let (text, _) = common::scrape(&m).await;
             text.lines()
                 .any(|l| l.starts_with("meshplay_event_hop_limit_total{worker=\"0\"} 1"))
                 .then_some(text)

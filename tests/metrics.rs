@@ -6,35 +6,11 @@
 mod common;
 
 use common::api::upload;
-use common::{Master, Opts, event, eventually, raw, signal, tenants_on};
+use common::{Master, Opts, event, eventually, scrape, signal, tenants_on};
 use meshplay::rest::ScriptRequest;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// One scrape: every sample line, `name{labels}` to its value.
-async fn scrape(m: &Master) -> (String, BTreeMap<String, f64>) {
-    let (status, body) = raw(
-        m.endpoint.api_addr,
-        "GET",
-        "/metrics",
-        None,
-        "text/plain",
-        vec![],
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let text = body.as_str().expect("a text answer").to_owned();
-    let samples = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').expect("name value");
-            (series.to_owned(), value.parse().expect("a number"))
-        })
-        .collect();
-    (text, samples)
-}
 
 /// The sum of every sample of `name` whose labels include each of `with`.
 fn sum(samples: &BTreeMap<String, f64>, name: &str, with: &[&str]) -> f64 {

@@ -18,6 +18,7 @@ use meshplay::datadir::{DataDir, Endpoint};
 use meshplay::master::shard;
 use meshplay::mesophyll::message::Tenant;
 use meshplay::rest::{WorkerInfo, WorkerState};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -392,6 +393,30 @@ pub async fn raw(
     let json = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, json)
+}
+
+/// One scrape: every sample line, `name{labels}` to its value.
+pub async fn scrape(m: &Master) -> (String, BTreeMap<String, f64>) {
+    let (status, body) = raw(
+        m.endpoint.api_addr,
+        "GET",
+        "/metrics",
+        None,
+        "text/plain",
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let text = body.as_str().expect("a text answer").to_owned();
+    let samples = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("name value");
+            (series.to_owned(), value.parse().expect("a number"))
+        })
+        .collect();
+    (text, samples)
 }
 
 /// Kills a child process when dropped, so a failing test leaves none.
