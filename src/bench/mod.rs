@@ -164,6 +164,7 @@ impl InProcess {
             insecure: false,
             ports: master::port::PortLimits::default(),
             audit_retention: Duration::from_secs(90 * 86_400),
+            timers: master::timers::TimerConfig::default(),
         })
         .await?;
         let limit = Duration::from_secs(30);

@@ -24,6 +24,7 @@ mod echo_server;
 mod join;
 mod kv;
 mod runtime;
+mod schedules;
 mod serve;
 mod status;
 mod store;
@@ -101,6 +102,9 @@ enum Command {
     /// Show and set plugins' variables (settings and secrets).
     #[command(subcommand)]
     Vars(vars::VarsCommand),
+    /// A tenant's cron schedules and pending timers.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// List, upload and remove WASM filters.
     #[command(subcommand)]
     Filters(catalogue::FiltersCommand),
@@ -282,6 +286,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Drop(t) => tenants::drop_vm(t).await,
         Command::Kv(k) => kv::kv(k).await,
         Command::Vars(v) => vars::vars(v).await,
+        Command::Schedules(s) => schedules::schedules(s).await,
         Command::Plugins(p) => catalogue::plugins(p).await,
         Command::Filters(f) => catalogue::filters(f).await,
         Command::Bench(b) => bench::bench(b).await,

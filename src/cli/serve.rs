@@ -7,6 +7,7 @@ use crate::datadir;
 use crate::master::port::PortLimits;
 use crate::master::store::StoreUrl;
 use crate::master::supervisor::SupervisorConfig;
+use crate::master::timers::TimerConfig;
 use crate::master::tls::CertSource;
 use crate::master::{self, MasterConfig};
 use crate::mesophyll::auth::{PARENT_ENV, TOKEN_ENV};
@@ -190,6 +191,42 @@ pub(super) struct ServeArgs {
     /// emit past it raises, so plugins that answer each other stop.
     #[arg(long, default_value_t = DEFAULT_MAX_EVENT_HOPS, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub(super) max_event_hops: u32,
+    #[command(flatten)]
+    pub(super) timers: TimerArgs,
+}
+
+/// How timers and schedules are capped and delivered.
+#[derive(Debug, Args)]
+pub(super) struct TimerArgs {
+    /// The most pending timers one tenant may have, schedules' runs
+    /// included (`too_many_timers` past it).
+    #[arg(long, default_value_t = TimerConfig::default().max_per_tenant as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub(super) max_timers_per_tenant: u32,
+    /// Deliveries of one timer tried before it is dropped (and counted).
+    #[arg(long, default_value_t = TimerConfig::default().max_attempts, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(super) timer_max_attempts: u32,
+    /// The wait before a failed timer's first retry; each next one doubles,
+    /// up to 5 minutes.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=300_000))]
+    pub(super) timer_retry_ms: u64,
+    /// The handlers' budget for one timer delivery.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
+    pub(super) timer_deadline_ms: u64,
+    /// Timer deliveries under way at once.
+    #[arg(long, default_value_t = TimerConfig::default().concurrency as u32, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub(super) timer_concurrency: u32,
+}
+
+impl TimerArgs {
+    fn config(&self) -> TimerConfig {
+        TimerConfig {
+            max_per_tenant: self.max_timers_per_tenant as usize,
+            max_attempts: self.timer_max_attempts,
+            retry_base: Duration::from_millis(self.timer_retry_ms),
+            deadline: Duration::from_millis(self.timer_deadline_ms),
+            concurrency: self.timer_concurrency as usize,
+        }
+    }
 }
 
 /// What every worker's `http.fetch` may do (sent to joined workers too).
@@ -422,6 +459,7 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
         tls,
         insecure: args.insecure,
         audit_retention: Duration::from_secs(args.audit_retention_days * 86_400),
+        timers: args.timers.config(),
         ports: PortLimits {
             max_connections: args.max_connections,
             max_per_peer: args.max_connections_per_peer,

@@ -27,6 +27,7 @@
 //! [`ApiClientError::Connect`].
 
 mod access;
+mod schedules;
 mod stream;
 mod vars;
 

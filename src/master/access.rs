@@ -304,6 +304,26 @@ pub static ROUTES: &[(Method, &str, Role)] = &[
     (Method::GET, "/api/v1/tenants/{type}/{id}/kv", Role::Read),
     (
         Method::GET,
+        "/api/v1/tenants/{type}/{id}/schedules",
+        Role::Read,
+    ),
+    (
+        Method::PUT,
+        "/api/v1/tenants/{type}/{id}/schedules/{name}",
+        Role::App,
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/tenants/{type}/{id}/schedules/{name}",
+        Role::App,
+    ),
+    (
+        Method::GET,
+        "/api/v1/tenants/{type}/{id}/timers",
+        Role::Read,
+    ),
+    (
+        Method::GET,
         "/api/v1/tenants/{type}/{id}/kv/{scope}/{key}",
         Role::Read,
     ),

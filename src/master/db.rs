@@ -47,6 +47,8 @@ pub struct DbState {
     pub vars: Arc<crate::master::vars::Vars>,
     /// How many handlers may emit an event in a row.
     pub max_event_hops: u32,
+    /// Timers and schedules.
+    pub timers: Arc<crate::master::timers::Timers>,
 }
 
 /// The `/db/...` routes.
@@ -60,6 +62,7 @@ pub fn router(state: Arc<DbState>) -> Router {
         .route("/db/catalogue", get(catalogue))
         .route("/db/vars", get(vars))
         .route("/db/events", post(crate::master::emitted::events))
+        .route("/db/timers", post(crate::master::timers::endpoint::timers))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DB_BODY_BYTES))
         .with_state(state)
 }
@@ -105,6 +108,9 @@ impl From<StoreError> for EndpointError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Exists(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            StoreError::Limit { code, message } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+            }
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
         }
     }

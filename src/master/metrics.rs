@@ -83,6 +83,7 @@ pub struct Metrics {
     kv: Family<OpLabel, Counter>,
     kv_seconds: Family<OpLabel, Histogram>,
     supervisor: Arc<OnceLock<Arc<Supervisor>>>,
+    timers: crate::master::timers::TimerMetrics,
     /// Events, errors and dispatch latency per second of the last minute,
     /// by second modulo 60 (`meshplay status`, the dashboard's charts).
     minute: Mutex<[Second; 60]>,
@@ -160,6 +161,7 @@ impl Metrics {
             "Time the DB endpoints took for one KV operation, by kind",
             kv_seconds.clone(),
         );
+        let timers = crate::master::timers::TimerMetrics::register(&mut registry);
         registry.register_collector(Box::new(Fleet {
             hub,
             supervisor: Arc::clone(&supervisor),
@@ -175,6 +177,7 @@ impl Metrics {
             kv,
             kv_seconds,
             supervisor,
+            timers,
             minute: Mutex::new([Second::default(); 60]),
         }
     }
@@ -284,6 +287,11 @@ impl Metrics {
     /// Counts one script that ended with `result`.
     pub fn scripted(&self, result: &str) {
         self.scripts.get_or_create(&ResultLabel::of(result)).inc();
+    }
+
+    /// The timer families.
+    pub fn timers(&self) -> &crate::master::timers::TimerMetrics {
+        &self.timers
     }
 
     /// Counts one emitted event that ended with `result` (`queued`, or

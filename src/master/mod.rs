@@ -10,7 +10,8 @@
 //! - [`supervisor`]: spawning, watching and restarting workers;
 //! - [`api`]: the REST API;
 //! - [`port`]: what each listening port takes (connection caps, timeouts);
-//! - [`audit`]: how long the audit log keeps its entries.
+//! - [`audit`]: how long the audit log keeps its entries;
+//! - [`timers`]: timers and schedules, fired by the master.
 //!
 //! [`start`] wires them together (and [`serve`] runs it until a signal): it
 //! binds both ports (port 0 picks a free one; the chosen addresses land in
@@ -33,6 +34,7 @@ pub mod registry;
 pub mod shard;
 pub mod store;
 pub mod supervisor;
+pub mod timers;
 pub mod tls;
 pub mod vars;
 
@@ -85,6 +87,8 @@ pub struct MasterConfig {
     pub ports: port::PortLimits,
     /// How long the audit log keeps an entry ([`audit`]).
     pub audit_retention: Duration,
+    /// How timers are capped, delivered and retried ([`timers`]).
+    pub timers: timers::TimerConfig,
 }
 
 /// Why the master could not start.
@@ -291,6 +295,7 @@ pub struct Running {
     grace: Duration,
     api_stop: tokio::sync::oneshot::Sender<()>,
     api_task: tokio::task::JoinHandle<()>,
+    timers_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -300,6 +305,9 @@ impl Running {
         tracing::info!(grace = ?self.grace, "shutting down");
         self.dir.remove_endpoint(std::process::id());
         let _ = self.api_stop.send(());
+        // Deliveries under way are cut; their timers stay in the store and
+        // fire again at the next start.
+        self.timers_task.abort();
         self.supervisor.shutdown(self.grace).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.api_task).await;
         tracing::info!("stopped");
@@ -393,7 +401,15 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         lease,
     );
     let vars = Arc::new(vars::Vars::open(&dir, Arc::clone(&store))?);
+    let timers = timers::Timers::new(
+        Arc::clone(&store),
+        Arc::clone(&hub),
+        config.workers,
+        config.timers.clone(),
+        metrics.timers().clone(),
+    );
     let db_state = Arc::new(db::DbState {
+        timers: Arc::clone(&timers),
         vars: Arc::clone(&vars),
         max_event_hops: config.hub.max_event_hops,
         hub: Arc::clone(&hub),
@@ -419,6 +435,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     );
     let supervisor = Supervisor::start(sup_config, Arc::clone(&hub), spawned).await?;
     metrics.watch(Arc::clone(&supervisor));
+    let timers_task = timers.start();
 
     let state = Arc::new(api::ApiState {
         hub: Arc::clone(&hub),
@@ -434,6 +451,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         store_url: store_url.redacted(),
         console: Default::default(),
         vars,
+        timers,
     });
     let (api_stop, api_task) = serve_api(state, api_listener, server_tls.as_ref(), &config.ports);
 
@@ -455,5 +473,6 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         grace: config.shutdown_grace,
         api_stop,
         api_task,
+        timers_task,
     })
 }

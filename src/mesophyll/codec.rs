@@ -327,6 +327,7 @@ mod properties {
                 data: data.into(),
                 headers,
                 hops: 0,
+                timer: None,
             })
     }
 

@@ -41,6 +41,15 @@ pub enum DbClientError {
     /// The global key exists already (409).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A per-tenant cap would be passed (429): `too_many_timers`,
+    /// `too_many_schedules`.
+    #[error("{code}: {message}")]
+    Limit {
+        /// The master's stable code.
+        code: String,
+        /// What was passed.
+        message: String,
+    },
     /// The store failed (500).
     #[error("store error: {0}")]
     Store(String),
@@ -136,6 +145,16 @@ impl DbClient {
             .await
     }
 
+    /// One timer or schedule operation for a tenant of this shard.
+    pub async fn timers(
+        &self,
+        req: &crate::mesophyll::timers::TimerRequest,
+        deadline: Duration,
+    ) -> Result<crate::mesophyll::timers::TimerReply, DbClientError> {
+        self.call(Method::POST, "/db/timers".into(), Some(req), deadline)
+            .await
+    }
+
     /// Every plugin and filter, as the master has them now.
     pub async fn catalogue(&self, deadline: Duration) -> Result<CatalogueSnapshot, DbClientError> {
         self.call(Method::GET, "/db/catalogue".into(), None::<&()>, deadline)
@@ -223,9 +242,9 @@ impl DbClient {
             return rmp_serde::from_slice(&bytes)
                 .map_err(|e| DbClientError::Transport(format!("undecodable answer: {e}")));
         }
-        let message = rmp_serde::from_slice::<DbErrorBody>(&bytes)
-            .map(|b| b.message)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+        let (code, message) = rmp_serde::from_slice::<DbErrorBody>(&bytes)
+            .map(|b| (b.code, b.message))
+            .unwrap_or_else(|_| (String::new(), String::from_utf8_lossy(&bytes).into_owned()));
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND => {
                 DbClientError::Refused(status.as_u16())
@@ -234,6 +253,7 @@ impl DbClient {
             StatusCode::BAD_REQUEST => DbClientError::BadRequest(message),
             StatusCode::PAYLOAD_TOO_LARGE => DbClientError::TooLarge(message),
             StatusCode::CONFLICT => DbClientError::Conflict(message),
+            StatusCode::TOO_MANY_REQUESTS => DbClientError::Limit { code, message },
             _ => DbClientError::Store(message),
         })
     }

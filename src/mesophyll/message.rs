@@ -64,6 +64,10 @@ pub struct Event {
     /// event from outside. Absent from the wire when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub hops: u32,
+    /// The timer that fired it (`event.timer`), absent from the wire for
+    /// any other event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer: Option<crate::mesophyll::timers::TimerInfo>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -15,7 +15,8 @@
 //! - [`backoff`]: the jittered exponential backoff both sides use;
 //! - [`db`]: the DB endpoints' operations and answers;
 //! - [`db_client`]: the worker's HTTP/2 client for them;
-//! - [`join`]: how a worker from elsewhere gets a slot and a session.
+//! - [`join`]: how a worker from elsewhere gets a slot and a session;
+//! - [`timers`]: timers and schedules a handler sets, and `event.timer`.
 //!
 //! The value types ([`message`], [`packed`], [`codec`], [`db`]) build in the crate's
 //! `client` feature too; the moving parts only with `server`.
@@ -41,6 +42,7 @@ pub mod hub;
 pub mod join;
 pub mod message;
 pub mod packed;
+pub mod timers;
 #[cfg(feature = "server")]
 pub mod uplink;
 #[cfg(feature = "client")]

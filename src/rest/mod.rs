@@ -8,8 +8,10 @@
 //! for programs and a `message` for people.
 
 mod live;
+mod schedules;
 mod stream;
 mod vars;
+pub use schedules::{ScheduleList, SchedulePut, TimerList};
 pub use vars::{VarChange, VarChanged, VarInfo, VarList, VarOverride};
 
 pub use live::{ConsoleEntry, LiveTenantInfo, LiveTenantList, Traffic, TrafficSecond};

@@ -21,15 +21,16 @@ use mlua::{Lua, LuaSerdeExt, Table, Value};
 use std::future::Future;
 use std::sync::Arc;
 
-/// Everything a store call needs.
+/// Everything a call to the master's DB endpoints needs: bound to the
+/// VM's tenant, bounded by the running call's deadline.
 #[derive(Clone)]
-struct Ctx {
+pub(crate) struct MasterCall {
     db: DbClient,
     tenant: Tenant,
     clock: Arc<Clock>,
 }
 
-impl Ctx {
+impl MasterCall {
     async fn kv(&self, what: &str, op: KvOp) -> mlua::Result<KvReply> {
         self.bounded(what, |db, t, d| async move { db.kv(&t, &op, d).await })
             .await
@@ -48,8 +49,17 @@ impl Ctx {
         .await
     }
 
+    /// For `tenant`'s VM.
+    pub(crate) fn new(db: &DbClient, tenant: &Tenant, clock: &Arc<Clock>) -> Self {
+        MasterCall {
+            db: db.clone(),
+            tenant: tenant.clone(),
+            clock: Arc::clone(clock),
+        }
+    }
+
     /// Runs one call within the script's remaining time.
-    async fn bounded<T, F, Fut>(&self, what: &str, call: F) -> mlua::Result<T>
+    pub(crate) async fn bounded<T, F, Fut>(&self, what: &str, call: F) -> mlua::Result<T>
     where
         F: FnOnce(DbClient, Tenant, std::time::Duration) -> Fut,
         Fut: Future<Output = Result<T, DbClientError>>,
@@ -113,11 +123,7 @@ pub fn install(
         }
         return Ok(());
     };
-    let ctx = Ctx {
-        db: db.clone(),
-        tenant: tenant.clone(),
-        clock: Arc::clone(clock),
-    };
+    let ctx = MasterCall::new(db, tenant, clock);
     globals.set("kv", kv_table(lua, &ctx)?)?;
     globals.set("global_kv", global_table(lua, &ctx)?)?;
     Ok(())
@@ -133,7 +139,7 @@ fn record_table(lua: &Lua, r: KvRecord) -> mlua::Result<Table> {
     Ok(t)
 }
 
-fn kv_table(lua: &Lua, ctx: &Ctx) -> mlua::Result<Table> {
+fn kv_table(lua: &Lua, ctx: &MasterCall) -> mlua::Result<Table> {
     let kv = lua.create_table()?;
 
     let c = ctx.clone();
@@ -258,7 +264,7 @@ fn entry_value(lua: &Lua, e: Option<GlobalEntry>) -> mlua::Result<Value> {
     }
 }
 
-fn global_table(lua: &Lua, ctx: &Ctx) -> mlua::Result<Table> {
+fn global_table(lua: &Lua, ctx: &MasterCall) -> mlua::Result<Table> {
     let g = lua.create_table()?;
 
     let c = ctx.clone();

@@ -30,6 +30,7 @@ pub mod services;
 pub mod states;
 pub mod stdlib;
 pub mod tenants;
+pub mod timers;
 pub mod vars;
 pub mod vm;
 pub mod watchdog;

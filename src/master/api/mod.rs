@@ -68,6 +68,7 @@ mod extract;
 mod kv;
 mod live;
 mod routes;
+mod schedules;
 mod stream;
 mod stream_frames;
 mod system;
@@ -118,6 +119,8 @@ pub struct ApiState {
     pub console: crate::master::console::Console,
     /// Plugin variables.
     pub vars: Arc<crate::master::vars::Vars>,
+    /// Timers and schedules (the schedules routes).
+    pub timers: Arc<crate::master::timers::Timers>,
 }
 
 /// A turn per tenant, striped: changes to one tenant's state are stored

@@ -8,8 +8,8 @@
 //! role without a route, fails it.
 
 use super::{
-    ApiError, ApiState, MAX_FILTER_BYTES, access, auth, catalogue, kv, live, stream, system,
-    tenants, vars,
+    ApiError, ApiState, MAX_FILTER_BYTES, access, auth, catalogue, kv, live, schedules, stream,
+    system, tenants, vars,
 };
 use axum::Router;
 use axum::http::{Method, StatusCode};
@@ -48,6 +48,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
 fn v1_routes(r: Routes) -> Routes {
     use Method as M;
     const KV_ENTRY: &str = "/api/v1/tenants/{type}/{id}/kv/{scope}/{key}";
+    const SCHEDULES: &str = "/api/v1/tenants/{type}/{id}/schedules";
+    const SCHEDULE: &str = "/api/v1/tenants/{type}/{id}/schedules/{name}";
     r.add(M::GET, "/api/v1/workers", system::workers)
         .add(M::GET, "/api/v1/status", system::status)
         .add(M::GET, "/api/v1/traffic", live::traffic)
@@ -80,6 +82,14 @@ fn v1_routes(r: Routes) -> Routes {
             tenants::put_state,
         )
         .add(M::GET, "/api/v1/tenants/{type}/{id}/kv", kv::find_kv)
+        .add(M::GET, SCHEDULES, schedules::list_schedules)
+        .add(M::PUT, SCHEDULE, schedules::put_schedule)
+        .add(M::DELETE, SCHEDULE, schedules::delete_schedule)
+        .add(
+            M::GET,
+            "/api/v1/tenants/{type}/{id}/timers",
+            schedules::list_timers,
+        )
         .add(M::GET, KV_ENTRY, kv::get_kv)
         .add(M::PUT, KV_ENTRY, kv::put_kv)
         .add(M::DELETE, KV_ENTRY, kv::delete_kv)

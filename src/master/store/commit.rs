@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 /// The queue of writers waiting for the next flush.
+#[derive(Clone)]
 pub struct GroupCommit {
     commits: mpsc::Sender<Waiter>,
 }

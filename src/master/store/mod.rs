@@ -31,6 +31,7 @@ pub mod keys;
 mod pager;
 pub mod postgres;
 mod sled_store;
+pub mod timers;
 pub mod url;
 
 pub use postgres::PostgresStore;
@@ -56,6 +57,15 @@ pub enum StoreError {
     /// The entry exists already (global KV create).
     #[error("{0} exists already")]
     Exists(String),
+    /// A per-tenant cap would be passed: `too_many_timers`,
+    /// `too_many_schedules`.
+    #[error("{message}")]
+    Limit {
+        /// The stable code the API answers with.
+        code: &'static str,
+        /// What was passed.
+        message: String,
+    },
 }
 
 /// Runs the store's synchronous work `f` on a blocking thread: a scan of a
@@ -217,6 +227,9 @@ pub trait Store: Send + Sync + 'static {
     fn put_var<'a>(&'a self, var: &'a StoredVar) -> StoreFuture<'a, ()>;
     /// Forgets the value under `key`; whether there was one.
     fn delete_var<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Timers and schedules ([`timers`]).
+    fn timers(&self) -> &dyn timers::TimerStore;
 }
 
 /// A plugin variable's value as the store keeps it: a secret's sealed

@@ -111,15 +111,15 @@ pub struct Vm {
 /// made-up names).
 const NAMES_KEPT: usize = 64;
 
-/// Makes a plugin's dispatcher, `function(name, data, headers)`, which
-/// answers `false` when the plugin has no handler for `name`: a dispatch
-/// is one call into the VM with three arguments, the event table built by
-/// a table constructor (not a lookup, a call with six, a set per field).
+/// Makes a plugin's dispatcher, `function(name, data, headers, timer)`,
+/// which answers `false` when the plugin has no handler for `name`: a
+/// dispatch is one call into the VM, the event table built by a table
+/// constructor (not a lookup, a call with six, a set per field).
 const BIND_HANDLERS: &str = "local handlers, tenant, ctx = ...\n\
-    return function(name, data, headers)\n\
+    return function(name, data, headers, timer)\n\
         local handler = handlers[name]\n\
         if handler == nil then return false end\n\
-        return true, handler({ name = name, data = data, tenant = tenant, headers = headers }, ctx)\n\
+        return true, handler({ name = name, data = data, tenant = tenant, headers = headers, timer = timer }, ctx)\n\
     end";
 
 struct EventKeys {
@@ -166,6 +166,7 @@ impl Vm {
         let invocation = Invocation::new();
         host::install(&lua, tenant, &clock, &invocation, services)?;
         kv::install(&lua, tenant, &clock, services.db.as_ref())?;
+        crate::worker::timers::install(&lua, tenant, &clock, services.db.as_ref())?;
 
         let interrupted = Arc::clone(&clock);
         lua.set_interrupt(move |lua| interrupted.interrupt(lua));
@@ -273,8 +274,9 @@ impl Vm {
             .unpack(&self.lua, &event.data)
             .map_err(|e| self.event_error(e))?;
         let headers = self.headers(event)?;
+        let timer = self.timer(event)?;
         let (found, out): (bool, mlua::Value) = self
-            .guarded(dispatch.call_async((name, data, headers)), deadline)
+            .guarded(dispatch.call_async((name, data, headers, timer)), deadline)
             .await?;
         if !found {
             return Err(RemoteError::new(
@@ -315,6 +317,15 @@ impl Vm {
             .to_value(&event.headers)
             .map_err(|e| self.event_error(e))?;
         Ok(Some(headers))
+    }
+
+    /// `event.timer`, for an event a timer fired.
+    fn timer(&mut self, event: &Event) -> Result<Option<mlua::Value>, RemoteError> {
+        let Some(timer) = &event.timer else {
+            return Ok(None);
+        };
+        let t = self.lua.to_value(timer).map_err(|e| self.event_error(e))?;
+        Ok(Some(t))
     }
 
     /// An event the VM could not take in: a heap that ran out poisons the
@@ -402,6 +413,7 @@ impl Vm {
     /// built by [`BIND_HANDLERS`]).
     fn event_table(&mut self, event: &Event) -> Result<mlua::Value, RemoteError> {
         let headers = self.headers(event)?;
+        let timer = self.timer(event)?;
         let build = || -> mlua::Result<mlua::Value> {
             let t = self.lua.create_table_with_capacity(0, 3)?;
             t.raw_set(&self.keys.name, event.name.as_str())?;
@@ -412,6 +424,9 @@ impl Vm {
             t.raw_set(&self.keys.tenant, &self.tenant_table)?;
             if let Some(headers) = headers {
                 t.raw_set("headers", headers)?;
+            }
+            if let Some(timer) = timer {
+                t.raw_set("timer", timer)?;
             }
             Ok(mlua::Value::Table(t))
         };

@@ -89,6 +89,11 @@ impl PostgresStore {
         tokio::task::block_in_place(|| handle.block_on(f))
     }
 
+    /// A connection of the pool, for a transaction.
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
     pub(super) async fn query(
         &self,
         sql: &str,

@@ -20,6 +20,8 @@
 //! | `tokens` | id | the stored token |
 //! | `audit` | seq | the entry |
 //! | `vars` | plugin, tenant, name ([`StoredVar::key`]) | the stored variable |
+//! | `timers` | id (indexed by due time and by tenant) | the timer, in columns |
+//! | `schedules` | tenant type, tenant id, name | the stored schedule |
 //!
 //! Scopes and keys are `bytea`, so they order byte by byte as in sled
 //! (`Find` pages the same way on both) and may hold any byte, NUL
@@ -35,6 +37,7 @@ use crate::mesophyll::message::{Tenant, TenantState};
 use crate::rest::AuditEntry;
 mod connection;
 pub mod schema;
+mod timers;
 
 pub use connection::PostgresStore;
 
@@ -496,6 +499,10 @@ impl Store for PostgresStore {
             let sql = "DELETE FROM vars WHERE key = $1 RETURNING 1";
             Ok(!self.query(sql, &[&key.as_bytes()]).await?.is_empty())
         })
+    }
+
+    fn timers(&self) -> &dyn super::timers::TimerStore {
+        self
     }
 
     fn audit_append(&self, mut entry: AuditEntry) -> StoreFuture<'_, AuditEntry> {

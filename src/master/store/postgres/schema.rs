@@ -52,6 +52,31 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     CREATE TABLE vars (key bytea PRIMARY KEY, var bytea NOT NULL);
     "#,
     ),
+    (
+        3,
+        r#"
+    CREATE TABLE timers (
+        id bigint PRIMARY KEY,
+        tenant_type text COLLATE "C" NOT NULL,
+        tenant_id text COLLATE "C" NOT NULL,
+        event text NOT NULL,
+        data bytea NOT NULL,
+        due_at bigint NOT NULL,
+        attempt integer NOT NULL,
+        schedule text
+    );
+    CREATE INDEX timers_due ON timers (due_at, id);
+    CREATE INDEX timers_tenant ON timers (tenant_type, tenant_id, id);
+    CREATE SEQUENCE timer_seq START 1;
+    CREATE TABLE schedules (
+        tenant_type text COLLATE "C" NOT NULL,
+        tenant_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        schedule bytea NOT NULL,
+        PRIMARY KEY (tenant_type, tenant_id, name)
+    );
+    "#,
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns its version.

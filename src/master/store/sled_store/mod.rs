@@ -13,6 +13,8 @@ use crate::mesophyll::message::{Tenant, TenantState};
 use crate::rest::AuditEntry;
 use std::path::Path;
 
+mod timers;
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         StoreError::Backend(e.to_string())
@@ -33,6 +35,7 @@ pub struct SledStore {
     /// reused across restarts).
     db: sled::Db,
     commit: GroupCommit,
+    timers: timers::SledTimers,
 }
 
 impl SledStore {
@@ -60,7 +63,9 @@ impl SledStore {
             flushed.flush()?;
             files.sync()
         });
+        let timers = timers::SledTimers::open(&db, commit.clone())?;
         Ok(SledStore {
+            timers,
             kv,
             global,
             states,
@@ -375,6 +380,10 @@ impl Store for SledStore {
             self.commit.durable().await?;
             Ok(existed)
         })
+    }
+
+    fn timers(&self) -> &dyn super::timers::TimerStore {
+        &self.timers
     }
 
     fn audit_append(&self, mut entry: AuditEntry) -> StoreFuture<'_, AuditEntry> {

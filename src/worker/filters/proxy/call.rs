@@ -346,6 +346,7 @@ fn verdict(
             data,
             headers,
             hops: input.event.hops,
+            timer: input.event.timer.clone(),
         }),
     })
 }
