@@ -165,6 +165,7 @@ impl InProcess {
             ports: master::port::PortLimits::default(),
             audit_retention: Duration::from_secs(90 * 86_400),
             timers: master::timers::TimerConfig::default(),
+            webhooks: master::webhooks::WebhookConfig::default(),
         })
         .await?;
         let limit = Duration::from_secs(30);

@@ -10,6 +10,8 @@
 //!   { name = "sign", description = "Sign the guestbook" },  # capability registry
 //! ]
 //! emits_to = ["guild"]      # optional: tenant types events.emit_to may reach
+//! webhooks = ["sign"]       # optional: events that may also come from
+//!                           # outside, as POST /hooks/{type}/{id}/{event}
 //! allowed_hosts = ["https://api.example.com"]  # optional: what http.fetch
 //!                           # may reach (see allowed_host); none when absent
 //! [variables]               # optional: settings operators give it
@@ -68,6 +70,10 @@ pub struct Manifest {
     /// may always: `events.emit`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emits_to: Vec<String>,
+    /// Which of `events` may also arrive as webhooks (`POST
+    /// /hooks/{type}/{id}/{event}`, no token): none unless listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<String>,
     /// The settings operators give the plugin (`meshplay vars set`), by
     /// name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -30,6 +30,11 @@ impl Plugin {
     pub fn handles(&self, event: &str) -> bool {
         self.manifest.events.iter().any(|e| e == event)
     }
+
+    /// Whether it takes `event` as a webhook from outside.
+    pub fn takes_webhook(&self, event: &str) -> bool {
+        self.manifest.webhooks.iter().any(|e| e == event)
+    }
 }
 
 /// Why one plugin could not be loaded.
@@ -120,6 +125,15 @@ pub fn build(bundle: &PluginBundle) -> Result<Plugin, PluginError> {
     if manifest.events.is_empty() {
         return Err(invalid("handles no events".into()));
     }
+    if let Some(w) = manifest
+        .webhooks
+        .iter()
+        .find(|w| !manifest.events.contains(w))
+    {
+        return Err(invalid(format!(
+            "webhook {w:?} is not among its events (a webhook is an event it handles)"
+        )));
+    }
     check_variables(&manifest).map_err(invalid)?;
     if manifest.allowed_hosts.len() > MAX_ALLOWED_HOSTS {
         return Err(invalid(format!(
@@ -179,6 +193,27 @@ mod tests {
         );
         let err = build(&b).unwrap_err();
         assert!(err.to_string().contains("no entry file"), "{err}");
+    }
+
+    #[test]
+    fn a_webhook_must_be_one_of_the_events() {
+        let files = [("init.luau", "return {}")];
+        let b = bundle(
+            "name='a'\nversion='1'\nevents=['x']\nwebhooks=['y']",
+            &files,
+        );
+        let err = build(&b).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("webhook \"y\" is not among its events"),
+            "{err}"
+        );
+        let b = bundle(
+            "name='a'\nversion='1'\nevents=['x']\nwebhooks=['x']",
+            &files,
+        );
+        let p = build(&b).unwrap();
+        assert!(p.takes_webhook("x") && !p.takes_webhook("y"));
     }
 
     #[test]

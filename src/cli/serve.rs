@@ -9,6 +9,7 @@ use crate::master::store::StoreUrl;
 use crate::master::supervisor::SupervisorConfig;
 use crate::master::timers::TimerConfig;
 use crate::master::tls::CertSource;
+use crate::master::webhooks::WebhookConfig;
 use crate::master::{self, MasterConfig};
 use crate::mesophyll::auth::{PARENT_ENV, TOKEN_ENV};
 use crate::mesophyll::hub::HubConfig;
@@ -193,6 +194,16 @@ pub(super) struct ServeArgs {
     pub(super) max_event_hops: u32,
     #[command(flatten)]
     pub(super) timers: TimerArgs,
+    /// The largest webhook body read (`too_large`, 413, past it).
+    #[arg(long, default_value_t = WebhookConfig::default().max_body_bytes as u64, value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
+    pub(super) webhook_max_body_bytes: u64,
+    /// Webhook requests a second one tenant may get (bursts of twice
+    /// that; `rate_limited`, 429, past it).
+    #[arg(long, default_value_t = WebhookConfig::default().tenant_rate, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(super) webhook_tenant_rate: u32,
+    /// Webhook requests a second from one address (bursts of twice that).
+    #[arg(long, default_value_t = WebhookConfig::default().address_rate, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(super) webhook_address_rate: u32,
 }
 
 /// How timers and schedules are capped and delivered.
@@ -460,6 +471,11 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
         insecure: args.insecure,
         audit_retention: Duration::from_secs(args.audit_retention_days * 86_400),
         timers: args.timers.config(),
+        webhooks: WebhookConfig {
+            max_body_bytes: args.webhook_max_body_bytes as usize,
+            tenant_rate: args.webhook_tenant_rate,
+            address_rate: args.webhook_address_rate,
+        },
         ports: PortLimits {
             max_connections: args.max_connections,
             max_per_peer: args.max_connections_per_peer,

@@ -84,6 +84,7 @@ pub struct Metrics {
     kv_seconds: Family<OpLabel, Histogram>,
     supervisor: Arc<OnceLock<Arc<Supervisor>>>,
     timers: crate::master::timers::TimerMetrics,
+    webhooks: Arc<crate::master::webhooks::Webhooks>,
     /// Events, errors and dispatch latency per second of the last minute,
     /// by second modulo 60 (`meshplay status`, the dashboard's charts).
     minute: Mutex<[Second; 60]>,
@@ -114,7 +115,11 @@ impl Metrics {
     /// A registry with the master's families and the fleet's collector
     /// (restarts appear once [`Metrics::watch`] gives it the supervisor,
     /// which starts after the hub).
-    pub fn new(hub: Arc<Hub>, workers: u32) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        workers: u32,
+        webhooks: crate::master::webhooks::WebhookConfig,
+    ) -> Self {
         let supervisor = Arc::new(OnceLock::new());
         let mut registry = Registry::with_prefix("meshplay");
         let events = Family::<PluginCode, Counter>::default();
@@ -162,6 +167,10 @@ impl Metrics {
             kv_seconds.clone(),
         );
         let timers = crate::master::timers::TimerMetrics::register(&mut registry);
+        let webhooks = Arc::new(crate::master::webhooks::Webhooks::new(
+            webhooks,
+            &mut registry,
+        ));
         registry.register_collector(Box::new(Fleet {
             hub,
             supervisor: Arc::clone(&supervisor),
@@ -178,6 +187,7 @@ impl Metrics {
             kv_seconds,
             supervisor,
             timers,
+            webhooks,
             minute: Mutex::new([Second::default(); 60]),
         }
     }
@@ -287,6 +297,12 @@ impl Metrics {
     /// Counts one script that ended with `result`.
     pub fn scripted(&self, result: &str) {
         self.scripts.get_or_create(&ResultLabel::of(result)).inc();
+    }
+
+    /// The webhooks' bounds and counts (registered here, used by the
+    /// hooks route).
+    pub fn webhooks(&self) -> &Arc<crate::master::webhooks::Webhooks> {
+        &self.webhooks
     }
 
     /// The timer families.
@@ -546,7 +562,11 @@ mod tests {
 
     #[test]
     fn plugin_names_only_a_worker_said_make_no_series() {
-        let metrics = Metrics::new(Hub::new(HubConfig::default()), 1);
+        let metrics = Metrics::new(
+            Hub::new(HubConfig::default()),
+            1,
+            crate::master::webhooks::WebhookConfig::default(),
+        );
         let outcomes: Vec<PluginOutcome> = ["echo", "made-up-1", "made-up-2"]
             .into_iter()
             .map(|plugin| PluginOutcome {

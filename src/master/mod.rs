@@ -11,7 +11,8 @@
 //! - [`api`]: the REST API;
 //! - [`port`]: what each listening port takes (connection caps, timeouts);
 //! - [`audit`]: how long the audit log keeps its entries;
-//! - [`timers`]: timers and schedules, fired by the master.
+//! - [`timers`]: timers and schedules, fired by the master;
+//! - [`webhooks`]: the hooks route, for services that hold no token.
 //!
 //! [`start`] wires them together (and [`serve`] runs it until a signal): it
 //! binds both ports (port 0 picks a free one; the chosen addresses land in
@@ -37,6 +38,7 @@ pub mod supervisor;
 pub mod timers;
 pub mod tls;
 pub mod vars;
+pub mod webhooks;
 
 use crate::datadir::{DataDir, DataDirError, Endpoint};
 use crate::mesophyll::hub::{Hub, HubConfig};
@@ -89,6 +91,8 @@ pub struct MasterConfig {
     pub audit_retention: Duration,
     /// How timers are capped, delivered and retried ([`timers`]).
     pub timers: timers::TimerConfig,
+    /// How webhooks are bounded ([`webhooks`]).
+    pub webhooks: webhooks::WebhookConfig,
 }
 
 /// Why the master could not start.
@@ -388,7 +392,11 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         tracing::error!("not loaded: {p}");
     }
     let registry = Arc::new(registry);
-    let metrics = Arc::new(metrics::Metrics::new(Arc::clone(&hub), config.workers));
+    let metrics = Arc::new(metrics::Metrics::new(
+        Arc::clone(&hub),
+        config.workers,
+        config.webhooks.clone(),
+    ));
     let access = Arc::new(access::Access::load(token.clone(), Arc::clone(&store))?);
     // Away this long, a joined worker's slot may go to another: longer than
     // a few missed heartbeats and the slowest reconnect back-off.
@@ -437,6 +445,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     metrics.watch(Arc::clone(&supervisor));
     let timers_task = timers.start();
 
+    let webhooks = Arc::clone(metrics.webhooks());
     let state = Arc::new(api::ApiState {
         hub: Arc::clone(&hub),
         supervisor: Arc::clone(&supervisor),
@@ -452,6 +461,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         console: Default::default(),
         vars,
         timers,
+        webhooks,
     });
     let (api_stop, api_task) = serve_api(state, api_listener, server_tls.as_ref(), &config.ports);
 

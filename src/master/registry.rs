@@ -70,10 +70,19 @@ pub struct Registry {
     checker: ModuleChecker,
     revision: AtomicU64,
     changes: tokio::sync::Mutex<()>,
-    /// The names of the plugins in force, kept beside the store so that
-    /// the metrics can tell a plugin from a name a worker made up without
-    /// reading the store per dispatch.
-    plugin_names: std::sync::RwLock<BTreeSet<String>>,
+    /// The plugins in force by name, with the webhooks each takes, kept
+    /// beside the store so that the metrics can tell a plugin from a name a
+    /// worker made up, and the hooks route a declared webhook from any
+    /// other path, without reading the store per request.
+    plugin_names: std::sync::RwLock<BTreeMap<String, Vec<String>>>,
+}
+
+/// The webhooks a bundle's manifest declares (none when it does not
+/// parse: such a bundle is not in force anyway).
+fn webhooks_of(bundle: &PluginBundle) -> Vec<String> {
+    toml::from_str::<Manifest>(&bundle.manifest)
+        .map(|m| m.webhooks)
+        .unwrap_or_default()
 }
 
 impl Registry {
@@ -114,8 +123,14 @@ impl Registry {
         };
         match registry.merged() {
             Ok((snapshot, _)) => {
-                *registry.plugin_names.write().unwrap() =
-                    snapshot.plugins.into_iter().map(|b| b.name).collect();
+                *registry.plugin_names.write().unwrap() = snapshot
+                    .plugins
+                    .into_iter()
+                    .map(|b| {
+                        let hooks = webhooks_of(&b);
+                        (b.name, hooks)
+                    })
+                    .collect();
             }
             Err(e) => problems.push(format!("cannot read the uploaded plugins: {e}")),
         }
@@ -136,7 +151,16 @@ impl Registry {
 
     /// Whether plugin `name` is in force.
     pub fn has_plugin(&self, name: &str) -> bool {
-        self.plugin_names.read().unwrap().contains(name)
+        self.plugin_names.read().unwrap().contains_key(name)
+    }
+
+    /// Whether some plugin in force takes `event` as a webhook.
+    pub fn takes_webhook(&self, event: &str) -> bool {
+        self.plugin_names
+            .read()
+            .unwrap()
+            .values()
+            .any(|hooks| hooks.iter().any(|h| h == event))
     }
 
     /// The manifest of plugin `name` in force, if there is one.
@@ -316,7 +340,10 @@ impl Registry {
         self.store
             .catalogue_put(&format!("{PLUGIN}{name}"), bytes)
             .await?;
-        self.plugin_names.write().unwrap().insert(name.to_owned());
+        self.plugin_names
+            .write()
+            .unwrap()
+            .insert(name.to_owned(), plugin.manifest.webhooks.clone());
         Ok(self.bump())
     }
 

@@ -328,6 +328,7 @@ mod properties {
                 headers,
                 hops: 0,
                 timer: None,
+                http: None,
             })
     }
 

@@ -68,6 +68,11 @@ pub struct Event {
     /// any other event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer: Option<crate::mesophyll::timers::TimerInfo>,
+    /// The outside request of a webhook (`event.http`), absent for any
+    /// other event; only plugins that declare the event in `webhooks` run
+    /// for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<crate::mesophyll::webhook::HttpCall>,
 }
 
 fn is_zero(n: &u32) -> bool {

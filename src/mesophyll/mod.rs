@@ -16,7 +16,8 @@
 //! - [`db`]: the DB endpoints' operations and answers;
 //! - [`db_client`]: the worker's HTTP/2 client for them;
 //! - [`join`]: how a worker from elsewhere gets a slot and a session;
-//! - [`timers`]: timers and schedules a handler sets, and `event.timer`.
+//! - [`timers`]: timers and schedules a handler sets, and `event.timer`;
+//! - [`webhook`]: the outside request a webhook event carries.
 //!
 //! The value types ([`message`], [`packed`], [`codec`], [`db`]) build in the crate's
 //! `client` feature too; the moving parts only with `server`.
@@ -45,5 +46,6 @@ pub mod packed;
 pub mod timers;
 #[cfg(feature = "server")]
 pub mod uplink;
+pub mod webhook;
 #[cfg(feature = "client")]
 pub mod writer;

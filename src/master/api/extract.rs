@@ -44,7 +44,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Payload<T> {
     }
 }
 
-pub(super) fn tenant(kind: String, id: String) -> Result<Tenant, ApiError> {
+pub(crate) fn tenant(kind: String, id: String) -> Result<Tenant, ApiError> {
     for (what, part) in [("type", &kind), ("id", &id)] {
         if part.is_empty() || part.len() > MAX_TENANT_PART || part.chars().any(char::is_control) {
             return Err(ApiError::bad_request(format!(

@@ -64,7 +64,7 @@ mod access;
 mod auth;
 mod catalogue;
 pub mod error;
-mod extract;
+pub(crate) mod extract;
 mod kv;
 mod live;
 mod routes;
@@ -121,6 +121,8 @@ pub struct ApiState {
     pub vars: Arc<crate::master::vars::Vars>,
     /// Timers and schedules (the schedules routes).
     pub timers: Arc<crate::master::timers::Timers>,
+    /// Webhooks' bounds and counts (the hooks route).
+    pub webhooks: Arc<crate::master::webhooks::Webhooks>,
 }
 
 /// A turn per tenant, striped: changes to one tenant's state are stored

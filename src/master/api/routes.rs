@@ -36,6 +36,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(system::health))
         .route("/readyz", get(system::ready))
         .route("/metrics", get(system::metrics))
+        .route(
+            "/hooks/{type}/{id}/{event}",
+            axum::routing::post(crate::master::webhooks::hook),
+        )
         .merge(v1)
         .merge(crate::master::dashboard::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })

@@ -420,8 +420,11 @@ impl Tenants {
                 }
                 let chosen = state.as_ref().and_then(|s| s.plugins.as_ref());
                 let catalogue = self.services.catalogue();
+                // A webhook reaches only the plugins that asked for it.
+                let outside = event.http.is_some();
                 let plugins: Vec<_> = catalogue
                     .handling(&event.name)
+                    .filter(|p| !outside || p.takes_webhook(&event.name))
                     .filter(|p| chosen.is_none_or(|c| c.contains(&p.manifest.name)))
                     .cloned()
                     .collect();

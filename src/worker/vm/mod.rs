@@ -111,15 +111,15 @@ pub struct Vm {
 /// made-up names).
 const NAMES_KEPT: usize = 64;
 
-/// Makes a plugin's dispatcher, `function(name, data, headers, timer)`,
+/// Makes a plugin's dispatcher, `function(name, data, headers, timer, http)`,
 /// which answers `false` when the plugin has no handler for `name`: a
 /// dispatch is one call into the VM, the event table built by a table
 /// constructor (not a lookup, a call with six, a set per field).
 const BIND_HANDLERS: &str = "local handlers, tenant, ctx = ...\n\
-    return function(name, data, headers, timer)\n\
+    return function(name, data, headers, timer, http)\n\
         local handler = handlers[name]\n\
         if handler == nil then return false end\n\
-        return true, handler({ name = name, data = data, tenant = tenant, headers = headers, timer = timer }, ctx)\n\
+        return true, handler({ name = name, data = data, tenant = tenant, headers = headers, timer = timer, http = http }, ctx)\n\
     end";
 
 struct EventKeys {
@@ -274,9 +274,12 @@ impl Vm {
             .unpack(&self.lua, &event.data)
             .map_err(|e| self.event_error(e))?;
         let headers = self.headers(event)?;
-        let timer = self.timer(event)?;
+        let (timer, http) = (self.timer(event)?, self.http(event)?);
         let (found, out): (bool, mlua::Value) = self
-            .guarded(dispatch.call_async((name, data, headers, timer)), deadline)
+            .guarded(
+                dispatch.call_async((name, data, headers, timer, http)),
+                deadline,
+            )
             .await?;
         if !found {
             return Err(RemoteError::new(
@@ -325,6 +328,15 @@ impl Vm {
             return Ok(None);
         };
         let t = self.lua.to_value(timer).map_err(|e| self.event_error(e))?;
+        Ok(Some(t))
+    }
+
+    /// `event.http`, for a webhook.
+    fn http(&mut self, event: &Event) -> Result<Option<mlua::Value>, RemoteError> {
+        let Some(http) = &event.http else {
+            return Ok(None);
+        };
+        let t = self.lua.to_value(http).map_err(|e| self.event_error(e))?;
         Ok(Some(t))
     }
 

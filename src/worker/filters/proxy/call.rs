@@ -347,6 +347,7 @@ fn verdict(
             headers,
             hops: input.event.hops,
             timer: input.event.timer.clone(),
+            http: input.event.http.clone(),
         }),
     })
 }
