@@ -166,6 +166,7 @@ impl InProcess {
             audit_retention: Duration::from_secs(90 * 86_400),
             timers: master::timers::TimerConfig::default(),
             webhooks: master::webhooks::WebhookConfig::default(),
+            nats: None,
         })
         .await?;
         let limit = Duration::from_secs(30);

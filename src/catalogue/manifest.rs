@@ -12,6 +12,7 @@
 //! emits_to = ["guild"]      # optional: tenant types events.emit_to may reach
 //! webhooks = ["sign"]       # optional: events that may also come from
 //!                           # outside, as POST /hooks/{type}/{id}/{event}
+//! publishes = ["orders.>"]  # optional: NATS subjects nats.publish may use
 //! allowed_hosts = ["https://api.example.com"]  # optional: what http.fetch
 //!                           # may reach (see allowed_host); none when absent
 //! [variables]               # optional: settings operators give it
@@ -74,6 +75,10 @@ pub struct Manifest {
     /// /hooks/{type}/{id}/{event}`, no token): none unless listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<String>,
+    /// The NATS subjects `nats.publish` may use (patterns: `*` one token,
+    /// a final `>` the rest); none when absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publishes: Vec<String>,
     /// The settings operators give the plugin (`meshplay vars set`), by
     /// name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -15,7 +15,8 @@
 //!   its hash;
 //! - [`proxy_abi`]: what a proxy-wasm 0.2.1 module may import and must
 //!   export;
-//! - [`abi`]: what a filter is handed and what it answers.
+//! - [`abi`]: what a filter is handed and what it answers;
+//! - [`subject`]: NATS subjects and the manifest's `publishes` patterns.
 //!
 //! The crate's `catalogue` feature builds this layer without the runtime
 //! (all but the module check, which needs wasmtime and comes with
@@ -33,3 +34,4 @@ pub mod name;
 pub mod plugin;
 #[cfg(feature = "server")]
 pub mod proxy_abi;
+pub mod subject;

@@ -135,6 +135,16 @@ pub fn build(bundle: &PluginBundle) -> Result<Plugin, PluginError> {
         )));
     }
     check_variables(&manifest).map_err(invalid)?;
+    if manifest.publishes.len() > MAX_ALLOWED_HOSTS {
+        return Err(invalid(format!(
+            "{} publishes entries (at most {MAX_ALLOWED_HOSTS})",
+            manifest.publishes.len()
+        )));
+    }
+    for p in &manifest.publishes {
+        crate::catalogue::subject::check_pattern(p)
+            .map_err(|e| invalid(format!("publishes: {e}")))?;
+    }
     if manifest.allowed_hosts.len() > MAX_ALLOWED_HOSTS {
         return Err(invalid(format!(
             "{} allowed_hosts entries (at most {MAX_ALLOWED_HOSTS})",

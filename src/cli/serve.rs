@@ -4,6 +4,7 @@
 
 use super::{CliError, LogFormat};
 use crate::datadir;
+use crate::master::nats::NatsConfig;
 use crate::master::port::PortLimits;
 use crate::master::store::StoreUrl;
 use crate::master::supervisor::SupervisorConfig;
@@ -204,6 +205,58 @@ pub(super) struct ServeArgs {
     /// Webhook requests a second from one address (bursts of twice that).
     #[arg(long, default_value_t = WebhookConfig::default().address_rate, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(super) webhook_address_rate: u32,
+    #[command(flatten)]
+    pub(super) nats: NatsArgs,
+}
+
+/// The NATS bridge.
+#[derive(Debug, Args)]
+pub(super) struct NatsArgs {
+    /// Bridge to this NATS (`nats://host:4222`, comma-separated for
+    /// several): dispatch by request/reply on
+    /// `meshplay.dispatch.<type>.<id>.<event>`, `nats.publish` for plugins.
+    #[arg(long, value_name = "URL")]
+    pub(super) nats: Option<String>,
+    /// A NATS credentials file (`.creds`: JWT and nkey seed).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub(super) nats_creds: Option<PathBuf>,
+    /// A NATS token.
+    #[arg(
+        long,
+        env = "MESHPLAY_NATS_TOKEN",
+        hide_env_values = true,
+        requires = "nats"
+    )]
+    pub(super) nats_token: Option<String>,
+    /// A file holding a NATS nkey seed.
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub(super) nats_nkey: Option<PathBuf>,
+    /// Verify the NATS server's TLS certificate with this CA (TLS is then
+    /// required).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    pub(super) nats_ca: Option<PathBuf>,
+    /// The queue group the dispatch subscription joins (masters in one
+    /// group share the requests).
+    #[arg(long, default_value = "meshplay")]
+    pub(super) nats_queue_group: String,
+    /// Publish every answered dispatch on
+    /// `meshplay.events.<type>.<id>.<event>`.
+    #[arg(long, requires = "nats")]
+    pub(super) nats_publish_events: bool,
+}
+
+impl NatsArgs {
+    fn config(&self) -> Option<NatsConfig> {
+        Some(NatsConfig {
+            url: self.nats.clone()?,
+            credentials: self.nats_creds.clone(),
+            token: self.nats_token.clone(),
+            nkey: self.nats_nkey.clone(),
+            ca: self.nats_ca.clone(),
+            queue_group: self.nats_queue_group.clone(),
+            publish_events: self.nats_publish_events,
+        })
+    }
 }
 
 /// How timers and schedules are capped and delivered.
@@ -476,6 +529,7 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
             tenant_rate: args.webhook_tenant_rate,
             address_rate: args.webhook_address_rate,
         },
+        nats: args.nats.config(),
         ports: PortLimits {
             max_connections: args.max_connections,
             max_per_peer: args.max_connections_per_peer,

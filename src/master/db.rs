@@ -49,6 +49,8 @@ pub struct DbState {
     pub max_event_hops: u32,
     /// Timers and schedules.
     pub timers: Arc<crate::master::timers::Timers>,
+    /// The NATS bridge, with `serve --nats`.
+    pub nats: Option<Arc<crate::master::nats::Bridge>>,
 }
 
 /// The `/db/...` routes.
@@ -63,6 +65,7 @@ pub fn router(state: Arc<DbState>) -> Router {
         .route("/db/vars", get(vars))
         .route("/db/events", post(crate::master::emitted::events))
         .route("/db/timers", post(crate::master::timers::endpoint::timers))
+        .route("/db/nats", post(crate::master::nats::endpoint::publish))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_DB_BODY_BYTES))
         .with_state(state)
 }

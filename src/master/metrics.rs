@@ -85,6 +85,7 @@ pub struct Metrics {
     supervisor: Arc<OnceLock<Arc<Supervisor>>>,
     timers: crate::master::timers::TimerMetrics,
     webhooks: Arc<crate::master::webhooks::Webhooks>,
+    nats: crate::master::nats::NatsMetrics,
     /// Events, errors and dispatch latency per second of the last minute,
     /// by second modulo 60 (`meshplay status`, the dashboard's charts).
     minute: Mutex<[Second; 60]>,
@@ -171,6 +172,7 @@ impl Metrics {
             webhooks,
             &mut registry,
         ));
+        let nats = crate::master::nats::NatsMetrics::register(&mut registry);
         registry.register_collector(Box::new(Fleet {
             hub,
             supervisor: Arc::clone(&supervisor),
@@ -188,6 +190,7 @@ impl Metrics {
             supervisor,
             timers,
             webhooks,
+            nats,
             minute: Mutex::new([Second::default(); 60]),
         }
     }
@@ -303,6 +306,11 @@ impl Metrics {
     /// hooks route).
     pub fn webhooks(&self) -> &Arc<crate::master::webhooks::Webhooks> {
         &self.webhooks
+    }
+
+    /// The NATS bridge's family.
+    pub fn nats(&self) -> &crate::master::nats::NatsMetrics {
+        &self.nats
     }
 
     /// The timer families.

@@ -12,7 +12,8 @@
 //! - [`port`]: what each listening port takes (connection caps, timeouts);
 //! - [`audit`]: how long the audit log keeps its entries;
 //! - [`timers`]: timers and schedules, fired by the master;
-//! - [`webhooks`]: the hooks route, for services that hold no token.
+//! - [`webhooks`]: the hooks route, for services that hold no token;
+//! - [`nats`]: the NATS bridge.
 //!
 //! [`start`] wires them together (and [`serve`] runs it until a signal): it
 //! binds both ports (port 0 picks a free one; the chosen addresses land in
@@ -30,6 +31,7 @@ pub mod db;
 pub mod emitted;
 pub mod joins;
 pub mod metrics;
+pub mod nats;
 pub mod port;
 pub mod registry;
 pub mod shard;
@@ -93,6 +95,8 @@ pub struct MasterConfig {
     pub timers: timers::TimerConfig,
     /// How webhooks are bounded ([`webhooks`]).
     pub webhooks: webhooks::WebhookConfig,
+    /// The NATS bridge, if any ([`nats`]).
+    pub nats: Option<nats::NatsConfig>,
 }
 
 /// Why the master could not start.
@@ -126,6 +130,9 @@ pub enum MasterError {
     /// The plugin variables' key could not be read or made.
     #[error(transparent)]
     Vars(#[from] vars::VarsError),
+    /// The NATS bridge could not be set up.
+    #[error(transparent)]
+    Nats(#[from] nats::NatsError),
 }
 
 async fn bind(
@@ -300,6 +307,7 @@ pub struct Running {
     api_stop: tokio::sync::oneshot::Sender<()>,
     api_task: tokio::task::JoinHandle<()>,
     timers_task: tokio::task::JoinHandle<()>,
+    nats_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -312,6 +320,9 @@ impl Running {
         // Deliveries under way are cut; their timers stay in the store and
         // fire again at the next start.
         self.timers_task.abort();
+        if let Some(task) = &self.nats_task {
+            task.abort();
+        }
         self.supervisor.shutdown(self.grace).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.api_task).await;
         tracing::info!("stopped");
@@ -416,7 +427,12 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         config.timers.clone(),
         metrics.timers().clone(),
     );
+    let nats = match &config.nats {
+        Some(c) => Some(nats::Bridge::connect(c.clone(), metrics.nats().clone()).await?),
+        None => None,
+    };
     let db_state = Arc::new(db::DbState {
+        nats: nats.clone(),
         timers: Arc::clone(&timers),
         vars: Arc::clone(&vars),
         max_event_hops: config.hub.max_event_hops,
@@ -462,7 +478,9 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         vars,
         timers,
         webhooks,
+        nats: nats.clone(),
     });
+    let nats_task = nats.map(|bridge| bridge.serve(Arc::clone(&state)));
     let (api_stop, api_task) = serve_api(state, api_listener, server_tls.as_ref(), &config.ports);
 
     announce(
@@ -484,5 +502,6 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         api_stop,
         api_task,
         timers_task,
+        nats_task,
     })
 }

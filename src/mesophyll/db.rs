@@ -106,6 +106,21 @@ pub struct EmittedEvent {
     pub event: Event,
 }
 
+/// A message a handler publishes on NATS (`nats.publish`, `POST
+/// /db/nats`), to a subject its plugin's manifest grants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NatsPublish {
+    /// The tenant whose handler publishes (the caller's shard's).
+    pub tenant: Tenant,
+    /// Its plugin.
+    pub plugin: String,
+    /// Where.
+    pub subject: String,
+    /// The payload's bytes (a string as it is, other values as JSON).
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
 /// The answer to `POST /db/events`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmitReply {

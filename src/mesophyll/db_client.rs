@@ -155,6 +155,16 @@ impl DbClient {
             .await
     }
 
+    /// Publishes one message on the master's NATS.
+    pub async fn nats_publish(
+        &self,
+        msg: &crate::mesophyll::db::NatsPublish,
+        deadline: Duration,
+    ) -> Result<bool, DbClientError> {
+        self.call(Method::POST, "/db/nats".into(), Some(msg), deadline)
+            .await
+    }
+
     /// Every plugin and filter, as the master has them now.
     pub async fn catalogue(&self, deadline: Duration) -> Result<CatalogueSnapshot, DbClientError> {
         self.call(Method::GET, "/db/catalogue".into(), None::<&()>, deadline)

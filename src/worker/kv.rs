@@ -58,6 +58,11 @@ impl MasterCall {
         }
     }
 
+    /// The tenant it calls for.
+    pub(crate) fn tenant(&self) -> &Tenant {
+        &self.tenant
+    }
+
     /// Runs one call within the script's remaining time.
     pub(crate) async fn bounded<T, F, Fut>(&self, what: &str, call: F) -> mlua::Result<T>
     where

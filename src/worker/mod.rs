@@ -25,6 +25,7 @@ pub mod host;
 pub mod invocation;
 pub mod kv;
 pub mod loaded;
+pub mod nats;
 pub mod packing;
 pub mod services;
 pub mod states;

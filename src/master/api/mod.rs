@@ -72,7 +72,7 @@ mod schedules;
 mod stream;
 mod stream_frames;
 mod system;
-mod tenants;
+pub(crate) mod tenants;
 mod vars;
 
 pub use error::ApiError;
@@ -123,6 +123,9 @@ pub struct ApiState {
     pub timers: Arc<crate::master::timers::Timers>,
     /// Webhooks' bounds and counts (the hooks route).
     pub webhooks: Arc<crate::master::webhooks::Webhooks>,
+    /// The NATS bridge, with `serve --nats`: answered dispatches are
+    /// published on it.
+    pub nats: Option<Arc<crate::master::nats::Bridge>>,
 }
 
 /// A turn per tenant, striped: changes to one tenant's state are stored

@@ -47,14 +47,14 @@ pub(super) async fn dispatch(
 }
 
 /// What a dispatch came to: the plugins' results, or queued (no wait).
-pub(super) enum Delivered {
+pub(crate) enum Delivered {
     Done(Dispatched<Packed>),
     Accepted(Accepted),
 }
 
 /// One dispatch, whichever way it came (REST or the stream), counted in
 /// the metrics, shown on the console, and logged when it fails.
-pub(super) async fn dispatch_to(
+pub(crate) async fn dispatch_to(
     state: &ApiState,
     kind: String,
     id: String,
@@ -67,7 +67,11 @@ pub(super) async fn dispatch_to(
         .console
         .watched()
         .then(|| (kind.clone(), id.clone(), req.name.clone()));
+    let name = state.nats.as_ref().map(|_| req.name.clone());
     let answer = deliver(state, kind, id, req, started, &mut sent).await;
+    if let (Some(nats), Some(name), Ok(Delivered::Done(d))) = (&state.nats, name, &answer) {
+        nats.answered(&name, d);
+    }
     if let Err(e) = &answer {
         state
             .metrics

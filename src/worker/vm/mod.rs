@@ -167,6 +167,7 @@ impl Vm {
         host::install(&lua, tenant, &clock, &invocation, services)?;
         kv::install(&lua, tenant, &clock, services.db.as_ref())?;
         crate::worker::timers::install(&lua, tenant, &clock, services.db.as_ref())?;
+        crate::worker::nats::install(&lua, tenant, &clock, &invocation, services.db.as_ref())?;
 
         let interrupted = Arc::clone(&clock);
         lua.set_interrupt(move |lua| interrupted.interrupt(lua));
