@@ -207,6 +207,32 @@ fn egress_measures_fetch_against_a_bare_client_and_echo_beside_waiters() {
 }
 
 #[test]
+fn timers_are_written_beside_sled_and_all_fire() {
+    let (code, r, err) = bench(&[
+        "timers",
+        "--timers",
+        "2000",
+        "--tenants",
+        "100",
+        "--rate",
+        "1000",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "timers/write",
+        "baseline/sled-durable-set",
+        "timers/lateness",
+    ] {
+        ran_clean(figure(&r, name));
+    }
+    assert_eq!(r["params"]["fired"], "2000", "{r:#}");
+    assert_eq!(figure(&r, "timers/write")["ok"], 2000, "{r:#}");
+    let write = figure(&r, "timers/write");
+    assert_eq!(write["vs"]["limit"], "baseline/sled-durable-set", "{write}");
+}
+
+#[test]
 fn memory_reports_rss_per_tenant_at_each_step() {
     let (code, r, err) = bench(&["memory", "--tenants", "20,60", "--json"]);
     assert_eq!(code, 0, "{err}");

@@ -73,6 +73,7 @@ pub async fn run(opts: EgressOptions) -> Result<Report, BenchError> {
         worker_threads: 1,
         hub,
         plugins: vec![("fetcher".into(), manifest, FETCHER.into())],
+        timers: crate::master::timers::TimerConfig::default(),
     })
     .await?;
     let measured = measure(&opts, &fleet, &origin).await;

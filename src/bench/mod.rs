@@ -7,6 +7,7 @@
 //! - [`egress`]: `http.fetch` against a bare client, and echo latency
 //!   while many tenants wait on a slow upstream;
 //! - [`memory`]: a worker's RSS per idle tenant;
+//! - [`timers`]: many pending timers, loaded and fired at a steady rate;
 //! - [`peers`]: Meshplay beside Redis EVAL and NATS request/reply, with
 //!   the master in a child process;
 //! - [`chaos`]: faults under load (kills, a hang, the master killed under
@@ -33,6 +34,7 @@ pub mod nats;
 pub mod peers;
 pub mod pgbench;
 pub mod served;
+pub mod timers;
 
 use crate::master::supervisor::SupervisorConfig;
 use crate::master::{self, MasterConfig, MasterError, Running};
@@ -77,6 +79,8 @@ pub struct Launch {
     pub hub: HubConfig,
     /// Plugins beside echo: name, manifest, entry source.
     pub plugins: Vec<(String, String, String)>,
+    /// How the master fires timers.
+    pub timers: master::timers::TimerConfig,
 }
 
 /// A master started for a benchmark, with the temporary directory it lives
@@ -113,6 +117,7 @@ impl InProcess {
             worker_threads,
             hub: HubConfig::default(),
             plugins: Vec::new(),
+            timers: master::timers::TimerConfig::default(),
         };
         Self::launch(plan).await
     }
@@ -127,6 +132,7 @@ impl InProcess {
             worker_threads,
             hub,
             plugins,
+            timers,
         } = plan;
         let dir = tempfile::Builder::new()
             .prefix("meshplay-bench")
@@ -164,7 +170,7 @@ impl InProcess {
             insecure: false,
             ports: master::port::PortLimits::default(),
             audit_retention: Duration::from_secs(90 * 86_400),
-            timers: master::timers::TimerConfig::default(),
+            timers,
             webhooks: master::webhooks::WebhookConfig::default(),
             nats: None,
         })

@@ -22,6 +22,9 @@ pub(super) enum BenchCommand {
     /// http.fetch against a bare client, and echo latency while many
     /// tenants wait on a slow upstream.
     Egress(BenchEgressArgs),
+    /// Pending timers loaded into the store and fired at a steady rate:
+    /// write rate beside sled's, RSS, lateness.
+    Timers(BenchTimersArgs),
     /// Meshplay's REST and binary dispatch, from outside, beside Redis EVAL
     /// and NATS request/reply on this machine (when they are installed).
     Peers(BenchPeersArgs),
@@ -100,6 +103,25 @@ pub(super) struct BenchFilterArgs {
     /// Skip the bare calls.
     #[arg(long)]
     pub(super) no_baseline: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchTimersArgs {
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    pub(super) workers: u32,
+    /// Timers written and fired.
+    #[arg(long, default_value_t = 100_000)]
+    pub(super) timers: u64,
+    /// Tenants they are spread over.
+    #[arg(long, default_value_t = 10_000)]
+    pub(super) tenants: u64,
+    /// Timers due per second.
+    #[arg(long, default_value_t = 2000)]
+    pub(super) rate: u64,
     /// Print the report as JSON.
     #[arg(long)]
     pub(super) json: bool,
@@ -313,6 +335,16 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 progress: progress(a.json),
             };
             (bench::egress::run(opts).await?, a.json)
+        }
+        BenchCommand::Timers(a) => {
+            let opts = bench::timers::TimersOptions {
+                workers: a.workers,
+                timers: a.timers,
+                tenants: a.tenants,
+                rate: a.rate,
+                progress: progress(a.json),
+            };
+            (bench::timers::run(opts).await?, a.json)
         }
         BenchCommand::Filter(a) => {
             let report = tokio::task::spawn_blocking(move || {

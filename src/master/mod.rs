@@ -302,6 +302,8 @@ pub struct Running {
     pub hub: Arc<Hub>,
     /// The supervisor of the spawned workers.
     pub supervisor: Arc<Supervisor>,
+    /// The timers (`bench timers` loads them and samples their lateness).
+    pub timers: Arc<timers::Timers>,
     dir: DataDir,
     grace: Duration,
     api_stop: tokio::sync::oneshot::Sender<()>,
@@ -460,6 +462,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     let supervisor = Supervisor::start(sup_config, Arc::clone(&hub), spawned).await?;
     metrics.watch(Arc::clone(&supervisor));
     let timers_task = timers.start();
+    let timers_handle = Arc::clone(&timers);
 
     let webhooks = Arc::clone(metrics.webhooks());
     let state = Arc::new(api::ApiState {
@@ -503,5 +506,6 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         api_task,
         timers_task,
         nats_task,
+        timers: timers_handle,
     })
 }

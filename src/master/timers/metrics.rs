@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
@@ -21,6 +22,10 @@ pub struct TimerMetrics {
     lateness: Histogram,
     held: Gauge,
     in_flight: Gauge,
+    /// Lateness in microseconds, kept exactly while a benchmark asks
+    /// ([`TimerMetrics::sample_lateness`]): the histogram above has only
+    /// its buckets.
+    sampled: Arc<Mutex<Option<hdrhistogram::Histogram<u64>>>>,
 }
 
 impl TimerMetrics {
@@ -33,6 +38,7 @@ impl TimerMetrics {
             lateness: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             held: Gauge::default(),
             in_flight: Gauge::default(),
+            sampled: Arc::default(),
         };
         registry.register(
             "timer_deliveries",
@@ -75,6 +81,25 @@ impl TimerMetrics {
     /// Notes a delivery that started `late_ms` after its due time.
     pub fn started_late(&self, late_ms: i64) {
         self.lateness.observe(late_ms.max(0) as f64 / 1000.0);
+        let mut sampled = self.sampled.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = sampled.as_mut() {
+            h.saturating_record(late_ms.max(0) as u64 * 1000);
+        }
+    }
+
+    /// Starts keeping every delivery's lateness (anew).
+    pub fn sample_lateness(&self) {
+        let h = hdrhistogram::Histogram::new(3).expect("3 significant digits is valid");
+        *self.sampled.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    }
+
+    /// What was kept since [`TimerMetrics::sample_lateness`], in
+    /// microseconds (a copy; sampling goes on).
+    pub fn sampled_lateness(&self) -> Option<hdrhistogram::Histogram<u64>> {
+        self.sampled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// What the near future holds now.

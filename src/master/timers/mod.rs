@@ -132,6 +132,16 @@ impl Timers {
         })
     }
 
+    /// Its metrics.
+    pub fn metrics(&self) -> &TimerMetrics {
+        &self.metrics
+    }
+
+    /// Pending timers held in memory now (the near future).
+    pub fn held(&self) -> usize {
+        self.near().sizes().0
+    }
+
     fn near(&self) -> std::sync::MutexGuard<'_, Near> {
         self.near.lock().unwrap_or_else(|p| p.into_inner())
     }
