@@ -160,6 +160,26 @@ async fn store_copy_moves_everything_from_sled_to_postgres_and_back() {
         "return { extra = function(e) return 1 end }",
     );
     m.client.put_plugin("extra", &upload).await.unwrap();
+    // A schedule and a pending timer.
+    let daily = meshplay::rest::SchedulePut {
+        cron: "0 9 * * *".into(),
+        event: "sign".into(),
+        data: json!({ "name": "cron" }),
+        timezone: Some("Europe/Stockholm".into()),
+    };
+    let schedule = m
+        .client
+        .put_schedule("guild", "1", "daily", &daily)
+        .await
+        .unwrap();
+    let script = meshplay::rest::ScriptRequest {
+        name: None,
+        code: "return timers.after(3600000, 'echo', { n = 1 })".into(),
+        event: None,
+        timeout_ms: None,
+    };
+    m.client.run_script("user", "u0", &script).await.unwrap();
+    let pending = m.client.timers("user", "u0").await.unwrap().timers;
     let audit = m.client.audit(None, 1000).await.unwrap().entries.len();
     let created = m
         .client
@@ -180,6 +200,10 @@ async fn store_copy_moves_everything_from_sled_to_postgres_and_back() {
     );
     assert_eq!(counts["tokens"], 1);
     assert_eq!(counts["audit"], json!(audit));
+    assert_eq!(
+        (counts["timers"].clone(), counts["schedules"].clone()),
+        (json!(1), json!(1))
+    );
 
     // Into a store that is not empty: refused, nothing written.
     let (ok, out) = copy(&sled, &pg);
@@ -223,6 +247,14 @@ async fn store_copy_moves_everything_from_sled_to_postgres_and_back() {
         .dispatch("user", "u9", &event("echo", json!(1)))
         .await
         .expect("the copied app token works");
+    let copied = m2.client.timers("user", "u0").await.unwrap().timers;
+    assert_eq!(copied.len(), 1, "{copied:?}");
+    assert_eq!(
+        (copied[0].event.as_str(), copied[0].due_at),
+        ("echo", pending[0].due_at)
+    );
+    let schedules = m2.client.schedules("guild", "1").await.unwrap().schedules;
+    assert_eq!(schedules, vec![schedule]);
     m2.stop();
 
     // And back, into a fresh sled store: the same records.

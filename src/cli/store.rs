@@ -45,7 +45,7 @@ pub(super) async fn store(command: StoreCommand) -> Result<ExitCode, CliError> {
         println!("{}", serde_json::to_string(&n).unwrap_or_default());
     } else {
         println!(
-            "copied {} KV records, {} global entries, {} tenant states, {} uploads, {} tokens, {} plugin variables, {} audit entries\nfrom {}\nto   {}",
+            "copied {} KV records, {} global entries, {} tenant states, {} uploads, {} tokens, {} plugin variables, {} audit entries, {} timers, {} schedules\nfrom {}\nto   {}",
             n.kv,
             n.global,
             n.tenant_states,
@@ -53,6 +53,8 @@ pub(super) async fn store(command: StoreCommand) -> Result<ExitCode, CliError> {
             n.tokens,
             n.vars,
             n.audit,
+            n.timers,
+            n.schedules,
             from.redacted(),
             to.redacted()
         );

@@ -11,10 +11,15 @@
 //! the destination's group commit (or PostgreSQL's connections) carry
 //! them; each is durable before the copy reports it.
 //!
+//! Pending timers and schedules go too, each written anew: their ids are
+//! the new store's (like audit `seq`s), and a retried timer starts its
+//! attempts again.
+//!
 //! The source must not be in use by a master while it is copied (sled
 //! refuses a second opener; for PostgreSQL stop the master first, or the
 //! copy misses what is written meanwhile).
 
+use super::timers::NewTimer;
 use super::{Store, StoreError};
 use crate::mesophyll::db::{GlobalEntry, KvRecord};
 use crate::mesophyll::message::Tenant;
@@ -36,7 +41,15 @@ pub struct Copied {
     pub tokens: u64,
     pub vars: u64,
     pub audit: u64,
+    pub timers: u64,
+    pub schedules: u64,
 }
+
+/// Timers read per page.
+const TIMER_PAGE: usize = 10_000;
+
+/// The per-tenant caps a copy writes under: none the source could pass.
+const NO_CAP: usize = u32::MAX as usize;
 
 /// Whether `store` holds nothing at all.
 pub fn is_empty(store: &dyn Store) -> Result<bool, StoreError> {
@@ -54,7 +67,12 @@ pub fn is_empty(store: &dyn Store) -> Result<bool, StoreError> {
         && store.catalogue_entries()?.is_empty()
         && store.tokens()?.is_empty()
         && store.vars()?.is_empty()
-        && store.audit(None, 1)?.is_empty())
+        && store.audit(None, 1)?.is_empty()
+        && store
+            .timers()
+            .timers_due((i64::MIN, 0), i64::MAX, 1)?
+            .is_empty()
+        && store.timers().schedules_all()?.is_empty())
 }
 
 /// Copies everything in `from` into `to`, which must be empty. Reads run
@@ -125,6 +143,7 @@ pub async fn copy(from: &dyn Store, to: &dyn Store) -> Result<Copied, StoreError
     for var in &vars {
         to.put_var(var).await?;
     }
+    copy_timers(from, to, &mut n).await?;
     // In order, one at a time: the log's order is its meaning.
     let mut after = None;
     loop {
@@ -137,4 +156,39 @@ pub async fn copy(from: &dyn Store, to: &dyn Store) -> Result<Copied, StoreError
         }
     }
     Ok(n)
+}
+
+/// Every schedule (its pending run made anew) and every other pending
+/// timer, with new ids.
+async fn copy_timers(from: &dyn Store, to: &dyn Store, n: &mut Copied) -> Result<(), StoreError> {
+    let schedules = tokio::task::block_in_place(|| from.timers().schedules_all())?;
+    for s in schedules {
+        to.timers()
+            .schedule_put(&s.tenant, s.spec, s.next_due, NO_CAP)
+            .await?;
+        n.schedules += 1;
+    }
+    let mut after = (i64::MIN, 0);
+    loop {
+        let page =
+            tokio::task::block_in_place(|| from.timers().timers_due(after, i64::MAX, TIMER_PAGE))?;
+        let Some(last) = page.last() else { break };
+        after = last.slot();
+        let plain = page.into_iter().filter(|t| t.schedule.is_none()).map(|t| {
+            let new = NewTimer {
+                tenant: t.tenant,
+                event: t.event,
+                data: t.data,
+                due_at: t.due_at,
+                schedule: None,
+            };
+            to.timers().timer_add(new, NO_CAP)
+        });
+        n.timers += futures::stream::iter(plain)
+            .buffer_unordered(PARALLEL)
+            .try_collect::<Vec<_>>()
+            .await?
+            .len() as u64;
+    }
+    Ok(())
 }

@@ -202,4 +202,7 @@ pub trait TimerStore: Send + Sync {
 
     /// `tenant`'s schedules by name.
     fn schedules_of(&self, tenant: &Tenant) -> Result<Vec<StoredSchedule>, StoreError>;
+
+    /// Every schedule, for `store copy`.
+    fn schedules_all(&self) -> Result<Vec<StoredSchedule>, StoreError>;
 }

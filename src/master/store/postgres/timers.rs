@@ -74,7 +74,7 @@ impl TimerStore for PostgresStore {
                         WHERE tenant_type = $2 AND tenant_id = $3 LIMIT $9) AS pending) < $9
                  RETURNING 1"
             );
-            let cap_i = cap as i64;
+            let cap_i = cap.min(i64::MAX as usize) as i64;
             let rows = self
                 .query(
                     &sql,
@@ -311,6 +311,15 @@ impl TimerStore for PostgresStore {
             insert(&tx, &run).await?;
             tx.commit().await?;
             Ok(Some(run))
+        })
+    }
+
+    fn schedules_all(&self) -> Result<Vec<StoredSchedule>, StoreError> {
+        self.wait(async {
+            let rows = self.query("SELECT schedule FROM schedules", &[]).await?;
+            rows.iter()
+                .map(|row| decode(row.get::<_, &[u8]>(0)))
+                .collect()
         })
     }
 

@@ -113,7 +113,7 @@ impl SledTimers {
     fn pending_count(&self, tenant: &Tenant, cap: usize) -> usize {
         self.by_tenant
             .scan_prefix(tenant_prefix(tenant))
-            .take(cap + 1)
+            .take(cap.saturating_add(1))
             .count()
     }
 
@@ -345,6 +345,10 @@ impl TimerStore for SledTimers {
             self.commit.durable().await?;
             Ok(next)
         })
+    }
+
+    fn schedules_all(&self) -> Result<Vec<StoredSchedule>, StoreError> {
+        self.schedules.iter().map(|item| decode(&item?.1)).collect()
     }
 
     fn schedules_of(&self, tenant: &Tenant) -> Result<Vec<StoredSchedule>, StoreError> {
