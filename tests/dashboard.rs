@@ -263,6 +263,16 @@ async fn an_operator_signs_in_dispatches_watches_and_sees_a_worker_restart() {
         )
         .await
         .unwrap();
+    let nightly = meshplay::rest::SchedulePut {
+        cron: "30 2 * * *".into(),
+        event: "tick".into(),
+        data: json!(null),
+        timezone: None,
+    };
+    m.client
+        .put_schedule("guild", "dash", "nightly", &nightly)
+        .await
+        .unwrap();
     let before: Vec<u32> = m.worker_pids().await;
     // Some traffic while the page watches, for its charts and console: ten
     // dispatches a second over a few tenants, one in five a filter reject.

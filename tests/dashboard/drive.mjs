@@ -101,6 +101,13 @@ try {
   await page.click("#kv-form button");
   await page.locator('#kv tbody tr[data-key="motd"]', { hasText: "hello from the test" }).waitFor(WAIT);
 
+  step("the tenant's schedule and its pending run are shown");
+  await page.fill("#t-type", "guild");
+  await page.fill("#t-id", "dash");
+  await page.click("#timers-form button");
+  await page.locator('#schedules tbody tr[data-schedule="nightly"]', { hasText: "30 2 * * *" }).waitFor(WAIT);
+  await page.locator('#timers tbody tr[data-event="tick"]', { hasText: "nightly" }).waitFor(WAIT);
+
   step("the charts count the traffic");
   await page.locator("#traffic-summary", { hasText: /^[1-9]\d* events/ }).waitFor(WAIT);
   await page.screenshot({ path: join(shots, "dashboard.png"), fullPage: true });

@@ -329,6 +329,25 @@ async function findKv(more) {
   }
 }
 
+// ---- a tenant's schedules and pending timers --------------------------------
+
+async function showTimers() {
+  const base = `/api/v1/tenants/${encodeURIComponent($("#t-type").value)}/${encodeURIComponent($("#t-id").value)}`;
+  $("#timers-error").textContent = "";
+  try {
+    const [s, t] = await Promise.all([api(`${base}/schedules`), api(`${base}/timers`)]);
+    const when = (ms) => new Date(ms).toLocaleString();
+    $("#schedules tbody").replaceChildren(...s.schedules.map((x) =>
+      row([x.name, x.cron, x.timezone, x.event, when(x.next_due)], { schedule: x.name })));
+    $("#timers tbody").replaceChildren(...t.timers.map((x) =>
+      row([String(x.id), x.event, when(x.due_at), String(x.attempt), x.schedule || ""],
+        { timer: String(x.id), event: x.event })));
+    if (!s.schedules.length && !t.timers.length) $("#timers-error").textContent = "No schedules or pending timers.";
+  } catch (e) {
+    if (!(e instanceof Refused)) $("#timers-error").textContent = e.message;
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("#sign-in-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -340,6 +359,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#dispatch-form").addEventListener("submit", dispatch);
   $("#kv-form").addEventListener("submit", (ev) => { ev.preventDefault(); findKv(false); });
   $("#kv-more").addEventListener("click", () => findKv(true));
+  $("#timers-form").addEventListener("submit", (ev) => { ev.preventDefault(); showTimers(); });
   $("#console-clear").addEventListener("click", () => $("#console").replaceChildren());
   if (token()) start(); else signOut("");
 });
