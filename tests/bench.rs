@@ -287,3 +287,35 @@ fn peers_measure_meshplay_from_outside_beside_redis_and_nats() {
         );
     }
 }
+
+#[test]
+fn nats_measures_the_bridge_beside_nats_alone_and_rest() {
+    let installed = std::process::Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !installed {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "nats-server must be installed under CI"
+        );
+        eprintln!("skipped: nats-server is not installed");
+        return;
+    }
+    let (code, r, err) = bench(&[
+        "nats",
+        "--duration",
+        "300ms",
+        "--concurrency",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for name in ["nats/dispatch", "dispatch/rest", "peer/nats-request-reply"] {
+        ran_clean(figure(&r, name));
+    }
+    assert_eq!(
+        figure(&r, "nats/dispatch")["vs"]["limit"],
+        "peer/nats-request-reply"
+    );
+}

@@ -74,6 +74,7 @@ pub async fn run(opts: EgressOptions) -> Result<Report, BenchError> {
         hub,
         plugins: vec![("fetcher".into(), manifest, FETCHER.into())],
         timers: crate::master::timers::TimerConfig::default(),
+        nats: None,
     })
     .await?;
     let measured = measure(&opts, &fleet, &origin).await;

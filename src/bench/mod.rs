@@ -8,6 +8,7 @@
 //!   while many tenants wait on a slow upstream;
 //! - [`memory`]: a worker's RSS per idle tenant;
 //! - [`timers`]: many pending timers, loaded and fired at a steady rate;
+//! - [`bridge`]: dispatch over the NATS bridge beside NATS alone and REST;
 //! - [`peers`]: Meshplay beside Redis EVAL and NATS request/reply, with
 //!   the master in a child process;
 //! - [`chaos`]: faults under load (kills, a hang, the master killed under
@@ -22,6 +23,7 @@
 //! temporary data directory with the echo plugin, on free loopback ports.
 
 pub mod baseline;
+pub mod bridge;
 pub mod chaos;
 pub mod dispatch;
 pub mod egress;
@@ -81,6 +83,8 @@ pub struct Launch {
     pub plugins: Vec<(String, String, String)>,
     /// How the master fires timers.
     pub timers: master::timers::TimerConfig,
+    /// The NATS bridge, if any.
+    pub nats: Option<master::nats::NatsConfig>,
 }
 
 /// A master started for a benchmark, with the temporary directory it lives
@@ -118,6 +122,7 @@ impl InProcess {
             hub: HubConfig::default(),
             plugins: Vec::new(),
             timers: master::timers::TimerConfig::default(),
+            nats: None,
         };
         Self::launch(plan).await
     }
@@ -133,6 +138,7 @@ impl InProcess {
             hub,
             plugins,
             timers,
+            nats,
         } = plan;
         let dir = tempfile::Builder::new()
             .prefix("meshplay-bench")
@@ -172,7 +178,7 @@ impl InProcess {
             audit_retention: Duration::from_secs(90 * 86_400),
             timers,
             webhooks: master::webhooks::WebhookConfig::default(),
-            nats: None,
+            nats,
         })
         .await?;
         let limit = Duration::from_secs(30);

@@ -45,7 +45,7 @@ pub struct PeersOptions {
 }
 
 /// Kills the server when dropped.
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -63,14 +63,18 @@ fn installed(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn free_port() -> Result<u16, BenchError> {
+pub(crate) fn free_port() -> Result<u16, BenchError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 /// Starts `cmd` and waits until `port` takes connections.
-async fn start_server(mut cmd: Command, port: u16, what: &str) -> Result<Server, BenchError> {
+pub(crate) async fn start_server(
+    mut cmd: Command,
+    port: u16,
+    what: &str,
+) -> Result<Server, BenchError> {
     let server = Server(
         cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -90,7 +94,7 @@ async fn start_server(mut cmd: Command, port: u16, what: &str) -> Result<Server,
     Ok(server)
 }
 
-fn echo(payload: &str) -> DispatchRequest {
+pub(crate) fn echo(payload: &str) -> DispatchRequest {
     DispatchRequest {
         name: "echo".into(),
         data: serde_json::Value::String(payload.to_owned()),
@@ -99,7 +103,9 @@ fn echo(payload: &str) -> DispatchRequest {
     }
 }
 
-fn echoed(outcome: Result<DispatchOutcome, crate::client::ApiClientError>) -> Result<(), String> {
+pub(crate) fn echoed(
+    outcome: Result<DispatchOutcome, crate::client::ApiClientError>,
+) -> Result<(), String> {
     match outcome {
         Ok(DispatchOutcome::Done(d)) if d.results.iter().all(|r| r.error.is_none()) => Ok(()),
         Ok(_) => Err("plugin_error".into()),

@@ -69,6 +69,7 @@ pub async fn run(opts: TimersOptions) -> Result<Report, BenchError> {
             concurrency: 1024,
             ..TimerConfig::default()
         },
+        nats: None,
     })
     .await?;
     let measured = measure(&opts, &fleet.master.timers).await;

@@ -25,6 +25,10 @@ pub(super) enum BenchCommand {
     /// Pending timers loaded into the store and fired at a steady rate:
     /// write rate beside sled's, RSS, lateness.
     Timers(BenchTimersArgs),
+    /// Dispatch over the NATS bridge (request/reply) beside NATS
+    /// request/reply alone and beside REST, against a nats-server started
+    /// on loopback.
+    Nats(BenchNatsArgs),
     /// Meshplay's REST and binary dispatch, from outside, beside Redis EVAL
     /// and NATS request/reply on this machine (when they are installed).
     Peers(BenchPeersArgs),
@@ -103,6 +107,22 @@ pub(super) struct BenchFilterArgs {
     /// Skip the bare calls.
     #[arg(long)]
     pub(super) no_baseline: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchNatsArgs {
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    pub(super) workers: u32,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 64)]
+    pub(super) concurrency: usize,
+    /// How long each figure runs.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(super) duration: Duration,
     /// Print the report as JSON.
     #[arg(long)]
     pub(super) json: bool,
@@ -335,6 +355,15 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 progress: progress(a.json),
             };
             (bench::egress::run(opts).await?, a.json)
+        }
+        BenchCommand::Nats(a) => {
+            let opts = bench::bridge::BridgeOptions {
+                workers: a.workers,
+                concurrency: a.concurrency,
+                duration: a.duration,
+                progress: progress(a.json),
+            };
+            (bench::bridge::run(opts).await?, a.json)
         }
         BenchCommand::Timers(a) => {
             let opts = bench::timers::TimersOptions {
