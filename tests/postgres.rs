@@ -361,3 +361,57 @@ async fn tenant_states_come_in_pages_on_postgres() {
     };
     states_come_in_pages(&url).await;
 }
+
+/// A schedule's run ending (`schedule_advance`) while the schedule is
+/// deleted, over and over on two connections: each transaction must take
+/// the rows in one order, or PostgreSQL finds a deadlock and one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_deleted_while_its_run_ends_never_deadlocks() {
+    let Some(url) = common::pg::database_or_skip() else {
+        return;
+    };
+    let store: std::sync::Arc<dyn meshplay::master::store::Store> =
+        meshplay::master::store::StoreUrl::parse(&url)
+            .unwrap()
+            .open()
+            .await
+            .unwrap();
+    let tenant = meshplay::mesophyll::message::Tenant::new("guild", "1");
+    let spec = meshplay::mesophyll::timers::ScheduleSpec {
+        name: "tick".into(),
+        cron: "* * * * * *".into(),
+        event: "tick".into(),
+        data: Default::default(),
+        timezone: "UTC".into(),
+    };
+    for round in 0..100 {
+        let run = store
+            .timers()
+            .schedule_put(&tenant, spec.clone(), 1_000, 64)
+            .await
+            .unwrap();
+        let (a, b) = (std::sync::Arc::clone(&store), std::sync::Arc::clone(&store));
+        let (t1, t2) = (tenant.clone(), tenant.clone());
+        let advance = tokio::spawn(async move {
+            let next = |_: &meshplay::mesophyll::timers::ScheduleSpec| Some(2_000);
+            a.timers()
+                .schedule_advance(&t1, "tick", run.id, &next)
+                .await
+        });
+        let delete = tokio::spawn(async move { b.timers().schedule_delete(&t2, "tick").await });
+        let (advanced, deleted) = (advance.await.unwrap(), delete.await.unwrap());
+        assert!(advanced.is_ok(), "round {round}: {advanced:?}");
+        assert!(deleted.is_ok(), "round {round}: {deleted:?}");
+        // Whichever came first, nothing of the schedule is left pending
+        // once both are done but a run the delete did not see.
+        store
+            .timers()
+            .schedule_delete(&tenant, "tick")
+            .await
+            .unwrap();
+        let left = store.timers().timers_of(&tenant, 10).unwrap();
+        for t in left {
+            store.timers().timer_done(t.id).await.unwrap();
+        }
+    }
+}

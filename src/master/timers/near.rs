@@ -57,6 +57,7 @@ impl Near {
             self.insert(t);
         }
         self.loaded_through = self.loaded_through.max(through);
+        self.keep_within_max();
     }
 
     /// A timer just written or moved: held if its slot is within what is
@@ -67,7 +68,24 @@ impl Near {
         }
         let slot = t.slot();
         self.insert(t);
+        self.keep_within_max();
         self.queue.keys().next() == Some(&slot)
+    }
+
+    /// Past [`NEAR_MAX`], the latest timers go back to the store's care:
+    /// what is loaded then ends just before them, so a refill reads them
+    /// again when there is room.
+    fn keep_within_max(&mut self) {
+        while self.queue.len() > NEAR_MAX {
+            let Some((slot, t)) = self.queue.pop_last() else {
+                break;
+            };
+            self.slots.remove(&t.id);
+            self.loaded_through = match slot {
+                (due, 0) => (due - 1, u64::MAX),
+                (due, id) => (due, id - 1),
+            };
+        }
     }
 
     fn insert(&mut self, t: StoredTimer) {
@@ -182,6 +200,20 @@ mod tests {
         near.refilled(vec![timer(1, 10), timer(2, 20)], 60_000, true);
         assert_eq!(near.loaded_through(), (20, 2));
         assert!(!near.noticed(timer(3, 30)));
+    }
+
+    #[test]
+    fn past_the_most_held_the_latest_go_back_to_the_store() {
+        let mut near = Near::new();
+        near.refilled(Vec::new(), i64::MAX - 1, false);
+        for id in 1..=(NEAR_MAX as u64 + 10) {
+            near.noticed(timer(id, id as i64));
+        }
+        assert_eq!(near.sizes().0, NEAR_MAX);
+        let last = NEAR_MAX as u64;
+        assert_eq!(near.loaded_through(), (last as i64 + 1, last));
+        // What was let go is beyond what is loaded: a refill reads it.
+        assert!(!near.noticed(timer(last + 1, last as i64 + 1)));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Timers and schedules on PostgreSQL: the `timers` table, in columns so
 //! that a retry moves a timer with one `UPDATE`, indexed by due time and
 //! by tenant; `schedules`, one row per tenant and name. Writes that touch
-//! both run in one transaction.
+//! both run in one transaction, each taking the schedule's row before its
+//! timers' (another order would deadlock against a delete).
 
 use super::super::keys::{decode, encode};
 use super::super::timers::{NewTimer, NextRun, StoredSchedule, StoredTimer, TimerStore};
@@ -270,14 +271,16 @@ impl TimerStore for PostgresStore {
             let id = self.next_timer_id().await?;
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            tx.execute("DELETE FROM timers WHERE id = $1", &[&(done as i64)])
-                .await?;
+            // The schedule's row before its timer's, as every transaction
+            // here takes them: two orders would deadlock with a delete.
             let rows = tx
                 .query(
                     "SELECT schedule FROM schedules
                      WHERE tenant_type = $1 AND tenant_id = $2 AND name = $3 FOR UPDATE",
                     &[&tenant.kind, &tenant.id, &name],
                 )
+                .await?;
+            tx.execute("DELETE FROM timers WHERE id = $1", &[&(done as i64)])
                 .await?;
             let mut schedule: StoredSchedule = match rows.first() {
                 Some(row) => decode(row.get::<_, &[u8]>(0))?,
