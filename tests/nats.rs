@@ -23,9 +23,15 @@ struct NatsServer {
 
 impl NatsServer {
     fn start_on(addr: &str) -> Option<NatsServer> {
+        Self::start_with(addr, &[])
+    }
+
+    /// With `extra` arguments (`--auth TOKEN`).
+    fn start_with(addr: &str, extra: &[&str]) -> Option<NatsServer> {
         let (host, port) = addr.rsplit_once(':').unwrap();
         let child = match Command::new("nats-server")
             .args(["-a", host, "-p", port])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -203,4 +209,38 @@ async fn dispatch_over_nats_publishes_and_survives_a_nats_restart() {
     .await;
     let body: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(body["results"][0]["value"], json!({ "took": 9 }));
+}
+
+/// A NATS that wants a token: the master given it (`--nats-token`) takes
+/// requests; a client without it is refused by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_that_wants_a_token_gets_it_from_the_flag() {
+    let addr = free_addr();
+    let Some(server) = NatsServer::start_with(&addr, &["--auth", "s3cret-token"]) else {
+        return;
+    };
+    let opts = Opts {
+        extra: vec![
+            "--nats".into(),
+            server.url(),
+            "--nats-token".into(),
+            "s3cret-token".into(),
+        ],
+        ..Opts::default()
+    };
+    let m = Master::start(opts).await;
+    let refused = async_nats::connect(server.url()).await;
+    assert!(refused.is_err(), "a client without the token was let in");
+    let bus = async_nats::ConnectOptions::new()
+        .token("s3cret-token".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let reply = eventually(Duration::from_secs(10), "a reply over NATS", || {
+        request(&bus, "meshplay.dispatch.user.1.echo", br#""hi""#)
+    })
+    .await;
+    let body: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["results"][0]["plugin"], "echo", "{body}");
+    assert!(!m.log().contains("s3cret-token"), "the token was logged");
 }
