@@ -20,7 +20,10 @@ fuzz_target!(|input: Input| {
     };
     let again = Target::parse(&target.url()).expect("a canonical URL parses");
     assert_eq!(again, target);
-    let own: AllowedHost = target.pattern().parse().expect("a target's own line parses");
+    let own: AllowedHost = target
+        .pattern()
+        .parse()
+        .expect("a target's own line parses");
     assert!(own.allows(&target), "{own:?} {target:?}");
     if let Ok(p) = pattern
         && p.allows(&target)
