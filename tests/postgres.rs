@@ -119,6 +119,31 @@ fn copy(from: &str, to: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Puts a schedule on guild:1 and sets a timer for user:u0; returns the
+/// schedule and the pending timers of user:u0.
+async fn a_schedule_and_a_timer(
+    c: &meshplay::client::ApiClient,
+) -> (
+    meshplay::mesophyll::timers::Schedule,
+    Vec<meshplay::mesophyll::timers::PendingTimer>,
+) {
+    let daily = meshplay::rest::SchedulePut {
+        cron: "0 9 * * *".into(),
+        event: "sign".into(),
+        data: json!({ "name": "cron" }),
+        timezone: Some("Europe/Stockholm".into()),
+    };
+    let schedule = c.put_schedule("guild", "1", "daily", &daily).await.unwrap();
+    let script = meshplay::rest::ScriptRequest {
+        name: None,
+        code: "return timers.after(3600000, 'echo', { n = 1 })".into(),
+        event: None,
+        timeout_ms: None,
+    };
+    c.run_script("user", "u0", &script).await.unwrap();
+    (schedule, c.timers("user", "u0").await.unwrap().timers)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_copy_moves_everything_from_sled_to_postgres_and_back() {
     let Some(pg) = common::pg::database_or_skip() else {
@@ -160,26 +185,7 @@ async fn store_copy_moves_everything_from_sled_to_postgres_and_back() {
         "return { extra = function(e) return 1 end }",
     );
     m.client.put_plugin("extra", &upload).await.unwrap();
-    // A schedule and a pending timer.
-    let daily = meshplay::rest::SchedulePut {
-        cron: "0 9 * * *".into(),
-        event: "sign".into(),
-        data: json!({ "name": "cron" }),
-        timezone: Some("Europe/Stockholm".into()),
-    };
-    let schedule = m
-        .client
-        .put_schedule("guild", "1", "daily", &daily)
-        .await
-        .unwrap();
-    let script = meshplay::rest::ScriptRequest {
-        name: None,
-        code: "return timers.after(3600000, 'echo', { n = 1 })".into(),
-        event: None,
-        timeout_ms: None,
-    };
-    m.client.run_script("user", "u0", &script).await.unwrap();
-    let pending = m.client.timers("user", "u0").await.unwrap().timers;
+    let (schedule, pending) = a_schedule_and_a_timer(&m.client).await;
     let audit = m.client.audit(None, 1000).await.unwrap().entries.len();
     let created = m
         .client

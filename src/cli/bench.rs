@@ -265,9 +265,46 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
-pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
+/// Progress lines go to a terminal, and never with `--json`.
+fn progress(json: bool) -> bool {
     use std::io::IsTerminal;
-    let progress = |json: bool| !json && std::io::stderr().is_terminal();
+    !json && std::io::stderr().is_terminal()
+}
+
+async fn egress(a: BenchEgressArgs) -> Result<(bench::figures::Report, bool), CliError> {
+    let opts = bench::egress::EgressOptions {
+        workers: a.workers,
+        duration: a.duration,
+        concurrency: a.concurrency,
+        waiting: a.waiting,
+        slow: Duration::from_millis(a.slow_ms),
+        progress: progress(a.json),
+    };
+    Ok((bench::egress::run(opts).await?, a.json))
+}
+
+async fn timers(a: BenchTimersArgs) -> Result<(bench::figures::Report, bool), CliError> {
+    let opts = bench::timers::TimersOptions {
+        workers: a.workers,
+        timers: a.timers,
+        tenants: a.tenants,
+        rate: a.rate,
+        progress: progress(a.json),
+    };
+    Ok((bench::timers::run(opts).await?, a.json))
+}
+
+async fn nats(a: BenchNatsArgs) -> Result<(bench::figures::Report, bool), CliError> {
+    let opts = bench::bridge::BridgeOptions {
+        workers: a.workers,
+        concurrency: a.concurrency,
+        duration: a.duration,
+        progress: progress(a.json),
+    };
+    Ok((bench::bridge::run(opts).await?, a.json))
+}
+
+pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
     let (report, json) = match cmd {
         BenchCommand::Dispatch(a) => {
             let target = match a.api_addr {
@@ -345,36 +382,9 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
             };
             (bench::peers::run(opts).await?, a.json)
         }
-        BenchCommand::Egress(a) => {
-            let opts = bench::egress::EgressOptions {
-                workers: a.workers,
-                duration: a.duration,
-                concurrency: a.concurrency,
-                waiting: a.waiting,
-                slow: Duration::from_millis(a.slow_ms),
-                progress: progress(a.json),
-            };
-            (bench::egress::run(opts).await?, a.json)
-        }
-        BenchCommand::Nats(a) => {
-            let opts = bench::bridge::BridgeOptions {
-                workers: a.workers,
-                concurrency: a.concurrency,
-                duration: a.duration,
-                progress: progress(a.json),
-            };
-            (bench::bridge::run(opts).await?, a.json)
-        }
-        BenchCommand::Timers(a) => {
-            let opts = bench::timers::TimersOptions {
-                workers: a.workers,
-                timers: a.timers,
-                tenants: a.tenants,
-                rate: a.rate,
-                progress: progress(a.json),
-            };
-            (bench::timers::run(opts).await?, a.json)
-        }
+        BenchCommand::Egress(a) => egress(a).await?,
+        BenchCommand::Nats(a) => nats(a).await?,
+        BenchCommand::Timers(a) => timers(a).await?,
         BenchCommand::Filter(a) => {
             let report = tokio::task::spawn_blocking(move || {
                 bench::filter::run(&a.filters, a.duration, !a.no_baseline)

@@ -367,6 +367,28 @@ async fn open_store(
     Ok((store_url, store))
 }
 
+/// What wakes tenants besides the API: the timers (not firing until
+/// started) and the NATS bridge, when configured.
+async fn wakers(
+    config: &MasterConfig,
+    store: &Arc<dyn Store>,
+    hub: &Arc<Hub>,
+    metrics: &metrics::Metrics,
+) -> Result<(Arc<timers::Timers>, Option<Arc<nats::Bridge>>), MasterError> {
+    let timers = timers::Timers::new(
+        Arc::clone(store),
+        Arc::clone(hub),
+        config.workers,
+        config.timers.clone(),
+        metrics.timers().clone(),
+    );
+    let nats = match &config.nats {
+        Some(c) => Some(nats::Bridge::connect(c.clone(), metrics.nats().clone()).await?),
+        None => None,
+    };
+    Ok((timers, nats))
+}
+
 /// Starts a master: binds both ports, opens the store, loads the catalogue,
 /// spawns the workers and serves until [`Running::stop`].
 ///
@@ -422,17 +444,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         lease,
     );
     let vars = Arc::new(vars::Vars::open(&dir, Arc::clone(&store))?);
-    let timers = timers::Timers::new(
-        Arc::clone(&store),
-        Arc::clone(&hub),
-        config.workers,
-        config.timers.clone(),
-        metrics.timers().clone(),
-    );
-    let nats = match &config.nats {
-        Some(c) => Some(nats::Bridge::connect(c.clone(), metrics.nats().clone()).await?),
-        None => None,
-    };
+    let (timers, nats) = wakers(&config, &store, &hub, &metrics).await?;
     let db_state = Arc::new(db::DbState {
         nats: nats.clone(),
         timers: Arc::clone(&timers),
