@@ -367,6 +367,49 @@ async fn open_store(
     Ok((store_url, store))
 }
 
+/// The TLS the ports serve with, when the operator asked for it.
+fn server_tls(
+    config: &MasterConfig,
+    dir: &DataDir,
+    own: &[SocketAddr],
+) -> Result<Option<tls::ServerTls>, MasterError> {
+    let Some(source) = &config.tls else {
+        return Ok(None);
+    };
+    let ips: Vec<_> = own.iter().map(|a| a.ip()).collect();
+    Ok(Some(tls::ServerTls::prepare(dir, source, &ips)?))
+}
+
+/// The catalogue from the folders and the store's uploads; what could not
+/// be loaded is logged and left out.
+fn load_registry(config: &MasterConfig, store: &Arc<dyn Store>) -> Arc<Registry> {
+    let (registry, problems) =
+        Registry::load(&config.plugins_dir, &config.filters_dir, Arc::clone(store));
+    for p in &problems {
+        tracing::error!("not loaded: {p}");
+    }
+    Arc::new(registry)
+}
+
+/// Joins for the external workers' slots.
+fn start_joins(
+    config: &MasterConfig,
+    access: &Arc<access::Access>,
+    hub: &Arc<Hub>,
+) -> Arc<joins::Joins> {
+    // Away this long, a joined worker's slot may go to another: longer than
+    // a few missed heartbeats and the slowest reconnect back-off.
+    let lease = (config.hub.heartbeat_timeout * 3).max(Duration::from_secs(30));
+    let spawned = config.workers - config.external_workers;
+    joins::Joins::start(
+        Arc::clone(access),
+        Arc::clone(hub),
+        spawned..config.workers,
+        config.workers,
+        lease,
+    )
+}
+
 /// What wakes tenants besides the API: the timers (not firing until
 /// started) and the NATS bridge, when configured.
 async fn wakers(
@@ -409,40 +452,19 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     };
     let (hub_listener, mesophyll_addr) = bind("Mesophyll hub", config.mesophyll_addr).await?;
     let (api_listener, api_addr) = bind("REST API", config.api_addr).await?;
-    let server_tls = match &config.tls {
-        Some(source) => Some(tls::ServerTls::prepare(
-            &dir,
-            source,
-            &[api_addr.ip(), mesophyll_addr.ip()],
-        )?),
-        None => None,
-    };
+    let server_tls = server_tls(&config, &dir, &[api_addr, mesophyll_addr])?;
 
     let hub = hub_for(&config, &dir, &[api_addr, mesophyll_addr])?;
     let spawned = config.workers - config.external_workers;
     let (store_url, store) = open_store(&config, &dir).await?;
-    let (registry, problems) =
-        Registry::load(&config.plugins_dir, &config.filters_dir, Arc::clone(&store));
-    for p in &problems {
-        tracing::error!("not loaded: {p}");
-    }
-    let registry = Arc::new(registry);
+    let registry = load_registry(&config, &store);
     let metrics = Arc::new(metrics::Metrics::new(
         Arc::clone(&hub),
         config.workers,
         config.webhooks.clone(),
     ));
     let access = Arc::new(access::Access::load(token.clone(), Arc::clone(&store))?);
-    // Away this long, a joined worker's slot may go to another: longer than
-    // a few missed heartbeats and the slowest reconnect back-off.
-    let lease = (config.hub.heartbeat_timeout * 3).max(Duration::from_secs(30));
-    let joins = joins::Joins::start(
-        Arc::clone(&access),
-        Arc::clone(&hub),
-        spawned..config.workers,
-        config.workers,
-        lease,
-    );
+    let joins = start_joins(&config, &access, &hub);
     let vars = Arc::new(vars::Vars::open(&dir, Arc::clone(&store))?);
     let (timers, nats) = wakers(&config, &store, &hub, &metrics).await?;
     let db_state = Arc::new(db::DbState {

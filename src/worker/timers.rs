@@ -10,7 +10,7 @@
 //! local pending = timers.list()   -- { timers = {...}, schedules = {...} }
 //! ```
 //!
-//! Each call is one `POST /db/timers` ([`crate::master::timers`]): the
+//! Each call is one `POST /db/timers` ([`crate::mesophyll::timers`]): the
 //! timer is in the master's store when the call returns, whatever the
 //! handler does next. The handler woken by it gets `event.timer = { id,
 //! due_at, attempt, schedule }`. Calls wait like `kv` calls: within the
