@@ -186,7 +186,8 @@ impl ServerMessage {
     pub fn set_req_id(&mut self, id: u64) {
         match self {
             ServerMessage::DispatchEvent { req_id, .. }
-            | ServerMessage::TenantStateChanged { req_id, .. } => *req_id = Some(id),
+            | ServerMessage::TenantStateChanged { req_id, .. }
+            | ServerMessage::VarsChanged { req_id, .. } => *req_id = Some(id),
             ServerMessage::RunScript { req_id, .. }
             | ServerMessage::DropTenant { req_id, .. }
             | ServerMessage::ListTenants { req_id, .. } => *req_id = id,
@@ -484,4 +485,32 @@ pub struct LoadFigures {
     pub egress: Vec<EgressCalls>,
     /// `events.emit` calls refused for the hop limit.
     pub hop_limited: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hub sends every request with the id it registered: a message
+    /// that keeps a different id is answered into the void (as
+    /// `VarsChanged` was, so `vars set` waited out its 5 s per worker).
+    #[test]
+    fn every_request_takes_the_id_it_is_sent_with() {
+        let tenant = Tenant::new("user", "1");
+        let mut messages = vec![
+            ServerMessage::VarsChanged { req_id: Some(0), plugin: "p".into() },
+            ServerMessage::TenantStateChanged {
+                req_id: Some(0),
+                tenant: tenant.clone(),
+                state: Some(TenantState::default()),
+            },
+            ServerMessage::DropTenant { req_id: 0, tenant },
+        ];
+        for m in &mut messages {
+            m.set_req_id(42);
+            let encoded = serde_json::to_value(&*m).unwrap();
+            let id = encoded.as_object().unwrap().values().next().unwrap()["req_id"].clone();
+            assert_eq!(id, serde_json::json!(42), "{m:?}");
+        }
+    }
 }
