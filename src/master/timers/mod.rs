@@ -103,11 +103,10 @@ pub struct Timers {
     wake: Notify,
 }
 
-/// Now, Unix milliseconds.
+/// Now, Unix milliseconds, as [`crate::clock`] reads it (a plugin's tests
+/// move it).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    crate::clock::unix_millis()
 }
 
 impl Timers {
@@ -135,6 +134,34 @@ impl Timers {
     /// Its metrics.
     pub fn metrics(&self) -> &TimerMetrics {
         &self.metrics
+    }
+
+    /// Wakes the delivery loop to look at the clock again: the clock was
+    /// moved ([`crate::clock::advance`]).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Whether every timer due by now has been delivered (or given up on,
+    /// or put off to a retry): what a test that advanced the clock waits
+    /// for before it looks at what the timers did.
+    pub fn caught_up(&self) -> bool {
+        let now = now_ms();
+        let near = self.near();
+        let (_, in_flight) = near.sizes();
+        in_flight == 0 && !near.wants_refill(now) && near.next_due().is_none_or(|d| d > now)
+    }
+
+    /// When the earliest pending timer due at most at `until` is due,
+    /// read from the store (so past the near future too): a test that
+    /// moves the clock far steps it from one due time to the next, and the
+    /// timers fire in their order.
+    pub async fn earliest_due(&self, until: i64) -> Result<Option<i64>, StoreError> {
+        let first = blocking(&self.store, move |s| {
+            s.timers().timers_due((i64::MIN, 0), until, 1)
+        })
+        .await?;
+        Ok(first.first().map(|t| t.due_at))
     }
 
     /// Pending timers held in memory now (the near future).
