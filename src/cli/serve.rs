@@ -449,6 +449,7 @@ pub(super) fn worker_config(
             ..TenantsConfig::default()
         },
         parent_pid,
+        stand_in: None,
     }
 }
 

@@ -77,6 +77,9 @@ pub struct WorkerConfig {
     pub tenants: TenantsConfig,
     /// Exit when the parent process is no longer this pid.
     pub parent_pid: Option<u32>,
+    /// Answers `http.fetch` in place of the network: only a plugin's tests
+    /// (`meshplay test`) set it.
+    pub stand_in: Option<Arc<egress::stand_in::StandIn>>,
 }
 
 /// Why a worker stopped for good.
@@ -122,6 +125,9 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     tracing::info!(tenants = states.len(), "tenant states loaded");
     let revision = catalogue.revision;
     let services = Services::new(worker_id, Some(db.clone()), Some(engine), catalogue);
+    if let Some(stand_in) = &config.stand_in {
+        services.egress.use_stand_in(Arc::clone(stand_in));
+    }
     services
         .vars
         .replace(retry("the plugin variables", || db.vars(LOAD_DEADLINE)).await?);

@@ -113,7 +113,12 @@ impl Egress {
         request: FetchRequest,
     ) -> Result<FetchResponse, FetchError> {
         let active = self.active();
-        let result = fetch(&active, manifest, request).await;
+        let result = match self.stand_in() {
+            Some(stand_in) => {
+                checked(&active, manifest, &request).and_then(|()| stand_in.fetch(&request))
+            }
+            None => fetch(&active, manifest, request).await,
+        };
         let outcome = match &result {
             Ok(_) => "response",
             Err(e) => e.code(),
@@ -137,17 +142,23 @@ pub fn allowed(manifest: &Manifest, target: &Target) -> Result<(), FetchError> {
     )))
 }
 
-async fn fetch(
-    active: &Active,
-    manifest: &Manifest,
-    mut request: FetchRequest,
-) -> Result<FetchResponse, FetchError> {
+/// The checks before any connection: the fleet's policy, then the
+/// manifest.
+fn checked(active: &Active, manifest: &Manifest, request: &FetchRequest) -> Result<(), FetchError> {
     if !active.policy.enabled {
         return Err(FetchError::Denied(
             "egress is off on this fleet (serve --no-egress)".into(),
         ));
     }
-    allowed(manifest, &request.target)?;
+    allowed(manifest, &request.target)
+}
+
+async fn fetch(
+    active: &Active,
+    manifest: &Manifest,
+    mut request: FetchRequest,
+) -> Result<FetchResponse, FetchError> {
+    checked(active, manifest, &request)?;
     let deadline = Instant::now() + request.timeout;
     let _connection = tokio::time::timeout_at(deadline, active.connections.clone().acquire_owned())
         .await

@@ -27,6 +27,7 @@
 pub mod fetch;
 pub mod guard;
 pub mod script;
+pub mod stand_in;
 
 use crate::mesophyll::message::{EgressCalls, EgressPolicy};
 use bytes::Bytes;
@@ -55,6 +56,8 @@ pub struct Egress {
     active: RwLock<Arc<Active>>,
     /// Fetches since the worker started, by plugin, then outcome.
     calls: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
+    /// Answers in place of the network, under `meshplay test`.
+    stand_in: RwLock<Option<Arc<stand_in::StandIn>>>,
 }
 
 /// What a policy made: its guard, a client through it, and the worker's
@@ -105,6 +108,7 @@ impl Egress {
         Egress {
             active: RwLock::new(Arc::new(Active::new(policy))),
             calls: Mutex::default(),
+            stand_in: RwLock::default(),
         }
     }
 
@@ -121,6 +125,16 @@ impl Egress {
             "egress policy from the master"
         );
         *self.active.write().unwrap() = Arc::new(Active::new(policy.clone()));
+    }
+
+    /// Answers fetches from `stand_in` instead of the network from now on
+    /// (a plugin's tests, [`stand_in`]).
+    pub fn use_stand_in(&self, stand_in: Arc<stand_in::StandIn>) {
+        *self.stand_in.write().unwrap() = Some(stand_in);
+    }
+
+    pub(crate) fn stand_in(&self) -> Option<Arc<stand_in::StandIn>> {
+        self.stand_in.read().unwrap().clone()
     }
 
     pub(crate) fn active(&self) -> Arc<Active> {
