@@ -74,18 +74,26 @@ impl HttpClient {
     /// failure with all its causes ("client error (Connect): tcp connect
     /// error: Connection refused ..."), for a person to read.
     pub async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+        let (status, _, bytes) = self.exchange_with_headers(req).await?;
+        Ok((status, bytes))
+    }
+
+    /// [`HttpClient::exchange`], keeping the answer's headers.
+    pub async fn exchange_with_headers(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), String> {
         let res = self
             .http
             .request(req)
             .await
             .map_err(|e| crate::report::chain(&e))?;
-        let status = res.status();
-        let bytes = res
-            .into_body()
+        let (parts, body) = res.into_parts();
+        let bytes = body
             .collect()
             .await
             .map_err(|e| crate::report::chain(&e))?
             .to_bytes();
-        Ok((status, bytes))
+        Ok((parts.status, parts.headers, bytes))
     }
 }

@@ -27,8 +27,10 @@
 //! [`ApiClientError::Connect`].
 
 mod access;
+mod hooks;
 mod schedules;
 mod stream;
+pub use hooks::HookAnswer;
 mod vars;
 
 pub use stream::StreamClient;
