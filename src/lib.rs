@@ -15,8 +15,9 @@
 //! 3. **Master and worker**, above and apart (they meet only through the
 //!    protocol): [`master`] (supervisor, shards, store, registry, REST API)
 //!    and [`worker`] (tenant VMs, the filter runtime).
-//! 4. **Command line** on top: [`cli`] (and [`bench`](mod@bench), which drives all of
-//!    the above to measure it).
+//! 4. **Command line** on top: [`cli`], with [`author`] (the plugin
+//!    author's loop: a master and a worker in one process) and
+//!    [`bench`](mod@bench), which drive all of the above.
 //!
 //! With `--no-default-features --features client`, only floor 1 builds:
 //! an application gets the REST client without wasmtime, mlua or sled.
@@ -24,6 +25,8 @@
 //! `../shared/DESIGN.md` (in the repository's parent) is the contract this
 //! crate builds to; the README's tour shows it running.
 
+#[cfg(feature = "server")]
+pub mod author;
 #[cfg(feature = "server")]
 pub mod bench;
 #[cfg(feature = "catalogue")]

@@ -40,7 +40,12 @@ pub fn read_bundles(dir: &Path) -> (Vec<PluginBundle>, Vec<PluginError>) {
     (bundles, errors)
 }
 
-/// Reads one plugin folder.
+/// How a plugin's test files end (`meshplay test`): they stay with the
+/// author and do not ship with the plugin.
+pub const TEST_SUFFIX: &str = ".test.luau";
+
+/// Reads one plugin folder: its manifest and its `.luau` files, without
+/// the tests ([`TEST_SUFFIX`]).
 pub fn read_bundle(dir: &Path) -> Result<PluginBundle, PluginError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -57,6 +62,9 @@ pub fn read_bundle(dir: &Path) -> Result<PluginBundle, PluginError> {
                 .expect("a file has a name")
                 .to_string_lossy()
                 .into_owned();
+            if name.ends_with(TEST_SUFFIX) {
+                continue;
+            }
             files.insert(name, std::fs::read_to_string(&path).map_err(io(&path))?);
         }
     }

@@ -16,6 +16,7 @@
 //! `catalogue` (plugins and filters), `bench`.
 
 mod access;
+mod author;
 mod bench;
 mod bulk;
 mod catalogue;
@@ -79,6 +80,13 @@ impl LogFormat {
 enum Command {
     /// Run a master with its workers.
     Serve(Box<serve::ServeArgs>),
+    /// Run one event through a plugin folder on this machine (a master and
+    /// a worker in this process, a scratch store) and print the result,
+    /// what the handler logged, and how long it took.
+    Call(author::CallArgs),
+    /// Run the `*.test.luau` files beside plugins against the plugins, each
+    /// test on a fresh local master and store (exit 1 on a failure).
+    Test(author::TestArgs),
     /// List the workers and their state.
     Workers(ClientArgs),
     /// The master on one screen: store, workers, catalogue, the last
@@ -225,7 +233,11 @@ pub fn main() -> ExitCode {
         cli.command,
         Some(Command::Serve(_)) | Some(Command::Worker(_)) | None
     );
-    init_tracing(if quiet { "warn" } else { "info" }, cli.log_format);
+    let logbook = init_tracing(
+        if quiet { "warn" } else { "info" },
+        cli.log_format,
+        &cli.command,
+    );
     let runtime = match runtime::Threads::of(&cli).runtime() {
         Ok(r) => r,
         Err(e) => {
@@ -233,7 +245,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, logbook)) {
         Ok(code) => code,
         Err(CliError::Usage(m)) => {
             eprintln!("error: {m}");
@@ -246,8 +258,37 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(default: &str, format: LogFormat) {
+/// Log lines to stderr; for the commands that run plugins on this machine
+/// (`call`, `test`), the handlers' lines go to the returned logbook
+/// instead.
+fn init_tracing(
+    default: &str,
+    format: LogFormat,
+    command: &Option<Command>,
+) -> crate::author::logbook::Logbook {
     use tracing_subscriber::EnvFilter;
+    let logbook = crate::author::logbook::Logbook::default();
+    if matches!(command, Some(Command::Call(_)) | Some(Command::Test(_))) {
+        // Each local host ends by cutting its worker's link, which the
+        // hub and the uplink would report as a warning; what the worker
+        // warns of (a refused fetch) is in the command's own answer.
+        let quiet = format!("{default},meshplay::mesophyll=error,meshplay::worker=error");
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(quiet));
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let script = tracing_subscriber::filter::Targets::new()
+            .with_target(crate::author::logbook::SCRIPT_TARGET, tracing::Level::DEBUG);
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .with(logbook.clone().with_filter(script))
+            .init();
+        return logbook;
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -265,9 +306,10 @@ fn init_tracing(default: &str, format: LogFormat) {
             .with_span_list(true)
             .init(),
     }
+    logbook
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+async fn run(cli: Cli, logbook: crate::author::logbook::Logbook) -> Result<ExitCode, CliError> {
     let Some(command) = cli.command else {
         if cli.worker.worker {
             return serve::run_worker(cli.worker).await;
@@ -278,6 +320,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     };
     match command {
         Command::Serve(args) => serve::serve(*args, cli.log_format).await,
+        Command::Call(args) => author::call(args, &logbook).await,
+        Command::Test(args) => author::test(args, &logbook).await,
         Command::Workers(c) => workers::workers(&c).await,
         Command::Status(c) => status::status(&c).await,
         Command::Dispatch(args) => tenants::dispatch(args).await,

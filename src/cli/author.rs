@@ -1,0 +1,166 @@
+//! The plugin author's commands: `call` and `test` (see [`crate::author`]).
+
+use super::{CliError, parse_json, print_json};
+use crate::author::AuthorError;
+use crate::author::call::{CallPlan, call as call_plugin};
+use crate::author::folders;
+use crate::author::host::HostPlan;
+use crate::author::logbook::Logbook;
+use crate::author::testing::{self, TestPlan, report};
+use crate::mesophyll::message::Tenant;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Where a local host finds filters and what it may reach.
+#[derive(Debug, Clone, Args)]
+pub(super) struct LocalArgs {
+    /// The folder of `<name>.wasm` filters the plugins use [default:
+    /// ./filters/dist when there is one].
+    #[arg(long, value_name = "DIR")]
+    filters: Option<PathBuf>,
+    /// Open a network `http.fetch` is refused by default (loopback,
+    /// private ranges), as `serve --egress-allow-cidr`.
+    #[arg(long = "egress-allow-cidr", value_name = "CIDR")]
+    egress_allow_cidr: Vec<ipnet::IpNet>,
+}
+
+impl LocalArgs {
+    fn plan(&self) -> HostPlan {
+        HostPlan {
+            filters: self.filters.clone().or_else(folders::default_filters),
+            open_networks: self.egress_allow_cidr.clone(),
+            ..HostPlan::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CallArgs {
+    /// The plugin folder.
+    dir: PathBuf,
+    /// The event.
+    event: String,
+    /// The event's data, JSON.
+    #[arg(long, default_value = "null")]
+    data: String,
+    /// The tenant, `TYPE ID`.
+    #[arg(long, num_args = 2, value_names = ["TYPE", "ID"], default_values = ["user", "1"])]
+    tenant: Vec<String>,
+    /// A sled directory to keep the store in between calls [default: a
+    /// scratch one, removed after].
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// The call's budget.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    #[command(flatten)]
+    local: LocalArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct TestArgs {
+    /// Plugin folders, or folders of them [default: this folder, or
+    /// ./plugins].
+    dirs: Vec<PathBuf>,
+    /// Only the tests whose name contains this.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+    /// The longest one test may take.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Also write JUnit XML here.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    #[command(flatten)]
+    local: LocalArgs,
+    /// Print JSON instead of lines for people.
+    #[arg(long)]
+    json: bool,
+}
+
+impl From<AuthorError> for CliError {
+    fn from(e: AuthorError) -> Self {
+        match e {
+            AuthorError::Usage(m) => CliError::Usage(m),
+            e => CliError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// `meshplay call`: exit 0 on a result, 3 when the handler answered an
+/// error.
+pub(super) async fn call(args: CallArgs, logbook: &Logbook) -> Result<ExitCode, CliError> {
+    let mut host = args.local.plan();
+    host.store = args.store.clone();
+    let plan = CallPlan {
+        folder: args.dir.clone(),
+        event: args.event.clone(),
+        data: parse_json("--data", &args.data)?,
+        tenant: Tenant::new(&args.tenant[0], &args.tenant[1]),
+        timeout: Duration::from_millis(args.timeout_ms),
+        host,
+    };
+    let outcome = call_plugin(plan, logbook).await?;
+    let code = if outcome.error.is_some() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    };
+    if args.json {
+        print_json(&outcome);
+        return Ok(code);
+    }
+    for l in &outcome.logs {
+        println!("[{}] {}", l.level, l.line);
+    }
+    if outcome.logs_dropped > 0 {
+        println!("... and {} more lines", outcome.logs_dropped);
+    }
+    match (&outcome.value, &outcome.error) {
+        (_, Some(e)) => println!("{}: error ({}): {}", outcome.plugin, e.code, e.message),
+        (v, None) => println!(
+            "{}: {}",
+            outcome.plugin,
+            serde_json::to_string(v.as_ref().unwrap_or(&serde_json::Value::Null))
+                .unwrap_or_default()
+        ),
+    }
+    println!("took {:.1} ms", outcome.took_ms);
+    Ok(code)
+}
+
+/// `meshplay test`: exit 0 when every test passed, 1 otherwise.
+pub(super) async fn test(args: TestArgs, logbook: &Logbook) -> Result<ExitCode, CliError> {
+    let plan = TestPlan {
+        plugins: folders::plugin_folders(&args.dirs)?,
+        host: args.local.plan(),
+        timeout: Duration::from_millis(args.timeout_ms),
+        only: args.only.clone(),
+    };
+    let json = args.json;
+    let found = testing::run(&plan, logbook, |file| {
+        if !json {
+            print!("{}", report::human(file));
+        }
+    })
+    .await?;
+    if json {
+        print_json(&found);
+    } else {
+        println!("{}", found.summary());
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, found.junit())
+            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(if found.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
