@@ -24,6 +24,7 @@ pub mod call;
 pub mod folders;
 pub mod host;
 pub mod logbook;
+pub mod scaffold;
 pub mod testing;
 
 use crate::catalogue::plugin::PluginError;

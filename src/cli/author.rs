@@ -1,4 +1,5 @@
-//! The plugin author's commands: `call` and `test` (see [`crate::author`]).
+//! The plugin author's commands: `new`, `call` and `test` (see
+//! [`crate::author`]).
 
 use super::{CliError, parse_json, print_json};
 use crate::author::AuthorError;
@@ -6,6 +7,7 @@ use crate::author::call::{CallPlan, call as call_plugin};
 use crate::author::folders;
 use crate::author::host::HostPlan;
 use crate::author::logbook::Logbook;
+use crate::author::scaffold::{self, FilterAbi, PluginTemplate};
 use crate::author::testing::{self, TestPlan, report};
 use crate::mesophyll::message::Tenant;
 use clap::Args;
@@ -163,4 +165,59 @@ pub(super) async fn test(args: TestArgs, logbook: &Logbook) -> Result<ExitCode, 
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum NewCommand {
+    /// A plugin folder: manifest, entry file and tests, from a template.
+    Plugin {
+        /// Its name ([a-z0-9_-], 1-64 characters): the folder's too.
+        name: String,
+        /// What it starts as.
+        #[arg(long, value_enum, default_value_t = PluginTemplate::Hello)]
+        template: PluginTemplate,
+        /// Where the folder is made.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// A filter crate for one of the two ABIs.
+    Filter {
+        /// Its name: the folder's, the crate's and the filter's.
+        name: String,
+        /// The ABI it speaks.
+        #[arg(long, value_enum, default_value_t = FilterAbi::V1)]
+        abi: FilterAbi,
+        /// Where the folder is made.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// `meshplay new`: writes the folder and says what to do next.
+pub(super) fn new(command: NewCommand) -> Result<ExitCode, CliError> {
+    match command {
+        NewCommand::Plugin {
+            name,
+            template,
+            dir,
+        } => {
+            let folder = scaffold::new_plugin(&dir, &name, template)?;
+            let shown = folder.display();
+            println!("made {shown}/ (plugin.toml, init.luau, {name}.test.luau)");
+            println!("next:");
+            println!("  meshplay test {shown}");
+            if template == PluginTemplate::Hello {
+                println!("  meshplay call {shown} greet --data '{{\"name\":\"Ada\"}}'");
+            }
+        }
+        NewCommand::Filter { name, abi, dir } => {
+            let folder = scaffold::new_filter(&dir, &name, abi)?;
+            let (build, module) = scaffold::filter_build(&folder)?;
+            println!("made {}/", folder.display());
+            println!("build it (in {}):", folder.display());
+            println!("  {}", build.join(" "));
+            println!("the module: {}", module.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -80,6 +80,9 @@ impl LogFormat {
 enum Command {
     /// Run a master with its workers.
     Serve(Box<serve::ServeArgs>),
+    /// Start a plugin or a filter from a template.
+    #[command(subcommand)]
+    New(author::NewCommand),
     /// Run one event through a plugin folder on this machine (a master and
     /// a worker in this process, a scratch store) and print the result,
     /// what the handler logged, and how long it took.
@@ -320,6 +323,7 @@ async fn run(cli: Cli, logbook: crate::author::logbook::Logbook) -> Result<ExitC
     };
     match command {
         Command::Serve(args) => serve::serve(*args, cli.log_format).await,
+        Command::New(c) => author::new(c),
         Command::Call(args) => author::call(args, &logbook).await,
         Command::Test(args) => author::test(args, &logbook).await,
         Command::Workers(c) => workers::workers(&c).await,
