@@ -21,6 +21,7 @@
 //! and the worker, which never use it.
 
 pub mod call;
+pub mod definitions;
 pub mod folders;
 pub mod host;
 pub mod logbook;

@@ -1,9 +1,10 @@
-//! The plugin author's commands: `new`, `call` and `test` (see
-//! [`crate::author`]).
+//! The plugin author's commands: `new`, `call`, `test` and `setup editor`
+//! (see [`crate::author`]).
 
 use super::{CliError, parse_json, print_json};
 use crate::author::AuthorError;
 use crate::author::call::{CallPlan, call as call_plugin};
+use crate::author::definitions;
 use crate::author::folders;
 use crate::author::host::HostPlan;
 use crate::author::logbook::Logbook;
@@ -219,5 +220,40 @@ pub(super) fn new(command: NewCommand) -> Result<ExitCode, CliError> {
             println!("the module: {}", module.display());
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(super) enum SetupCommand {
+    /// Write meshplay.d.luau (every global a plugin sees, for luau-lsp),
+    /// a .luaurc and VS Code's settings for the luau-lsp extension.
+    Editor {
+        /// The project's folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Print the definitions to stdout instead of writing anything.
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+/// `meshplay setup editor`.
+pub(super) fn setup(command: SetupCommand) -> Result<ExitCode, CliError> {
+    let SetupCommand::Editor { dir, print } = command;
+    if print {
+        print!("{}", definitions::DEFINITIONS);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (written, kept) = definitions::setup_editor(&dir)?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    for path in kept {
+        println!("kept  {} (yours already)", path.display());
+    }
+    println!(
+        "with the luau-lsp extension (VS Code), or: luau-lsp lsp --definitions={}",
+        definitions::FILE_NAME
+    );
     Ok(ExitCode::SUCCESS)
 }

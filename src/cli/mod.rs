@@ -83,6 +83,9 @@ enum Command {
     /// Start a plugin or a filter from a template.
     #[command(subcommand)]
     New(author::NewCommand),
+    /// Set up this machine for writing plugins.
+    #[command(subcommand)]
+    Setup(author::SetupCommand),
     /// Run one event through a plugin folder on this machine (a master and
     /// a worker in this process, a scratch store) and print the result,
     /// what the handler logged, and how long it took.
@@ -324,6 +327,7 @@ async fn run(cli: Cli, logbook: crate::author::logbook::Logbook) -> Result<ExitC
     match command {
         Command::Serve(args) => serve::serve(*args, cli.log_format).await,
         Command::New(c) => author::new(c),
+        Command::Setup(c) => author::setup(c),
         Command::Call(args) => author::call(args, &logbook).await,
         Command::Test(args) => author::test(args, &logbook).await,
         Command::Workers(c) => workers::workers(&c).await,

@@ -498,7 +498,10 @@ mod tests {
     fn every_request_takes_the_id_it_is_sent_with() {
         let tenant = Tenant::new("user", "1");
         let mut messages = vec![
-            ServerMessage::VarsChanged { req_id: Some(0), plugin: "p".into() },
+            ServerMessage::VarsChanged {
+                req_id: Some(0),
+                plugin: "p".into(),
+            },
             ServerMessage::TenantStateChanged {
                 req_id: Some(0),
                 tenant: tenant.clone(),

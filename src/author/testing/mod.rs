@@ -56,7 +56,7 @@ pub struct TestPlan {
 
 /// When the running test (or the loading file) must end.
 #[derive(Clone, Default)]
-struct Deadline(Arc<std::sync::Mutex<Option<Instant>>>);
+pub(crate) struct Deadline(Arc<std::sync::Mutex<Option<Instant>>>);
 
 impl Deadline {
     fn set(&self, within: Duration) {
@@ -162,6 +162,18 @@ async fn run_file(
 /// A VM with the library, the world and `file` loaded, and the runner the
 /// prelude returned.
 fn load_file(file: &Path, bindings: &Bindings, deadline: &Deadline) -> mlua::Result<(Lua, Table)> {
+    let (lua, runner) = test_vm(bindings, deadline)?;
+    let source = std::fs::read_to_string(file).map_err(mlua::Error::external)?;
+    lua.load(source)
+        .set_name(format!("@{}", file.display()))
+        .exec()?;
+    Ok((lua, runner))
+}
+
+/// A test VM with the library and the world, sandboxed, before any test
+/// file: what [`crate::author::definitions`] checks its declarations
+/// against.
+pub(crate) fn test_vm(bindings: &Bindings, deadline: &Deadline) -> mlua::Result<(Lua, Table)> {
     let lua = Lua::new();
     lua.set_memory_limit(TEST_VM_MEMORY)?;
     let deadline = deadline.clone();
@@ -181,10 +193,6 @@ fn load_file(file: &Path, bindings: &Bindings, deadline: &Deadline) -> mlua::Res
     let host = world::host_table(&lua, bindings)?;
     let runner: Table = lua.load(PRELUDE).set_name("=prelude").call(host)?;
     lua.sandbox(true)?;
-    let source = std::fs::read_to_string(file).map_err(mlua::Error::external)?;
-    lua.load(source)
-        .set_name(format!("@{}", file.display()))
-        .exec()?;
     Ok((lua, runner))
 }
 
