@@ -22,6 +22,7 @@
 
 pub mod call;
 pub mod definitions;
+pub mod deploy;
 pub mod folders;
 pub mod host;
 pub mod logbook;

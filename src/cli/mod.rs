@@ -21,6 +21,7 @@ mod bench;
 mod bulk;
 mod catalogue;
 mod config;
+mod deploy;
 mod echo_server;
 mod join;
 mod kv;
@@ -86,6 +87,12 @@ enum Command {
     /// Set up this machine for writing plugins.
     #[command(subcommand)]
     Setup(author::SetupCommand),
+    /// Compare plugin folders and a filters folder with what the master
+    /// runs: added, changed (with a line diff), removed (with --prune).
+    Diff(deploy::DeployArgs),
+    /// Apply the diff as one catalogue change: workers see all of it or
+    /// none of it, and a plugin that fails its checks changes nothing.
+    Deploy(deploy::DeployArgs),
     /// Run one event through a plugin folder on this machine (a master and
     /// a worker in this process, a scratch store) and print the result,
     /// what the handler logged, and how long it took.
@@ -327,6 +334,8 @@ async fn run(cli: Cli, logbook: crate::author::logbook::Logbook) -> Result<ExitC
     match command {
         Command::Serve(args) => serve::serve(*args, cli.log_format).await,
         Command::New(c) => author::new(c),
+        Command::Diff(args) => deploy::diff(args).await,
+        Command::Deploy(args) => deploy::deploy(args).await,
         Command::Setup(c) => author::setup(c),
         Command::Call(args) => author::call(args, &logbook).await,
         Command::Test(args) => author::test(args, &logbook).await,

@@ -27,6 +27,7 @@
 //! [`ApiClientError::Connect`].
 
 mod access;
+mod deploy;
 mod hooks;
 mod schedules;
 mod stream;

@@ -340,6 +340,8 @@ pub static ROUTES: &[(Method, &str, Role)] = &[
     (Method::GET, "/api/v1/plugins", Role::Read),
     (Method::PUT, "/api/v1/plugins/{name}", Role::Admin),
     (Method::DELETE, "/api/v1/plugins/{name}", Role::Admin),
+    (Method::GET, "/api/v1/plugins/{name}/source", Role::Admin),
+    (Method::POST, "/api/v1/catalogue", Role::Admin),
     (Method::GET, "/api/v1/plugins/{name}/vars", Role::Admin),
     (
         Method::PUT,

@@ -7,10 +7,12 @@
 //! bodies). Errors always have the shape of [`ErrorBody`]: a stable `code`
 //! for programs and a `message` for people.
 
+mod deploy;
 mod live;
 mod schedules;
 mod stream;
 mod vars;
+pub use deploy::{Deployed, Deployment, MAX_DEPLOY_BYTES};
 pub use schedules::{ScheduleList, SchedulePut, TimerList};
 pub use vars::{VarChange, VarChanged, VarInfo, VarList, VarOverride};
 

@@ -5,7 +5,9 @@ use super::extract::Payload;
 use super::{ApiError, ApiState};
 use crate::master::registry::Registry;
 use crate::mesophyll::message::ServerMessage;
-use crate::rest::{Changed, FilterList, PluginList, PluginUpload};
+use crate::rest::{
+    Changed, Deployed, Deployment, FilterList, MAX_DEPLOY_BYTES, PluginList, PluginUpload,
+};
 use axum::Json;
 use axum::extract::{Path, State};
 use std::sync::Arc;
@@ -30,11 +32,16 @@ pub(super) async fn list_filters(
 }
 
 /// Tells every worker about a new catalogue revision.
-fn changed(state: &ApiState, revision: u64) -> Json<Changed> {
+fn announce(state: &ApiState, revision: u64) {
     let told = state
         .hub
         .broadcast(&ServerMessage::PluginsChanged { revision });
     tracing::info!(revision, workers = told, "catalogue changed");
+}
+
+/// [`announce`]s `revision`, and answers it.
+fn changed(state: &ApiState, revision: u64) -> Json<Changed> {
+    announce(state, revision);
     Json(Changed { revision })
 }
 
@@ -73,4 +80,29 @@ pub(super) async fn delete_filter(
 ) -> Result<Json<Changed>, ApiError> {
     let revision = state.registry.delete_filter(&name).await?;
     Ok(changed(&state, revision))
+}
+
+/// `POST /api/v1/catalogue`: a deployment, all of it or none of it.
+pub(super) async fn deploy(
+    State(state): State<Arc<ApiState>>,
+    Payload(deployment): Payload<Deployment, MAX_DEPLOY_BYTES>,
+) -> Result<Json<Deployed>, ApiError> {
+    let deployed = state.registry.deploy(deployment).await?;
+    announce(&state, deployed.revision);
+    Ok(Json(deployed))
+}
+
+/// `GET /api/v1/plugins/{name}/source`: its manifest and files.
+pub(super) async fn plugin_source(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Json<PluginUpload>, ApiError> {
+    let found = Registry::blocking(&state.registry, move |r| r.source_of(&name)).await?;
+    found.map(Json).ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "no such plugin",
+        )
+    })
 }

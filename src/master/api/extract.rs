@@ -10,10 +10,11 @@ use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
-/// A request body in JSON or MessagePack, with errors as [`ApiError`]s.
-pub(super) struct Payload<T>(pub(super) T);
+/// A request body in JSON or MessagePack of at most `LIMIT` bytes, with
+/// errors as [`ApiError`]s.
+pub(super) struct Payload<T, const LIMIT: usize = MAX_BODY_BYTES>(pub(super) T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Payload<T> {
+impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for Payload<T, LIMIT> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
@@ -24,13 +25,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Payload<T> {
             .is_some_and(|v| {
                 v.starts_with("application/msgpack") || v.starts_with("application/x-msgpack")
             });
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        let bytes = axum::body::to_bytes(req.into_body(), LIMIT)
             .await
             .map_err(|_| {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "too_large",
-                    format!("the body is over {MAX_BODY_BYTES} bytes"),
+                    format!("the body is over {LIMIT} bytes"),
                 )
             })?;
         let parsed = if msgpack {

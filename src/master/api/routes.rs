@@ -104,6 +104,18 @@ fn v1_routes(r: Routes) -> Routes {
             "/api/v1/plugins/{name}",
             catalogue::delete_plugin,
         )
+        .add(
+            M::GET,
+            "/api/v1/plugins/{name}/source",
+            catalogue::plugin_source,
+        )
+        .add_with(
+            M::POST,
+            "/api/v1/catalogue",
+            on(MethodFilter::POST, catalogue::deploy).layer(axum::extract::DefaultBodyLimit::max(
+                crate::rest::MAX_DEPLOY_BYTES,
+            )),
+        )
         .add(M::GET, "/api/v1/plugins/{name}/vars", vars::list_vars)
         .add(M::PUT, "/api/v1/plugins/{name}/vars/{var}", vars::put_var)
         .add(

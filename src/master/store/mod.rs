@@ -194,6 +194,14 @@ pub trait Store: Send + Sync + 'static {
     fn catalogue_put<'a>(&'a self, key: &'a str, bytes: Vec<u8>) -> StoreFuture<'a, ()>;
     /// Removes one catalogue entry; true when it existed.
     fn catalogue_delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+    /// Stores `puts` and removes `deletes` (keys that are not there are
+    /// skipped) as one change: a reader sees all of it or none of it
+    /// (`meshplay deploy`).
+    fn catalogue_apply<'a>(
+        &'a self,
+        puts: Vec<(String, Vec<u8>)>,
+        deletes: Vec<String>,
+    ) -> StoreFuture<'a, ()>;
 
     /// Entries of `scope`, in key order, while `keep` wants more.
     fn global_scan(

@@ -455,6 +455,31 @@ impl Store for PostgresStore {
         })
     }
 
+    fn catalogue_apply<'a>(
+        &'a self,
+        puts: Vec<(String, Vec<u8>)>,
+        deletes: Vec<String>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            for (key, bytes) in &puts {
+                tx.execute(
+                    "INSERT INTO catalogue VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET bytes = excluded.bytes",
+                    &[key, bytes],
+                )
+                .await?;
+            }
+            for key in &deletes {
+                tx.execute("DELETE FROM catalogue WHERE key = $1", &[key])
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
     fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
         let rows = self.wait(self.query("SELECT token FROM tokens ORDER BY id", &[]))?;
         rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()

@@ -343,6 +343,25 @@ impl Store for SledStore {
         })
     }
 
+    fn catalogue_apply<'a>(
+        &'a self,
+        puts: Vec<(String, Vec<u8>)>,
+        deletes: Vec<String>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            // A batch is applied atomically: no reader sees half of it.
+            let mut batch = sled::Batch::default();
+            for (key, bytes) in puts {
+                batch.insert(key.as_bytes(), bytes);
+            }
+            for key in deletes {
+                batch.remove(key.as_bytes());
+            }
+            self.catalogue.apply_batch(batch)?;
+            self.commit.durable().await
+        })
+    }
+
     fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
         self.tokens.iter().map(|item| decode(&item?.1)).collect()
     }

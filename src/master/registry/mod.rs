@@ -15,6 +15,8 @@
 //! broadcasts `PluginsChanged` and the workers fetch
 //! [`Registry::snapshot`].
 
+mod deploy;
+
 use crate::catalogue::filter::{ModuleChecker, sha256_hex};
 use crate::catalogue::manifest::Manifest;
 use crate::catalogue::name::check_name;
