@@ -281,3 +281,263 @@ fn setup_editor_writes_the_definitions() {
     assert_eq!(printed, written);
     assert!(dir.path().join(".vscode/settings.json").is_file());
 }
+
+/// Whether rustc here can build for `target` (`rustup target add`); under
+/// `CI=true` it must.
+fn can_build_for(target: &str) -> bool {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap();
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_owned();
+    let there = Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(target)
+        .is_dir();
+    if !there {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true and no {target} target: .ci/run adds it"
+        );
+        eprintln!("skipped: no {target} target here (rustup target add {target})");
+    }
+    there
+}
+
+/// `meshplay new filter` for both ABIs: each crate builds with the command
+/// it prints, and a plugin runs the modules through `call --filters`.
+#[test]
+fn new_filters_build_and_run_before_a_handler() {
+    if !can_build_for("wasm32-unknown-unknown") || !can_build_for("wasm32-wasip1") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dist = dir.path().join("dist");
+    std::fs::create_dir_all(&dist).unwrap();
+    for (name, abi, target, module) in [
+        ("max-len", "v1", "wasm32-unknown-unknown", "max_len"),
+        ("stamp", "proxy-wasm", "wasm32-wasip1", "stamp"),
+    ] {
+        let (code, out, err) = meshplay(dir.path(), &["new", "filter", name, "--abi", abi]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            out.contains(&format!("cargo build --release --target {target}")),
+            "{out}"
+        );
+        let built = Command::new("cargo")
+            .args(["build", "--release", "--target", target])
+            .current_dir(dir.path().join(name))
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let wasm = dir
+            .path()
+            .join(name)
+            .join(format!("target/{target}/release/{module}.wasm"));
+        std::fs::copy(wasm, dist.join(format!("{name}.wasm"))).unwrap();
+    }
+    meshplay(dir.path(), &["new", "plugin", "hello"]);
+    let manifest = dir.path().join("hello/plugin.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("\n[[filters]]\nname = \"max-len\"\nconfig = { max_len = 5 }\n\n[[filters]]\nname = \"stamp\"\n");
+    std::fs::write(&manifest, text).unwrap();
+    let dist = dist.to_str().unwrap();
+    let (code, out, err) = meshplay(
+        dir.path(),
+        &[
+            "call",
+            "hello",
+            "greet",
+            "--data",
+            r#"{"name":"Ada"}"#,
+            "--filters",
+            dist,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Hello, Ada!"), "{out}");
+    let (code, out, _) = meshplay(
+        dir.path(),
+        &[
+            "call",
+            "hello",
+            "greet",
+            "--data",
+            r#"{"name":"Adalbert"}"#,
+            "--filters",
+            dist,
+        ],
+    );
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("error (rejected): max-len: a text of 8 characters (at most 5)"),
+        "{out}"
+    );
+    let (code, out, _) = meshplay(dir.path(), &["call", "hello", "greet", "--filters", dist]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("stamp (400): an event without data"), "{out}");
+}
+
+/// `meshplay dev` as a child: lines of its stdout, as they come.
+struct Dev {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Dev {
+    fn start(dir: &Path, args: &[&str]) -> Dev {
+        let mut child = Command::new(EXE)
+            .arg("dev")
+            .args(args)
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Dev {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `text`; answers it.
+    fn wait_for(&mut self, text: &str, within: std::time::Duration) -> String {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {text:?} within {within:?}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn greet(dir: &Path) -> String {
+    let data = dir.join(".meshplay-dev");
+    let out = Command::new(EXE)
+        .args([
+            "dispatch",
+            "user",
+            "1",
+            "greet",
+            "--data",
+            r#"{"name":"Ada"}"#,
+        ])
+        .env("MESHPLAY_DATA_DIR", data)
+        .env_remove("MESHPLAY_API_TOKEN")
+        .env_remove("MESHPLAY_API_ADDR")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn dev_keeps_the_last_good_version_and_takes_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    meshplay(dir.path(), &["new", "plugin", "hello"]);
+    let init = dir.path().join("hello/init.luau");
+    let good = std::fs::read_to_string(&init).unwrap();
+    let mut dev = Dev::start(dir.path(), &["hello", "--test"]);
+    let s = std::time::Duration::from_secs;
+    dev.wait_for("watching for changes", s(30));
+    assert!(greet(dir.path()).contains("Hello, Ada!"));
+
+    std::fs::write(&init, "return { greet = function( end }").unwrap();
+    let line = dev.wait_for("✗ hello", s(10));
+    assert!(line.contains("init.luau: syntax error: 1:"), "{line}");
+    dev.wait_for("the last good version keeps answering", s(5));
+    assert!(
+        greet(dir.path()).contains("Hello, Ada!"),
+        "the last good version answers"
+    );
+
+    std::fs::write(&init, good.replace("Hello, ", "Howdy, ")).unwrap();
+    dev.wait_for("✓ hello: plugin hello reloaded", s(10));
+    assert!(greet(dir.path()).contains("Howdy, Ada!"));
+    // --test: its tests ran after the reload, and the one that expects
+    // "Hello" says so.
+    dev.wait_for("✗ greets by name", s(30));
+    dev.wait_for("2 passed, 1 failed", s(30));
+    // What the handler logged, printed as it came.
+    for n in 1..=3 {
+        let line = format!("[info] user:1: greeted Ada ({n} so far)");
+        assert!(
+            dev.seen.iter().any(|l| l == &line),
+            "{line}: {:?}",
+            dev.seen
+        );
+    }
+}
+
+#[test]
+fn dev_rebuilds_a_filter_crate_and_keeps_the_last_good_module() {
+    if !can_build_for("wasm32-unknown-unknown") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    meshplay(dir.path(), &["new", "filter", "max-len"]);
+    meshplay(dir.path(), &["new", "plugin", "hello"]);
+    let manifest = dir.path().join("hello/plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap()
+        + "\n[[filters]]\nname = \"max-len\"\nconfig = { max_len = 5 }\n";
+    std::fs::write(&manifest, text).unwrap();
+    let s = std::time::Duration::from_secs;
+    let mut dev = Dev::start(dir.path(), &[]);
+    dev.wait_for("✓ max-len: filter max-len rebuilt and loaded", s(180));
+    dev.wait_for("✓ hello: plugin hello reloaded", s(10));
+    dev.wait_for("watching for changes", s(10));
+    assert!(greet(dir.path()).contains("Hello, Ada!"));
+
+    let lib = dir.path().join("max-len/src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, source.replace("fn max_len(", "fn max_len(oops")).unwrap();
+    dev.wait_for("✗ max-len: the build failed", s(120));
+    assert!(
+        greet(dir.path()).contains("Hello, Ada!"),
+        "the last good module runs"
+    );
+
+    // Now every string longer than 2 is refused: the rebuilt module runs.
+    let stricter = source
+        .replace("config.get(\"max_len\")", "config.get(\"no_such_key\")")
+        .replace("DEFAULT_MAX_LEN: u64 = 280", "DEFAULT_MAX_LEN: u64 = 2");
+    std::fs::write(&lib, stricter).unwrap();
+    dev.wait_for("✓ max-len: filter max-len rebuilt and loaded", s(120));
+    let answer = greet(dir.path());
+    assert!(
+        answer.contains("a text of 3 characters (at most 2)"),
+        "{answer}"
+    );
+}

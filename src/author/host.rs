@@ -42,6 +42,11 @@ pub struct HostPlan {
     pub stand_in: Option<Arc<StandIn>>,
     /// Where compiled filters are cached between hosts.
     pub filter_cache: Option<PathBuf>,
+    /// The master's data directory, kept (its store, its admin token, its
+    /// `endpoint.json`, for the CLI to find it); `None` is a scratch one.
+    pub data_dir: Option<PathBuf>,
+    /// Where the REST API listens; `None` is a free loopback port.
+    pub api_addr: Option<std::net::SocketAddr>,
 }
 
 /// A master and its one worker, serving until [`LocalHost::stop`].
@@ -68,7 +73,10 @@ impl LocalHost {
         link_plugins(&plugins, &plan.plugins)?;
         let filters = dir.path().join("filters");
         link_filters(&filters, plan)?;
-        let data = dir.path().join("data");
+        let data = plan
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
         let master = master::start(master_config(plan, &data, plugins, filters)).await?;
         let token = DataDir::at(&data)
             .worker_token(0)
@@ -97,6 +105,11 @@ impl LocalHost {
     /// The REST client of its master (admin).
     pub fn client(&self) -> &ApiClient {
         &self.client
+    }
+
+    /// Where its master's REST API listens.
+    pub fn api_addr(&self) -> std::net::SocketAddr {
+        self.master.api_addr
     }
 
     /// Its master's timers (a test that moved the clock wakes them).
@@ -170,7 +183,7 @@ fn master_config(plan: &HostPlan, data: &Path, plugins: PathBuf, filters: PathBu
         store: plan.store.clone().map(master::store::StoreUrl::Sled),
         workers: 1,
         external_workers: 1,
-        api_addr: loopback,
+        api_addr: plan.api_addr.unwrap_or(loopback),
         mesophyll_addr: loopback,
         plugins_dir: plugins,
         filters_dir: filters,

@@ -23,6 +23,7 @@
 pub mod call;
 pub mod definitions;
 pub mod deploy;
+pub mod dev;
 pub mod folders;
 pub mod host;
 pub mod logbook;

@@ -257,3 +257,44 @@ pub(super) fn setup(command: SetupCommand) -> Result<ExitCode, CliError> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, Args)]
+pub(super) struct DevArgs {
+    /// Plugin folders and filter crates, or folders of them [default: this
+    /// folder, or ./plugins].
+    dirs: Vec<PathBuf>,
+    /// The master's data directory, kept between runs (its store, its
+    /// token, its address for the CLI).
+    #[arg(long, default_value = ".meshplay-dev")]
+    data_dir: PathBuf,
+    /// Where the REST API listens [default: a free loopback port].
+    #[arg(long, value_name = "ADDR")]
+    api_addr: Option<std::net::SocketAddr>,
+    /// Run a plugin's tests after each reload.
+    #[arg(long)]
+    test: bool,
+    #[command(flatten)]
+    local: LocalArgs,
+}
+
+/// `meshplay dev`: until Ctrl-C (or SIGTERM).
+pub(super) async fn dev(args: DevArgs, logbook: &Logbook) -> Result<ExitCode, CliError> {
+    let mut host = args.local.plan();
+    host.data_dir = Some(std::path::absolute(&args.data_dir).map_err(AuthorError::from)?);
+    host.api_addr = args.api_addr;
+    let plan = crate::author::dev::DevPlan {
+        sources: crate::author::dev::Sources::find(&args.dirs)?,
+        host,
+        test: args.test,
+    };
+    let stop = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    crate::author::dev::run(plan, logbook, stop).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -93,6 +93,10 @@ enum Command {
     /// Apply the diff as one catalogue change: workers see all of it or
     /// none of it, and a plugin that fails its checks changes nothing.
     Deploy(deploy::DeployArgs),
+    /// A master for one author: this folder's plugins and filter crates,
+    /// reloaded (and rebuilt) on save, the last good version kept when a
+    /// change does not build.
+    Dev(author::DevArgs),
     /// Run one event through a plugin folder on this machine (a master and
     /// a worker in this process, a scratch store) and print the result,
     /// what the handler logged, and how long it took.
@@ -281,7 +285,10 @@ fn init_tracing(
 ) -> crate::author::logbook::Logbook {
     use tracing_subscriber::EnvFilter;
     let logbook = crate::author::logbook::Logbook::default();
-    if matches!(command, Some(Command::Call(_)) | Some(Command::Test(_))) {
+    if matches!(
+        command,
+        Some(Command::Call(_)) | Some(Command::Test(_)) | Some(Command::Dev(_))
+    ) {
         // Each local host ends by cutting its worker's link, which the
         // hub and the uplink would report as a warning; what the worker
         // warns of (a refused fetch) is in the command's own answer.
@@ -334,6 +341,7 @@ async fn run(cli: Cli, logbook: crate::author::logbook::Logbook) -> Result<ExitC
     match command {
         Command::Serve(args) => serve::serve(*args, cli.log_format).await,
         Command::New(c) => author::new(c),
+        Command::Dev(args) => author::dev(args, &logbook).await,
         Command::Diff(args) => deploy::diff(args).await,
         Command::Deploy(args) => deploy::deploy(args).await,
         Command::Setup(c) => author::setup(c),
