@@ -157,8 +157,10 @@ fn the_example_plugins_pass_their_tests() {
         .collect();
     for plugin in [
         "counter",
+        "echo",
         "greeter",
         "guestbook",
+        "proxied",
         "reminders",
         "signed-hook",
         "webhook-relay",
