@@ -7,7 +7,7 @@
 //!   events by plugin and result code, dispatches by result with their
 //!   latency, scripts by result, and the workers' KV operations through the
 //!   DB endpoints by kind with their latency;
-//! - **read at scrape time** ([`Fleet`], a collector): every worker slot as
+//! - **read at scrape time** (`Fleet`, a collector): every worker slot as
 //!   the hub sees it (up, heartbeat age, VMs, RSS, requests in flight and
 //!   awaited, bytes queued), restarts by cause from the supervisor, the
 //!   hub's bad frames and requests lost with their worker, and what each

@@ -13,11 +13,11 @@
 //! holds its worker's thread (and with one runtime thread, every other
 //! tenant of the worker and the worker's heartbeats) until it returns. So
 //! the watchdog also times how long each poll of a call has run: past the
-//! VM's hold limit ([`Clock::new`], `--vm-hold-ms`) it marks the call
+//! VM's hold limit (`Clock::new`, `--vm-hold-ms`) it marks the call
 //! held, and the interrupt raises [`HeldTooLong`] the same way. Coroutines
 //! a script resumes itself do yield: the watchdog's pause travels up
 //! through every coroutine to tokio and back down
-//! ([`track_user_coroutines`]).
+//! (`track_user_coroutines`).
 
 use mlua::VmState;
 use std::collections::HashMap;

@@ -226,7 +226,7 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` audit entries after `after`, oldest first.
     fn audit(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// Deletes every audit entry up to `seq`, that one included
-    /// ([`crate::master::audit_retention`] chooses it).
+    /// ([`crate::master::MasterConfig::audit_retention`] chooses it).
     fn audit_delete_through(&self, seq: u64) -> StoreFuture<'_, ()>;
 
     /// Every plugin variable that has a value ([`crate::master::vars`]).

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 /// Where a job's outcome goes.
 pub enum Reply {
-    /// To a caller in this process, awaiting it ([`Tenants::run`]).
+    /// To a caller in this process, awaiting it ([`crate::worker::tenants::Tenants::run`]).
     Caller(oneshot::Sender<Result<Packed, RemoteError>>),
     /// Straight from the tenant's task to the master, as the answer to its
     /// request: no task waits in between. The guard counts the request as

@@ -31,11 +31,11 @@
 //! never outlives its event: nothing a call leaves in the module's memory
 //! reaches another tenant, another plugin configuration, or the next event.
 //! What a filter must keep across calls goes to shared data
-//! ([`shared::SharedData`]), which is scoped to the tenant and lives as long
+//! ([`shared::ProxyShared`]), which is scoped to the tenant and lives as long
 //! as the worker. `meshplay bench filter` measures what this costs per call.
 //!
-//! The files: [`guest`] (reading and writing the instance's memory),
-//! [`fields`] (header maps), [`hostcalls`] (the `env` functions), [`wasi`]
+//! The files: `guest` (reading and writing the instance's memory),
+//! `fields` (header maps), `hostcalls` (the `env` functions), `wasi`
 //! (the WASI subset), [`shared`] (shared data and metrics), [`call`] (one
 //! call). What a module may import and must export is checked before it
 //! gets here, in [`crate::catalogue::proxy_abi`].
