@@ -57,6 +57,11 @@ pub enum StoreError {
     /// The entry exists already (global KV create).
     #[error("{0} exists already")]
     Exists(String),
+    /// The database refused a write from a master whose leadership epoch
+    /// no longer leads (PostgreSQL, standby masters): this master must
+    /// stop acting as the leader.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// A per-tenant cap would be passed: `too_many_timers`,
     /// `too_many_schedules`.
     #[error("{message}")]

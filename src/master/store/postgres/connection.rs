@@ -7,6 +7,8 @@ use crate::master::store::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Connections in the pool: enough for the DB endpoints' concurrency on a
 /// small server without crowding PostgreSQL's default 100.
@@ -18,11 +20,15 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a call waits for a free connection of the pool.
 const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The SQLSTATE of a write the fence refused (schema step 4).
+const FENCED: &str = "MP001";
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         // The server's message says what went wrong; its Display alone is
         // often just "db error".
         match e.as_db_error() {
+            Some(db) if db.code().code() == FENCED => StoreError::Fenced(db.message().to_owned()),
             Some(db) => StoreError::Backend(format!("postgres: {}", db.message())),
             None => StoreError::Backend(format!("postgres: {}", crate::report::chain(&e))),
         }
@@ -38,9 +44,15 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
+/// What [`PostgresStore::epoch`] holds while the store takes no part in
+/// leadership: its sessions say no epoch and are not fenced.
+pub(super) const UNFENCED: i64 = i64::MIN;
+
 /// The PostgreSQL backend.
 pub struct PostgresStore {
-    pool: Pool,
+    pub(super) pool: Pool,
+    /// The epoch every new connection writes for ([`super::lease`]).
+    pub(super) epoch: Arc<AtomicI64>,
 }
 
 impl PostgresStore {
@@ -63,9 +75,24 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let epoch = Arc::new(AtomicI64::new(UNFENCED));
+        let said = Arc::clone(&epoch);
         // A database that is down or saturated fails requests within these,
         // as a store error, rather than holding them.
         let pool = Pool::builder(manager)
+            .post_create(deadpool_postgres::Hook::async_fn(move |client, _| {
+                let epoch = said.load(Ordering::SeqCst);
+                Box::pin(async move {
+                    if epoch != UNFENCED {
+                        let set = format!("SET meshplay.epoch = '{epoch}'");
+                        client
+                            .batch_execute(&set)
+                            .await
+                            .map_err(deadpool_postgres::HookError::Backend)?;
+                    }
+                    Ok(())
+                })
+            }))
             .max_size(POOL_SIZE)
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(CONNECT_TIMEOUT))
@@ -73,7 +100,7 @@ impl PostgresStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore { pool, epoch };
         schema::migrate(&store.pool).await?;
         Ok(store)
     }

@@ -36,6 +36,7 @@ use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry, TenantStates
 use crate::mesophyll::message::{Tenant, TenantState};
 use crate::rest::AuditEntry;
 mod connection;
+pub mod lease;
 pub mod schema;
 mod timers;
 

@@ -77,6 +77,48 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     );
     "#,
     ),
+    (
+        4,
+        // Leadership among masters that share this database (see
+        // `super::lease`): one row with the lease, and a fence on every
+        // table a master writes. A session that says which epoch it writes
+        // for (`meshplay.epoch`) may write only while that epoch leads; a
+        // session that says nothing (a single master, `store copy`) is not
+        // fenced.
+        r#"
+    CREATE TABLE leadership (
+        id smallint PRIMARY KEY CHECK (id = 1),
+        epoch bigint NOT NULL,
+        holder text NOT NULL,
+        api_addr text NOT NULL,
+        mesophyll_addr text NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    INSERT INTO leadership VALUES (1, 0, '', '', '', 'epoch');
+    CREATE FUNCTION meshplay_fence() RETURNS trigger LANGUAGE plpgsql AS $fence$
+    DECLARE
+        mine text := current_setting('meshplay.epoch', true);
+    BEGIN
+        IF mine IS NULL OR mine = '' THEN
+            RETURN NULL;
+        END IF;
+        IF mine::bigint IS DISTINCT FROM (SELECT epoch FROM leadership WHERE id = 1) THEN
+            RAISE EXCEPTION 'meshplay: epoch % does not lead', mine USING ERRCODE = 'MP001';
+        END IF;
+        RETURN NULL;
+    END
+    $fence$;
+    CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON kv FOR EACH STATEMENT EXECUTE FUNCTION meshplay_fence();
+    CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON global_kv FOR EACH STATEMENT EXECUTE FUNCTION meshplay_fence();
+    CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON tenant_states FOR EACH STATEMENT EXECUTE FUNCTION meshplay_fence();
+    CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON catalogue FOR EACH STATEMENT EXECUTE FUNCTION meshplay_fence();
+    CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON tokens FOR EACH STATEMENT EXECUTE FUNCTION meshplay_fence();
+    CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON audit FOR EACH STATEMENT EXECUTE FUNCTION meshplay_fence();
+    CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON vars FOR EACH STATEMENT EXECUTE FUNCTION meshplay_fence();
+    CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON timers FOR EACH STATEMENT EXECUTE FUNCTION meshplay_fence();
+    CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON schedules FOR EACH STATEMENT EXECUTE FUNCTION meshplay_fence();
+    "#,
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns its version.

@@ -1,0 +1,99 @@
+//! Leadership among masters that share one PostgreSQL, at the store: the
+//! lease in the `leadership` row (taken only once expired, by the
+//! database's clock, each time with a new epoch) and the fence (a write
+//! from a session whose epoch no longer leads is refused by the database,
+//! `StoreError::Fenced`). Against a real cluster (`common::pg`).
+
+mod common;
+
+use meshplay::master::store::postgres::lease::{Candidate, STANDBY_EPOCH};
+use meshplay::master::store::{PostgresStore, Store, StoreError};
+use meshplay::mesophyll::message::Tenant;
+use serde_json::json;
+use std::time::Duration;
+
+fn candidate(id: &str) -> Candidate {
+    Candidate {
+        id: id.into(),
+        api_addr: format!("{id}:9081"),
+        mesophyll_addr: format!("{id}:9082"),
+    }
+}
+
+async fn write(store: &PostgresStore, n: i64) -> Result<(), StoreError> {
+    let tenant = Tenant::new("user", "1");
+    store
+        .kv_set(&tenant, "s", "k", json!(n), 0)
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leads_at_a_time_and_a_master_past_its_lease_cannot_write() {
+    let Some(url) = common::pg::database_or_skip() else {
+        return;
+    };
+    let a = PostgresStore::open(&url).await.unwrap();
+    let b = PostgresStore::open(&url).await.unwrap();
+    let (ma, mb) = (candidate("a"), candidate("b"));
+    let ttl = Duration::from_millis(800);
+
+    // Nobody led yet: the first to ask leads, the other waits.
+    assert_eq!(b.leader().await.unwrap().epoch, 0);
+    let epoch = a.try_lead(&ma, ttl).await.unwrap().expect("a leads");
+    assert_eq!(epoch, 1);
+    assert_eq!(b.try_lead(&mb, ttl).await.unwrap(), None);
+    let leader = b.leader().await.unwrap();
+    assert_eq!(
+        (
+            leader.holder.as_str(),
+            leader.api_addr.as_str(),
+            leader.live
+        ),
+        ("a", "a:9081", true)
+    );
+
+    // The leader writes for its epoch; a standby writes nothing.
+    a.fence(epoch);
+    b.fence(STANDBY_EPOCH);
+    write(&a, 1).await.unwrap();
+    assert!(
+        matches!(write(&b, 2).await, Err(StoreError::Fenced(_))),
+        "a standby is fenced"
+    );
+
+    // Renewed inside its time, the lease stays a's.
+    for _ in 0..3 {
+        tokio::time::sleep(ttl / 2).await;
+        assert!(a.renew(&ma, epoch, ttl).await.unwrap());
+        assert_eq!(b.try_lead(&mb, ttl).await.unwrap(), None);
+    }
+
+    // a stops renewing (paused, cut off): once the lease runs out, b takes
+    // it with the next epoch, and a, waking, can neither write nor renew.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let next = b.try_lead(&mb, ttl).await.unwrap().expect("b takes over");
+    assert_eq!(next, epoch + 1);
+    b.fence(next);
+    let refused = write(&a, 3).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Fenced(ref m) if m.contains("epoch 1 does not lead")),
+        "{refused}"
+    );
+    assert!(!a.renew(&ma, epoch, ttl).await.unwrap());
+    write(&b, 4).await.unwrap();
+    let value = b
+        .kv_get(&Tenant::new("user", "1"), "s", "k")
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(value, json!(4), "the old leader's write is not there");
+
+    // A clean handover: b resigns, a leads at once with the epoch after.
+    b.resign(&mb, next).await.unwrap();
+    assert_eq!(a.try_lead(&ma, ttl).await.unwrap(), Some(next + 1));
+
+    // A store that takes no part in leadership is not fenced.
+    let single = PostgresStore::open(&url).await.unwrap();
+    write(&single, 5).await.unwrap();
+}
