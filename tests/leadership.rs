@@ -97,3 +97,82 @@ async fn one_leads_at_a_time_and_a_master_past_its_lease_cannot_write() {
     let single = PostgresStore::open(&url).await.unwrap();
     write(&single, 5).await.unwrap();
 }
+
+/// Waits until `l` plays a part `f` accepts; answers it.
+async fn until_role(
+    l: &meshplay::master::leadership::Leadership,
+    within: Duration,
+    f: impl Fn(&meshplay::master::leadership::Role) -> bool,
+) -> meshplay::master::leadership::Role {
+    let mut watch = l.watch();
+    tokio::time::timeout(within, async {
+        loop {
+            let role = watch.borrow_and_update().clone();
+            if f(&role) {
+                return role;
+            }
+            watch.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no such role within {within:?}: {:?}", l.role()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_within_the_lease_once_the_leader_stops() {
+    use meshplay::master::leadership::{Leadership, LeaseConfig, Role};
+    let Some(url) = common::pg::database_or_skip() else {
+        return;
+    };
+    let config = LeaseConfig {
+        ttl: Duration::from_millis(800),
+        renew: Duration::from_millis(300),
+        poll: Duration::from_millis(100),
+        margin: Duration::from_millis(100),
+    };
+    let a_store = std::sync::Arc::new(PostgresStore::open(&url).await.unwrap());
+    let b_store = std::sync::Arc::new(PostgresStore::open(&url).await.unwrap());
+    let a = Leadership::start(a_store.clone(), candidate("a"), config);
+    let leading = |r: &Role| matches!(r, Role::Leading { .. });
+    let Role::Leading { epoch } = until_role(&a, Duration::from_secs(5), leading).await else {
+        unreachable!()
+    };
+    let b = Leadership::start(b_store.clone(), candidate("b"), config);
+    // b stands by, knowing who leads, for as long as a renews.
+    let seen = until_role(
+        &b,
+        Duration::from_secs(5),
+        |r| matches!(r, Role::Standing { leader: Some(l) } if l.holder == "a"),
+    )
+    .await;
+    let Role::Standing { leader: Some(l) } = seen else {
+        unreachable!()
+    };
+    assert_eq!((l.epoch, l.api_addr.as_str()), (epoch, "a:9081"));
+    tokio::time::sleep(config.ttl * 3).await;
+    assert_eq!(a.role(), Role::Leading { epoch }, "renewals keep it");
+    assert!(matches!(b.role(), Role::Standing { .. }));
+    write(&a_store, 1).await.unwrap();
+    assert!(matches!(
+        write(&b_store, 2).await,
+        Err(StoreError::Fenced(_))
+    ));
+
+    // a stops (as a killed or paused master would): b leads within the
+    // lease and a poll, with the next epoch, and a's writes are refused.
+    let stopped = tokio::time::Instant::now();
+    a.stop();
+    // The bound is the lease and a poll; the rest is slack for a busy
+    // machine's round trips.
+    let bound = config.ttl * 2 + config.poll * 2;
+    until_role(&b, bound, leading).await;
+    let took = stopped.elapsed();
+    assert_eq!(b.role(), Role::Leading { epoch: epoch + 1 });
+    assert!(took <= bound, "{took:?}");
+    write(&b_store, 3).await.unwrap();
+    assert!(matches!(
+        write(&a_store, 4).await,
+        Err(StoreError::Fenced(_))
+    ));
+    b.stop();
+}

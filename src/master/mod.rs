@@ -30,6 +30,7 @@ pub mod datadir;
 pub mod db;
 pub mod emitted;
 pub mod joins;
+pub mod leadership;
 pub mod metrics;
 pub mod nats;
 pub mod port;
