@@ -86,7 +86,10 @@ async fn five_plugins_as_one_change_or_none(opts: Opts) {
     let (code, out, err) = run("deploy", &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains(&format!("deployed revision {}: 5 plugins", before + 1)),
+        out.contains(&format!(
+            "deployed revision {}: put 5 plugins; removed nothing",
+            before + 1
+        )),
         "one revision: {out}"
     );
     let all = common::eventually(Duration::from_secs(10), "all five answer", || async {

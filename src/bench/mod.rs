@@ -16,7 +16,13 @@
 //! - [`baseline`]: the raw limits (WebSocket echo, HTTP/2 echo, sled,
 //!   wasmtime, mlua) measured in the same run;
 //! - [`load`]: the load generator all of them share;
-//! - [`figures`]: what gets printed, with each figure's ratio to its limit.
+//! - [`figures`]: what gets printed, with each figure's ratio to its limit;
+//! - [`nats`]: just enough of NATS's client protocol for `bench peers` to
+//!   measure request/reply against a real `nats-server`;
+//! - [`pgbench`]: PostgreSQL's own benchmark, the peer of `bench kv` on
+//!   PostgreSQL;
+//! - [`served`]: `meshplay serve` as a child process, for the benchmarks
+//!   that drive a master from outside (`chaos`, `peers`).
 //!
 //! Benchmarks start their own master in this process (the hub is then at
 //! hand for `--direct`) with worker processes of this same executable, on a

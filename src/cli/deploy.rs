@@ -60,13 +60,25 @@ pub(super) async fn deploy(args: DeployArgs) -> Result<ExitCode, CliError> {
         print_json(&deployed);
     } else {
         println!(
-            "deployed revision {}: {} plugins and {} filters put, {} plugins and {} filters removed",
+            "deployed revision {}: put {}; removed {}",
             deployed.revision,
-            deployed.plugins.len(),
-            deployed.filters.len(),
-            deployed.removed_plugins.len(),
-            deployed.removed_filters.len()
+            counted(deployed.plugins.len(), deployed.filters.len()),
+            counted(
+                deployed.removed_plugins.len(),
+                deployed.removed_filters.len()
+            )
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `2 plugins, 1 filter`, or `nothing`.
+fn counted(plugins: usize, filters: usize) -> String {
+    let one = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    match (plugins, filters) {
+        (0, 0) => "nothing".into(),
+        (p, 0) => one(p, "plugin"),
+        (0, f) => one(f, "filter"),
+        (p, f) => format!("{}, {}", one(p, "plugin"), one(f, "filter")),
+    }
 }

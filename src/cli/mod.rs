@@ -12,8 +12,13 @@
 //! request went through but at least one plugin answered with an error.
 //!
 //! One file per command group: `serve` (the master, and the hidden worker
-//! mode), `workers`, `tenants` (dispatch, scripts, drops), `kv`,
-//! `catalogue` (plugins and filters), `bench`.
+//! mode), `join` (`meshplay worker`), `workers`, `status`, `tenants`
+//! (dispatch, scripts, drops), `bulk` (`dispatch-many`), `kv`, `vars`,
+//! `schedules`, `catalogue` (plugins and filters), `access` (tokens, join
+//! tokens, the audit log), `store`, `config`, `echo_server`, `bench`, and
+//! the author's commands: `author` (`new`, `call`, `test`, `dev`, `setup
+//! editor`) and `deploy` (`diff`, `deploy`); `runtime` sizes the async
+//! runtime each command runs on.
 
 mod access;
 mod author;

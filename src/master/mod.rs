@@ -13,7 +13,16 @@
 //! - [`audit`]: how long the audit log keeps its entries;
 //! - [`timers`]: timers and schedules, fired by the master;
 //! - [`webhooks`]: the hooks route, for services that hold no token;
-//! - [`nats`]: the NATS bridge.
+//! - [`nats`]: the NATS bridge;
+//! - [`access`]: API tokens, join tokens and the role each route needs;
+//! - [`console`]: the live console the dashboard streams;
+//! - [`dashboard`]: the dashboard's page and its event stream;
+//! - [`emitted`]: events handlers send to other tenants (`POST /db/events`);
+//! - [`joins`]: workers that join from other machines with a join token;
+//! - [`leadership`]: which of the masters sharing one PostgreSQL leads;
+//! - [`metrics`]: what `/metrics` exposes;
+//! - [`tls`]: the master's own CA and certificate;
+//! - [`vars`]: plugin variables, sealed at rest when secret.
 //!
 //! [`start`] wires them together (and [`serve`] runs it until a signal): it
 //! binds both ports (port 0 picks a free one; the chosen addresses land in
