@@ -80,3 +80,16 @@ pub fn default_filters() -> Option<PathBuf> {
     let dist = PathBuf::from("filters/dist");
     dist.is_dir().then_some(dist)
 }
+
+/// Where the author's commands keep compiled filters between runs:
+/// `$XDG_CACHE_HOME/meshplay/filters`, else `~/.cache/meshplay/filters`
+/// (`None` without a home: each run then compiles again). Only this
+/// user's Meshplay commands write there, which is what the worker's cache
+/// asks of its directory.
+pub fn filter_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("meshplay").join("filters"))
+}

@@ -34,6 +34,7 @@ impl LocalArgs {
         HostPlan {
             filters: self.filters.clone().or_else(folders::default_filters),
             open_networks: self.egress_allow_cidr.clone(),
+            filter_cache: folders::filter_cache(),
             ..HostPlan::default()
         }
     }

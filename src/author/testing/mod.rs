@@ -89,15 +89,22 @@ pub async fn run(
     mut progress: impl FnMut(&FileReport),
 ) -> Result<Report, AuthorError> {
     let started = Instant::now();
-    let cache = tempfile::Builder::new()
+    // Without a cache of the author's, one for this run: each test's fresh
+    // worker would otherwise compile every filter again.
+    let scratch = tempfile::Builder::new()
         .prefix("meshplay-test-cache")
         .tempdir()?;
+    let cache = plan
+        .host
+        .filter_cache
+        .clone()
+        .unwrap_or_else(|| scratch.path().to_owned());
     let mut report = Report::default();
     for folder in &plan.plugins {
         for file in test_files(folder)? {
             let mut host = plan.host.clone();
             host.plugins = vec![folder.clone()];
-            host.filter_cache = Some(cache.path().to_owned());
+            host.filter_cache = Some(cache.clone());
             let done = run_file(plan, &host, folder, &file, logbook).await?;
             progress(&done);
             report.files.push(done);
