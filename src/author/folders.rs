@@ -62,7 +62,8 @@ fn in_folder(dir: &Path) -> Result<Vec<PathBuf>, AuthorError> {
     Ok(plugins)
 }
 
-fn is_plugin(dir: &Path) -> bool {
+/// Whether `dir` is a plugin folder (it holds a `plugin.toml`).
+pub(crate) fn is_plugin(dir: &Path) -> bool {
     dir.join("plugin.toml").is_file()
 }
 

@@ -93,7 +93,9 @@ fn to_json(lua: &Lua, what: &str, v: Value) -> mlua::Result<serde_json::Value> {
         .map_err(|e| mlua::Error::runtime(format!("{what}: the value cannot be stored: {e}")))
 }
 
-fn to_lua(lua: &Lua, v: &impl serde::Serialize) -> mlua::Result<Value> {
+/// `v` as a Luau value the way every host function answers: `None` and
+/// `()` as `nil`, not as the `null` light userdata.
+pub(crate) fn to_lua(lua: &Lua, v: &impl serde::Serialize) -> mlua::Result<Value> {
     lua.to_value_with(
         v,
         mlua::serde::SerializeOptions::new()

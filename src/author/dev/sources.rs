@@ -1,7 +1,8 @@
 //! What `meshplay dev` follows: plugin folders and filter crates, found
 //! from its arguments, and which of them a changed path belongs to.
 
-use crate::author::{AuthorError, folders};
+use crate::author::AuthorError;
+use crate::author::folders::{self, is_plugin};
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -142,10 +143,6 @@ fn is_plugin_source(p: &Path) -> bool {
 
 fn is_crate_source(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "rs" || e == "toml")
-}
-
-fn is_plugin(dir: &Path) -> bool {
-    dir.join("plugin.toml").is_file()
 }
 
 /// A folder with a `Cargo.toml` that builds a `cdylib`: a filter crate.

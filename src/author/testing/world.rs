@@ -13,6 +13,7 @@ use crate::mesophyll::db::DEFAULT_SCOPE;
 use crate::mesophyll::message::Tenant;
 use crate::rest::DispatchRequest;
 use crate::worker::egress::stand_in::{Canned, StandIn};
+use crate::worker::kv::to_lua;
 use mlua::{Lua, LuaSerdeExt, Table, Value};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,15 +81,6 @@ fn tenant() -> Tenant {
 
 fn failed<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> mlua::Error {
     move |e| mlua::Error::runtime(format!("{what}: {e}"))
-}
-
-fn to_lua(lua: &Lua, v: &impl serde::Serialize) -> mlua::Result<Value> {
-    lua.to_value_with(
-        v,
-        mlua::serde::SerializeOptions::new()
-            .serialize_none_to_null(false)
-            .serialize_unit_to_null(false),
-    )
 }
 
 /// The `host` table the prelude takes: `dispatch` and `failed`.
