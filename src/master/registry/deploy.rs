@@ -9,7 +9,7 @@
 //! deployment or none of it. A refusal lists every problem found, not the
 //! first.
 
-use super::{FILTER, PLUGIN, Registry, RegistryError, webhooks_of};
+use super::{FILTER, PLUGIN, Registry, RegistryError, named_plugin, webhooks_of};
 use crate::catalogue::plugin;
 use crate::mesophyll::db::PluginBundle;
 use crate::rest::{Deployed, Deployment, PluginUpload};
@@ -109,20 +109,8 @@ impl Registry {
     fn built(&self, deployment: &Deployment, problems: &mut Vec<String>) -> Vec<PluginBundle> {
         let mut bundles = Vec::new();
         for (name, PluginUpload { manifest, files }) in &deployment.plugins {
-            let bundle = PluginBundle {
-                name: name.clone(),
-                manifest: manifest.clone(),
-                files: files.clone(),
-            };
-            match crate::catalogue::name::check_name(name)
-                .map_err(|e| format!("plugin {name:?}: {e}"))
-                .and_then(|()| plugin::build(&bundle).map_err(|e| e.to_string()))
-            {
-                Ok(p) if p.manifest.name != *name => problems.push(format!(
-                    "plugin {name:?}: its manifest says {:?}",
-                    p.manifest.name
-                )),
-                Ok(_) => bundles.push(bundle),
+            match named_plugin(name, manifest.clone(), files.clone()) {
+                Ok((bundle, _)) => bundles.push(bundle),
                 Err(e) => problems.push(e),
             }
         }

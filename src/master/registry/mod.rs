@@ -79,6 +79,30 @@ pub struct Registry {
     plugin_names: std::sync::RwLock<BTreeMap<String, Vec<String>>>,
 }
 
+/// Plugin `name` from its manifest and files, built as the workers will
+/// build it: the name valid, the code compiling, the manifest naming the
+/// same plugin. The error says which, naming the plugin.
+pub(super) fn named_plugin(
+    name: &str,
+    manifest: String,
+    files: BTreeMap<String, String>,
+) -> Result<(PluginBundle, plugin::Plugin), String> {
+    check_name(name)?;
+    let bundle = PluginBundle {
+        name: name.to_owned(),
+        manifest,
+        files,
+    };
+    let plugin = plugin::build(&bundle).map_err(|e| e.to_string())?;
+    if plugin.manifest.name != name {
+        return Err(format!(
+            "plugin {name:?}: its manifest says {:?}",
+            plugin.manifest.name
+        ));
+    }
+    Ok((bundle, plugin))
+}
+
 /// The webhooks a bundle's manifest declares (none when it does not
 /// parse: such a bundle is not in force anyway).
 fn webhooks_of(bundle: &PluginBundle) -> Vec<String> {
@@ -310,19 +334,8 @@ impl Registry {
         manifest: String,
         files: BTreeMap<String, String>,
     ) -> Result<u64, RegistryError> {
-        check_name(name).map_err(RegistryError::Invalid)?;
-        let bundle = PluginBundle {
-            name: name.to_owned(),
-            manifest,
-            files,
-        };
-        let plugin = plugin::build(&bundle).map_err(|e| RegistryError::Invalid(e.to_string()))?;
-        if plugin.manifest.name != name {
-            return Err(RegistryError::Invalid(format!(
-                "the manifest says {:?}, the URL {name:?}",
-                plugin.manifest.name
-            )));
-        }
+        let (bundle, plugin) =
+            named_plugin(name, manifest, files).map_err(RegistryError::Invalid)?;
         let _one_change_at_a_time = self.changes.lock().await;
         // A plugin whose filter is missing would fail every event it gets;
         // better to say so now, to the one who uploads it.
