@@ -399,6 +399,9 @@ impl Dev {
             .args(args)
             .current_dir(dir)
             .env_remove("RUST_LOG")
+            // An author's own CARGO_TARGET_DIR must not send a filter
+            // crate's module where dev does not look for it.
+            .env("CARGO_TARGET_DIR", dir.join("elsewhere"))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()

@@ -145,9 +145,19 @@ pub fn filter_build(dir: &Path) -> Result<(Vec<String>, PathBuf), AuthorError> {
     } else {
         "wasm32-unknown-unknown"
     };
-    let command = ["cargo", "build", "--release", "--target", target]
-        .map(str::to_owned)
-        .to_vec();
+    // The crate's own target folder, whatever CARGO_TARGET_DIR says: the
+    // module is read from there.
+    let command = [
+        "cargo",
+        "build",
+        "--release",
+        "--target",
+        target,
+        "--target-dir",
+        "target",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     Ok((
         command,
         dir.join(format!("target/{target}/release/{name}.wasm")),
@@ -227,12 +237,13 @@ mod tests {
         let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
         assert!(lib.contains("filter!(max_len);"));
         let (command, module) = filter_build(&dir).unwrap();
-        assert_eq!(command.last().unwrap(), "wasm32-unknown-unknown");
+        let build = "cargo build --release --target wasm32-unknown-unknown --target-dir target";
+        assert_eq!(command.join(" "), build);
         assert!(module.ends_with("target/wasm32-unknown-unknown/release/max_len.wasm"));
         let dir = new_filter(tmp.path(), "stamp", FilterAbi::ProxyWasm).unwrap();
         assert_eq!(
-            filter_build(&dir).unwrap().0.last().unwrap(),
-            "wasm32-wasip1"
+            filter_build(&dir).unwrap().0.join(" "),
+            "cargo build --release --target wasm32-wasip1 --target-dir target"
         );
     }
 }
