@@ -73,6 +73,7 @@ impl HttpClient {
     /// Sends `req` and reads the whole answer. The error is the transport
     /// failure with all its causes ("client error (Connect): tcp connect
     /// error: Connection refused ..."), for a person to read.
+    #[cfg(feature = "server")]
     pub async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
         let (status, _, bytes) = self.exchange_with_headers(req).await?;
         Ok((status, bytes))
@@ -83,17 +84,39 @@ impl HttpClient {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), String> {
-        let res = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| crate::report::chain(&e))?;
+        self.exchange_once(req).await.map_err(|e| e.message)
+    }
+
+    /// [`HttpClient::exchange_with_headers`], saying on failure whether
+    /// the request can have reached the server: what a caller needs to
+    /// know before it sends the request again elsewhere.
+    pub async fn exchange_once(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ExchangeError> {
+        let res = self.http.request(req).await.map_err(|e| ExchangeError {
+            unsent: e.is_connect(),
+            message: crate::report::chain(&e),
+        })?;
         let (parts, body) = res.into_parts();
         let bytes = body
             .collect()
             .await
-            .map_err(|e| crate::report::chain(&e))?
+            .map_err(|e| ExchangeError {
+                unsent: false,
+                message: crate::report::chain(&e),
+            })?
             .to_bytes();
         Ok((parts.status, parts.headers, bytes))
     }
+}
+
+/// Why an exchange got no answer.
+#[derive(Debug, Clone)]
+pub struct ExchangeError {
+    /// The transport failure with all its causes.
+    pub message: String,
+    /// True when no connection was made, so the server cannot have seen
+    /// the request; false when it was (or may have been) sent.
+    pub unsent: bool,
 }

@@ -203,13 +203,14 @@ fn master_config(plan: &HostPlan, data: &Path, plugins: PathBuf, filters: PathBu
         timers: master::timers::TimerConfig::default(),
         webhooks: master::webhooks::WebhookConfig::default(),
         nats: None,
+        leadership: None,
     }
 }
 
 fn worker_config(plan: &HostPlan, master: &master::Running, token: String) -> WorkerConfig {
     WorkerConfig {
         uplink: UplinkConfig {
-            master: master.mesophyll_addr.to_string(),
+            masters: crate::mesophyll::masters::Masters::one(master.mesophyll_addr.to_string()),
             worker_id: 0,
             token,
             connect_timeout: CONNECT_TIMEOUT,

@@ -77,7 +77,12 @@ pub async fn run(opts: KvOptions) -> Result<Report, BenchError> {
     let token = DataDir::at(m.data_dir())
         .worker_token(0)
         .map_err(|e| BenchError::Target(e.to_string()))?;
-    let db = DbClient::new(&m.master.mesophyll_addr.to_string(), 0, &token, None);
+    let db = DbClient::new(
+        &crate::mesophyll::masters::Masters::one(m.master.mesophyll_addr.to_string()),
+        0,
+        &token,
+        None,
+    );
     let value = serde_json::Value::String("x".repeat(opts.value_len));
     let set = |n: u64, value: &serde_json::Value| KvOp::Set {
         scope: "bench".into(),

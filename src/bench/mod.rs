@@ -185,6 +185,7 @@ impl InProcess {
             timers,
             webhooks: master::webhooks::WebhookConfig::default(),
             nats,
+            leadership: None,
         })
         .await?;
         let limit = Duration::from_secs(30);

@@ -5,7 +5,10 @@
 //!
 //! It outlives its master: when the master goes away it keeps its VMs and
 //! reconnects with back-off, with the session it was given (which the
-//! master keeps across restarts). It stops on `Shutdown` from the master,
+//! master keeps across restarts, in the store). Given several masters
+//! (`--join URL,URL`: a leader and its standbys on one PostgreSQL), it
+//! talks to whichever leads ([`crate::mesophyll::masters`]) and moves to
+//! the next when that one fails or stands by. It stops on `Shutdown` from the master,
 //! on SIGTERM or SIGINT, and when the master refuses its session (its join
 //! token was revoked, or another worker took its slot over with
 //! `--worker-id`).
@@ -14,6 +17,7 @@ use super::CliError;
 use super::serve::{run_worker_session, signals, worker_config};
 use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::join::{self, JoinRequest};
+use crate::mesophyll::masters::Masters;
 use crate::mesophyll::message::PROTOCOL_VERSION;
 use crate::mesophyll::uplink::{CONNECT_TIMEOUT, UplinkConfig, UplinkError};
 use crate::tls::{TlsClient, Trust};
@@ -26,9 +30,15 @@ use std::time::Duration;
 #[derive(Debug, Args)]
 pub(super) struct JoinArgs {
     /// The master's Mesophyll port: `wss://HOST:PORT` (or `ws://` to a
-    /// master that serves plaintext with --insecure).
-    #[arg(long, value_name = "URL")]
-    join: String,
+    /// master that serves plaintext with --insecure); several, comma
+    /// separated, for a leader and its standbys.
+    #[arg(
+        long,
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    join: Vec<String>,
     /// A file holding the join token (`meshplay join-token create`).
     #[arg(long, value_name = "FILE")]
     token_file: PathBuf,
@@ -83,8 +93,27 @@ fn parse_join_url(url: &str) -> Result<(String, bool), CliError> {
     Ok((authority.to_owned(), tls))
 }
 
+/// Every `--join` URL as `host:port`, and whether they are TLS (all or
+/// none).
+fn parse_join_urls(urls: &[String]) -> Result<(Masters, bool), CliError> {
+    let parsed = urls
+        .iter()
+        .map(|u| parse_join_url(u.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let wss = parsed.first().is_some_and(|(_, tls)| *tls);
+    if parsed.iter().any(|(_, tls)| *tls != wss) {
+        return Err(CliError::Usage(
+            "--join: give every master as wss:// or every one as ws://".into(),
+        ));
+    }
+    Ok((
+        Masters::new(parsed.into_iter().map(|(a, _)| a).collect()),
+        wss,
+    ))
+}
+
 pub(super) async fn worker(args: JoinArgs) -> Result<ExitCode, CliError> {
-    let (master, wss) = parse_join_url(&args.join)?;
+    let (masters, wss) = parse_join_urls(&args.join)?;
     let tls = match (wss, &args.ca_file) {
         (false, _) => None,
         (true, Some(ca)) => Some(
@@ -115,6 +144,7 @@ pub(super) async fn worker(args: JoinArgs) -> Result<ExitCode, CliError> {
     let joining = async {
         let mut backoff = Backoff::reconnect();
         loop {
+            let master = masters.current();
             match join::join(
                 &master,
                 tls.as_ref(),
@@ -126,6 +156,8 @@ pub(super) async fn worker(args: JoinArgs) -> Result<ExitCode, CliError> {
             {
                 Ok(grant) => return Ok(grant),
                 Err(e) if e.is_transient() => {
+                    // Another master may lead: ask the next one.
+                    masters.next_after(&master);
                     let delay = backoff.next_delay();
                     tracing::warn!(?delay, %master, "cannot join yet: {e}");
                     tokio::time::sleep(delay).await;
@@ -138,9 +170,9 @@ pub(super) async fn worker(args: JoinArgs) -> Result<ExitCode, CliError> {
         grant = joining => grant?,
         _ = signals() => return Ok(ExitCode::SUCCESS),
     };
-    tracing::info!(worker = grant.worker_id, workers = grant.workers, %master, "joined");
+    tracing::info!(worker = grant.worker_id, workers = grant.workers, master = %masters.current(), "joined");
     let uplink = UplinkConfig {
-        master,
+        masters,
         worker_id: grant.worker_id,
         token: grant.token,
         connect_timeout: CONNECT_TIMEOUT,
@@ -185,6 +217,13 @@ mod tests {
         assert_eq!(
             super::parse_join_url("ws://m:1/").unwrap(),
             ("m:1".into(), false)
+        );
+        assert!(super::parse_join_urls(&["wss://a:1".into(), "ws://b:1".into()]).is_err());
+        let (masters, tls) =
+            super::parse_join_urls(&["ws://a:1".into(), " ws://b:2/".into()]).unwrap();
+        assert_eq!(
+            (masters.all(), tls),
+            (&["a:1".to_owned(), "b:2".to_owned()][..], false)
         );
         for bad in ["10.0.0.1:9082", "https://m:1", "wss://m", "wss://m:1/ws"] {
             assert!(super::parse_join_url(bad).is_err(), "{bad}");

@@ -33,6 +33,7 @@ mod kv;
 mod runtime;
 mod schedules;
 mod serve;
+mod standby;
 mod status;
 mod store;
 mod tenants;

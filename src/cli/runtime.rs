@@ -39,7 +39,7 @@ impl Threads {
             Some(Command::Worker(args)) => Threads::Worker(args.worker_threads),
             Some(Command::Serve(args)) => {
                 Threads::Master(args.master_threads.unwrap_or_else(|| {
-                    let managed = args.workers.saturating_sub(args.external_workers);
+                    let managed = args.workers.saturating_sub(args.external_workers());
                     left_by(managed, args.worker_threads)
                 }))
             }

@@ -91,9 +91,10 @@ pub(super) struct ServeArgs {
     #[arg(long, default_value_t = 2)]
     pub(super) workers: u32,
     /// How many of the workers (the highest ids) you start yourself; their
-    /// tokens are written to <data-dir>/worker-token-<id>.
-    #[arg(long, default_value_t = 0)]
-    pub(super) external_workers: u32,
+    /// tokens are written to <data-dir>/worker-token-<id> [default: 0, or
+    /// all of them with --standby].
+    #[arg(long)]
+    pub(super) external_workers: Option<u32>,
     /// The REST API's address (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:9081")]
     pub(super) api_addr: SocketAddr,
@@ -207,6 +208,8 @@ pub(super) struct ServeArgs {
     pub(super) webhook_address_rate: u32,
     #[command(flatten)]
     pub(super) nats: NatsArgs,
+    #[command(flatten)]
+    pub(super) standby: super::standby::StandbyArgs,
 }
 
 /// The NATS bridge.
@@ -243,6 +246,19 @@ pub(super) struct NatsArgs {
     /// `meshplay.events.<type>.<id>.<event>`.
     #[arg(long, requires = "nats")]
     pub(super) nats_publish_events: bool,
+}
+
+impl ServeArgs {
+    /// The workers someone else starts: all of them with `--standby`
+    /// (a standby's own children would die with it), none by default.
+    pub(super) fn external_workers(&self) -> u32 {
+        let all = if self.standby.standby {
+            self.workers
+        } else {
+            0
+        };
+        self.external_workers.unwrap_or(all)
+    }
 }
 
 impl NatsArgs {
@@ -386,7 +402,7 @@ pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
         None => None,
     };
     let uplink = UplinkConfig {
-        master,
+        masters: crate::mesophyll::masters::Masters::one(master),
         worker_id,
         token,
         connect_timeout: CONNECT_TIMEOUT,
@@ -501,11 +517,13 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
         log_format.as_arg().into(),
     ];
     let tls = args.tls();
+    let leadership = args.standby.config().map_err(CliError::Usage)?;
+    let external_workers = args.external_workers();
     let config = MasterConfig {
         data_dir: args.data_dir.unwrap_or_else(datadir::default_path),
         store: args.store.as_deref().map(store_url).transpose()?,
         workers: args.workers,
-        external_workers: args.external_workers,
+        external_workers,
         api_addr: args.api_addr,
         mesophyll_addr: args.mesophyll_addr,
         plugins_dir: args.plugins_dir,
@@ -531,6 +549,7 @@ pub(super) async fn serve(args: ServeArgs, log_format: LogFormat) -> Result<Exit
             address_rate: args.webhook_address_rate,
         },
         nats: args.nats.config(),
+        leadership,
         ports: PortLimits {
             max_connections: args.max_connections,
             max_per_peer: args.max_connections_per_peer,

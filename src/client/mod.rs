@@ -39,6 +39,7 @@ pub use stream::StreamClient;
 use crate::datadir::{DataDir, DataDirError};
 use crate::http::HttpClient;
 use crate::mesophyll::db::{KvRecord, TenantStateEntry};
+use crate::mesophyll::masters::{LEADER_HEADER, Masters, NOT_LEADER};
 use crate::mesophyll::message::TenantState;
 use crate::rest::{
     Accepted, Changed, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, FilterList,
@@ -129,19 +130,35 @@ pub enum DispatchOutcome {
 }
 
 /// A REST API client. Cheap to clone; connections are pooled.
+///
+/// Given several masters (a leader and its standbys on one PostgreSQL:
+/// `connect_to("http://a:9081,http://b:9081", ...)`), it talks to whichever
+/// leads. A request is sent again to the next master, for up to
+/// [`ApiClient::with_failover_wait`] (10 s by default), only when it
+/// cannot have run twice:
+///
+/// - no connection could be made (the master is down): any request;
+/// - a standby refused it (`503 not_leader`, which runs nothing): any
+///   request, to the leader it names when that is one of the list;
+/// - the connection broke after the request went out: only `GET`, which
+///   changes nothing. A `POST` (a dispatch, a script), `PUT` or `DELETE`
+///   that may have run fails with [`ApiClientError::Connect`], for the
+///   caller to decide.
 #[derive(Clone)]
 pub struct ApiClient {
-    /// `host:port`.
-    authority: String,
+    /// Every master's `host:port`, one of them current.
+    masters: Masters,
     tls: Option<TlsClient>,
     token: String,
     http: HttpClient,
+    failover_wait: std::time::Duration,
 }
 
 impl fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiClient")
             .field("url", &self.url())
+            .field("masters", &self.masters.all())
             .field("token", &"<redacted>")
             .finish()
     }
@@ -150,43 +167,46 @@ impl fmt::Debug for ApiClient {
 impl ApiClient {
     /// A client for the plaintext API at `addr` with bearer `token`.
     pub fn new(addr: SocketAddr, token: impl Into<String>) -> Self {
-        Self::with_tls(addr.to_string(), None, token.into())
+        Self::with_tls(Masters::one(addr.to_string()), None, token.into())
     }
 
-    fn with_tls(authority: String, tls: Option<TlsClient>, token: String) -> Self {
+    fn with_tls(masters: Masters, tls: Option<TlsClient>, token: String) -> Self {
         ApiClient {
             http: HttpClient::http1(tls.as_ref()),
-            authority,
+            masters,
             tls,
             token,
+            failover_wait: FAILOVER_WAIT,
         }
+    }
+
+    /// How long a request may keep moving from master to master while
+    /// leadership moves (with several masters).
+    pub fn with_failover_wait(mut self, wait: std::time::Duration) -> Self {
+        self.failover_wait = wait;
+        self
     }
 
     /// A client for the API at `url`: `host:port` or `http://host:port`
     /// (plaintext), or `https://host:port`, which needs `trust` (the
-    /// master's CA, or its pinned certificate).
+    /// master's CA, or its pinned certificate); several, comma separated,
+    /// for a leader and its standbys (all `https://` or none).
     ///
-    /// Fails with `Setup` when the URL is not one of those, when an
+    /// Fails with `Setup` when a URL is not one of those, when an
     /// `https://` URL comes without `trust`, or when its file is unusable.
     pub fn connect_to(
         url: &str,
         token: impl Into<String>,
         trust: Option<&Trust>,
     ) -> Result<Self, ApiClientError> {
-        let (https, authority) = match url.split_once("://") {
-            Some(("https", rest)) => (true, rest),
-            Some(("http", rest)) => (false, rest),
-            Some((scheme, _)) => {
-                return Err(ApiClientError::Setup(format!(
-                    "{url}: the API speaks http:// or https://, not {scheme}://"
-                )));
-            }
-            None => (false, url),
-        };
-        let authority = authority.trim_end_matches('/');
-        if authority.is_empty() || authority.contains('/') || !authority.contains(':') {
+        let parsed = url
+            .split(',')
+            .map(|u| parse_api_url(u.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let https = parsed.first().is_some_and(|(https, _)| *https);
+        if parsed.iter().any(|(h, _)| *h != https) {
             return Err(ApiClientError::Setup(format!(
-                "{url}: give the API's address as [https://]HOST:PORT"
+                "{url}: give every master as https:// or every one as http://"
             )));
         }
         let tls = match (https, trust) {
@@ -201,7 +221,8 @@ impl ApiClient {
                 )));
             }
         };
-        Ok(Self::with_tls(authority.to_owned(), tls, token.into()))
+        let masters = Masters::new(parsed.into_iter().map(|(_, a)| a).collect());
+        Ok(Self::with_tls(masters, tls, token.into()))
     }
 
     /// A client for the master whose data directory is `dir`: its address
@@ -222,15 +243,19 @@ impl ApiClient {
         )
     }
 
-    /// The API's `host:port`.
-    pub fn addr(&self) -> &str {
-        &self.authority
+    /// The API's `host:port` (the master talked to now).
+    pub fn addr(&self) -> String {
+        self.masters.current()
     }
 
     /// The API's base URL: `http://host:port` or `https://host:port`.
     pub fn url(&self) -> String {
+        self.url_of(&self.masters.current())
+    }
+
+    fn url_of(&self, authority: &str) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://{}", self.authority)
+        format!("{scheme}://{authority}")
     }
 
     /// `GET /api/system/version`.
@@ -484,8 +509,9 @@ impl ApiClient {
         self.send(method, path, "application/json", payload).await
     }
 
-    /// Sends one request with a body of `content_type`; an error status
-    /// becomes [`ApiClientError::Api`].
+    /// Sends one request with a body of `content_type`, to whichever
+    /// master leads (see [`ApiClient`] for what is sent again); an error
+    /// status becomes [`ApiClientError::Api`].
     async fn send(
         &self,
         method: Method,
@@ -493,24 +519,110 @@ impl ApiClient {
         content_type: &str,
         payload: Bytes,
     ) -> Result<(StatusCode, Bytes), ApiClientError> {
-        let base = self.url();
-        let connect = |message: String| ApiClientError::Connect {
-            addr: base.clone(),
-            message,
-        };
+        let until = tokio::time::Instant::now() + self.failover_wait;
+        let mut tried = 0usize;
+        loop {
+            let master = self.masters.current();
+            let answer = self
+                .send_to(&master, &method, path, content_type, payload.clone())
+                .await;
+            let again = self.masters.several() && tokio::time::Instant::now() < until;
+            let leader = match answer {
+                Attempt::Answered(status, _, bytes) if status.is_success() => {
+                    return Ok((status, bytes));
+                }
+                Attempt::Answered(status, headers, bytes) => {
+                    let error = error_of(status, &bytes);
+                    if !(again && error.code() == Some(NOT_LEADER)) {
+                        return Err(error);
+                    }
+                    headers
+                        .get(LEADER_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                }
+                Attempt::Failed(e) if again && (e.unsent || method == Method::GET) => None,
+                Attempt::Failed(e) => {
+                    return Err(ApiClientError::Connect {
+                        addr: self.url_of(&master),
+                        message: e.message,
+                    });
+                }
+            };
+            if leader.is_some_and(|l| l != master && self.masters.follow(&l)) {
+                continue;
+            }
+            self.masters.next_after(&master);
+            tried += 1;
+            // Every master tried: a takeover is under way.
+            if tried % self.masters.all().len() == 0 {
+                tokio::time::sleep(FAILOVER_POLL).await;
+            }
+        }
+    }
+
+    /// One attempt at `master`.
+    async fn send_to(
+        &self,
+        master: &str,
+        method: &Method,
+        path: &str,
+        content_type: &str,
+        payload: Bytes,
+    ) -> Attempt {
         let req = Request::builder()
-            .method(method)
-            .uri(format!("{base}{path}"))
+            .method(method.clone())
+            .uri(format!("{}{path}", self.url_of(master)))
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
             .header(header::CONTENT_TYPE, content_type)
-            .body(Full::new(payload))
-            .map_err(|e| connect(e.to_string()))?;
-        let (status, bytes) = self.http.exchange(req).await.map_err(connect)?;
-        if status.is_success() {
-            return Ok((status, bytes));
+            .body(Full::new(payload));
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Failed(crate::http::ExchangeError {
+                    message: e.to_string(),
+                    unsent: false,
+                });
+            }
+        };
+        match self.http.exchange_once(req).await {
+            Ok((status, headers, bytes)) => Attempt::Answered(status, headers, bytes),
+            Err(e) => Attempt::Failed(e),
         }
-        Err(error_of(status, &bytes))
     }
+}
+
+/// How long a request may move from master to master unless told.
+const FAILOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The pause after every master was tried once: about a standby's poll.
+const FAILOVER_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What one attempt at one master came to.
+enum Attempt {
+    Answered(StatusCode, hyper::HeaderMap, Bytes),
+    Failed(crate::http::ExchangeError),
+}
+
+/// `[http[s]://]host:port` as whether it is TLS and its authority.
+fn parse_api_url(url: &str) -> Result<(bool, String), ApiClientError> {
+    let (https, authority) = match url.split_once("://") {
+        Some(("https", rest)) => (true, rest),
+        Some(("http", rest)) => (false, rest),
+        Some((scheme, _)) => {
+            return Err(ApiClientError::Setup(format!(
+                "{url}: the API speaks http:// or https://, not {scheme}://"
+            )));
+        }
+        None => (false, url),
+    };
+    let authority = authority.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || !authority.contains(':') {
+        return Err(ApiClientError::Setup(format!(
+            "{url}: give the API's address as [https://]HOST:PORT"
+        )));
+    }
+    Ok((https, authority.to_owned()))
 }
 
 /// The error an answer with a failure `status` and body `bytes` stands for.

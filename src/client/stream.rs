@@ -74,10 +74,38 @@ impl StreamClient {
     ///
     /// Fails with `Connect` when the master cannot be reached, and with
     /// `Api` (401, 403) when it refuses the token or its role.
+    ///
+    /// With several masters it opens the leader's: a master that cannot be
+    /// reached or stands by (`not_leader`) is passed over for the next,
+    /// for up to the client's failover wait. A stream that breaks is not
+    /// opened again: what was in flight on it may have run.
     pub async fn connect(api: &ApiClient) -> Result<StreamClient, ApiClientError> {
-        let addr = api.url();
+        let until = tokio::time::Instant::now() + api.failover_wait;
+        let mut tried = 0usize;
+        loop {
+            let master = api.masters.current();
+            let error = match Self::connect_at(api, &master).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => e,
+            };
+            let moves = matches!(error, ApiClientError::Connect { .. })
+                || error.code() == Some(crate::mesophyll::masters::NOT_LEADER);
+            if !(moves && api.masters.several() && tokio::time::Instant::now() < until) {
+                return Err(error);
+            }
+            api.masters.next_after(&master);
+            tried += 1;
+            if tried % api.masters.all().len() == 0 {
+                tokio::time::sleep(super::FAILOVER_POLL).await;
+            }
+        }
+    }
+
+    /// Opens the stream of the master at `master`.
+    async fn connect_at(api: &ApiClient, master: &str) -> Result<StreamClient, ApiClientError> {
+        let addr = api.url_of(master);
         let scheme = if api.tls.is_some() { "wss" } else { "ws" };
-        let mut request = format!("{scheme}://{}/api/v1/stream", api.authority)
+        let mut request = format!("{scheme}://{master}/api/v1/stream")
             .into_client_request()
             .map_err(|e| lost(&addr, &e.to_string()))?;
         let bearer = format!("Bearer {}", api.token)
@@ -86,7 +114,7 @@ impl StreamClient {
         request.headers_mut().insert("authorization", bearer);
         // Nagle off (`connect` sets it): a lone small frame must not wait
         // for the last one's ACK.
-        let tcp = crate::tls::connect(&api.authority, api.tls.as_ref())
+        let tcp = crate::tls::connect(master, api.tls.as_ref())
             .await
             .map_err(|e| lost(&addr, &e.to_string()))?;
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()

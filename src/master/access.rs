@@ -57,6 +57,33 @@ impl Access {
     ///
     /// Fails when the store cannot be read.
     pub fn load(admin_token: String, store: Arc<dyn Store>) -> Result<Self, StoreError> {
+        let (by_hash, sessions) = Self::read(store.as_ref())?;
+        Ok(Access {
+            admin_token,
+            by_hash: RwLock::new(by_hash),
+            sessions: RwLock::new(sessions),
+            store,
+            revocations: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Reads the tokens again: a master taking the lease over learns what
+    /// the last leader minted and revoked.
+    ///
+    /// Fails when the store cannot be read (then nothing changes).
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let (by_hash, sessions) = Self::read(self.store.as_ref())?;
+        *self.by_hash.write().unwrap() = by_hash;
+        *self.sessions.write().unwrap() = sessions;
+        self.revocations.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// The stored tokens by hash, and the sessions among them.
+    #[allow(clippy::type_complexity)]
+    fn read(
+        store: &dyn Store,
+    ) -> Result<(HashMap<String, TokenInfo>, HashMap<String, SessionGrant>), StoreError> {
         let mut by_hash = HashMap::new();
         let mut sessions = HashMap::new();
         for t in store.tokens()? {
@@ -65,13 +92,7 @@ impl Access {
             }
             by_hash.insert(t.sha256, t.info);
         }
-        Ok(Access {
-            admin_token,
-            by_hash: RwLock::new(by_hash),
-            sessions: RwLock::new(sessions),
-            store,
-            revocations: tokio::sync::watch::Sender::new(0),
-        })
+        Ok((by_hash, sessions))
     }
 
     /// Who `presented` is, if anybody: the admin token, or a minted token

@@ -51,11 +51,18 @@ pub async fn trim(store: &dyn Store, cutoff_ms: i64) -> Result<usize, StoreError
 
 /// Trims the log now and every hour, keeping `retention`, for as long as
 /// the process runs.
-pub fn keep(store: Arc<dyn Store>, retention: Duration) {
+pub fn keep(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    leadership: crate::master::leadership::LeaderGate,
+) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(EVERY);
         loop {
             every.tick().await;
+            if !leadership.leads() {
+                continue;
+            }
             let cutoff = crate::clock::unix_millis() - retention.as_millis() as i64;
             match trim(store.as_ref(), cutoff).await {
                 Ok(0) => {}

@@ -127,14 +127,7 @@ impl Joins {
             lease,
             turn: tokio::sync::Mutex::new(()),
         });
-        for (_, sha256, grant) in joins.access.sessions() {
-            match hash_of_hex(&sha256) {
-                Some(hash) if joins.slots.contains(&grant.slot) => {
-                    joins.hub.accept_session(grant.slot, hash)
-                }
-                _ => tracing::warn!(slot = grant.slot, "a stored session holds no joinable slot"),
-            }
-        }
+        joins.accept_stored_sessions();
         let watcher = Arc::downgrade(&joins);
         let mut events = joins.hub.subscribe();
         tokio::spawn(async move {
@@ -160,6 +153,20 @@ impl Joins {
             }
         });
         joins
+    }
+
+    /// Hands the hub every session [`Access`] holds for a joinable slot
+    /// (at start, and when this master takes the lease over: the sessions
+    /// the last leader gave are in the store).
+    pub fn accept_stored_sessions(&self) {
+        for (_, sha256, grant) in self.access.sessions() {
+            match hash_of_hex(&sha256) {
+                Some(hash) if self.slots.contains(&grant.slot) => {
+                    self.hub.accept_session(grant.slot, hash)
+                }
+                _ => tracing::warn!(slot = grant.slot, "a stored session holds no joinable slot"),
+            }
+        }
     }
 
     /// How long a slot's holder may be away before another takes the slot.

@@ -120,6 +120,7 @@ impl Metrics {
         hub: Arc<Hub>,
         workers: u32,
         webhooks: crate::master::webhooks::WebhookConfig,
+        leadership: crate::master::leadership::LeaderGate,
     ) -> Self {
         let supervisor = Arc::new(OnceLock::new());
         let mut registry = Registry::with_prefix("meshplay");
@@ -173,6 +174,7 @@ impl Metrics {
             &mut registry,
         ));
         let nats = crate::master::nats::NatsMetrics::register(&mut registry);
+        registry.register_collector(Box::new(leadership));
         registry.register_collector(Box::new(Fleet {
             hub,
             supervisor: Arc::clone(&supervisor),

@@ -20,6 +20,8 @@
 //! - [`emitted`]: events handlers send to other tenants (`POST /db/events`);
 //! - [`joins`]: workers that join from other machines with a join token;
 //! - [`leadership`]: which of the masters sharing one PostgreSQL leads;
+//! - [`standby`]: what a master that does not lead answers;
+//! - [`duties`]: what only the leader does, taken up and let go;
 //! - [`metrics`]: what `/metrics` exposes;
 //! - [`tls`]: the master's own CA and certificate;
 //! - [`vars`]: plugin variables, sealed at rest when secret.
@@ -37,6 +39,7 @@ pub mod console;
 pub mod dashboard;
 pub mod datadir;
 pub mod db;
+pub mod duties;
 pub mod emitted;
 pub mod joins;
 pub mod leadership;
@@ -45,6 +48,7 @@ pub mod nats;
 pub mod port;
 pub mod registry;
 pub mod shard;
+pub mod standby;
 pub mod store;
 pub mod supervisor;
 pub mod timers;
@@ -107,6 +111,9 @@ pub struct MasterConfig {
     pub webhooks: webhooks::WebhookConfig,
     /// The NATS bridge, if any ([`nats`]).
     pub nats: Option<nats::NatsConfig>,
+    /// Competes with other masters on the same PostgreSQL for the lease
+    /// ([`leadership`]), standing by until it wins; `None` leads alone.
+    pub leadership: Option<leadership::LeaseConfig>,
 }
 
 /// Why the master could not start.
@@ -155,40 +162,6 @@ async fn bind(
     Ok((listener, local))
 }
 
-/// Where the master's own children reach the hub: its address, or
-/// loopback when it listens on every address.
-fn own_children_dial(hub: SocketAddr) -> SocketAddr {
-    match hub.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-            (std::net::Ipv4Addr::LOCALHOST, hub.port()).into()
-        }
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-            (std::net::Ipv6Addr::LOCALHOST, hub.port()).into()
-        }
-        _ => hub,
-    }
-}
-
-/// How the master's own workers are started: dialling its hub, pinning
-/// its certificate when it serves TLS, caching filters under `data_dir`.
-fn own_children(
-    base: &SupervisorConfig,
-    hub: SocketAddr,
-    data_dir: &std::path::Path,
-    tls: bool,
-) -> SupervisorConfig {
-    let mut config = base.clone();
-    config.master = own_children_dial(hub).to_string();
-    if tls {
-        config.worker_args.push("--tls-pin".into());
-        config
-            .worker_args
-            .push(data_dir.join(tls::CERT_FILE).display().to_string());
-    }
-    config.cache_dir = data_dir.join("cache").join("filters");
-    config
-}
-
 /// Writes `endpoint.json`, where the CLI finds this master, and says the
 /// master is ready.
 fn announce(
@@ -223,6 +196,7 @@ fn serve_hub(
     hub: &Arc<Hub>,
     joins: &Arc<joins::Joins>,
     db_state: Arc<db::DbState>,
+    gate: &leadership::LeaderGate,
     listener: TcpListener,
     tls: Option<&tls::ServerTls>,
     limits: &port::PortLimits,
@@ -230,7 +204,11 @@ fn serve_hub(
     let router = hub
         .router()
         .merge(joins.router())
-        .merge(db::router(db_state));
+        .merge(db::router(db_state))
+        .layer(axum::middleware::from_fn_with_state(
+            gate.clone(),
+            standby::hub_gate,
+        ));
     let _detached = port::serve(
         "Mesophyll hub",
         listener,
@@ -245,6 +223,7 @@ fn serve_hub(
 /// dropped).
 fn serve_api(
     state: Arc<api::ApiState>,
+    gate: &leadership::LeaderGate,
     listener: TcpListener,
     tls: Option<&tls::ServerTls>,
     limits: &port::PortLimits,
@@ -257,7 +236,10 @@ fn serve_api(
         "REST API",
         listener,
         tls,
-        api::router(state),
+        api::router(state).layer(axum::middleware::from_fn_with_state(
+            gate.clone(),
+            standby::api_gate,
+        )),
         limits.clone(),
         async {
             let _ = stopped.await;
@@ -318,8 +300,8 @@ pub struct Running {
     grace: Duration,
     api_stop: tokio::sync::oneshot::Sender<()>,
     api_task: tokio::task::JoinHandle<()>,
-    timers_task: tokio::task::JoinHandle<()>,
-    nats_task: Option<tokio::task::JoinHandle<()>>,
+    duties: Arc<duties::Duties>,
+    leadership: Option<(leadership::Leadership, tokio::task::JoinHandle<()>)>,
 }
 
 impl Running {
@@ -330,11 +312,12 @@ impl Running {
         self.dir.remove_endpoint(std::process::id());
         let _ = self.api_stop.send(());
         // Deliveries under way are cut; their timers stay in the store and
-        // fire again at the next start.
-        self.timers_task.abort();
-        if let Some(task) = &self.nats_task {
-            task.abort();
+        // fire again at the next start (or on the standby that takes over).
+        if let Some((leadership, following)) = self.leadership {
+            following.abort();
+            leadership.stop().await;
         }
+        self.duties.let_go();
         self.supervisor.shutdown(self.grace).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.api_task).await;
         tracing::info!("stopped");
@@ -362,19 +345,42 @@ fn hub_for(
 }
 
 /// Opens the store (sled in the data directory unless `--store` names
-/// one) and starts trimming its audit log.
+/// one); with `--standby`, starts competing for the lease on it.
 async fn open_store(
     config: &MasterConfig,
     dir: &DataDir,
-) -> Result<(store::StoreUrl, Arc<dyn Store>), MasterError> {
+    own: (SocketAddr, SocketAddr),
+) -> Result<
+    (
+        store::StoreUrl,
+        Arc<dyn Store>,
+        Option<leadership::Leadership>,
+    ),
+    MasterError,
+> {
     let store_url = config
         .store
         .clone()
         .unwrap_or_else(|| store::StoreUrl::Sled(dir.path().join("store")));
-    let store: Arc<dyn Store> = store_url.open().await?;
+    let (store, leadership): (Arc<dyn Store>, _) = match (&config.leadership, &store_url) {
+        (None, _) => (store_url.open().await?, None),
+        (Some(lease), store::StoreUrl::Postgres(url)) => {
+            let pg = Arc::new(store::PostgresStore::open(url).await?);
+            let me = leadership::candidate(own.0, own.1)?;
+            tracing::info!(id = %me.id, "competing for the lease");
+            (
+                pg.clone(),
+                Some(leadership::Leadership::start(pg, me, *lease)),
+            )
+        }
+        (Some(_), store::StoreUrl::Sled(_)) => {
+            return Err(MasterError::Config(
+                "--standby needs a store the masters share: --store postgres://...".into(),
+            ));
+        }
+    };
     tracing::info!(store = %store_url.redacted(), "store open");
-    audit::keep(Arc::clone(&store), config.audit_retention);
-    Ok((store_url, store))
+    Ok((store_url, store, leadership))
 }
 
 /// The TLS the ports serve with, when the operator asked for it.
@@ -420,8 +426,8 @@ fn start_joins(
     )
 }
 
-/// What wakes tenants besides the API: the timers (not firing until
-/// started) and the NATS bridge, when configured.
+/// What wakes tenants besides the API: the timers and the NATS bridge,
+/// when configured; neither runs until the leader's duties are taken up.
 async fn wakers(
     config: &MasterConfig,
     store: &Arc<dyn Store>,
@@ -442,18 +448,32 @@ async fn wakers(
     Ok((timers, nats))
 }
 
-/// Starts a master: binds both ports, opens the store, loads the catalogue,
-/// spawns the workers and serves until [`Running::stop`].
-///
-/// Fails when the data directory, a port or the worker executable is
-/// unusable, or the configuration makes no sense.
-pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
+/// A master among standbys holds no workers of its own: they would die
+/// with it, and a standby's hub takes none.
+fn check_roles(config: &MasterConfig) -> Result<(), MasterError> {
     if config.workers == 0 || config.external_workers > config.workers {
         return Err(MasterError::Config(format!(
             "--workers must be at least 1 and at least --external-workers ({} > {})",
             config.external_workers, config.workers
         )));
     }
+    if config.leadership.is_some() && config.external_workers != config.workers {
+        return Err(MasterError::Config(format!(
+            "with --standby every worker joins (`meshplay worker --join`): \
+             --external-workers must be --workers ({} of {})",
+            config.external_workers, config.workers
+        )));
+    }
+    Ok(())
+}
+
+/// Starts a master: binds both ports, opens the store, loads the catalogue,
+/// spawns the workers and serves until [`Running::stop`].
+///
+/// Fails when the data directory, a port or the worker executable is
+/// unusable, or the configuration makes no sense.
+pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
+    check_roles(&config)?;
     check_exposure(&config)?;
     let dir = DataDir::create(&config.data_dir)?;
     let token = match &config.api_token {
@@ -466,12 +486,18 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
 
     let hub = hub_for(&config, &dir, &[api_addr, mesophyll_addr])?;
     let spawned = config.workers - config.external_workers;
-    let (store_url, store) = open_store(&config, &dir).await?;
+    let (store_url, store, leadership) =
+        open_store(&config, &dir, (api_addr, mesophyll_addr)).await?;
+    let gate = leadership
+        .as_ref()
+        .map_or_else(leadership::LeaderGate::sole, |l| l.gate());
+    audit::keep(Arc::clone(&store), config.audit_retention, gate.clone());
     let registry = load_registry(&config, &store);
     let metrics = Arc::new(metrics::Metrics::new(
         Arc::clone(&hub),
         config.workers,
         config.webhooks.clone(),
+        gate.clone(),
     ));
     let access = Arc::new(access::Access::load(token.clone(), Arc::clone(&store))?);
     let joins = start_joins(&config, &access, &hub);
@@ -492,12 +518,13 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         &hub,
         &joins,
         db_state,
+        &gate,
         hub_listener,
         server_tls.as_ref(),
         &config.ports,
     );
 
-    let sup_config = own_children(
+    let sup_config = supervisor::own_children(
         &config.supervisor,
         mesophyll_addr,
         dir.path(),
@@ -505,7 +532,6 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
     );
     let supervisor = Supervisor::start(sup_config, Arc::clone(&hub), spawned).await?;
     metrics.watch(Arc::clone(&supervisor));
-    let timers_task = timers.start();
     let timers_handle = Arc::clone(&timers);
 
     let webhooks = Arc::clone(metrics.webhooks());
@@ -513,22 +539,39 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         hub: Arc::clone(&hub),
         supervisor: Arc::clone(&supervisor),
         workers: config.workers,
-        access,
-        joins,
+        access: Arc::clone(&access),
+        joins: Arc::clone(&joins),
         store,
-        registry,
+        registry: Arc::clone(&registry),
         state_turns: api::TenantTurns::default(),
         metrics,
         started: std::time::Instant::now(),
         store_url: store_url.redacted(),
         console: Default::default(),
         vars,
-        timers,
+        timers: Arc::clone(&timers),
         webhooks,
         nats: nats.clone(),
+        leadership: gate.clone(),
     });
-    let nats_task = nats.map(|bridge| bridge.serve(Arc::clone(&state)));
-    let (api_stop, api_task) = serve_api(state, api_listener, server_tls.as_ref(), &config.ports);
+    let duties = duties::Duties::new(access, joins, registry, timers, nats, Arc::clone(&state));
+    let leadership = match leadership {
+        Some(l) => {
+            let following = duties.follow(l.watch());
+            Some((l, following))
+        }
+        None => {
+            duties.take_up();
+            None
+        }
+    };
+    let (api_stop, api_task) = serve_api(
+        state,
+        &gate,
+        api_listener,
+        server_tls.as_ref(),
+        &config.ports,
+    );
 
     announce(
         &dir,
@@ -548,8 +591,8 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         grace: config.shutdown_grace,
         api_stop,
         api_task,
-        timers_task,
-        nats_task,
+        duties,
+        leadership,
         timers: timers_handle,
     })
 }

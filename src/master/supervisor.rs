@@ -485,6 +485,43 @@ impl RestartPolicy {
     }
 }
 
+/// Where the master's own children reach the hub: its address, or
+/// loopback when it listens on every address.
+fn own_children_dial(hub: std::net::SocketAddr) -> std::net::SocketAddr {
+    match hub.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            (std::net::Ipv4Addr::LOCALHOST, hub.port()).into()
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (std::net::Ipv6Addr::LOCALHOST, hub.port()).into()
+        }
+        _ => hub,
+    }
+}
+
+/// How the master's own workers are started: dialling its hub, pinning
+/// its certificate when it serves TLS, caching filters under `data_dir`.
+pub fn own_children(
+    base: &SupervisorConfig,
+    hub: std::net::SocketAddr,
+    data_dir: &std::path::Path,
+    tls: bool,
+) -> SupervisorConfig {
+    let mut config = base.clone();
+    config.master = own_children_dial(hub).to_string();
+    if tls {
+        config.worker_args.push("--tls-pin".into());
+        config.worker_args.push(
+            data_dir
+                .join(crate::master::tls::CERT_FILE)
+                .display()
+                .to_string(),
+        );
+    }
+    config.cache_dir = data_dir.join("cache").join("filters");
+    config
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,12 @@ impl Backoff {
         Backoff::new(Duration::from_millis(100), Duration::from_secs(10))
     }
 
+    /// How long to wait before asking again when a standby answered:
+    /// about 250 ms (the standbys' own poll for the lease), jittered.
+    pub fn standby_poll() -> Duration {
+        Duration::from_millis(150 + rand::random_range(0..=200))
+    }
+
     /// The next delay to wait; advances the step.
     pub fn next_delay(&mut self) -> Duration {
         let step = self.current;

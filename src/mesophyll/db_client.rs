@@ -12,6 +12,7 @@ use crate::mesophyll::db::{
     CatalogueSnapshot, DbErrorBody, EmitReply, EmittedEvent, GlobalOp, GlobalReply, KvOp, KvReply,
     PublicGlobalOp, TenantStateEntry, TenantStatesPage, VarValue,
 };
+use crate::mesophyll::masters::{Masters, NOT_LEADER};
 use crate::mesophyll::message::Tenant;
 use crate::tls::TlsClient;
 use crate::uri::encode_component;
@@ -56,6 +57,10 @@ pub enum DbClientError {
     /// No answer: the master is unreachable or the connection broke.
     #[error("master unreachable: {0}")]
     Transport(String),
+    /// The master stands by (503 `not_leader`): another one leads, and
+    /// the worker's uplink is on its way to it.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
     /// No answer within the deadline.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -64,7 +69,8 @@ pub enum DbClientError {
 /// The DB client of one worker. Cheap to clone.
 #[derive(Clone)]
 pub struct DbClient {
-    base: String,
+    scheme: &'static str,
+    masters: Masters,
     worker_id: String,
     token: String,
     http: HttpClient,
@@ -73,7 +79,7 @@ pub struct DbClient {
 impl fmt::Debug for DbClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DbClient")
-            .field("base", &self.base)
+            .field("master", &self.masters.current())
             .field("worker_id", &self.worker_id)
             .field("token", &"<redacted>")
             .finish()
@@ -89,12 +95,12 @@ fn query_tenant(t: &Tenant) -> String {
 }
 
 impl DbClient {
-    /// A client for the master at `master` (`host:port`), as worker `id`;
-    /// `https://` with `tls`.
-    pub fn new(master: &str, worker_id: u32, token: &str, tls: Option<&TlsClient>) -> Self {
-        let scheme = if tls.is_some() { "https" } else { "http" };
+    /// A client for the master that is current in `masters` at each call
+    /// (`host:port`), as worker `id`; `https://` with `tls`.
+    pub fn new(masters: &Masters, worker_id: u32, token: &str, tls: Option<&TlsClient>) -> Self {
         DbClient {
-            base: format!("{scheme}://{master}"),
+            scheme: if tls.is_some() { "https" } else { "http" },
+            masters: masters.clone(),
             worker_id: worker_id.to_string(),
             token: token.to_owned(),
             http: HttpClient::http2(tls),
@@ -238,7 +244,11 @@ impl DbClient {
         };
         let req = Request::builder()
             .method(method)
-            .uri(format!("{}{}", self.base, path))
+            .uri(format!(
+                "{}://{}{path}",
+                self.scheme,
+                self.masters.current()
+            ))
             .header(WORKER_ID_HEADER, &self.worker_id)
             .header(WORKER_TOKEN_HEADER, &self.token)
             .header("content-type", "application/msgpack")
@@ -264,6 +274,9 @@ impl DbClient {
             StatusCode::PAYLOAD_TOO_LARGE => DbClientError::TooLarge(message),
             StatusCode::CONFLICT => DbClientError::Conflict(message),
             StatusCode::TOO_MANY_REQUESTS => DbClientError::Limit { code, message },
+            StatusCode::SERVICE_UNAVAILABLE if code == NOT_LEADER => {
+                DbClientError::NotLeader(message)
+            }
             _ => DbClientError::Store(message),
         })
     }

@@ -16,6 +16,7 @@
 //! - [`db`]: the DB endpoints' operations and answers;
 //! - [`db_client`]: the worker's HTTP/2 client for them;
 //! - [`join`]: how a worker from elsewhere gets a slot and a session;
+//! - [`masters`]: the masters a worker may talk to, and which one leads;
 //! - [`timers`]: timers and schedules a handler sets, and `event.timer`;
 //! - [`webhook`]: the outside request a webhook event carries.
 //!
@@ -41,6 +42,7 @@ pub mod db_client;
 pub mod hub;
 #[cfg(feature = "server")]
 pub mod join;
+pub mod masters;
 pub mod message;
 pub mod packed;
 pub mod timers;

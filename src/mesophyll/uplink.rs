@@ -15,6 +15,7 @@ use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::budget::ByteBudget;
 use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
+use crate::mesophyll::masters::{LEADER_HEADER, Masters};
 use crate::mesophyll::message::{
     ClientMessage, DEFAULT_MAX_EVENT_HOPS, EgressPolicy, LoadFigures, PROTOCOL_VERSION,
     RemoteError, ServerMessage,
@@ -34,6 +35,10 @@ use tokio_tungstenite::tungstenite::{self, Message};
 /// A connection that stayed up this long resets the reconnect backoff.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
+/// The pause before dialling the leader a standby named (never none: two
+/// standbys naming each other must not spin).
+const FOLLOW_DELAY: Duration = Duration::from_millis(20);
+
 /// Answers queued towards the master before the handler waits for room.
 const OUTBOX_DEPTH: usize = 4096;
 
@@ -44,8 +49,9 @@ const OUTBOX_BYTES: usize = 64 * 1024 * 1024;
 /// Where and who the worker is.
 #[derive(Clone)]
 pub struct UplinkConfig {
-    /// The hub's address, `host:port`.
-    pub master: String,
+    /// The hubs' addresses, `host:port`: one, or several masters of which
+    /// one leads.
+    pub masters: Masters,
     /// This worker's id.
     pub worker_id: u32,
     /// The token the master issued for this worker. Never logged.
@@ -63,7 +69,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 impl std::fmt::Debug for UplinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UplinkConfig")
-            .field("master", &self.master)
+            .field("masters", &self.masters.all())
             .field("worker_id", &self.worker_id)
             .field("token", &"<redacted>")
             .field("tls", &self.tls.is_some())
@@ -184,16 +190,29 @@ pub async fn run(config: UplinkConfig, handler: Arc<dyn Handler>) -> Result<(), 
     let bad_frames = BadFrames::default();
     loop {
         let started = Instant::now();
-        match session(&config, &handler, &bad_frames).await {
-            Ok(()) => tracing::warn!("connection to the master ended"),
+        let master = config.masters.current();
+        let mut delay = None;
+        match session(&config, &master, &handler, &bad_frames).await {
+            Ok(()) => tracing::warn!(%master, "connection to the master ended"),
             Err(SessionError::Fatal(e)) => return Err(e),
             Err(SessionError::Closed) => return Ok(()),
-            Err(SessionError::Retry(e)) => tracing::warn!("master unreachable: {e}"),
+            Err(SessionError::Retry(e)) => tracing::warn!(%master, "master unreachable: {e}"),
+            Err(SessionError::NotLeader(leader)) => {
+                tracing::info!(%master, leader = leader.as_deref().unwrap_or("unknown"), "that master stands by");
+                // A takeover takes a lease's time, not a back-off's.
+                delay = Some(Backoff::standby_poll());
+                if leader.is_some_and(|l| config.masters.follow(&l)) {
+                    tokio::time::sleep(FOLLOW_DELAY).await;
+                    continue;
+                }
+            }
         }
+        // Another master may lead now: try the next one.
+        config.masters.next_after(&master);
         if started.elapsed() >= HEALTHY_AFTER {
             backoff.reset();
         }
-        let delay = backoff.next_delay();
+        let delay = delay.unwrap_or_else(|| backoff.next_delay());
         tracing::debug!(?delay, "reconnecting");
         tokio::time::sleep(delay).await;
     }
@@ -204,6 +223,8 @@ enum SessionError {
     /// The handler closed the connection on purpose.
     Closed,
     Retry(String),
+    /// A standby master, naming the leader's hub when it knows it.
+    NotLeader(Option<String>),
 }
 
 /// The next heartbeat frame, with the handler's load figures. Too many or
@@ -229,11 +250,12 @@ fn heartbeat_frame(handler: &dyn Handler, bad_frames: &BadFrames) -> Result<Vec<
 
 async fn session(
     config: &UplinkConfig,
+    master: &str,
     handler: &Arc<dyn Handler>,
     bad_frames: &BadFrames,
 ) -> Result<(), SessionError> {
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
-    let url = format!("{scheme}://{}/ws", config.master);
+    let url = format!("{scheme}://{master}/ws");
     let mut request = url
         .into_client_request()
         .map_err(|e| SessionError::Retry(e.to_string()))?;
@@ -249,7 +271,7 @@ async fn session(
         .max_message_size(Some(MAX_FRAME_BYTES + 1024))
         .max_frame_size(Some(MAX_FRAME_BYTES + 1024));
     let opening = async {
-        let tcp = crate::tls::connect(&config.master, config.tls.as_ref())
+        let tcp = crate::tls::connect(master, config.tls.as_ref())
             .await
             .map_err(|e| SessionError::Retry(e.to_string()))?;
         let (socket, _) =
@@ -260,6 +282,14 @@ async fn session(
                         if resp.status() == 401 || resp.status() == 404 =>
                     {
                         SessionError::Fatal(UplinkError::Refused(resp.status().as_u16()))
+                    }
+                    tungstenite::Error::Http(resp) if resp.status() == 503 => {
+                        SessionError::NotLeader(
+                            resp.headers()
+                                .get(LEADER_HEADER)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned),
+                        )
                     }
                     other => SessionError::Retry(other.to_string()),
                 })?;
@@ -277,7 +307,7 @@ async fn session(
                 config.connect_timeout
             ))
         })??;
-    tracing::info!(master = %config.master, "connected to the master");
+    tracing::info!(%master, "connected to the master");
     handler.connected(&welcome);
     let (interval, timeout) = (welcome.heartbeat_interval, welcome.heartbeat_timeout);
 
@@ -433,7 +463,7 @@ mod tests {
 
     fn config(addr: std::net::SocketAddr) -> UplinkConfig {
         UplinkConfig {
-            master: addr.to_string(),
+            masters: Masters::one(addr.to_string()),
             worker_id: 0,
             token: "t".into(),
             connect_timeout: Duration::from_millis(300),

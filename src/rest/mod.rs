@@ -8,11 +8,13 @@
 //! for programs and a `message` for people.
 
 mod deploy;
+mod leadership;
 mod live;
 mod schedules;
 mod stream;
 mod vars;
 pub use deploy::{Deployed, Deployment, MAX_DEPLOY_BYTES};
+pub use leadership::{LeadershipStatus, MasterSeen};
 pub use schedules::{ScheduleList, SchedulePut, TimerList};
 pub use vars::{VarChange, VarChanged, VarInfo, VarList, VarOverride};
 
@@ -70,6 +72,9 @@ pub struct Readiness {
     pub connected: u32,
     /// The slots not served, by id.
     pub waiting_for: Vec<u32>,
+    /// A standby master is never ready: it routes nothing.
+    #[serde(default)]
+    pub standby: bool,
 }
 
 /// `GET /api/v1/status`: the master on one screen (`meshplay status`).
@@ -95,6 +100,9 @@ pub struct Status {
     pub filters: Vec<String>,
     /// Events and errors of the last 60 seconds.
     pub last_minute: LastMinute,
+    /// Which master leads, with `serve --standby`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leadership: Option<LeadershipStatus>,
 }
 
 /// The last minute's traffic: plugin results of waited dispatches,

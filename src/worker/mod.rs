@@ -39,6 +39,7 @@ pub mod watchdog;
 use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::db::CatalogueSnapshot;
 use crate::mesophyll::db_client::{DbClient, DbClientError};
+use crate::mesophyll::masters::Masters;
 use crate::mesophyll::message::LoadFigures;
 use crate::mesophyll::message::{ErrorKind, Packed, RemoteError, ServerMessage, Tenant};
 use crate::mesophyll::uplink::{self, Handler, Outbox, UplinkConfig, UplinkError, Welcome};
@@ -111,26 +112,35 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         "worker started"
     );
     let db = DbClient::new(
-        &config.uplink.master,
+        &config.uplink.masters,
         worker_id,
         &config.uplink.token,
         config.uplink.tls.as_ref(),
     );
     let engine = FilterEngine::new(config.cache_dir.clone(), config.filter_limits.clone())?;
-    let snapshot = retry("the catalogue", || db.catalogue(LOAD_DEADLINE)).await?;
+    let snapshot = retry("the catalogue", &config.uplink.masters, || {
+        db.catalogue(LOAD_DEADLINE)
+    })
+    .await?;
     let catalogue = build_catalogue(&engine, snapshot, &LoadedCatalogue::default()).await;
     // States too before the first event: an event must never run before
     // its tenant's state is known.
-    let states = retry("the tenant states", || db.tenant_states(LOAD_DEADLINE)).await?;
+    let states = retry("the tenant states", &config.uplink.masters, || {
+        db.tenant_states(LOAD_DEADLINE)
+    })
+    .await?;
     tracing::info!(tenants = states.len(), "tenant states loaded");
     let revision = catalogue.revision;
     let services = Services::new(worker_id, Some(db.clone()), Some(engine), catalogue);
     if let Some(stand_in) = &config.stand_in {
         services.egress.use_stand_in(Arc::clone(stand_in));
     }
-    services
-        .vars
-        .replace(retry("the plugin variables", || db.vars(LOAD_DEADLINE)).await?);
+    services.vars.replace(
+        retry("the plugin variables", &config.uplink.masters, || {
+            db.vars(LOAD_DEADLINE)
+        })
+        .await?,
+    );
     let tenants = Tenants::new(config.tenants.clone(), Arc::clone(&services));
     let reload = tenants.states().begin_reload();
     tenants.states().finish_reload(reload, states);
@@ -150,19 +160,24 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
 
 /// Calls `load` until it succeeds, with backoff; refused credentials are
 /// fatal.
-async fn retry<T, F, Fut>(what: &str, mut load: F) -> Result<T, UplinkError>
+async fn retry<T, F, Fut>(what: &str, masters: &Masters, mut load: F) -> Result<T, UplinkError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, DbClientError>>,
 {
     let mut backoff = Backoff::reconnect();
     loop {
+        let tried = masters.current();
         match load().await {
             Ok(v) => return Ok(v),
             Err(DbClientError::Refused(status)) => return Err(UplinkError::Refused(status)),
             Err(e) => {
+                if matches!(e, DbClientError::NotLeader(_) | DbClientError::Transport(_)) {
+                    // Another master may lead: the next call asks it.
+                    masters.next_after(&tried);
+                }
                 let delay = backoff.next_delay();
-                tracing::warn!(?delay, "cannot load {what} yet: {e}");
+                tracing::warn!(?delay, master = %tried, "cannot load {what} yet: {e}");
                 tokio::time::sleep(delay).await;
             }
         }

@@ -79,7 +79,12 @@ fn luau_list(values: &BTreeSet<String>) -> String {
 fn tenant_vm() -> Vm {
     // A store client that is never called: with none, `kv` and the
     // others are tables whose every index fails, with no members to list.
-    let db = DbClient::new("127.0.0.1:9", 0, "unused", None);
+    let db = DbClient::new(
+        &crate::mesophyll::masters::Masters::one("127.0.0.1:9"),
+        0,
+        "unused",
+        None,
+    );
     let services = Services::new(0, Some(db), None, LoadedCatalogue::default());
     Vm::new(&Tenant::new("t", "1"), VmLimits::default(), &services).unwrap()
 }

@@ -126,6 +126,9 @@ pub struct ApiState {
     /// The NATS bridge, with `serve --nats`: answered dispatches are
     /// published on it.
     pub nats: Option<Arc<crate::master::nats::Bridge>>,
+    /// Whether this master leads ([`crate::master::leadership`]): `/readyz`
+    /// and the status say it.
+    pub leadership: crate::master::leadership::LeaderGate,
 }
 
 /// A turn per tenant, striped: changes to one tenant's state are stored

@@ -45,7 +45,8 @@ pub(super) async fn ready(State(state): State<Arc<ApiState>>) -> (StatusCode, Js
     let waiting_for: Vec<u32> = (0..state.workers)
         .filter(|id| !views.iter().any(|w| w.id == *id && w.connected))
         .collect();
-    let ready = waiting_for.is_empty();
+    let standby = !state.leadership.leads();
+    let ready = waiting_for.is_empty() && !standby;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -56,6 +57,7 @@ pub(super) async fn ready(State(state): State<Arc<ApiState>>) -> (StatusCode, Js
         workers: state.workers,
         connected: state.workers - waiting_for.len() as u32,
         waiting_for,
+        standby,
     };
     (status, Json(readiness))
 }
@@ -101,6 +103,7 @@ pub(super) async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<St
                 errors as f64 / events as f64
             },
         },
+        leadership: state.leadership.status(),
     }))
 }
 

@@ -147,20 +147,40 @@ impl Registry {
             changes: tokio::sync::Mutex::new(()),
             plugin_names: Default::default(),
         };
-        match registry.merged() {
-            Ok((snapshot, _)) => {
-                *registry.plugin_names.write().unwrap() = snapshot
-                    .plugins
-                    .into_iter()
-                    .map(|b| {
-                        let hooks = webhooks_of(&b);
-                        (b.name, hooks)
-                    })
-                    .collect();
-            }
-            Err(e) => problems.push(format!("cannot read the uploaded plugins: {e}")),
+        if let Err(e) = registry.read_names() {
+            problems.push(format!("cannot read the uploaded plugins: {e}"));
         }
         (registry, problems)
+    }
+
+    /// Reads the names of the plugins in force (and their webhooks) from
+    /// the folders and the store's uploads.
+    fn read_names(&self) -> Result<(), StoreError> {
+        let (snapshot, _) = self.merged()?;
+        *self.plugin_names.write().unwrap() = snapshot
+            .plugins
+            .into_iter()
+            .map(|b| {
+                let hooks = webhooks_of(&b);
+                (b.name, hooks)
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Catches up with the store when this master takes the lease over:
+    /// the last leader may have deployed. The revision moves above both
+    /// its own and any this master could have seen from the last leader
+    /// (revisions start at a start's Unix milliseconds), so every worker
+    /// loads the catalogue again.
+    ///
+    /// Fails when the store cannot be read.
+    pub fn refresh(&self) -> Result<u64, StoreError> {
+        self.read_names()?;
+        let now = crate::clock::unix_millis().max(1) as u64;
+        let revision = self.revision.fetch_max(now, Ordering::SeqCst).max(now) + 1;
+        self.revision.store(revision, Ordering::SeqCst);
+        Ok(revision)
     }
 
     /// Runs the read `f` on a blocking thread: listings read every upload

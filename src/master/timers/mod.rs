@@ -131,6 +131,13 @@ impl Timers {
         })
     }
 
+    /// Forgets the near future it holds, so that the next start reads it
+    /// from the store again (a master taking the lease over: the last
+    /// leader may have set, fired and cancelled timers meanwhile).
+    pub fn forget(&self) {
+        *self.near() = Near::new();
+    }
+
     /// Its metrics.
     pub fn metrics(&self) -> &TimerMetrics {
         &self.metrics

@@ -412,6 +412,16 @@ impl Hub {
         }
     }
 
+    /// Closes every worker's connection (a master that stops leading lets
+    /// its workers go, so that they find the new leader).
+    pub fn disconnect_all(&self, reason: DisconnectReason) {
+        for slot in self.slots.iter() {
+            if let Some(conn) = &slot.conn {
+                let _ = conn.close.send(Some(reason));
+            }
+        }
+    }
+
     /// Whether worker `id` has a live connection.
     pub fn is_connected(&self, id: u32) -> bool {
         self.slots.get(&id).is_some_and(|s| s.conn.is_some())

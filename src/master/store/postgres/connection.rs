@@ -7,8 +7,9 @@ use crate::master::store::StoreError;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Connections in the pool: enough for the DB endpoints' concurrency on a
 /// small server without crowding PostgreSQL's default 100.
@@ -53,6 +54,9 @@ pub struct PostgresStore {
     pub(super) pool: Pool,
     /// The epoch every new connection writes for ([`super::lease`]).
     pub(super) epoch: Arc<AtomicI64>,
+    /// When the epoch last changed: a connection made before it says an
+    /// old epoch and is closed rather than reused.
+    pub(super) fenced_at: Arc<Mutex<Instant>>,
 }
 
 impl PostgresStore {
@@ -77,6 +81,8 @@ impl PostgresStore {
         );
         let epoch = Arc::new(AtomicI64::new(UNFENCED));
         let said = Arc::clone(&epoch);
+        let fenced_at = Arc::new(Mutex::new(Instant::now()));
+        let since = Arc::clone(&fenced_at);
         // A database that is down or saturated fails requests within these,
         // as a store error, rather than holding them.
         let pool = Pool::builder(manager)
@@ -93,6 +99,16 @@ impl PostgresStore {
                     Ok(())
                 })
             }))
+            // A connection that was out when the epoch changed comes back
+            // saying the old one; it is closed, not lent again.
+            .pre_recycle(deadpool_postgres::Hook::sync_fn(move |_, metrics| {
+                if metrics.created < *since.lock().unwrap() {
+                    return Err(deadpool_postgres::HookError::message(
+                        "made before the epoch changed",
+                    ));
+                }
+                Ok(())
+            }))
             .max_size(POOL_SIZE)
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(CONNECT_TIMEOUT))
@@ -100,7 +116,11 @@ impl PostgresStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
-        let store = PostgresStore { pool, epoch };
+        let store = PostgresStore {
+            pool,
+            epoch,
+            fenced_at,
+        };
         schema::migrate(&store.pool).await?;
         Ok(store)
     }

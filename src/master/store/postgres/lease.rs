@@ -40,6 +40,20 @@ pub struct Leader {
     pub live: bool,
 }
 
+/// A master seen competing for the lease, as the `masters` table has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenMaster {
+    /// Its id.
+    pub id: String,
+    /// Where its REST API listens.
+    pub api_addr: String,
+    /// Where its hub listens.
+    pub mesophyll_addr: String,
+    /// How long ago it last asked for or renewed the lease, in
+    /// milliseconds, by the database's clock.
+    pub seen_ms_ago: i64,
+}
+
 /// A master that competes for the lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
@@ -108,6 +122,49 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Says that `me` is alive and where it listens (its row in `masters`,
+    /// which is not fenced: a standby says it too).
+    pub async fn announce(&self, me: &Candidate) -> Result<(), StoreError> {
+        self.query(
+            "INSERT INTO masters VALUES ($1, $2, $3, now())
+             ON CONFLICT (id) DO UPDATE SET api_addr = excluded.api_addr,
+                 mesophyll_addr = excluded.mesophyll_addr, seen_at = now()",
+            &[&me.id, &me.api_addr, &me.mesophyll_addr],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The masters seen within `within`, the most recently seen first;
+    /// older rows are deleted on the way (a master that stopped).
+    pub async fn masters(&self, within: Duration) -> Result<Vec<SeenMaster>, StoreError> {
+        let ms = within.as_millis() as i64;
+        self.query(
+            "DELETE FROM masters WHERE seen_at < now() - make_interval(secs => $1::bigint / 1000.0) * 10",
+            &[&ms],
+        )
+        .await?;
+        let rows = self
+            .query(
+                "SELECT id, api_addr, mesophyll_addr,
+                        (extract(epoch FROM now() - seen_at) * 1000)::bigint
+                 FROM masters
+                 WHERE seen_at >= now() - make_interval(secs => $1::bigint / 1000.0)
+                 ORDER BY seen_at DESC",
+                &[&ms],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SeenMaster {
+                id: r.get(0),
+                api_addr: r.get(1),
+                mesophyll_addr: r.get(2),
+                seen_ms_ago: r.get(3),
+            })
+            .collect())
+    }
+
     /// Who leads now.
     pub async fn leader(&self) -> Result<Leader, StoreError> {
         let rows = self
@@ -131,10 +188,19 @@ impl PostgresStore {
 
     /// From now on every connection of the pool writes for `epoch`
     /// ([`STANDBY_EPOCH`] while standing by): idle connections are closed,
-    /// new ones say it as they open. A write already running on an old
-    /// connection finishes under the epoch it started with.
+    /// new ones say it as they open, and one that was out is closed when
+    /// it comes back. A write already running on an old connection
+    /// finishes under the epoch it started with (and the database refuses
+    /// it if that epoch no longer leads).
     pub fn fence(&self, epoch: i64) {
+        *self.fenced_at.lock().unwrap() = std::time::Instant::now();
         self.epoch.store(epoch, Ordering::SeqCst);
         self.pool.retain(|_, _| false);
+    }
+
+    /// The epoch this store's connections write for: `None` when it takes
+    /// no part in leadership.
+    pub fn epoch(&self) -> Option<i64> {
+        Some(self.epoch.load(Ordering::SeqCst)).filter(|e| *e != super::connection::UNFENCED)
     }
 }

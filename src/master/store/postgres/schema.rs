@@ -119,6 +119,20 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     CREATE TRIGGER fence BEFORE INSERT OR UPDATE OR DELETE ON schedules FOR EACH STATEMENT EXECUTE FUNCTION meshplay_fence();
     "#,
     ),
+    (
+        5,
+        // The masters competing for the lease, each saying where it
+        // listens every time it asks or renews, so that any of them can
+        // list the standbys. Not fenced: a standby writes its own row.
+        r#"
+    CREATE TABLE masters (
+        id text PRIMARY KEY,
+        api_addr text NOT NULL,
+        mesophyll_addr text NOT NULL,
+        seen_at timestamptz NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// Applies the migrations the database lacks; returns its version.

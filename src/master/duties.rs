@@ -1,0 +1,137 @@
+//! What only the leading master does, taken up and let go as its part
+//! changes: firing timers, bridging NATS, and holding the workers.
+//!
+//! A master that takes no part in leadership takes its duties up once, at
+//! start. A master among standbys ([`crate::master::leadership`]) takes
+//! them up each time it wins the lease, after catching up with what the
+//! last leader wrote to the shared store:
+//!
+//! - the tokens and the joined workers' sessions ([`Access::reload`],
+//!   [`Joins::accept_stored_sessions`]), so the workers that follow it
+//!   are let in with the sessions they hold;
+//! - the catalogue's uploads ([`Registry::refresh`]), under a new revision;
+//! - the near future of the timers ([`Timers::forget`]), read again.
+//!
+//! and lets them go each time it loses the lease: its timers and its NATS
+//! subscriptions stop, and its workers' connections close, so the workers
+//! move on to the new leader. A timer whose delivery was under way when
+//! leadership moved is fired again by the new leader (it is still in the
+//! store): a timer fires once per due time, or twice across a failover.
+
+use crate::master::access::Access;
+use crate::master::api::ApiState;
+use crate::master::joins::Joins;
+use crate::master::leadership::Role;
+use crate::master::nats::Bridge;
+use crate::master::registry::Registry;
+use crate::master::timers::Timers;
+use crate::mesophyll::hub::{DisconnectReason, Hub};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The parts a leader's duties touch.
+pub struct Duties {
+    /// The tokens, read again on taking over.
+    pub access: Arc<Access>,
+    /// The joined workers' sessions, handed to the hub on taking over.
+    pub joins: Arc<Joins>,
+    /// The catalogue, caught up on taking over.
+    pub registry: Arc<Registry>,
+    /// The timers, fired only while leading.
+    pub timers: Arc<Timers>,
+    /// The hub, whose workers are let go on stepping down.
+    pub hub: Arc<Hub>,
+    /// The NATS bridge, subscribed only while leading.
+    pub nats: Option<Arc<Bridge>>,
+    /// What the NATS bridge dispatches through.
+    pub api: Arc<ApiState>,
+    running: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Duties {
+    /// The duties over these parts, not yet taken up.
+    pub fn new(
+        access: Arc<Access>,
+        joins: Arc<Joins>,
+        registry: Arc<Registry>,
+        timers: Arc<Timers>,
+        nats: Option<Arc<Bridge>>,
+        api: Arc<ApiState>,
+    ) -> Arc<Duties> {
+        Arc::new(Duties {
+            hub: Arc::clone(&api.hub),
+            access,
+            joins,
+            registry,
+            timers,
+            nats,
+            api,
+            running: Mutex::default(),
+        })
+    }
+
+    /// Starts the timers and the NATS bridge.
+    pub fn take_up(&self) {
+        let mut running = self.running.lock().unwrap();
+        running.push(self.timers.start());
+        if let Some(bridge) = &self.nats {
+            running.push(bridge.serve(Arc::clone(&self.api)));
+        }
+    }
+
+    /// Catches up with the store, then takes the duties up: this master
+    /// has just won the lease.
+    async fn take_over(self: &Arc<Self>) {
+        let duties = Arc::clone(self);
+        let caught_up = tokio::task::spawn_blocking(move || {
+            duties.access.reload()?;
+            duties.joins.accept_stored_sessions();
+            duties.timers.forget();
+            duties.registry.refresh()
+        })
+        .await;
+        match caught_up {
+            Ok(Ok(revision)) => tracing::info!(revision, "caught up with the last leader"),
+            Ok(Err(e)) => tracing::error!("cannot catch up with the last leader: {e}"),
+            Err(e) => tracing::error!("cannot catch up with the last leader: {e}"),
+        }
+        self.take_up();
+    }
+
+    /// Stops what only a leader does and lets the workers go.
+    pub fn let_go(&self) {
+        for task in self.running.lock().unwrap().drain(..) {
+            task.abort();
+        }
+        self.hub.disconnect_all(DisconnectReason::Kicked);
+    }
+
+    /// Follows this master's part for as long as it competes: takes the
+    /// duties up on each win of the lease, lets them go on each loss.
+    pub fn follow(self: &Arc<Self>, mut role: watch::Receiver<Role>) -> JoinHandle<()> {
+        let duties = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut leading = false;
+            loop {
+                let now = role.borrow_and_update().clone();
+                match now {
+                    Role::Leading { epoch } if !leading => {
+                        leading = true;
+                        tracing::info!(epoch, "taking the leader's duties up");
+                        duties.take_over().await;
+                    }
+                    Role::Standing { .. } if leading => {
+                        leading = false;
+                        tracing::info!("letting the leader's duties go");
+                        duties.let_go();
+                    }
+                    _ => {}
+                }
+                if role.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}
