@@ -158,12 +158,13 @@ async fn a_standby_takes_over_within_the_lease_once_the_leader_stops() {
         Err(StoreError::Fenced(_))
     ));
 
-    // a stops (as a killed or paused master would): b leads within the
-    // lease and a poll, with the next epoch, and a's writes are refused.
+    // a stops and gives the lease up (a killed master, which cannot,
+    // is `tests/standby.rs`'s): b leads within a poll, with the next
+    // epoch, and a's writes are refused.
     let stopped = tokio::time::Instant::now();
-    a.stop();
-    // The bound is the lease and a poll; the rest is slack for a busy
-    // machine's round trips.
+    a.stop().await;
+    // The bound is a poll; the rest is slack for a busy machine's round
+    // trips.
     let bound = config.ttl * 2 + config.poll * 2;
     until_role(&b, bound, leading).await;
     let took = stopped.elapsed();
@@ -174,5 +175,5 @@ async fn a_standby_takes_over_within_the_lease_once_the_leader_stops() {
         write(&a_store, 4).await,
         Err(StoreError::Fenced(_))
     ));
-    b.stop();
+    b.stop().await;
 }

@@ -11,6 +11,8 @@
 //! - [`bridge`]: dispatch over the NATS bridge beside NATS alone and REST;
 //! - [`peers`]: Meshplay beside Redis EVAL and NATS request/reply, with
 //!   the master in a child process;
+//! - [`failover`]: the outage when the leading master of two on one
+//!   PostgreSQL is killed, paused or cut off;
 //! - [`chaos`]: faults under load (kills, a hang, the master killed under
 //!   durable writers), with the master in a child process;
 //! - [`baseline`]: the raw limits (WebSocket echo, HTTP/2 echo, sled,
@@ -33,6 +35,7 @@ pub mod bridge;
 pub mod chaos;
 pub mod dispatch;
 pub mod egress;
+pub mod failover;
 pub mod figures;
 pub mod filter;
 pub mod kv;

@@ -35,6 +35,36 @@ pub(super) enum BenchCommand {
     /// Faults under load: workers SIGKILLed and SIGSTOPped, the master
     /// SIGKILLed under durable writers; exits 1 when a check is missed.
     Chaos(BenchChaosArgs),
+    /// Two masters on one PostgreSQL: the leader SIGKILLed, SIGSTOPped past
+    /// its lease and cut off from the database, the outage of each round.
+    Failover(BenchFailoverArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BenchFailoverArgs {
+    /// The PostgreSQL both masters share (`postgres://user@host:port/db`;
+    /// its leadership row is taken over).
+    #[arg(long, env = "MESHPLAY_STORE", hide_env_values = true)]
+    pub(super) store: String,
+    /// Rounds of each fault.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(super) rounds: u32,
+    /// `serve --lease-ttl-ms` of both masters.
+    #[arg(long, default_value_t = 2000)]
+    pub(super) lease_ttl_ms: u64,
+    /// `serve --lease-renew-ms`.
+    #[arg(long, default_value_t = 1000)]
+    pub(super) lease_renew_ms: u64,
+    /// `serve --lease-poll-ms`.
+    #[arg(long, default_value_t = 250)]
+    pub(super) lease_poll_ms: u64,
+    /// `serve --heartbeat-timeout-ms`: how long workers wait on a silent
+    /// (paused) master.
+    #[arg(long, default_value_t = 2000)]
+    pub(super) heartbeat_timeout_ms: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -381,6 +411,20 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 progress: progress(a.json),
             };
             (bench::peers::run(opts).await?, a.json)
+        }
+        BenchCommand::Failover(a) => {
+            let opts = bench::failover::FailoverOptions {
+                exe: std::env::current_exe()
+                    .map_err(|e| CliError::Usage(format!("cannot find my own executable: {e}")))?,
+                store: a.store,
+                rounds: a.rounds,
+                lease_ttl_ms: a.lease_ttl_ms,
+                lease_renew_ms: a.lease_renew_ms,
+                lease_poll_ms: a.lease_poll_ms,
+                heartbeat_timeout_ms: a.heartbeat_timeout_ms,
+                progress: progress(a.json),
+            };
+            (bench::failover::run(opts).await?, a.json)
         }
         BenchCommand::Egress(a) => egress(a).await?,
         BenchCommand::Nats(a) => nats(a).await?,

@@ -152,6 +152,10 @@ pub struct ApiClient {
     token: String,
     http: HttpClient,
     failover_wait: std::time::Duration,
+    request_timeout: Option<std::time::Duration>,
+    /// The master that last failed to answer: a standby that still names
+    /// it as the leader is asked again rather than followed back to it.
+    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for ApiClient {
@@ -177,7 +181,18 @@ impl ApiClient {
             tls,
             token,
             failover_wait: FAILOVER_WAIT,
+            request_timeout: None,
+            failed: Default::default(),
         }
+    }
+
+    /// Gives every attempt at one master `timeout` to answer; past it the
+    /// attempt fails as a broken connection does (it may have run), and
+    /// the next request goes to another master. None by default: a
+    /// waited dispatch takes as long as its handlers.
+    pub fn with_request_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
     }
 
     /// How long a request may keep moving from master to master while
@@ -528,10 +543,11 @@ impl ApiClient {
                 .await;
             let again = self.masters.several() && tokio::time::Instant::now() < until;
             let leader = match answer {
-                Attempt::Answered(status, _, bytes) if status.is_success() => {
-                    return Ok((status, bytes));
-                }
                 Attempt::Answered(status, headers, bytes) => {
+                    self.failed.lock().unwrap().take_if(|f| *f == master);
+                    if status.is_success() {
+                        return Ok((status, bytes));
+                    }
                     let error = error_of(status, &bytes);
                     if !(again && error.code() == Some(NOT_LEADER)) {
                         return Err(error);
@@ -541,21 +557,36 @@ impl ApiClient {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned)
                 }
-                Attempt::Failed(e) if again && (e.unsent || method == Method::GET) => None,
                 Attempt::Failed(e) => {
-                    return Err(ApiClientError::Connect {
-                        addr: self.url_of(&master),
-                        message: e.message,
-                    });
+                    *self.failed.lock().unwrap() = Some(master.clone());
+                    self.masters.next_after(&master);
+                    if !(again && (e.unsent || method == Method::GET)) {
+                        return Err(ApiClientError::Connect {
+                            addr: self.url_of(&master),
+                            message: e.message,
+                        });
+                    }
+                    tried += 1;
+                    if tried.is_multiple_of(self.masters.all().len()) {
+                        tokio::time::sleep(FAILOVER_POLL).await;
+                    }
+                    continue;
                 }
             };
-            if leader.is_some_and(|l| l != master && self.masters.follow(&l)) {
-                continue;
+            match leader {
+                // The named leader just failed us: its lease has not run
+                // out yet; this standby will lead once it has.
+                Some(l) if self.failed.lock().unwrap().as_ref() == Some(&l) => {
+                    tokio::time::sleep(FAILOVER_POLL).await;
+                    continue;
+                }
+                Some(l) if l != master && self.masters.follow(&l) => continue,
+                _ => {}
             }
             self.masters.next_after(&master);
             tried += 1;
             // Every master tried: a takeover is under way.
-            if tried % self.masters.all().len() == 0 {
+            if tried.is_multiple_of(self.masters.all().len()) {
                 tokio::time::sleep(FAILOVER_POLL).await;
             }
         }
@@ -585,7 +616,19 @@ impl ApiClient {
                 });
             }
         };
-        match self.http.exchange_once(req).await {
+        let exchange = self.http.exchange_once(req);
+        let answer = match self.request_timeout {
+            Some(limit) => tokio::time::timeout(limit, exchange)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::http::ExchangeError {
+                        message: format!("no answer within {limit:?}"),
+                        unsent: false,
+                    })
+                }),
+            None => exchange.await,
+        };
+        match answer {
             Ok((status, headers, bytes)) => Attempt::Answered(status, headers, bytes),
             Err(e) => Attempt::Failed(e),
         }

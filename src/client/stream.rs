@@ -95,7 +95,7 @@ impl StreamClient {
             }
             api.masters.next_after(&master);
             tried += 1;
-            if tried % api.masters.all().len() == 0 {
+            if tried.is_multiple_of(api.masters.all().len()) {
                 tokio::time::sleep(super::FAILOVER_POLL).await;
             }
         }

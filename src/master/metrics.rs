@@ -576,6 +576,7 @@ mod tests {
             Hub::new(HubConfig::default()),
             1,
             crate::master::webhooks::WebhookConfig::default(),
+            crate::master::leadership::LeaderGate::sole(),
         );
         let outcomes: Vec<PluginOutcome> = ["echo", "made-up-1", "made-up-2"]
             .into_iter()

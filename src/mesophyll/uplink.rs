@@ -188,6 +188,10 @@ impl Outbox {
 pub async fn run(config: UplinkConfig, handler: Arc<dyn Handler>) -> Result<(), UplinkError> {
     let mut backoff = Backoff::reconnect();
     let bad_frames = BadFrames::default();
+    // The master whose connection failed last: a standby that still names
+    // it as the leader (its lease has not run out yet) is not followed
+    // back to it, but asked again until it leads itself.
+    let mut failed: Option<String> = None;
     loop {
         let started = Instant::now();
         let master = config.masters.current();
@@ -200,12 +204,22 @@ pub async fn run(config: UplinkConfig, handler: Arc<dyn Handler>) -> Result<(), 
             Err(SessionError::NotLeader(leader)) => {
                 tracing::info!(%master, leader = leader.as_deref().unwrap_or("unknown"), "that master stands by");
                 // A takeover takes a lease's time, not a back-off's.
-                delay = Some(Backoff::standby_poll());
-                if leader.is_some_and(|l| config.masters.follow(&l)) {
-                    tokio::time::sleep(FOLLOW_DELAY).await;
-                    continue;
+                let poll = Backoff::standby_poll();
+                match leader {
+                    Some(l) if failed.as_ref() == Some(&l) => {
+                        tokio::time::sleep(poll).await;
+                        continue;
+                    }
+                    Some(l) if config.masters.follow(&l) => {
+                        tokio::time::sleep(FOLLOW_DELAY).await;
+                        continue;
+                    }
+                    _ => delay = Some(poll),
                 }
             }
+        }
+        if delay.is_none() {
+            failed = Some(master.clone());
         }
         // Another master may lead now: try the next one.
         config.masters.next_after(&master);

@@ -1,0 +1,407 @@
+//! Masters on one PostgreSQL and the workers that join them, each a child
+//! process on loopback: what `bench failover` and the standby tests
+//! drive.
+//!
+//! Every master runs `serve --standby` with the same admin token and the
+//! same secrets key, on ports fixed at the start so that a killed one
+//! comes back where the workers and clients expect it, and reaches the
+//! database through its own [`Link`], which can be cut. The workers run
+//! `worker --join` with every master's hub.
+
+use super::link::{Link, through};
+use crate::bench::BenchError;
+use crate::client::ApiClient;
+use crate::http::HttpClient;
+use crate::rest::Readiness;
+use bytes::Bytes;
+use http_body_util::Full;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    /// The `meshplay` executable.
+    pub exe: PathBuf,
+    /// The shared store: `postgres://user@host:port/db`.
+    pub store: String,
+    /// Where data directories and logs go.
+    pub dir: PathBuf,
+    /// The plugin folder every master serves.
+    pub plugins: PathBuf,
+    /// The filter folder every master serves.
+    pub filters: PathBuf,
+    /// Masters (2: a leader and a standby).
+    pub masters: usize,
+    /// Worker slots, each served by a joined worker.
+    pub workers: u32,
+    /// `serve --lease-ttl-ms`.
+    pub lease_ttl_ms: u64,
+    /// `serve --lease-renew-ms`.
+    pub lease_renew_ms: u64,
+    /// `serve --lease-poll-ms`.
+    pub lease_poll_ms: u64,
+    /// `serve --heartbeat-timeout-ms` (heartbeats every 200 ms).
+    pub heartbeat_timeout_ms: u64,
+}
+
+/// What a master says it is, by its `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// It leads; `ready` once every slot is served.
+    Leads {
+        /// Whether every worker slot is served.
+        ready: bool,
+    },
+    /// It stands by.
+    Stands,
+    /// It did not answer within a second (dead, paused, or wedged).
+    Silent,
+}
+
+/// One master.
+pub struct MasterNode {
+    child: Option<Child>,
+    /// Its API.
+    pub api: SocketAddr,
+    /// Its hub.
+    pub hub: SocketAddr,
+    /// Its data directory.
+    pub data: PathBuf,
+    /// Its link to the database.
+    pub link: Link,
+    store: String,
+}
+
+/// The running set; every process is killed when it drops.
+pub struct Cluster {
+    plan: ClusterPlan,
+    /// The masters, in start order.
+    pub masters: Vec<MasterNode>,
+    workers: Vec<Child>,
+    /// The admin token every master shares.
+    pub token: String,
+    http: HttpClient,
+}
+
+/// A loopback address whose port was free a moment ago.
+fn free_addr() -> Result<SocketAddr, BenchError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Cluster {
+    /// Starts the masters, waits for one to lead, mints a join token,
+    /// starts the workers and waits until every slot is served.
+    ///
+    /// Fails when a process cannot start, the store URL names no
+    /// `host:port`, or nothing is served within a minute.
+    pub async fn start(plan: ClusterPlan) -> Result<Cluster, BenchError> {
+        let target = through(&plan.store, "127.0.0.1:1".parse().expect("an address"))
+            .map(|(_, named)| named)
+            .ok_or_else(|| BenchError::Target(format!("{}: no host:port", plan.store)))?;
+        let target = tokio::net::lookup_host(&target)
+            .await?
+            .next()
+            .ok_or_else(|| BenchError::Target(format!("{target}: no address")))?;
+        let mut token = [0u8; 32];
+        rand::fill(&mut token[..]);
+        let mut key = [0u8; 32];
+        rand::fill(&mut key[..]);
+        let mut cluster = Cluster {
+            token: hex(&token),
+            masters: Vec::new(),
+            workers: Vec::new(),
+            http: HttpClient::http1(None),
+            plan,
+        };
+        for i in 0..cluster.plan.masters {
+            let link = Link::start(target).await?;
+            let (store, _) = through(&cluster.plan.store, link.addr).expect("read above");
+            let data = cluster.plan.dir.join(format!("master-{i}"));
+            std::fs::create_dir_all(&data)?;
+            std::fs::write(data.join(crate::master::vars::KEY_FILE), key)?;
+            cluster.masters.push(MasterNode {
+                child: None,
+                api: free_addr()?,
+                hub: free_addr()?,
+                data,
+                link,
+                store,
+            });
+            cluster.spawn_master(i)?;
+        }
+        cluster.wait_leader(Duration::from_secs(60)).await?;
+        cluster.start_workers().await?;
+        cluster.wait_serving(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    fn spawn_master(&mut self, i: usize) -> Result<(), BenchError> {
+        let plan = &self.plan;
+        let node = &self.masters[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))?;
+        let child = Command::new(&plan.exe)
+            .arg("serve")
+            .arg("--standby")
+            .arg("--data-dir")
+            .arg(&node.data)
+            .args(["--store", &node.store])
+            .args(["--workers", &plan.workers.to_string()])
+            .args(["--api-addr", &node.api.to_string()])
+            .args(["--mesophyll-addr", &node.hub.to_string()])
+            .args(["--api-token", &self.token])
+            .arg("--plugins")
+            .arg(&plan.plugins)
+            .arg("--filters")
+            .arg(&plan.filters)
+            .args(["--heartbeat-interval-ms", "200"])
+            .args([
+                "--heartbeat-timeout-ms",
+                &plan.heartbeat_timeout_ms.to_string(),
+            ])
+            .args(["--lease-ttl-ms", &plan.lease_ttl_ms.to_string()])
+            .args(["--lease-renew-ms", &plan.lease_renew_ms.to_string()])
+            .args(["--lease-poll-ms", &plan.lease_poll_ms.to_string()])
+            .env("RUST_LOG", "info")
+            .env_remove("MESHPLAY_API_TOKEN")
+            .env_remove("MESHPLAY_STORE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.masters[i].child = Some(child);
+        Ok(())
+    }
+
+    async fn start_workers(&mut self) -> Result<(), BenchError> {
+        let created = self
+            .client()
+            .create_join_token(Some(86_400), Some("failover"))
+            .await
+            .map_err(|e| BenchError::Target(format!("cannot mint a join token: {e}")))?;
+        let token_file = self.plan.dir.join("join-token");
+        std::fs::write(&token_file, &created.token)?;
+        let hubs: Vec<String> = self
+            .masters
+            .iter()
+            .map(|m| format!("ws://{}", m.hub))
+            .collect();
+        for w in 0..self.plan.workers {
+            let log = std::fs::File::create(self.plan.dir.join(format!("worker-{w}.log")))?;
+            let child = Command::new(&self.plan.exe)
+                .args(["worker", "--join", &hubs.join(",")])
+                .arg("--token-file")
+                .arg(&token_file)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?;
+            self.workers.push(child);
+        }
+        Ok(())
+    }
+
+    /// Where master `i` logs.
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.plan.dir.join(format!("master-{i}.log"))
+    }
+
+    /// The logs of every master and worker, for a failure's report.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let mut names: Vec<_> = std::fs::read_dir(&self.plan.dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.sort();
+        for path in names
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            out.push_str(&format!("---- {} ----\n{text}\n", path.display()));
+        }
+        out
+    }
+
+    /// A client of every master, which follows the leader.
+    pub fn client(&self) -> ApiClient {
+        let urls: Vec<String> = self
+            .masters
+            .iter()
+            .map(|m| format!("http://{}", m.api))
+            .collect();
+        ApiClient::connect_to(&urls.join(","), self.token.clone(), None)
+            .expect("loopback URLs parse")
+    }
+
+    /// A client of master `i` alone.
+    pub fn client_of(&self, i: usize) -> ApiClient {
+        ApiClient::new(self.masters[i].api, self.token.clone())
+    }
+
+    /// What master `i` says it is.
+    pub async fn part(&self, i: usize) -> Part {
+        let req = hyper::Request::get(format!("http://{}/readyz", self.masters[i].api))
+            .body(Full::new(Bytes::new()))
+            .expect("a plain request");
+        let answer = tokio::time::timeout(Duration::from_secs(1), self.http.exchange_once(req));
+        let Ok(Ok((_, _, body))) = answer.await else {
+            return Part::Silent;
+        };
+        match serde_json::from_slice::<Readiness>(&body) {
+            Ok(r) if r.standby => Part::Stands,
+            Ok(r) => Part::Leads { ready: r.ready },
+            Err(_) => Part::Silent,
+        }
+    }
+
+    /// The master that leads now, if one says so.
+    pub async fn leader(&self) -> Option<usize> {
+        for i in 0..self.masters.len() {
+            if matches!(self.part(i).await, Part::Leads { .. }) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits for a master to lead.
+    pub async fn wait_leader(&self, limit: Duration) -> Result<usize, BenchError> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(i) = self.leader().await {
+                return Ok(i);
+            }
+            if Instant::now() > until {
+                return Err(BenchError::Target(format!(
+                    "no master led within {limit:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until a master other than `old` leads; answers which.
+    pub async fn wait_other_leader(
+        &self,
+        old: usize,
+        limit: Duration,
+    ) -> Result<usize, BenchError> {
+        let until = Instant::now() + limit;
+        loop {
+            for i in (0..self.masters.len()).filter(|i| *i != old) {
+                if matches!(self.part(i).await, Part::Leads { .. }) {
+                    return Ok(i);
+                }
+            }
+            if Instant::now() > until {
+                return Err(BenchError::Target(format!(
+                    "no master took over from master {old} within {limit:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until a leader serves every slot; answers which master.
+    pub async fn wait_serving(&self, limit: Duration) -> Result<usize, BenchError> {
+        let until = Instant::now() + limit;
+        loop {
+            for i in 0..self.masters.len() {
+                if self.part(i).await == (Part::Leads { ready: true }) {
+                    return Ok(i);
+                }
+            }
+            if Instant::now() > until {
+                return Err(BenchError::Workers(limit));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until master `i` says `part`.
+    pub async fn wait_part(&self, i: usize, part: Part, limit: Duration) -> Result<(), BenchError> {
+        let until = Instant::now() + limit;
+        loop {
+            let now = self.part(i).await;
+            if now == part {
+                break;
+            }
+            if Instant::now() > until {
+                return Err(BenchError::Target(format!(
+                    "master {i} is not {part:?} within {limit:?}: it is {now:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    fn pid(&self, i: usize) -> Option<i32> {
+        self.masters[i].child.as_ref().map(|c| c.id() as i32)
+    }
+
+    fn signal(&self, i: usize, sig: i32) {
+        if let Some(pid) = self.pid(i) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// SIGKILLs master `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.masters[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts master `i` again, on its ports, as a standby-to-be.
+    ///
+    /// Fails when the process cannot start.
+    pub fn restart(&mut self, i: usize) -> Result<(), BenchError> {
+        self.kill(i);
+        self.spawn_master(i)
+    }
+
+    /// SIGSTOPs master `i`.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    /// SIGCONTs master `i`.
+    pub fn resume(&self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    /// The directory the cluster works in.
+    pub fn dir(&self) -> &Path {
+        &self.plan.dir
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.masters.len() {
+            self.resume(i);
+            self.kill(i);
+        }
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
