@@ -21,7 +21,7 @@
 use crate::master::access::Access;
 use crate::master::api::ApiState;
 use crate::master::joins::Joins;
-use crate::master::leadership::Role;
+use crate::master::leadership::{LeaderGate, Role};
 use crate::master::nats::Bridge;
 use crate::master::registry::Registry;
 use crate::master::timers::Timers;
@@ -46,6 +46,8 @@ pub struct Duties {
     pub nats: Option<Arc<Bridge>>,
     /// What the NATS bridge dispatches through.
     pub api: Arc<ApiState>,
+    /// Told when this master has caught up and may act as the leader.
+    pub gate: LeaderGate,
     running: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -61,6 +63,7 @@ impl Duties {
     ) -> Arc<Duties> {
         Arc::new(Duties {
             hub: Arc::clone(&api.hub),
+            gate: api.leadership.clone(),
             access,
             joins,
             registry,
@@ -80,23 +83,36 @@ impl Duties {
         }
     }
 
-    /// Catches up with the store, then takes the duties up: this master
-    /// has just won the lease.
-    async fn take_over(self: &Arc<Self>) {
-        let duties = Arc::clone(self);
-        let caught_up = tokio::task::spawn_blocking(move || {
-            duties.access.reload()?;
-            duties.joins.accept_stored_sessions();
-            duties.timers.forget();
-            duties.registry.refresh()
-        })
-        .await;
-        match caught_up {
-            Ok(Ok(revision)) => tracing::info!(revision, "caught up with the last leader"),
-            Ok(Err(e)) => tracing::error!("cannot catch up with the last leader: {e}"),
-            Err(e) => tracing::error!("cannot catch up with the last leader: {e}"),
+    /// Catches up with the store, then takes the duties up and opens the
+    /// gate: this master has just won the lease of `epoch`. Until then it
+    /// answers as a standby, so that no worker comes in with a session it
+    /// has not read yet. A catch-up that fails is tried again for as long
+    /// as the lease is this master's.
+    async fn take_over(self: &Arc<Self>, epoch: i64) {
+        loop {
+            let duties = Arc::clone(self);
+            let caught_up = tokio::task::spawn_blocking(move || {
+                duties.access.reload()?;
+                duties.joins.accept_stored_sessions();
+                duties.timers.forget();
+                duties.registry.refresh()
+            })
+            .await;
+            match caught_up {
+                Ok(Ok(revision)) => {
+                    tracing::info!(revision, "caught up with the last leader");
+                    break;
+                }
+                Ok(Err(e)) => tracing::error!("cannot catch up with the last leader: {e}"),
+                Err(e) => tracing::error!("cannot catch up with the last leader: {e}"),
+            }
+            if !self.gate.holds(epoch) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         self.take_up();
+        self.gate.ready(epoch);
     }
 
     /// Stops what only a leader does and lets the workers go.
@@ -119,7 +135,7 @@ impl Duties {
                     Role::Leading { epoch } if !leading => {
                         leading = true;
                         tracing::info!(epoch, "taking the leader's duties up");
-                        duties.take_over().await;
+                        duties.take_over(epoch).await;
                     }
                     Role::Standing { .. } if leading => {
                         leading = false;

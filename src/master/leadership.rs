@@ -110,6 +110,10 @@ pub enum Role {
 struct GateState {
     /// The epoch and until when this master may count on it.
     lease: Option<(i64, Instant)>,
+    /// The epoch whose duties this master has taken up (after catching up
+    /// with the store): it acts as the leader only once this is its
+    /// lease's epoch.
+    ready: Option<i64>,
     /// The leader as last read while standing by.
     leader: Option<Leader>,
     /// Times this master's part changed.
@@ -147,13 +151,30 @@ impl LeaderGate {
     }
 
     /// The epoch this master leads with at this instant; `None` when it
-    /// stands by (or takes no part).
+    /// stands by (or takes no part). A master that has just won the lease
+    /// leads once it has caught up with the store ([`LeaderGate::ready`]).
     pub fn epoch(&self) -> Option<i64> {
         let state = self.state.as_ref()?.lock().unwrap();
         state
             .lease
-            .filter(|(_, until)| Instant::now() < *until)
+            .filter(|(epoch, until)| Instant::now() < *until && state.ready == Some(*epoch))
             .map(|(epoch, _)| epoch)
+    }
+
+    /// Whether this master holds the lease of `epoch` at this instant,
+    /// caught up or not.
+    pub fn holds(&self, epoch: i64) -> bool {
+        self.state.as_ref().is_some_and(|s| {
+            let s = s.lock().unwrap();
+            s.lease
+                .is_some_and(|(e, until)| e == epoch && Instant::now() < until)
+        })
+    }
+
+    /// Says that this master has caught up with the store for `epoch` and
+    /// may act as its leader.
+    pub fn ready(&self, epoch: i64) {
+        self.update(|s| s.ready = Some(epoch));
     }
 
     /// Who leads, as last read while standing by.
@@ -270,7 +291,12 @@ impl Leadership {
     pub async fn stop(self) {
         self.task.abort();
         self.announcing.abort();
-        if let Some(epoch) = self.gate.epoch() {
+        let held = self
+            .gate
+            .state
+            .as_ref()
+            .and_then(|s| s.lock().unwrap().lease.map(|(epoch, _)| epoch));
+        if let Some(epoch) = held {
             self.gate.update(|s| s.lease = None);
             self.store.fence(STANDBY_EPOCH);
             match self.store.resign(&self.me, epoch).await {
@@ -324,6 +350,7 @@ async fn compete(
         lead(&store, &me, &config, &gate, epoch, until).await;
         gate.update(|s| {
             s.lease = None;
+            s.ready = None;
             s.leader = None;
             s.changes += 1;
         });

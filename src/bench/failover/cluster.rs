@@ -377,9 +377,15 @@ impl Cluster {
         self.spawn_master(i)
     }
 
-    /// SIGSTOPs master `i`.
+    /// SIGSTOPs master `i`, and returns once every thread of it has
+    /// stopped (a signal is delivered, not obeyed, when `kill` returns).
     pub fn pause(&self, i: usize) {
         self.signal(i, libc::SIGSTOP);
+        let Some(pid) = self.pid(i) else { return };
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until && !stopped(pid) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// SIGCONTs master `i`.
@@ -391,6 +397,21 @@ impl Cluster {
     pub fn dir(&self) -> &Path {
         &self.plan.dir
     }
+}
+
+/// Whether every thread of `pid` is stopped (state `T` in its stat).
+fn stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(|t| t.ok()).all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                == Some("T")
+        })
+    })
 }
 
 impl Drop for Cluster {
