@@ -3,10 +3,13 @@
 //! drive.
 //!
 //! Every master runs `serve --standby` with the same admin token and the
-//! same secrets key, on ports fixed at the start so that a killed one
-//! comes back where the workers and clients expect it, and reaches the
-//! database through its own [`Link`], which can be cut. The workers run
-//! `worker --join` with every master's hub.
+//! same secrets key, on addresses fixed at the start so that a killed one
+//! comes back where the workers and clients expect it. The workers run
+//! `worker --join` with every master's hub. Where each process runs, and
+//! how a master's way to the database is cut, is a [`Placement`]:
+//! [`Loopback`] puts everything on this machine's loopback, each master
+//! reaching the database through its own [`Link`]; the multi-host test
+//! puts each process in a network namespace of its own.
 
 use super::link::{Link, through};
 use crate::bench::BenchError;
@@ -25,8 +28,6 @@ use std::time::{Duration, Instant};
 pub struct ClusterPlan {
     /// The `meshplay` executable.
     pub exe: PathBuf,
-    /// The shared store: `postgres://user@host:port/db`.
-    pub store: String,
     /// Where data directories and logs go.
     pub dir: PathBuf,
     /// The plugin folder every master serves.
@@ -45,6 +46,8 @@ pub struct ClusterPlan {
     pub lease_poll_ms: u64,
     /// `serve --heartbeat-timeout-ms` (heartbeats every 200 ms).
     pub heartbeat_timeout_ms: u64,
+    /// More `serve` flags (`--insecure` on a private network).
+    pub serve_args: Vec<String>,
 }
 
 /// What a master says it is, by its `/readyz`.
@@ -61,6 +64,81 @@ pub enum Part {
     Silent,
 }
 
+/// Where the cluster's processes run.
+pub trait Placement: Send + Sync {
+    /// The command that runs `exe` as master `i` (`Some`) or worker `w`
+    /// (`None` master, the worker's index given).
+    fn command(&self, exe: &Path, master: Option<usize>, worker: u32) -> Command;
+    /// Master `i`'s API and hub addresses.
+    fn addrs(&self, i: usize) -> (SocketAddr, SocketAddr);
+    /// The store URL master `i` is given.
+    fn store(&self, i: usize) -> String;
+    /// Cuts master `i` off from the database (nothing else).
+    fn cut(&self, i: usize);
+    /// Undoes [`Placement::cut`].
+    fn restore(&self, i: usize);
+}
+
+/// Everything on this machine's loopback, each master reaching the
+/// database through its own [`Link`].
+pub struct Loopback {
+    links: Vec<Link>,
+    stores: Vec<String>,
+    addrs: Vec<(SocketAddr, SocketAddr)>,
+}
+
+impl Loopback {
+    /// Relays for `masters` masters to the database of `store`, and free
+    /// loopback ports for each.
+    ///
+    /// Fails when the URL names no `host:port` or no port can be bound.
+    pub async fn new(store: &str, masters: usize) -> Result<Loopback, BenchError> {
+        let target = through(store, "127.0.0.1:1".parse().expect("an address"))
+            .map(|(_, named)| named)
+            .ok_or_else(|| BenchError::Target(format!("{store}: no host:port")))?;
+        let target = tokio::net::lookup_host(&target)
+            .await?
+            .next()
+            .ok_or_else(|| BenchError::Target(format!("{target}: no address")))?;
+        let mut placement = Loopback {
+            links: Vec::new(),
+            stores: Vec::new(),
+            addrs: Vec::new(),
+        };
+        for _ in 0..masters {
+            let link = Link::start(target).await?;
+            placement
+                .stores
+                .push(through(store, link.addr).expect("read above").0);
+            placement.links.push(link);
+            placement.addrs.push((free_addr()?, free_addr()?));
+        }
+        Ok(placement)
+    }
+}
+
+impl Placement for Loopback {
+    fn command(&self, exe: &Path, _: Option<usize>, _: u32) -> Command {
+        Command::new(exe)
+    }
+
+    fn addrs(&self, i: usize) -> (SocketAddr, SocketAddr) {
+        self.addrs[i]
+    }
+
+    fn store(&self, i: usize) -> String {
+        self.stores[i].clone()
+    }
+
+    fn cut(&self, i: usize) {
+        self.links[i].cut();
+    }
+
+    fn restore(&self, i: usize) {
+        self.links[i].restore();
+    }
+}
+
 /// One master.
 pub struct MasterNode {
     child: Option<Child>,
@@ -70,14 +148,12 @@ pub struct MasterNode {
     pub hub: SocketAddr,
     /// Its data directory.
     pub data: PathBuf,
-    /// Its link to the database.
-    pub link: Link,
-    store: String,
 }
 
 /// The running set; every process is killed when it drops.
 pub struct Cluster {
     plan: ClusterPlan,
+    placement: Box<dyn Placement>,
     /// The masters, in start order.
     pub masters: Vec<MasterNode>,
     workers: Vec<Child>,
@@ -102,14 +178,10 @@ impl Cluster {
     ///
     /// Fails when a process cannot start, the store URL names no
     /// `host:port`, or nothing is served within a minute.
-    pub async fn start(plan: ClusterPlan) -> Result<Cluster, BenchError> {
-        let target = through(&plan.store, "127.0.0.1:1".parse().expect("an address"))
-            .map(|(_, named)| named)
-            .ok_or_else(|| BenchError::Target(format!("{}: no host:port", plan.store)))?;
-        let target = tokio::net::lookup_host(&target)
-            .await?
-            .next()
-            .ok_or_else(|| BenchError::Target(format!("{target}: no address")))?;
+    pub async fn start(
+        plan: ClusterPlan,
+        placement: Box<dyn Placement>,
+    ) -> Result<Cluster, BenchError> {
         let mut token = [0u8; 32];
         rand::fill(&mut token[..]);
         let mut key = [0u8; 32];
@@ -119,21 +191,19 @@ impl Cluster {
             masters: Vec::new(),
             workers: Vec::new(),
             http: HttpClient::http1(None),
+            placement,
             plan,
         };
         for i in 0..cluster.plan.masters {
-            let link = Link::start(target).await?;
-            let (store, _) = through(&cluster.plan.store, link.addr).expect("read above");
             let data = cluster.plan.dir.join(format!("master-{i}"));
             std::fs::create_dir_all(&data)?;
             std::fs::write(data.join(crate::master::vars::KEY_FILE), key)?;
+            let (api, hub) = cluster.placement.addrs(i);
             cluster.masters.push(MasterNode {
                 child: None,
-                api: free_addr()?,
-                hub: free_addr()?,
+                api,
+                hub,
                 data,
-                link,
-                store,
             });
             cluster.spawn_master(i)?;
         }
@@ -143,6 +213,16 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Cuts master `i` off from the database.
+    pub fn cut(&self, i: usize) {
+        self.placement.cut(i);
+    }
+
+    /// Gives master `i` its database back.
+    pub fn restore(&self, i: usize) {
+        self.placement.restore(i);
+    }
+
     fn spawn_master(&mut self, i: usize) -> Result<(), BenchError> {
         let plan = &self.plan;
         let node = &self.masters[i];
@@ -150,12 +230,14 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(self.log_path(i))?;
-        let child = Command::new(&plan.exe)
+        let child = self
+            .placement
+            .command(&plan.exe, Some(i), 0)
             .arg("serve")
             .arg("--standby")
             .arg("--data-dir")
             .arg(&node.data)
-            .args(["--store", &node.store])
+            .args(["--store", &self.placement.store(i)])
             .args(["--workers", &plan.workers.to_string()])
             .args(["--api-addr", &node.api.to_string()])
             .args(["--mesophyll-addr", &node.hub.to_string()])
@@ -172,6 +254,7 @@ impl Cluster {
             .args(["--lease-ttl-ms", &plan.lease_ttl_ms.to_string()])
             .args(["--lease-renew-ms", &plan.lease_renew_ms.to_string()])
             .args(["--lease-poll-ms", &plan.lease_poll_ms.to_string()])
+            .args(&plan.serve_args)
             .env("RUST_LOG", "info")
             .env_remove("MESHPLAY_API_TOKEN")
             .env_remove("MESHPLAY_STORE")
@@ -198,7 +281,9 @@ impl Cluster {
             .collect();
         for w in 0..self.plan.workers {
             let log = std::fs::File::create(self.plan.dir.join(format!("worker-{w}.log")))?;
-            let child = Command::new(&self.plan.exe)
+            let child = self
+                .placement
+                .command(&self.plan.exe, None, w)
                 .args(["worker", "--join", &hubs.join(",")])
                 .arg("--token-file")
                 .arg(&token_file)

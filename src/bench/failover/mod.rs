@@ -28,7 +28,7 @@ use crate::client::ApiClient;
 use crate::master::shard;
 use crate::mesophyll::message::Tenant;
 use crate::rest::DispatchRequest;
-use cluster::{Cluster, ClusterPlan, Part};
+use cluster::{Cluster, ClusterPlan, Loopback, Part};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -210,7 +210,7 @@ pub async fn round(
     match fault {
         Fault::Kill => cluster.kill(i),
         Fault::Pause => cluster.pause(i),
-        Fault::Cut => cluster.masters[i].link.cut(),
+        Fault::Cut => cluster.cut(i),
     }
     // Answers may still come from the old leader for a while (a cut one
     // leads until its lease runs out): recovery counts once another leads.
@@ -225,7 +225,7 @@ pub async fn round(
     match fault {
         Fault::Kill => cluster.restart(i)?,
         Fault::Pause => cluster.resume(i),
-        Fault::Cut => cluster.masters[i].link.restore(),
+        Fault::Cut => cluster.restore(i),
     }
     let outage = outage?;
     cluster
@@ -256,19 +256,23 @@ pub async fn run(opts: FailoverOptions) -> Result<Report, BenchError> {
         }
     };
     say("starting two masters and two joined workers");
-    let mut cluster = Cluster::start(ClusterPlan {
-        exe: opts.exe.clone(),
-        store: opts.store.clone(),
-        dir: dir.path().to_owned(),
-        plugins,
-        filters: dir.path().join("no-filters"),
-        masters: 2,
-        workers: 2,
-        lease_ttl_ms: opts.lease_ttl_ms,
-        lease_renew_ms: opts.lease_renew_ms,
-        lease_poll_ms: opts.lease_poll_ms,
-        heartbeat_timeout_ms: opts.heartbeat_timeout_ms,
-    })
+    let placement = Box::new(Loopback::new(&opts.store, 2).await?);
+    let mut cluster = Cluster::start(
+        ClusterPlan {
+            exe: opts.exe.clone(),
+            dir: dir.path().to_owned(),
+            plugins,
+            filters: dir.path().join("no-filters"),
+            masters: 2,
+            workers: 2,
+            lease_ttl_ms: opts.lease_ttl_ms,
+            lease_renew_ms: opts.lease_renew_ms,
+            lease_poll_ms: opts.lease_poll_ms,
+            heartbeat_timeout_ms: opts.heartbeat_timeout_ms,
+            serve_args: Vec::new(),
+        },
+        placement,
+    )
     .await?;
     let prober = Prober::start(cluster.client(), 2, "echo", Duration::from_secs(2));
     let mut report = Report {
