@@ -226,7 +226,8 @@ pub async fn rounds(cluster: &mut Cluster) {
     }
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
-    cluster.wait_serving(Duration::from_secs(60)).await.unwrap();
+    let leader = cluster.wait_serving(Duration::from_secs(60)).await.unwrap();
+    check_metrics(cluster, leader).await;
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     eprintln!("outages: {outages:?}\nfailures: {:?}", ledger.errors);
     assert!(
@@ -240,4 +241,26 @@ pub async fn rounds(cluster: &mut Cluster) {
         ledger.errors
     );
     check_ledger(&cluster.client(), &ledger).await;
+}
+
+/// `/metrics` of every master says whether it leads, and that its part
+/// changed (each took the lease or lost it in the rounds).
+async fn check_metrics(cluster: &Cluster, leader: usize) {
+    for (i, m) in cluster.masters.iter().enumerate() {
+        let (status, body) = super::raw(m.api, "GET", "/metrics", None, "text/plain", vec![]).await;
+        assert_eq!(status, 200);
+        let text = body.as_str().unwrap();
+        let leads = i64::from(i == leader);
+        assert!(
+            text.contains(&format!("\nmeshplay_leader {leads}\n")),
+            "master {i}:\n{text}"
+        );
+        let changes: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("meshplay_leadership_changes_total "))
+            .unwrap_or_else(|| panic!("master {i}: no leadership changes:\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(changes >= 1.0, "master {i}: {changes}");
+    }
 }

@@ -122,9 +122,18 @@ async function refreshWorkers() {
     `${up} of ${w.workers.length} running · bad frames ${w.bad_frames} · lost in flight ${w.lost_in_flight}`;
 }
 
+// With standby masters: which one leads, its epoch, and the others.
+function leadershipLine(l) {
+  if (!l) return "";
+  const others = l.masters.filter((m) => !m.leads).map((m) => m.api_addr);
+  const leader = l.leader_api_addr || "none";
+  return ` · ${l.role} (epoch ${l.epoch}), leader ${leader}` +
+    (others.length ? `, standing by: ${others.join(", ")}` : "");
+}
+
 async function refreshStatus() {
   const s = await api("/api/v1/status");
-  $("#version").textContent = `v${s.version} · ${s.store}`;
+  $("#version").textContent = `v${s.version} · ${s.store}` + leadershipLine(s.leadership);
   const badge = $("#health");
   badge.textContent = s.running === s.workers ? "ready" : `degraded: ${s.running}/${s.workers}`;
   badge.className = "badge " + (s.running === s.workers ? "ok" : "err");
