@@ -77,7 +77,7 @@ impl Duties {
     /// Starts the timers and the NATS bridge.
     pub fn take_up(&self) {
         let mut running = self.running.lock().unwrap();
-        running.push(self.timers.start());
+        running.push(self.timers.start(self.gate.clone()));
         if let Some(bridge) = &self.nats {
             running.push(bridge.serve(Arc::clone(&self.api)));
         }

@@ -80,6 +80,13 @@ impl Bridge {
         let msgpack = header("content-type").is_some_and(|c| c == MSGPACK);
         let timeout_ms = header("timeout-ms").and_then(|t| t.parse().ok());
         let answer = match request(&msg.subject, &msg.payload, msgpack) {
+            // Past its lease, a leader dispatches nothing (it unsubscribes
+            // as it stands down).
+            Ok(_) if !state.leadership.leads() => Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                crate::mesophyll::masters::NOT_LEADER,
+                "this master no longer leads",
+            )),
             Ok((kind, id, name, data)) => {
                 let req = DispatchRequest {
                     name,

@@ -10,6 +10,7 @@
 
 use super::near::{NEAR_MAX, WINDOW_MS};
 use super::{MAX_RETRY_DELAY, Timers, cron, now_ms};
+use crate::master::leadership::LeaderGate;
 use crate::master::shard;
 use crate::master::store::blocking;
 use crate::master::store::timers::StoredTimer;
@@ -22,19 +23,29 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Time a worker's answer may take beyond the handlers' deadline.
 const ANSWER_SLACK: Duration = Duration::from_secs(1);
 
+/// How often the loop looks again while the lease is not good (a leader
+/// about to stand down: its duties are let go within moments).
+const NOT_LEADING_POLL: Duration = Duration::from_millis(50);
+
 /// How long the loop waits after a failed refill (the store is down).
 const REFILL_RETRY: Duration = Duration::from_secs(1);
 
 impl Timers {
-    /// Starts firing: the loop runs until the returned task is aborted.
-    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Starts firing: the loop runs until the returned task is aborted,
+    /// and fires only while `leadership` says this master leads (a leader
+    /// that wakes past its lease fires nothing before it stands down).
+    pub fn start(self: &Arc<Self>, leadership: LeaderGate) -> tokio::task::JoinHandle<()> {
         let timers = Arc::clone(self);
-        tokio::spawn(async move { timers.run().await })
+        tokio::spawn(async move { timers.run(leadership).await })
     }
 
-    async fn run(self: Arc<Self>) {
+    async fn run(self: Arc<Self>, leadership: LeaderGate) {
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         loop {
+            if !leadership.leads() {
+                tokio::time::sleep(NOT_LEADING_POLL).await;
+                continue;
+            }
             let mut wait = Duration::from_millis(WINDOW_MS as u64 / 4);
             if let Err(e) = self.refill().await {
                 tracing::warn!("timers: cannot read the store: {e}");
