@@ -62,6 +62,9 @@ pub(super) struct BenchFailoverArgs {
     /// (paused) master.
     #[arg(long, default_value_t = 2000)]
     pub(super) heartbeat_timeout_ms: u64,
+    /// Keep the masters' and workers' data directories and logs here.
+    #[arg(long, value_name = "DIR")]
+    pub(super) keep: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub(super) json: bool,
@@ -423,6 +426,7 @@ pub(super) async fn bench(cmd: BenchCommand) -> Result<ExitCode, CliError> {
                 lease_poll_ms: a.lease_poll_ms,
                 heartbeat_timeout_ms: a.heartbeat_timeout_ms,
                 progress: progress(a.json),
+                keep: a.keep,
             };
             (bench::failover::run(opts).await?, a.json)
         }

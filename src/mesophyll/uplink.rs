@@ -192,11 +192,18 @@ pub async fn run(config: UplinkConfig, handler: Arc<dyn Handler>) -> Result<(), 
     // it as the leader (its lease has not run out yet) is not followed
     // back to it, but asked again until it leads itself.
     let mut failed: Option<String> = None;
+    // Sessions that failed in a row.
+    let mut misses = 0usize;
     loop {
         let started = Instant::now();
         let master = config.masters.current();
         let mut delay = None;
-        match session(&config, &master, &handler, &bad_frames).await {
+        let mut reached = false;
+        let ended = session(&config, &master, &handler, &bad_frames, &mut reached).await;
+        if reached {
+            misses = 0;
+        }
+        match ended {
             Ok(()) => tracing::warn!(%master, "connection to the master ended"),
             Err(SessionError::Fatal(e)) => return Err(e),
             Err(SessionError::Closed) => return Ok(()),
@@ -220,13 +227,24 @@ pub async fn run(config: UplinkConfig, handler: Arc<dyn Handler>) -> Result<(), 
         }
         if delay.is_none() {
             failed = Some(master.clone());
+            misses += 1;
         }
         // Another master may lead now: try the next one.
         config.masters.next_after(&master);
         if started.elapsed() >= HEALTHY_AFTER {
             backoff.reset();
         }
-        let delay = delay.unwrap_or_else(|| backoff.next_delay());
+        // The back-off is for a master that stays away: the next of
+        // several is tried at once, the back-off once all were.
+        let next_at_once =
+            config.masters.several() && !misses.is_multiple_of(config.masters.all().len());
+        let delay = delay.unwrap_or_else(|| {
+            if next_at_once {
+                FOLLOW_DELAY
+            } else {
+                backoff.next_delay()
+            }
+        });
         tracing::debug!(?delay, "reconnecting");
         tokio::time::sleep(delay).await;
     }
@@ -262,11 +280,14 @@ fn heartbeat_frame(handler: &dyn Handler, bad_frames: &BadFrames) -> Result<Vec<
     })
 }
 
+/// One connection to `master`, served until it ends; `reached` is set
+/// once the master said `Hello`.
 async fn session(
     config: &UplinkConfig,
     master: &str,
     handler: &Arc<dyn Handler>,
     bad_frames: &BadFrames,
+    reached: &mut bool,
 ) -> Result<(), SessionError> {
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let url = format!("{scheme}://{master}/ws");
@@ -322,6 +343,7 @@ async fn session(
             ))
         })??;
     tracing::info!(%master, "connected to the master");
+    *reached = true;
     handler.connected(&welcome);
     let (interval, timeout) = (welcome.heartbeat_interval, welcome.heartbeat_timeout);
 

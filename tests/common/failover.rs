@@ -228,6 +228,7 @@ pub async fn rounds(cluster: &mut Cluster) {
     writer.await.unwrap();
     let leader = cluster.wait_serving(Duration::from_secs(60)).await.unwrap();
     check_metrics(cluster, leader).await;
+    check_stream(cluster, leader).await;
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     eprintln!("outages: {outages:?}\nfailures: {:?}", ledger.errors);
     assert!(
@@ -263,4 +264,28 @@ async fn check_metrics(cluster: &Cluster, leader: usize) {
             .unwrap();
         assert!(changes >= 1.0, "master {i}: {changes}");
     }
+}
+
+/// The binary stream, given a standby first, opens the leader's.
+async fn check_stream(cluster: &Cluster, leader: usize) {
+    let mut order: Vec<usize> = (0..cluster.masters.len())
+        .filter(|i| *i != leader)
+        .collect();
+    order.push(leader);
+    let urls: Vec<String> = order
+        .iter()
+        .map(|i| format!("http://{}", cluster.masters[*i].api))
+        .collect();
+    let client = ApiClient::connect_to(&urls.join(","), cluster.token.clone(), None).unwrap();
+    let stream = meshplay::client::StreamClient::connect(&client)
+        .await
+        .unwrap();
+    let echo = DispatchRequest {
+        name: "echo".into(),
+        data: serde_json::json!({"via": "stream"}),
+        wait: true,
+        timeout_ms: None,
+    };
+    let answer = stream.dispatch("user", "stream", echo).await.unwrap();
+    assert!(matches!(answer, DispatchOutcome::Done(_)), "{answer:?}");
 }

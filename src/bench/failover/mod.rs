@@ -54,6 +54,9 @@ pub struct FailoverOptions {
     pub heartbeat_timeout_ms: u64,
     /// Says each round's outage on stderr as it ends.
     pub progress: bool,
+    /// Where to keep the data directories and every process's log
+    /// (`None`: a temporary directory, removed at the end).
+    pub keep: Option<PathBuf>,
 }
 
 /// A fault done to the leader.
@@ -239,10 +242,17 @@ pub async fn round(
 /// Fails when the cluster cannot start, or a round does not recover
 /// within a minute.
 pub async fn run(opts: FailoverOptions) -> Result<Report, BenchError> {
-    let dir = tempfile::Builder::new()
+    let temporary = tempfile::Builder::new()
         .prefix("meshplay-failover")
         .tempdir()?;
-    let plugins = dir.path().join("plugins");
+    let dir = match &opts.keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => temporary.path().to_owned(),
+    };
+    let plugins = dir.join("plugins");
     let echo = plugins.join("echo");
     std::fs::create_dir_all(&echo)?;
     std::fs::write(
@@ -260,9 +270,9 @@ pub async fn run(opts: FailoverOptions) -> Result<Report, BenchError> {
     let mut cluster = Cluster::start(
         ClusterPlan {
             exe: opts.exe.clone(),
-            dir: dir.path().to_owned(),
+            dir: dir.clone(),
             plugins,
-            filters: dir.path().join("no-filters"),
+            filters: dir.join("no-filters"),
             masters: 2,
             workers: 2,
             lease_ttl_ms: opts.lease_ttl_ms,
