@@ -204,11 +204,8 @@ fn serve_hub(
     let router = hub
         .router()
         .merge(joins.router())
-        .merge(db::router(db_state))
-        .layer(axum::middleware::from_fn_with_state(
-            gate.clone(),
-            standby::hub_gate,
-        ));
+        .merge(db::router(db_state));
+    let router = standby::gate_hub(router, gate);
     let _detached = port::serve(
         "Mesophyll hub",
         listener,
@@ -236,10 +233,7 @@ fn serve_api(
         "REST API",
         listener,
         tls,
-        api::router(state).layer(axum::middleware::from_fn_with_state(
-            gate.clone(),
-            standby::api_gate,
-        )),
+        standby::gate_api(api::router(state), gate),
         limits.clone(),
         async {
             let _ = stopped.await;

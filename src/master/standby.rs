@@ -71,6 +71,23 @@ pub fn api_refusal(gate: &LeaderGate) -> Response {
     with_leader(res, leader.as_deref())
 }
 
+/// The API's `router` behind [`api_gate`] when this master takes part in
+/// leadership, as it is otherwise: a master that leads alone pays nothing.
+pub fn gate_api(router: axum::Router, gate: &LeaderGate) -> axum::Router {
+    if !gate.takes_part() {
+        return router;
+    }
+    router.layer(axum::middleware::from_fn_with_state(gate.clone(), api_gate))
+}
+
+/// The hub port's `router` behind [`hub_gate`], likewise.
+pub fn gate_hub(router: axum::Router, gate: &LeaderGate) -> axum::Router {
+    if !gate.takes_part() {
+        return router;
+    }
+    router.layer(axum::middleware::from_fn_with_state(gate.clone(), hub_gate))
+}
+
 /// The API's gate: lets a request through while this master leads, or
 /// when a standby serves it itself.
 pub async fn api_gate(State(gate): State<LeaderGate>, req: Request, next: Next) -> Response {
