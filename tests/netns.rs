@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::netns::ip;
+
 use common::{EXE, filters_dir, plugins_dir, tenants_on};
 use meshplay::rest::{WorkerInfo, WorkerState, Workers};
 use std::path::Path;
@@ -19,22 +21,6 @@ use std::time::{Duration, Instant};
 
 const MASTER_IP: &str = "10.77.0.1";
 const WORKER_IP: &str = "10.77.0.2";
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// Two namespaces joined by a veth pair, removed on drop.
 struct Net {

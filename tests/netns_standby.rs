@@ -15,29 +15,16 @@
 
 mod common;
 
-use common::failover::{LEASE_TTL_MS, rounds};
-use meshplay::bench::failover::cluster::{Cluster, ClusterPlan, Placement};
+use common::netns::ip;
+
+use common::failover::rounds;
+use meshplay::bench::failover::cluster::{Cluster, Placement};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 const NET: &str = "10.78.0";
 const PG: &str = "10.78.0.10";
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    ))
-}
 
 /// A bridge in a namespace of its own, hosts joined to it, and this
 /// test's namespace too; removed on drop.
@@ -277,19 +264,7 @@ async fn standby_masters_on_separate_hosts_take_over_losing_nothing() {
     let hosts = Box::new(Hosts {
         tag: net.tag.clone(),
     });
-    let plan = ClusterPlan {
-        exe: PathBuf::from(common::EXE),
-        dir: dir.path().to_owned(),
-        plugins: common::plugins_dir(),
-        filters: common::filters_dir(),
-        masters: 2,
-        workers: 2,
-        lease_ttl_ms: LEASE_TTL_MS,
-        lease_renew_ms: 1000,
-        lease_poll_ms: 250,
-        heartbeat_timeout_ms: 2000,
-        serve_args: vec!["--insecure".into()],
-    };
+    let plan = common::failover::plan(dir.path(), vec!["--insecure".into()]);
     let mut cluster = Cluster::start(plan, hosts).await.unwrap();
     rounds(&mut cluster).await;
 }

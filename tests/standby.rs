@@ -17,8 +17,8 @@
 
 mod common;
 
-use common::failover::{LEASE_TTL_MS, rounds};
-use meshplay::bench::failover::cluster::{Cluster, ClusterPlan, Loopback};
+use common::failover::rounds;
+use meshplay::bench::failover::cluster::{Cluster, Loopback};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_takes_over_from_a_killed_paused_or_cut_off_leader_losing_nothing() {
@@ -27,23 +27,8 @@ async fn a_standby_takes_over_from_a_killed_paused_or_cut_off_leader_losing_noth
     };
     let dir = tempfile::tempdir().unwrap();
     let placement = Box::new(Loopback::new(&store, 2).await.unwrap());
-    let mut cluster = Cluster::start(
-        ClusterPlan {
-            exe: common::EXE.into(),
-            dir: dir.path().to_owned(),
-            plugins: common::plugins_dir(),
-            filters: common::filters_dir(),
-            masters: 2,
-            workers: 2,
-            lease_ttl_ms: LEASE_TTL_MS,
-            lease_renew_ms: 1000,
-            lease_poll_ms: 250,
-            heartbeat_timeout_ms: 2000,
-            serve_args: Vec::new(),
-        },
-        placement,
-    )
-    .await
-    .unwrap();
+    let mut cluster = Cluster::start(common::failover::plan(dir.path(), Vec::new()), placement)
+        .await
+        .unwrap();
     rounds(&mut cluster).await;
 }

@@ -96,7 +96,7 @@ impl StreamClient {
             api.masters.next_after(&master);
             tried += 1;
             if tried.is_multiple_of(api.masters.all().len()) {
-                tokio::time::sleep(super::FAILOVER_POLL).await;
+                tokio::time::sleep(super::failover::FAILOVER_POLL).await;
             }
         }
     }

@@ -5,7 +5,7 @@
 //! must show.
 
 use meshplay::bench::failover::Prober;
-use meshplay::bench::failover::cluster::{Cluster, Part};
+use meshplay::bench::failover::cluster::{Cluster, ClusterPlan, Part};
 use meshplay::client::{ApiClient, ApiClientError, DispatchOutcome};
 use meshplay::mesophyll::message::Tenant;
 use meshplay::rest::DispatchRequest;
@@ -16,6 +16,24 @@ use std::time::{Duration, Instant};
 
 /// The lease every master of the tests runs with.
 pub const LEASE_TTL_MS: u64 = 2000;
+
+/// Two masters and two workers with the repository's plugins and filters,
+/// working in `dir`, each master given `serve_args` too.
+pub fn plan(dir: &std::path::Path, serve_args: Vec<String>) -> ClusterPlan {
+    ClusterPlan {
+        exe: super::EXE.into(),
+        dir: dir.to_owned(),
+        plugins: super::plugins_dir(),
+        filters: super::filters_dir(),
+        masters: 2,
+        workers: 2,
+        lease_ttl_ms: LEASE_TTL_MS,
+        lease_renew_ms: 1000,
+        lease_poll_ms: 250,
+        heartbeat_timeout_ms: 2000,
+        serve_args,
+    }
+}
 
 /// What the load saw.
 #[derive(Default)]

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod failover;
+pub mod netns;
 pub mod pg;
 pub mod upstream;
 
