@@ -151,6 +151,37 @@ async fn sigterm_stops_the_master_and_its_workers_cleanly() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_at_sigterm_is_answered_within_the_grace() {
+    let mut m = Master::start(Opts::default()).await;
+    let t = tenants_on("user", 0, 2, 1).remove(0);
+    let c = m.client.clone();
+    let pending = tokio::spawn(async move {
+        let req = ScriptRequest {
+            name: None,
+            code: "time.sleep(1000) return 42".into(),
+            event: None,
+            timeout_ms: Some(10_000),
+        };
+        c.run_script(&t.kind, &t.id, &req).await
+    });
+    eventually(
+        Duration::from_secs(10),
+        "the request to be in flight",
+        || async { (m.worker(0).await.in_flight >= 1).then_some(()) },
+    )
+    .await;
+    // The workers are told to finish (the grace is 5 s), not cut off.
+    signal(m.child.id(), libc::SIGTERM);
+    let answer = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("the pending request hung")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cut off by the shutdown: {e}\n{}", m.log()));
+    assert_eq!(answer.result, json!(42));
+    assert!(m.stop().is_some_and(|s| s.success()));
+}
+
 async fn ws_connect(
     addr: std::net::SocketAddr,
     id: &str,

@@ -115,11 +115,18 @@ impl Duties {
         self.gate.ready(epoch);
     }
 
-    /// Stops what only a leader does and lets the workers go.
-    pub fn let_go(&self) {
+    /// Stops firing timers and bridging NATS (a master shutting down:
+    /// its workers are told to finish their work first).
+    pub fn stop(&self) {
         for task in self.running.lock().unwrap().drain(..) {
             task.abort();
         }
+    }
+
+    /// Stops what only a leader does and lets the workers go, so that they
+    /// find the new leader.
+    pub fn let_go(&self) {
+        self.stop();
         self.hub.disconnect_all(DisconnectReason::Kicked);
     }
 

@@ -307,11 +307,11 @@ impl Running {
         let _ = self.api_stop.send(());
         // Deliveries under way are cut; their timers stay in the store and
         // fire again at the next start (or on the standby that takes over).
+        self.duties.stop();
         if let Some((leadership, following)) = self.leadership {
             following.abort();
             leadership.stop().await;
         }
-        self.duties.let_go();
         self.supervisor.shutdown(self.grace).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.api_task).await;
         tracing::info!("stopped");
