@@ -30,6 +30,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// How long a stopping leader waits for the database to take its lease
+/// back.
+const RESIGN_WITHIN: Duration = Duration::from_secs(2);
+
 /// The lease's timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseConfig {
@@ -299,9 +303,13 @@ impl Leadership {
         if let Some(epoch) = held {
             self.gate.update(|s| s.lease = None);
             self.store.fence(STANDBY_EPOCH);
-            match self.store.resign(&self.me, epoch).await {
-                Ok(()) => tracing::info!(epoch, "gave the lease up"),
-                Err(e) => tracing::warn!(epoch, "cannot give the lease up: {e}"),
+            // A database that does not answer must not hold the shutdown:
+            // the lease then runs out by itself.
+            let resigned = tokio::time::timeout(RESIGN_WITHIN, self.store.resign(&self.me, epoch));
+            match resigned.await {
+                Ok(Ok(())) => tracing::info!(epoch, "gave the lease up"),
+                Ok(Err(e)) => tracing::warn!(epoch, "cannot give the lease up: {e}"),
+                Err(_) => tracing::warn!(epoch, "the database did not take the lease back in time"),
             }
         }
     }
