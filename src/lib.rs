@@ -24,6 +24,17 @@
 //!
 //! `../shared/DESIGN.md` (in the repository's parent) is the contract this
 //! crate builds to; the README's tour shows it running.
+//!
+//! Modules:
+//!
+//! - [`clock`]: wall-clock time as the rest of Meshplay stores and shows
+//!   it;
+//! - `fixtures`: the repository's example filters and misbehaving modules,
+//!   for unit tests (`.wat` fixtures are assembled on the fly);
+//! - `http`: one HTTP exchange as both of our HTTP clients make it;
+//! - [`report`]: how errors are worded for people;
+//! - `uri`: percent-encoding of one URI component (a path segment or a
+//!   query value), shared by the REST client and the worker's DB client.
 
 #[cfg(feature = "server")]
 pub mod author;

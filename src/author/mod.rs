@@ -15,7 +15,9 @@
 //! - [`definitions`]: `meshplay.d.luau`, every global a plugin sees, for
 //!   luau-lsp, and `meshplay setup editor`;
 //! - [`folders`]: which plugin folders the arguments name, checked;
-//! - [`logbook`]: what handlers logged, caught for the author.
+//! - [`logbook`]: what handlers logged, caught for the author;
+//! - [`deploy`]: `meshplay diff` and `meshplay deploy`;
+//! - [`dev`]: `meshplay dev`.
 //!
 //! It sits on the top floor beside the command line: it uses the master
 //! and the worker, which never use it.

@@ -19,6 +19,10 @@
 //! the author's commands: `author` (`new`, `call`, `test`, `dev`, `setup
 //! editor`) and `deploy` (`diff`, `deploy`); `runtime` sizes the async
 //! runtime each command runs on.
+//!
+//! Modules:
+//!
+//! - `standby`: `serve --standby` and the lease's timing.
 
 mod access;
 mod author;

@@ -25,6 +25,20 @@
 //! Every error response of the API becomes [`ApiClientError::Api`] with its
 //! status, code and message; anything that never got an answer is
 //! [`ApiClientError::Connect`].
+//!
+//! Modules:
+//!
+//! - `access`: the admin's calls;
+//! - `deploy`: the typed client's calls for `meshplay diff` and `meshplay
+//!   deploy`;
+//! - `failover`: how a request finds the leading master;
+//! - `hooks`: `POST /hooks/{type}/{id}/{event}` as an outside service calls
+//!   it;
+//! - `schedules`: the typed client's calls for a tenant's schedules and
+//!   pending timers (`/api/v1/tenants/{type}/{id}/schedules`, `.../timers`);
+//! - `stream`: the binary client API from Rust;
+//! - `vars`: the typed client's calls for plugin variables
+//!   (`/api/v1/plugins/{name}/vars`, admin tokens only).
 
 mod access;
 mod deploy;

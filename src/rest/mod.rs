@@ -6,6 +6,19 @@
 //! Everything here is JSON on the wire (MessagePack is accepted for request
 //! bodies). Errors always have the shape of [`ErrorBody`]: a stable `code`
 //! for programs and a `message` for people.
+//!
+//! Modules:
+//!
+//! - `deploy`: `POST /api/v1/catalogue`;
+//! - `leadership`: what `/api/v1/status` says of leadership when masters
+//!   share one PostgreSQL (`serve --standby`);
+//! - `live`: the shapes of what the dashboard watches live;
+//! - `schedules`: bodies of the schedules and timers routes
+//!   (`/api/v1/tenants/{type}/{id}/schedules[/{name}]`, `.../timers`);
+//! - `stream`: the frames of the binary client API (`GET /api/v1/stream`, a
+//!   WebSocket on the API port);
+//! - `vars`: the REST API's types for plugin variables
+//!   (`/api/v1/plugins/{name}/vars`).
 
 mod deploy;
 mod leadership;

@@ -18,6 +18,13 @@
 //!
 //! Everything uses ring through rustls (no aws-lc-rs, which needs cmake),
 //! and TLS 1.2 or 1.3.
+//!
+//! Modules:
+//!
+//! - `pinned`: the certificate check behind `Trust::Pinned`;
+//! - `stream`: one stream type for a client connection with or without TLS,
+//!   so the WebSocket clients (the uplink, the binary client API) have one
+//!   type to run over whichever the master speaks.
 
 mod pinned;
 mod stream;

@@ -11,7 +11,15 @@
 //! - [`host`]: the API a script sees;
 //! - [`states`]: the tenant states (which events and plugins each runs);
 //! - [`tenants`]: one actor per tenant, so that tenants never wait on each
-//!   other.
+//!   other;
+//! - [`egress`]: the egress guard: what `http.fetch` may reach, and how much;
+//! - [`events`]: events a handler sends on;
+//! - [`invocation`]: the call a tenant's VM is running now;
+//! - [`nats`]: the `nats` global;
+//! - [`stdlib`]: the host's small standard library for code that talks to
+//!   APIs;
+//! - [`timers`]: the `timers` global;
+//! - [`vars`]: plugin variables in a worker.
 //!
 //! The worker knows nothing of the store or of how the master routes: it
 //! answers what it is sent. When started by a master it also watches its

@@ -18,6 +18,10 @@
 //!
 //! Changes are taken [`QUIET`] after the last write, so that an editor's
 //! save (often several writes) is one reload.
+//!
+//! Modules:
+//!
+//! - `sources`: what `meshplay dev` follows.
 
 mod sources;
 

@@ -17,6 +17,11 @@
 //!   time until the test freezes or advances it.
 //!
 //! Tests run one after another: the clock is one per process.
+//!
+//! Modules:
+//!
+//! - [`report`]: what `meshplay test` found, and the three ways it is
+//!   written.
 
 pub mod report;
 pub mod world;

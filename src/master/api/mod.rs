@@ -59,6 +59,16 @@
 //! route or no plugin for the event, 413 body over [`MAX_BODY_BYTES`](crate::rest::MAX_BODY_BYTES), 422
 //! the script failed (runtime, syntax, memory), 503 the owning worker is down
 //! or overloaded, 504 the tenant code or the worker ran past the deadline.
+//!
+//! Modules:
+//!
+//! - `schedules`: a tenant's schedules and pending timers over REST;
+//! - `stream`: `GET /api/v1/stream`;
+//! - `stream_frames`: the binary client API's hot frames, read and written
+//!   by hand so that a payload's bytes are copied whole where serde would
+//!   replay them token by token;
+//! - `vars`: plugin variables over REST (`/api/v1/plugins/{name}/vars`,
+//!   admin only).
 
 mod access;
 mod auth;

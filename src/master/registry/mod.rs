@@ -14,6 +14,11 @@
 //! and follow the ABI. Each change bumps the revision; the caller
 //! broadcasts `PluginsChanged` and the workers fetch
 //! [`Registry::snapshot`].
+//!
+//! Modules:
+//!
+//! - `deploy`: many plugins and filters as one catalogue change (`meshplay
+//!   deploy`).
 
 mod deploy;
 

@@ -24,6 +24,17 @@
 //! then joins the queue of the committer task, which flushes once for
 //! everyone waiting and answers them all. Under load this turns N fsyncs
 //! into one; alone, a write costs one.
+//!
+//! Modules:
+//!
+//! - [`copy`]: `meshplay store copy --from URL --to URL`;
+//! - `pager`: a page of tenant states filled up to a byte budget, the same
+//!   way on every backend (`super::Store::tenant_states_page`);
+//! - [`postgres`]: the PostgreSQL backend (`--store postgres://...`);
+//! - `sled_store`: the sled backend;
+//! - [`timers`]: what the store keeps of timers and schedules, and the
+//!   `TimerStore` each backend implements for them;
+//! - [`url`]: where the store is, as one string.
 
 pub mod commit;
 pub mod copy;

@@ -18,6 +18,10 @@
 //!
 //! A schedule's run is a timer like any other; when it ends, the next run
 //! (after now, so missed slots are skipped — see [`cron`]) replaces it.
+//!
+//! Modules:
+//!
+//! - [`metrics`]: what `/metrics` shows of timers and schedules.
 
 pub mod cron;
 pub mod delivery;

@@ -15,6 +15,11 @@
 //! The handler gets the request as `event.http` and checks its signature
 //! itself (`crypto.hmac_sha256` over `event.http.body` with a secret
 //! variable); what it returns becomes the answer ([`answer`]).
+//!
+//! Modules:
+//!
+//! - [`rate`]: rates of webhook requests, per tenant and per calling
+//!   address.
 
 pub mod answer;
 pub mod rate;

@@ -36,6 +36,10 @@
 //! connection has a unique serial number and clean-up only removes the slot's
 //! connection if it still carries its own serial, so the old connection's
 //! clean-up can never evict the new one.
+//!
+//! Modules:
+//!
+//! - `connection`: one worker's connection to the hub.
 
 mod connection;
 

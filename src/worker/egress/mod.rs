@@ -23,6 +23,14 @@
 //! 6. a redirect is followed (at most [`MAX_REDIRECTS`]) only through
 //!    steps 2 to 5 again, without `authorization` and `cookie` once the
 //!    origin changes.
+//!
+//! Modules:
+//!
+//! - [`fetch`]: one fetch, from the checked request to the read body,
+//!   redirects followed hop by hop through the same checks (see `super` for
+//!   the order);
+//! - [`script`]: `http.fetch(url [, options])`, as a script calls it;
+//! - [`stand_in`]: the outside world as a plugin's tests see it.
 
 pub mod fetch;
 pub mod guard;

@@ -27,6 +27,11 @@
 //! call (`unpack.rs`, `walk.rs`): through mlua's API every key, value and
 //! table was a lock, a reference slot and often a protected call of its
 //! own, which made packing a fifth of a worker's time.
+//!
+//! Modules:
+//!
+//! - `unpack`: event data into Luau values;
+//! - `walk`: a handler's result into MessagePack.
 
 mod unpack;
 mod walk;

@@ -16,6 +16,10 @@
 //!   budget ([`budget`]).
 //! - `DropTenant` travels through the same queue, so jobs queued before it
 //!   finish on the old VM and jobs after it get a fresh one.
+//!
+//! Modules:
+//!
+//! - `reply`: where a tenant job's outcome goes.
 
 pub mod budget;
 mod reply;

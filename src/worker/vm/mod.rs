@@ -27,6 +27,11 @@
 //! **Memory.** `Lua::set_memory_limit` caps the VM's heap; an allocation over
 //! it fails with a memory error, and the VM is marked poisoned so that the
 //! owner drops it and builds a fresh one for the next call.
+//!
+//! Modules:
+//!
+//! - `sliced`: a Luau call as a future that runs in slices and hands its
+//!   thread back through tokio's driver between them.
 
 use crate::catalogue::plugin::Plugin;
 use crate::mesophyll::message::{ErrorKind, Event, Packed, RemoteError, Tenant};

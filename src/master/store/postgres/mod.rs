@@ -28,6 +28,12 @@
 //! included, which `text` refuses; tenant parts are `text COLLATE "C"`.
 //! Values are MessagePack, as in sled: `jsonb` would refuse `\u0000` in a
 //! string and renumber floats, and `store copy` moves records unchanged.
+//!
+//! Modules:
+//!
+//! - `connection`: the PostgreSQL store's connections;
+//! - [`lease`]: leadership among masters that share one database;
+//! - [`schema`]: the PostgreSQL store's schema and how a database gets it.
 
 use super::keys::{decode, encode, prefix_end};
 use super::pager::Pager;

@@ -1,5 +1,10 @@
 //! The sled backend: embedded, in `<data-dir>/store`, one tree per kind of
 //! record, keyed by [`super::keys`], flushed by [`super::commit`].
+//!
+//! Modules:
+//!
+//! - `timers`: timers and schedules on sled;
+//! - `sync`: what sled's flush leaves undone, done after it.
 
 use super::commit::GroupCommit;
 use super::keys::{
