@@ -19,10 +19,7 @@ const PLUGIN: &str = "admin-example";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::var_os("MESHPLAY_DATA_DIR")
-        .map(Into::into)
-        .unwrap_or_else(datadir::default_path);
-    let admin = ApiClient::from_data_dir(&dir)?;
+    let admin = ApiClient::from_data_dir(&datadir::path_from_env())?;
 
     // A token that can read and nothing more; its secret is shown once.
     let minted = admin.create_token(Role::Read, Some("wall-screen")).await?;

@@ -17,10 +17,7 @@ use serde_json::json;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::var_os("MESHPLAY_DATA_DIR")
-        .map(Into::into)
-        .unwrap_or_else(datadir::default_path);
-    let client = ApiClient::from_data_dir(&dir)?;
+    let client = ApiClient::from_data_dir(&datadir::path_from_env())?;
     let version = client.version().await?;
     println!(
         "connected to {} {} at {}",

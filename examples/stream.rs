@@ -23,10 +23,7 @@ const IN_FLIGHT: usize = 64;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::var_os("MESHPLAY_DATA_DIR")
-        .map(Into::into)
-        .unwrap_or_else(datadir::default_path);
-    let client = ApiClient::from_data_dir(&dir)?;
+    let client = ApiClient::from_data_dir(&datadir::path_from_env())?;
     // One connection; calls on it run side by side.
     let stream = StreamClient::connect(&client).await?;
     let started = Instant::now();

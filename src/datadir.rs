@@ -83,6 +83,13 @@ pub struct DataDir {
     path: PathBuf,
 }
 
+/// `MESHPLAY_DATA_DIR` when it is set, else [`default_path`]: where a
+/// program that is not the CLI (an example, a tool) finds the master, as
+/// the CLI does.
+pub fn path_from_env() -> PathBuf {
+    std::env::var_os("MESHPLAY_DATA_DIR").map_or_else(default_path, PathBuf::from)
+}
+
 /// `$HOME/.meshplay`, or `./.meshplay` when `HOME` is unset.
 pub fn default_path() -> PathBuf {
     std::env::var_os("HOME")
