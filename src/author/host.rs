@@ -210,7 +210,7 @@ fn master_config(plan: &HostPlan, data: &Path, plugins: PathBuf, filters: PathBu
 fn worker_config(plan: &HostPlan, master: &master::Running, token: String) -> WorkerConfig {
     WorkerConfig {
         uplink: UplinkConfig {
-            masters: crate::mesophyll::masters::Masters::one(master.mesophyll_addr.to_string()),
+            masters: crate::mesophyll::addresses::Addresses::one(master.mesophyll_addr.to_string()),
             worker_id: 0,
             token,
             connect_timeout: CONNECT_TIMEOUT,

@@ -4,7 +4,7 @@
 //! postgres://...`, on that database against pgbench on the same one.
 
 use crate::bench::figures::{Check, Figure, Report};
-use crate::bench::load::{LoadPlan, drive};
+use crate::bench::load::{LoadPlan, Measured, drive};
 use crate::bench::{BenchError, InProcess, baseline, pgbench};
 use crate::datadir::DataDir;
 use crate::master::store::StoreUrl;
@@ -62,23 +62,27 @@ async fn op(db: &DbClient, n: u64, op: KvOp) -> Result<(), String> {
     }
 }
 
-/// Runs the benchmark and returns its report.
-///
-/// Fails when its master does not start or a baseline cannot run.
-pub async fn run(opts: KvOptions) -> Result<Report, BenchError> {
-    let load = |label: &str| LoadPlan {
+/// The load of one figure.
+fn plan(opts: &KvOptions, label: &str) -> LoadPlan {
+    LoadPlan {
         label: label.into(),
         concurrency: opts.concurrency,
         duration: opts.duration,
         progress: opts.progress,
-    };
+    }
+}
+
+/// Set, Get and Find from a worker's seat, against a master started for
+/// them (every key written before Get and Find are timed).
+async fn measure(opts: &KvOptions) -> Result<(Measured, Measured, Measured), BenchError> {
+    let load = |label: &str| plan(opts, label);
     // One worker, left to us: its credentials are how this benchmark calls.
     let m = InProcess::start_on(1, 1, opts.store.clone(), 1).await?;
     let token = DataDir::at(m.data_dir())
         .worker_token(0)
         .map_err(|e| BenchError::Target(e.to_string()))?;
     let db = DbClient::new(
-        &crate::mesophyll::masters::Masters::one(m.master.mesophyll_addr.to_string()),
+        &crate::mesophyll::addresses::Addresses::one(m.master.mesophyll_addr.to_string()),
         0,
         &token,
         None,
@@ -129,6 +133,15 @@ pub async fn run(opts: KvOptions) -> Result<Report, BenchError> {
     })
     .await;
     m.stop().await;
+    Ok((sets, gets, finds))
+}
+
+/// Runs the benchmark and returns its report.
+///
+/// Fails when its master does not start or a baseline cannot run.
+pub async fn run(opts: KvOptions) -> Result<Report, BenchError> {
+    let load = |label: &str| plan(&opts, label);
+    let (sets, gets, finds) = measure(&opts).await?;
 
     let mut figures = Vec::new();
     let mut checks = Vec::new();

@@ -7,7 +7,7 @@
 //! reconnects with back-off, with the session it was given (which the
 //! master keeps across restarts, in the store). Given several masters
 //! (`--join URL,URL`: a leader and its standbys on one PostgreSQL), it
-//! talks to whichever leads ([`crate::mesophyll::masters`]) and moves to
+//! talks to whichever leads ([`crate::mesophyll::addresses`]) and moves to
 //! the next when that one fails or stands by. It stops on `Shutdown` from the master,
 //! on SIGTERM or SIGINT, and when the master refuses its session (its join
 //! token was revoked, or another worker took its slot over with
@@ -15,9 +15,9 @@
 
 use super::CliError;
 use super::serve::{run_worker_session, signals, worker_config};
+use crate::mesophyll::addresses::Addresses;
 use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::join::{self, JoinRequest};
-use crate::mesophyll::masters::Masters;
 use crate::mesophyll::message::PROTOCOL_VERSION;
 use crate::mesophyll::uplink::{CONNECT_TIMEOUT, UplinkConfig, UplinkError};
 use crate::tls::{TlsClient, Trust};
@@ -95,7 +95,7 @@ fn parse_join_url(url: &str) -> Result<(String, bool), CliError> {
 
 /// Every `--join` URL as `host:port`, and whether they are TLS (all or
 /// none).
-fn parse_join_urls(urls: &[String]) -> Result<(Masters, bool), CliError> {
+fn parse_join_urls(urls: &[String]) -> Result<(Addresses, bool), CliError> {
     let parsed = urls
         .iter()
         .map(|u| parse_join_url(u.trim()))
@@ -107,7 +107,7 @@ fn parse_join_urls(urls: &[String]) -> Result<(Masters, bool), CliError> {
         ));
     }
     Ok((
-        Masters::new(parsed.into_iter().map(|(a, _)| a).collect()),
+        Addresses::new(parsed.into_iter().map(|(a, _)| a).collect()),
         wss,
     ))
 }

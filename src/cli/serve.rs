@@ -402,7 +402,7 @@ pub(super) async fn run_worker(args: WorkerArgs) -> Result<ExitCode, CliError> {
         None => None,
     };
     let uplink = UplinkConfig {
-        masters: crate::mesophyll::masters::Masters::one(master),
+        masters: crate::mesophyll::addresses::Addresses::one(master),
         worker_id,
         token,
         connect_timeout: CONNECT_TIMEOUT,

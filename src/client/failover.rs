@@ -5,7 +5,7 @@
 //! cannot have run twice (see [`ApiClient`]).
 
 use super::{ApiClient, ApiClientError, error_of};
-use crate::mesophyll::masters::{LEADER_HEADER, NOT_LEADER};
+use crate::mesophyll::addresses::{LEADER_HEADER, NOT_LEADER};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, StatusCode, header};

@@ -53,8 +53,8 @@ pub use stream::StreamClient;
 
 use crate::datadir::{DataDir, DataDirError};
 use crate::http::HttpClient;
+use crate::mesophyll::addresses::Addresses;
 use crate::mesophyll::db::{KvRecord, TenantStateEntry};
-use crate::mesophyll::masters::Masters;
 use crate::mesophyll::message::TenantState;
 use crate::rest::{
     Accepted, Changed, Deleted, DispatchRequest, Dispatched, Dropped, ErrorBody, FilterList,
@@ -162,7 +162,7 @@ pub enum DispatchOutcome {
 #[derive(Clone)]
 pub struct ApiClient {
     /// Every master's `host:port`, one of them current.
-    masters: Masters,
+    masters: Addresses,
     tls: Option<TlsClient>,
     token: String,
     http: HttpClient,
@@ -186,10 +186,10 @@ impl fmt::Debug for ApiClient {
 impl ApiClient {
     /// A client for the plaintext API at `addr` with bearer `token`.
     pub fn new(addr: SocketAddr, token: impl Into<String>) -> Self {
-        Self::with_tls(Masters::one(addr.to_string()), None, token.into())
+        Self::with_tls(Addresses::one(addr.to_string()), None, token.into())
     }
 
-    fn with_tls(masters: Masters, tls: Option<TlsClient>, token: String) -> Self {
+    fn with_tls(masters: Addresses, tls: Option<TlsClient>, token: String) -> Self {
         ApiClient {
             http: HttpClient::http1(tls.as_ref()),
             masters,
@@ -251,7 +251,7 @@ impl ApiClient {
                 )));
             }
         };
-        let masters = Masters::new(parsed.into_iter().map(|(_, a)| a).collect());
+        let masters = Addresses::new(parsed.into_iter().map(|(_, a)| a).collect());
         Ok(Self::with_tls(masters, tls, token.into()))
     }
 

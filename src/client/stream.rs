@@ -89,7 +89,7 @@ impl StreamClient {
                 Err(e) => e,
             };
             let moves = matches!(error, ApiClientError::Connect { .. })
-                || error.code() == Some(crate::mesophyll::masters::NOT_LEADER);
+                || error.code() == Some(crate::mesophyll::addresses::NOT_LEADER);
             if !(moves && api.masters.several() && tokio::time::Instant::now() < until) {
                 return Err(error);
             }

@@ -21,7 +21,7 @@
 use crate::master::access::Access;
 use crate::master::api::ApiState;
 use crate::master::joins::Joins;
-use crate::master::leadership::{LeaderGate, Role};
+use crate::master::leadership::{LeaderGate, Leadership, Role};
 use crate::master::nats::Bridge;
 use crate::master::registry::Registry;
 use crate::master::timers::Timers;
@@ -72,6 +72,25 @@ impl Duties {
             api,
             running: Mutex::default(),
         })
+    }
+
+    /// Takes the duties up now (a master that leads alone), or each time
+    /// `leadership` is won from now on; the leadership comes back with the
+    /// task that follows it.
+    pub fn begin(
+        self: &Arc<Self>,
+        leadership: Option<Leadership>,
+    ) -> Option<(Leadership, JoinHandle<()>)> {
+        match leadership {
+            Some(l) => {
+                let following = self.follow(l.watch());
+                Some((l, following))
+            }
+            None => {
+                self.take_up();
+                None
+            }
+        }
     }
 
     /// Starts the timers and the NATS bridge.

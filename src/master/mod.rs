@@ -549,16 +549,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         leadership: gate.clone(),
     });
     let duties = duties::Duties::new(access, joins, registry, timers, nats, Arc::clone(&state));
-    let leadership = match leadership {
-        Some(l) => {
-            let following = duties.follow(l.watch());
-            Some((l, following))
-        }
-        None => {
-            duties.take_up();
-            None
-        }
-    };
+    let leadership = duties.begin(leadership);
     let (api_stop, api_task) = serve_api(
         state,
         &gate,

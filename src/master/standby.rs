@@ -23,8 +23,8 @@
 //! once, before its leadership task has run.
 
 use crate::master::leadership::LeaderGate;
+use crate::mesophyll::addresses::{LEADER_HEADER, NOT_LEADER};
 use crate::mesophyll::db::DbErrorBody;
-use crate::mesophyll::masters::{LEADER_HEADER, NOT_LEADER};
 use crate::rest::{ErrorBody, ErrorDetail};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};

@@ -4,7 +4,7 @@
 //! masters leads, and only the leader takes workers: a standby refuses the
 //! upgrade, joins and DB calls with `503` and code `not_leader`, naming the
 //! leader's hub in the [`LEADER_HEADER`] header. A worker started with
-//! several addresses (`worker --join URL,URL`) keeps them in a [`Masters`]:
+//! several addresses (`worker --join URL,URL`) keeps them in a [`Addresses`]:
 //! the uplink moves to the next one when the one it talks to fails, and
 //! straight to the named leader when a standby names one of the list. The
 //! DB client reads the current one on every call, so both follow the same
@@ -26,28 +26,28 @@ pub const NOT_LEADER: &str = "not_leader";
 /// Several addresses (`host:port`), one of them current. Cheap to clone;
 /// the clones share which one is current.
 #[derive(Debug, Clone)]
-pub struct Masters {
+pub struct Addresses {
     addrs: Arc<[String]>,
     current: Arc<AtomicUsize>,
 }
 
-impl Masters {
+impl Addresses {
     /// The masters at `addrs`, the first one current.
     ///
     /// # Panics
     ///
     /// When `addrs` is empty: a worker needs a master.
-    pub fn new(addrs: Vec<String>) -> Masters {
+    pub fn new(addrs: Vec<String>) -> Addresses {
         assert!(!addrs.is_empty(), "at least one master address");
-        Masters {
+        Addresses {
             addrs: addrs.into(),
             current: Arc::default(),
         }
     }
 
     /// The one master at `addr`.
-    pub fn one(addr: impl Into<String>) -> Masters {
-        Masters::new(vec![addr.into()])
+    pub fn one(addr: impl Into<String>) -> Addresses {
+        Addresses::new(vec![addr.into()])
     }
 
     /// The address talked to now.
@@ -95,11 +95,11 @@ impl Masters {
 
 #[cfg(test)]
 mod tests {
-    use super::Masters;
+    use super::Addresses;
 
     #[test]
     fn moves_round_and_follows_only_a_listed_leader() {
-        let m = Masters::new(vec!["a:1".into(), "b:1".into(), "c:1".into()]);
+        let m = Addresses::new(vec!["a:1".into(), "b:1".into(), "c:1".into()]);
         let clone = m.clone();
         assert_eq!(m.current(), "a:1");
         m.next_after("a:1");

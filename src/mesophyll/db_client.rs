@@ -7,12 +7,12 @@
 //! for a script: its remaining time); none waits forever.
 
 use crate::http::HttpClient;
+use crate::mesophyll::addresses::{Addresses, NOT_LEADER};
 use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::db::{
     CatalogueSnapshot, DbErrorBody, EmitReply, EmittedEvent, GlobalOp, GlobalReply, KvOp, KvReply,
     PublicGlobalOp, TenantStateEntry, TenantStatesPage, VarValue,
 };
-use crate::mesophyll::masters::{Masters, NOT_LEADER};
 use crate::mesophyll::message::Tenant;
 use crate::tls::TlsClient;
 use crate::uri::encode_component;
@@ -70,7 +70,7 @@ pub enum DbClientError {
 #[derive(Clone)]
 pub struct DbClient {
     scheme: &'static str,
-    masters: Masters,
+    masters: Addresses,
     worker_id: String,
     token: String,
     http: HttpClient,
@@ -97,7 +97,7 @@ fn query_tenant(t: &Tenant) -> String {
 impl DbClient {
     /// A client for the master that is current in `masters` at each call
     /// (`host:port`), as worker `id`; `https://` with `tls`.
-    pub fn new(masters: &Masters, worker_id: u32, token: &str, tls: Option<&TlsClient>) -> Self {
+    pub fn new(masters: &Addresses, worker_id: u32, token: &str, tls: Option<&TlsClient>) -> Self {
         DbClient {
             scheme: if tls.is_some() { "https" } else { "http" },
             masters: masters.clone(),

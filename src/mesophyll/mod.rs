@@ -16,13 +16,15 @@
 //! - [`db`]: the DB endpoints' operations and answers;
 //! - [`db_client`]: the worker's HTTP/2 client for them;
 //! - [`join`]: how a worker from elsewhere gets a slot and a session;
-//! - [`masters`]: the masters a worker may talk to, and which one leads;
+//! - [`addresses`]: the masters a worker or client may talk to, and which
+//!   one it talks to now;
 //! - [`timers`]: timers and schedules a handler sets, and `event.timer`;
 //! - [`webhook`]: the outside request a webhook event carries.
 //!
 //! The value types ([`message`], [`packed`], [`codec`], [`db`]) build in the crate's
 //! `client` feature too; the moving parts only with `server`.
 
+pub mod addresses;
 pub mod answers;
 #[cfg(feature = "server")]
 pub mod auth;
@@ -42,7 +44,6 @@ pub mod db_client;
 pub mod hub;
 #[cfg(feature = "server")]
 pub mod join;
-pub mod masters;
 pub mod message;
 pub mod packed;
 pub mod timers;

@@ -19,7 +19,9 @@
 //! - [`stdlib`]: the host's small standard library for code that talks to
 //!   APIs;
 //! - [`timers`]: the `timers` global;
-//! - [`vars`]: plugin variables in a worker.
+//! - [`vars`]: plugin variables in a worker;
+//! - `loading`: what a worker loads from the master, retried until a
+//!   master answers.
 //!
 //! The worker knows nothing of the store or of how the master routes: it
 //! answers what it is sent. When started by a master it also watches its
@@ -33,6 +35,7 @@ pub mod host;
 pub mod invocation;
 pub mod kv;
 pub mod loaded;
+mod loading;
 pub mod nats;
 pub mod packing;
 pub mod services;
@@ -44,15 +47,14 @@ pub mod vars;
 pub mod vm;
 pub mod watchdog;
 
-use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::db::CatalogueSnapshot;
-use crate::mesophyll::db_client::{DbClient, DbClientError};
-use crate::mesophyll::masters::Masters;
+use crate::mesophyll::db_client::DbClient;
 use crate::mesophyll::message::LoadFigures;
 use crate::mesophyll::message::{ErrorKind, Packed, RemoteError, ServerMessage, Tenant};
 use crate::mesophyll::uplink::{self, Handler, Outbox, UplinkConfig, UplinkError, Welcome};
 use filters::{FilterEngine, FilterError, FilterLimits};
 use loaded::LoadedCatalogue;
+use loading::{load_vars, retry};
 use services::Services;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -164,32 +166,6 @@ pub async fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         stopping: AtomicBool::new(false),
     });
     Ok(uplink::run(config.uplink, worker).await?)
-}
-
-/// Calls `load` until it succeeds, with backoff; refused credentials are
-/// fatal.
-async fn retry<T, F, Fut>(what: &str, masters: &Masters, mut load: F) -> Result<T, UplinkError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, DbClientError>>,
-{
-    let mut backoff = Backoff::reconnect();
-    loop {
-        let tried = masters.current();
-        match load().await {
-            Ok(v) => return Ok(v),
-            Err(DbClientError::Refused(status)) => return Err(UplinkError::Refused(status)),
-            Err(e) => {
-                if matches!(e, DbClientError::NotLeader(_) | DbClientError::Transport(_)) {
-                    // Another master may lead: the next call asks it.
-                    masters.next_after(&tried);
-                }
-                let delay = backoff.next_delay();
-                tracing::warn!(?delay, master = %tried, "cannot load {what} yet: {e}");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
 }
 
 /// Compiles a catalogue snapshot, reusing the filters of `previous` whose
@@ -556,23 +532,6 @@ impl Handler for Worker {
             filter_metrics: self.services.filter_metrics(),
             egress: self.services.egress.calls(),
             hop_limited: self.services.hop_limited(),
-        }
-    }
-}
-
-/// Takes the master's plugin variables for this worker's shard.
-async fn load_vars(db: &DbClient, services: &Services) -> Result<(), RemoteError> {
-    match db.vars(LOAD_DEADLINE).await {
-        Ok(values) => {
-            services.vars.replace(values);
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!("cannot load the plugin variables: {e}");
-            Err(RemoteError::new(
-                ErrorKind::Unavailable,
-                format!("cannot load the plugin variables: {e}"),
-            ))
         }
     }
 }

@@ -80,7 +80,7 @@ fn tenant_vm() -> Vm {
     // A store client that is never called: with none, `kv` and the
     // others are tables whose every index fails, with no members to list.
     let db = DbClient::new(
-        &crate::mesophyll::masters::Masters::one("127.0.0.1:9"),
+        &crate::mesophyll::addresses::Addresses::one("127.0.0.1:9"),
         0,
         "unused",
         None,

@@ -1,4 +1,4 @@
-//! Masters on one PostgreSQL and the workers that join them, each a child
+//! Addresses on one PostgreSQL and the workers that join them, each a child
 //! process on loopback: what `bench failover` and the standby tests
 //! drive.
 //!
@@ -34,7 +34,7 @@ pub struct ClusterPlan {
     pub plugins: PathBuf,
     /// The filter folder every master serves.
     pub filters: PathBuf,
-    /// Masters (2: a leader and a standby).
+    /// Addresses (2: a leader and a standby).
     pub masters: usize,
     /// Worker slots, each served by a joined worker.
     pub workers: u32,

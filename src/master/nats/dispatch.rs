@@ -84,7 +84,7 @@ impl Bridge {
             // as it stands down).
             Ok(_) if !state.leadership.leads() => Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                crate::mesophyll::masters::NOT_LEADER,
+                crate::mesophyll::addresses::NOT_LEADER,
                 "this master no longer leads",
             )),
             Ok((kind, id, name, data)) => {

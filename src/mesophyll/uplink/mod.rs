@@ -9,13 +9,13 @@
 //!
 //! This module knows nothing of what the requests mean: the handler does.
 
+use crate::mesophyll::addresses::{Addresses, LEADER_HEADER};
 use crate::mesophyll::answers;
 use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
 use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::budget::ByteBudget;
 use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
-use crate::mesophyll::masters::{LEADER_HEADER, Masters};
 use crate::mesophyll::message::{
     ClientMessage, DEFAULT_MAX_EVENT_HOPS, EgressPolicy, LoadFigures, PROTOCOL_VERSION,
     RemoteError, ServerMessage,
@@ -51,7 +51,7 @@ const OUTBOX_BYTES: usize = 64 * 1024 * 1024;
 pub struct UplinkConfig {
     /// The hubs' addresses, `host:port`: one, or several masters of which
     /// one leads.
-    pub masters: Masters,
+    pub masters: Addresses,
     /// This worker's id.
     pub worker_id: u32,
     /// The token the master issued for this worker. Never logged.
@@ -280,18 +280,14 @@ fn heartbeat_frame(handler: &dyn Handler, bad_frames: &BadFrames) -> Result<Vec<
     })
 }
 
-/// One connection to `master`, served until it ends; `reached` is set
-/// once the master said `Hello`.
-async fn session(
+/// The upgrade request to `master`'s hub, with this worker's id and
+/// token.
+fn upgrade_request(
     config: &UplinkConfig,
     master: &str,
-    handler: &Arc<dyn Handler>,
-    bad_frames: &BadFrames,
-    reached: &mut bool,
-) -> Result<(), SessionError> {
+) -> Result<tungstenite::handshake::client::Request, SessionError> {
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
-    let url = format!("{scheme}://{master}/ws");
-    let mut request = url
+    let mut request = format!("{scheme}://{master}/ws")
         .into_client_request()
         .map_err(|e| SessionError::Retry(e.to_string()))?;
     let headers = request.headers_mut();
@@ -301,6 +297,36 @@ async fn session(
         HeaderValue::from_str(&config.token)
             .map_err(|_| SessionError::Fatal(UplinkError::Refused(401)))?,
     );
+    Ok(request)
+}
+
+/// What a failed upgrade means: refused for good (401, 404), a standby
+/// naming the leader (503), or worth another try.
+fn upgrade_refusal(e: tungstenite::Error) -> SessionError {
+    match e {
+        tungstenite::Error::Http(resp) if resp.status() == 401 || resp.status() == 404 => {
+            SessionError::Fatal(UplinkError::Refused(resp.status().as_u16()))
+        }
+        tungstenite::Error::Http(resp) if resp.status() == 503 => SessionError::NotLeader(
+            resp.headers()
+                .get(LEADER_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ),
+        other => SessionError::Retry(other.to_string()),
+    }
+}
+
+/// One connection to `master`, served until it ends; `reached` is set
+/// once the master said `Hello`.
+async fn session(
+    config: &UplinkConfig,
+    master: &str,
+    handler: &Arc<dyn Handler>,
+    bad_frames: &BadFrames,
+    reached: &mut bool,
+) -> Result<(), SessionError> {
+    let request = upgrade_request(config, master)?;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(crate::mesophyll::codec::READ_BUFFER_BYTES)
         .max_message_size(Some(MAX_FRAME_BYTES + 1024))
@@ -312,22 +338,7 @@ async fn session(
         let (socket, _) =
             tokio_tungstenite::client_async_with_config(request, tcp, Some(ws_config))
                 .await
-                .map_err(|e| match e {
-                    tungstenite::Error::Http(resp)
-                        if resp.status() == 401 || resp.status() == 404 =>
-                    {
-                        SessionError::Fatal(UplinkError::Refused(resp.status().as_u16()))
-                    }
-                    tungstenite::Error::Http(resp) if resp.status() == 503 => {
-                        SessionError::NotLeader(
-                            resp.headers()
-                                .get(LEADER_HEADER)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned),
-                        )
-                    }
-                    other => SessionError::Retry(other.to_string()),
-                })?;
+                .map_err(upgrade_refusal)?;
         let (sink, mut stream) = socket.split();
         let welcome = hello(&mut stream).await?;
         Ok::<_, SessionError>((sink, stream, welcome))
@@ -479,121 +490,4 @@ fn answer_frame(req_id: u64, result: Result<Packed, RemoteError>) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The uplink against fake masters on real loopback sockets: one that
-    //! accepts TCP and never answers the upgrade, one that says Hello and
-    //! then never reads again (a half-open or wedged master).
-
-    use super::*;
-    use crate::mesophyll::message::LoadFigures;
-    use tokio::net::TcpListener;
-
-    struct Idle;
-
-    impl Handler for Idle {
-        fn handle(&self, _: ServerMessage, _: Outbox) {}
-        fn load(&self) -> LoadFigures {
-            LoadFigures::default()
-        }
-    }
-
-    fn config(addr: std::net::SocketAddr) -> UplinkConfig {
-        UplinkConfig {
-            masters: Masters::one(addr.to_string()),
-            worker_id: 0,
-            token: "t".into(),
-            connect_timeout: Duration::from_millis(300),
-            tls: None,
-        }
-    }
-
-    /// Accepts TCP connections on `listener` for `within` and counts them,
-    /// handing each to `serve`.
-    async fn count_connections<F, Fut>(listener: TcpListener, within: Duration, serve: F) -> usize
-    where
-        F: Fn(tokio::net::TcpStream) -> Fut,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let mut n = 0;
-        let until = tokio::time::Instant::now() + within;
-        while let Ok(Ok((tcp, _))) = tokio::time::timeout_at(until, listener.accept()).await {
-            n += 1;
-            tokio::spawn(serve(tcp));
-        }
-        n
-    }
-
-    #[tokio::test]
-    async fn a_master_that_never_answers_the_upgrade_is_given_up_on_and_retried() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let uplink = tokio::spawn(run(config(listener.local_addr().unwrap()), Arc::new(Idle)));
-        let n = count_connections(listener, Duration::from_secs(3), |tcp| async move {
-            // Hold the socket open and say nothing.
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            drop(tcp);
-        })
-        .await;
-        uplink.abort();
-        assert!(
-            n >= 2,
-            "the worker connected {n} time(s): it waited on a silent upgrade"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_master_that_goes_silent_after_hello_is_left_for_a_new_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let uplink = tokio::spawn(run(config(listener.local_addr().unwrap()), Arc::new(Idle)));
-        let n = count_connections(listener, Duration::from_secs(4), |tcp| async move {
-            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-            let hello = codec::encode(&ServerMessage::Hello {
-                protocol: PROTOCOL_VERSION,
-                worker_id: 0,
-                heartbeat_interval_ms: 50,
-                heartbeat_timeout_ms: 300,
-                egress: None,
-                max_event_hops: None,
-            })
-            .unwrap();
-            ws.send(Message::Binary(hello.into())).await.unwrap();
-            // Never read again: no pong, no answer, while the kernel still
-            // takes the worker's writes.
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            drop(ws);
-        })
-        .await;
-        uplink.abort();
-        assert!(
-            n >= 2,
-            "the worker connected {n} time(s): it never noticed the silence"
-        );
-    }
-
-    #[tokio::test]
-    async fn answers_past_the_byte_budget_become_overloaded_errors() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let outbox = Outbox::new(tx, 10_000);
-        let big = Packed::from_value(&serde_json::Value::String("x".repeat(6_000)));
-        outbox.reply(1, Ok(big.clone())).await;
-        outbox.reply(2, Ok(big)).await;
-        let decode = |o: Outgoing| match o {
-            Outgoing::Frame(f) => codec::decode::<ClientMessage>(&f).unwrap(),
-            Outgoing::Close => panic!("close"),
-        };
-        let ClientMessage::DispatchResponse {
-            req_id: 1,
-            result: Ok(_),
-        } = decode(rx.recv().await.unwrap())
-        else {
-            panic!("the first answer fits")
-        };
-        let ClientMessage::DispatchResponse {
-            req_id: 2,
-            result: Err(e),
-        } = decode(rx.recv().await.unwrap())
-        else {
-            panic!("the second is past the budget")
-        };
-        assert_eq!(e.kind, crate::mesophyll::message::ErrorKind::Overloaded);
-    }
-}
+mod tests;
