@@ -181,6 +181,9 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Print the REST API's contract, OpenAPI 3.1 (what the master serves
+    /// at /api/v1/openapi.json and docs/openapi.json holds).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -380,6 +383,10 @@ async fn run(cli: Cli, logbook: crate::author::logbook::Logbook) -> Result<ExitC
             use clap::CommandFactory;
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "meshplay", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            print!("{}", master::api::contract::to_json());
             Ok(ExitCode::SUCCESS)
         }
         Command::Version(c) => {

@@ -32,11 +32,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// API paths a standby serves itself: its own health, metrics and
-/// status, which say who leads.
+/// status, which say who leads, and the contract, which is the same on
+/// every master of a release.
 fn open_on_standby(path: &str) -> bool {
     matches!(
         path,
-        "/healthz" | "/readyz" | "/metrics" | "/api/system/version" | "/api/v1/status"
+        "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/api/system/version"
+            | "/api/v1/status"
+            | "/api/v1/openapi.json"
     ) || path == "/"
         || path.starts_with("/dashboard/")
 }

@@ -173,6 +173,7 @@ pub const MAX_STATES_PAGE_BYTES: usize = 1024 * 1024;
 
 /// A tenant and its state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TenantStateEntry {
     /// Whose state.
     pub tenant: Tenant,
@@ -182,6 +183,7 @@ pub struct TenantStateEntry {
 
 /// One stored KV record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct KvRecord {
     /// Its scope.
     pub scope: String,

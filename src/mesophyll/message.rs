@@ -23,6 +23,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// A tenant: the unit that owns a Luau VM, state and KV.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Tenant {
     /// What kind of tenant this is (`user`, `guild`, ...).
     #[serde(rename = "type")]
@@ -49,6 +50,7 @@ impl fmt::Display for Tenant {
 
 /// An event as tenant code sees it: a name and free-form data.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Event {
     /// The event's name; plugins declare which names they handle.
     pub name: String,
@@ -451,6 +453,7 @@ pub struct PluginOutcome {
 
 /// What a tenant is subscribed to, and its own free-form data.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TenantState {
     /// When set, only these events run; others are answered `not_subscribed`

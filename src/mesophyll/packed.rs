@@ -180,6 +180,22 @@ impl<'de> Deserialize<'de> for Packed {
     }
 }
 
+/// In the API's contract a packed value is what it stands for: any JSON
+/// value.
+#[cfg(feature = "server")]
+impl utoipa::PartialSchema for Packed {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <Value as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "server")]
+impl utoipa::ToSchema for Packed {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Value")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,7 @@ pub const UTC: &str = "UTC";
 
 /// What a handler woken by a timer finds in `event.timer`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TimerInfo {
     /// The timer's id, as `timers.after` returned it.
     pub id: u64,
@@ -45,6 +46,7 @@ pub struct TimerInfo {
 /// A schedule: every time `cron` matches in `timezone`, the tenant gets
 /// `event` with `data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ScheduleSpec {
     /// Unique per tenant; putting a name again replaces the schedule.
     pub name: String,
@@ -67,6 +69,7 @@ fn utc() -> String {
 
 /// A schedule with its next run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Schedule {
     /// What was put.
     #[serde(flatten)]
@@ -77,6 +80,7 @@ pub struct Schedule {
 
 /// A pending timer as listed (without its data).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PendingTimer {
     /// Its id.
     pub id: u64,

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 /// twice has its values joined with `, `), the raw body, the query's
 /// parameters (the last of a repeated name).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct HttpCall {
     /// `POST`.
     pub method: String,

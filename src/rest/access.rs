@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// What the token may do.
@@ -18,6 +19,7 @@ pub struct CreateToken {
 
 /// A token as listed: never its secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     /// Its id (from its hash; says nothing of the secret).
     pub id: String,
@@ -43,6 +45,7 @@ impl TokenInfo {
 
 /// `POST /api/v1/join-tokens`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinToken {
     /// Seconds it lets workers join for (default: 1 hour). The sessions it
@@ -56,6 +59,7 @@ pub struct CreateJoinToken {
 
 /// A worker that joined with a join token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JoinedWorker {
     /// The slot it serves.
     pub worker_id: u32,
@@ -71,6 +75,7 @@ pub struct JoinedWorker {
 
 /// A join token as `GET /api/v1/join-tokens` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JoinTokenInfo {
     #[serde(flatten)]
     pub info: TokenInfo,
@@ -80,12 +85,14 @@ pub struct JoinTokenInfo {
 
 /// `GET /api/v1/join-tokens`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JoinTokenList {
     pub tokens: Vec<JoinTokenInfo>,
 }
 
 /// 201 answer of `POST /api/v1/tokens`: the secret, shown this once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct CreatedToken {
     /// The token as listed.
     #[serde(flatten)]
@@ -96,6 +103,7 @@ pub struct CreatedToken {
 
 /// `GET /api/v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TokenList {
     /// Every token, revoked ones too, oldest first.
     pub tokens: Vec<TokenInfo>,
@@ -103,6 +111,7 @@ pub struct TokenList {
 
 /// One change made through the API (or refused), as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// Its place in the log, rising.
     pub seq: u64,
@@ -123,6 +132,7 @@ pub struct AuditEntry {
 
 /// `GET /api/v1/audit?after=&limit=`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct AuditPage {
     /// Oldest first.
     pub entries: Vec<AuditEntry>,

@@ -13,6 +13,7 @@ pub const MAX_DEPLOY_BYTES: usize = 64 * 1024 * 1024;
 /// One catalogue change: what to put and what to remove. Checked whole
 /// before any of it is stored; workers see all of it or none of it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
     /// Plugins to add or replace, by name.
@@ -21,6 +22,7 @@ pub struct Deployment {
     /// Filter modules to add or replace, by name (MessagePack bin; an
     /// array of bytes in JSON).
     #[serde(default)]
+    #[cfg_attr(feature = "server", schema(value_type = BTreeMap<String, Vec<u8>>))]
     pub filters: BTreeMap<String, serde_bytes::ByteBuf>,
     /// Uploaded plugins to remove.
     #[serde(default)]
@@ -42,6 +44,7 @@ impl Deployment {
 
 /// The answer to a deployment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Deployed {
     /// The catalogue's new revision: the one revision with all of it.
     pub revision: u64,

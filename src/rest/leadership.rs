@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// One master of the set, as the masters' table has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct MasterSeen {
     /// Its id (host, process, a random part).
     pub id: String,
@@ -21,6 +22,7 @@ pub struct MasterSeen {
 
 /// Leadership, seen from the master that answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct LeadershipStatus {
     /// `leader` or `standby`: this master's part.
     pub role: String,

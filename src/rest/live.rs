@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// One dispatch as the console shows it: the `data` of an SSE event named
 /// `dispatch`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ConsoleEntry {
     /// When the answer left the master (Unix milliseconds).
     pub at_ms: u64,
@@ -48,6 +49,7 @@ impl ConsoleEntry {
 
 /// `GET /api/v1/traffic`: the last minute, second by second.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Traffic {
     /// Sixty entries, the oldest first; the last is the second under way.
     pub seconds: Vec<TrafficSecond>,
@@ -55,6 +57,7 @@ pub struct Traffic {
 
 /// One second of dispatches.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TrafficSecond {
     /// The second (Unix time).
     pub at: u64,
@@ -72,6 +75,7 @@ pub struct TrafficSecond {
 
 /// `GET /api/v1/tenants?limit=`: tenants with a live VM, across workers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct LiveTenantList {
     /// Tenants with a live task, all workers that answered together.
     pub total: u64,
@@ -84,6 +88,7 @@ pub struct LiveTenantList {
 
 /// One tenant with a live VM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct LiveTenantInfo {
     /// Who.
     pub tenant: Tenant,

@@ -57,6 +57,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// `GET /api/system/version`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Version {
     /// Always `meshplay`.
     pub name: String,
@@ -68,6 +69,7 @@ pub struct Version {
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok` when every worker is connected, `degraded` otherwise.
     pub status: String,
@@ -82,6 +84,7 @@ pub struct Health {
 /// A worker connects only once it has loaded the catalogue and the tenant
 /// states of its shard, so a connected slot is one that can run events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Readiness {
     /// Whether every slot is served.
     pub ready: bool,
@@ -98,6 +101,7 @@ pub struct Readiness {
 
 /// `GET /api/v1/status`: the master on one screen (`meshplay status`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Status {
     /// The master's version.
     pub version: String,
@@ -127,6 +131,7 @@ pub struct Status {
 /// The last minute's traffic: plugin results of waited dispatches,
 /// fire-and-forget dispatches, and dispatches that failed as a whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct LastMinute {
     /// Events in the last 60 s.
     pub events: u64,
@@ -140,6 +145,7 @@ pub struct LastMinute {
 
 /// The life-cycle state of one worker, as the master sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerState {
     /// Spawned (or expected), not connected yet.
@@ -156,6 +162,7 @@ pub enum WorkerState {
 
 /// One row of `GET /api/v1/workers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct WorkerInfo {
     /// The worker id (its shard number).
     pub id: u32,
@@ -185,6 +192,7 @@ pub struct WorkerInfo {
 
 /// `GET /api/v1/workers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Workers {
     /// Every worker, by id.
     pub workers: Vec<WorkerInfo>,
@@ -208,6 +216,7 @@ pub(crate) fn yes() -> bool {
 /// Generic over how the payload is held: [`Value`] for applications, and
 /// [`Packed`] in the master, which only passes it on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(
     deny_unknown_fields,
     bound(deserialize = "V: Deserialize<'de> + Default")
@@ -230,6 +239,7 @@ pub struct DispatchRequest<V = Value> {
 /// One plugin's answer in a [`Dispatched`]: exactly one of `value` and
 /// `error` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(bound(deserialize = "V: Deserialize<'de>"))]
 pub struct PluginResult<V = Value> {
     /// The plugin.
@@ -263,6 +273,7 @@ impl<V: From<Packed>> From<PluginOutcome> for PluginResult<V> {
 
 /// 200 answer of a waiting dispatch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Dispatched<V = Value> {
     /// Who got the event.
     pub tenant: Tenant,
@@ -277,6 +288,7 @@ pub struct Dispatched<V = Value> {
 
 /// 202 answer of a fire-and-forget dispatch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Accepted {
     /// Who gets the event.
     pub tenant: Tenant,
@@ -286,6 +298,7 @@ pub struct Accepted {
 
 /// `POST /api/v1/tenants/{type}/{id}/scripts`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScriptRequest {
     /// Chunk name shown in error messages (`script` when absent).
@@ -303,6 +316,7 @@ pub struct ScriptRequest {
 
 /// 200 answer of a script.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ScriptResult<V = Value> {
     /// Who ran it.
     pub tenant: Tenant,
@@ -317,6 +331,7 @@ pub struct ScriptResult<V = Value> {
 
 /// 200 answer of `DELETE /api/v1/tenants/{type}/{id}/vm`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Dropped {
     /// Whose VM went.
     pub tenant: Tenant,
@@ -326,6 +341,7 @@ pub struct Dropped {
 
 /// `GET /api/v1/tenants/{type}/{id}/kv`: one page of records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct KvPage {
     /// The records, in key order.
     pub records: Vec<KvRecord>,
@@ -335,6 +351,7 @@ pub struct KvPage {
 
 /// `DELETE .../kv/{scope}/{key}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Deleted {
     /// Whether there was a value to delete.
     pub deleted: bool,
@@ -342,6 +359,7 @@ pub struct Deleted {
 
 /// `PUT /api/v1/plugins/{name}`: a plugin as files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PluginUpload {
     /// `plugin.toml`, as text.
@@ -352,6 +370,7 @@ pub struct PluginUpload {
 
 /// The answer to a catalogue change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Changed {
     /// The catalogue's new revision (workers reload to it).
     pub revision: u64,
@@ -359,6 +378,7 @@ pub struct Changed {
 
 /// Where a catalogue entry comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The `--plugins` or `--filters` folder.
@@ -370,6 +390,7 @@ pub enum Source {
 /// A plugin as `GET /api/v1/plugins` shows it: one entry of the capability
 /// registry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PluginInfo {
     pub name: String,
     pub version: String,
@@ -385,6 +406,7 @@ pub struct PluginInfo {
 
 /// One operation a plugin offers, as its manifest describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct OperationInfo {
     pub name: String,
     pub description: String,
@@ -392,6 +414,7 @@ pub struct OperationInfo {
 
 /// A filter as `GET /api/v1/filters` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct FilterInfo {
     pub name: String,
     /// SHA-256 of the module, hex.
@@ -403,6 +426,7 @@ pub struct FilterInfo {
 
 /// `GET /api/v1/plugins`: the capability registry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PluginList {
     /// The catalogue revision.
     pub revision: u64,
@@ -412,6 +436,7 @@ pub struct PluginList {
 
 /// `GET /api/v1/filters`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct FilterList {
     /// The catalogue revision.
     pub revision: u64,
@@ -421,6 +446,7 @@ pub struct FilterList {
 
 /// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: ErrorDetail,
@@ -428,6 +454,7 @@ pub struct ErrorBody {
 
 /// A stable `code` and a human `message`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `unauthorized`, `not_found`, `bad_request`,
     /// `too_large`, `worker_unavailable`, `overloaded`, `deadline_exceeded`,
@@ -460,6 +487,7 @@ impl ErrorDetail {
 /// and write tenants' KV and state, and read everything else; `read`: `GET`
 /// only. Tokens and the audit log are the admin's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// A joined worker's session: opens the Mesophyll port for one slot,

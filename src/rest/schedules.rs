@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// `PUT /api/v1/tenants/{type}/{id}/schedules/{name}`: run `event` with
 /// `data` each time `cron` matches in `timezone` (UTC when absent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct SchedulePut {
     /// Five fields, or six with seconds first.
     pub cron: String,
@@ -22,6 +23,7 @@ pub struct SchedulePut {
 
 /// `GET /api/v1/tenants/{type}/{id}/schedules`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ScheduleList {
     /// By name.
     pub schedules: Vec<Schedule>,
@@ -30,6 +32,7 @@ pub struct ScheduleList {
 /// `GET /api/v1/tenants/{type}/{id}/timers`: pending timers, the first
 /// 1,000 by id (schedules' next runs among them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TimerList {
     /// Pending timers.
     pub timers: Vec<PendingTimer>,

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 /// Client -> master: dispatch one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(bound(deserialize = "V: Deserialize<'de> + Default"))]
 pub struct StreamRequest<V = Value> {
     /// Chosen by the client; its answer carries it back. Unique among the
@@ -45,6 +46,7 @@ pub struct StreamRequest<V = Value> {
 /// Master -> client: the answer to one request. Exactly one of `done`,
 /// `accepted` and `error` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct StreamAnswer<V = Value> {
     /// The request's `id`; 0 for a frame that did not even carry one.
     pub id: u64,
@@ -62,6 +64,7 @@ pub struct StreamAnswer<V = Value> {
 /// A failed request: REST's error and the status REST would have given,
 /// plus `bad_frame` (400) for a frame that is not a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct StreamError {
     /// The HTTP status the same request gets from REST.
     pub status: u16,

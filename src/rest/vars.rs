@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// One declared variable of a plugin, as an operator sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct VarInfo {
     /// Its name.
     pub name: String,
@@ -29,6 +30,7 @@ pub struct VarInfo {
 
 /// A tenant's own value of a variable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct VarOverride {
     /// Whose.
     pub tenant: Tenant,
@@ -39,6 +41,7 @@ pub struct VarOverride {
 
 /// `GET /api/v1/plugins/{name}/vars`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct VarList {
     /// The plugin.
     pub plugin: String,
@@ -49,6 +52,7 @@ pub struct VarList {
 /// `PUT /api/v1/plugins/{name}/vars/{var}`: the value, for the plugin or
 /// (with `tenant`) for one tenant.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct VarChange {
     /// The new value.
     pub value: String,
@@ -68,6 +72,7 @@ impl std::fmt::Debug for VarChange {
 
 /// The answer to a change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct VarChanged {
     /// The plugin.
     pub plugin: String,

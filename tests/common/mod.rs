@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod contract;
 pub mod failover;
 pub mod netns;
 pub mod pg;

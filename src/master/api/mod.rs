@@ -5,6 +5,7 @@
 //! GET    /healthz                               no auth (liveness)
 //! GET    /readyz                                no auth; 503 until every worker slot is served
 //! GET    /metrics                               no auth; Prometheus (OpenMetrics text)
+//! GET    /api/v1/openapi.json                   no auth; this API's contract, OpenAPI 3.1
 //! GET    /api/v1/workers
 //! GET    /api/v1/status                                         -> 200 Status
 //! GET    /api/v1/traffic                                        -> 200 Traffic
@@ -54,6 +55,10 @@
 //! minted with a role ([`crate::master::access`]); 403 `forbidden` when the
 //! role does not reach the route.
 //!
+//! Every error answer is an [`ErrorBody`](crate::rest::ErrorBody), axum's
+//! own refusals (a query that does not parse, an upgrade without its
+//! headers) included ([`error`]'s `as_error_body`).
+//!
 //! Status codes: 400 bad body or tenant, 401 no, wrong or revoked token, 403
 //! a role too small, 404 no such
 //! route or no plugin for the event, 413 body over [`MAX_BODY_BYTES`](crate::rest::MAX_BODY_BYTES), 422
@@ -62,6 +67,8 @@
 //!
 //! Modules:
 //!
+//! - [`contract`]: the OpenAPI 3.1 document of every route, built from the
+//!   `rest` types and a table of operations;
 //! - `schedules`: a tenant's schedules and pending timers over REST;
 //! - `stream`: `GET /api/v1/stream`;
 //! - `stream_frames`: the binary client API's hot frames, read and written
@@ -73,6 +80,7 @@
 mod access;
 mod auth;
 mod catalogue;
+pub mod contract;
 pub mod error;
 pub(crate) mod extract;
 mod kv;

@@ -8,13 +8,13 @@
 //! role without a route, fails it.
 
 use super::{
-    ApiError, ApiState, MAX_FILTER_BYTES, access, auth, catalogue, kv, live, schedules, stream,
-    system, tenants, vars,
+    ApiError, ApiState, MAX_FILTER_BYTES, access, auth, catalogue, contract, kv, live, schedules,
+    stream, system, tenants, vars,
 };
 use axum::Router;
 use axum::http::{Method, StatusCode};
 use axum::middleware;
-use axum::routing::{MethodFilter, get, on};
+use axum::routing::{MethodFilter, on};
 use std::sync::Arc;
 
 /// The API's router.
@@ -30,20 +30,30 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::authorize,
-        ));
-    Router::new()
-        .route("/api/system/version", get(system::version))
-        .route("/healthz", get(system::health))
-        .route("/readyz", get(system::ready))
-        .route("/metrics", get(system::metrics))
-        .route(
-            "/hooks/{type}/{id}/{event}",
-            axum::routing::post(crate::master::webhooks::hook),
-        )
+        ))
+        .route_layer(middleware::map_response(super::error::as_error_body));
+    open_routes(Routes::default())
+        .router
         .merge(v1)
         .merge(crate::master::dashboard::router())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
+}
+
+/// The routes without a token (the dashboard's aside, which has its own
+/// router).
+fn open_routes(r: Routes) -> Routes {
+    use Method as M;
+    r.add(M::GET, "/api/system/version", system::version)
+        .add(M::GET, "/healthz", system::health)
+        .add(M::GET, "/readyz", system::ready)
+        .add(M::GET, "/metrics", system::metrics)
+        .add(M::GET, "/api/v1/openapi.json", contract::serve)
+        .add(
+            M::POST,
+            "/hooks/{type}/{id}/{event}",
+            crate::master::webhooks::hook,
+        )
 }
 
 /// The `/api/v1` routes, each added with its method alone, so that
@@ -198,5 +208,44 @@ mod tests {
             );
         }
         assert_eq!(added.len(), ROUTES.len(), "a pair is listed twice");
+    }
+
+    #[test]
+    fn every_route_is_in_the_contract() {
+        let mut schemas = contract::Schemas::default();
+        let ops = contract::operations(&mut schemas);
+        let dashboard = [
+            (Method::GET, "/"),
+            (Method::GET, "/dashboard/app.js"),
+            (Method::GET, "/dashboard/app.css"),
+        ];
+        let mut routed = v1_routes(Routes::default()).added;
+        routed.extend(open_routes(Routes::default()).added);
+        routed.extend(dashboard);
+        for (method, route) in &routed {
+            assert!(
+                ops.iter().any(|op| op.key() == (method, *route)),
+                "{method} {route} is routed but missing from the contract (contract/operations.rs)"
+            );
+        }
+        for op in &ops {
+            let (method, route) = op.key();
+            assert!(
+                routed.iter().any(|(m, r)| m == method && *r == route),
+                "the contract has {method} {route}, which the router does not route"
+            );
+        }
+        assert_eq!(ops.len(), routed.len(), "a pair is in the contract twice");
+    }
+
+    #[test]
+    fn the_committed_contract_is_the_generated_one() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == contract::to_json(),
+            "docs/openapi.json is not what the code generates: run \
+             `cargo run -- openapi > docs/openapi.json` and commit it"
+        );
     }
 }
