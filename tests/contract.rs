@@ -105,6 +105,26 @@ async fn live_routes(p: &mut Probe<'_>) {
         );
         p.c.check("GET", path, &answer);
     }
+    graphql_routes(p, &upgrade).await;
+}
+
+async fn graphql_routes(p: &mut Probe<'_>, upgrade: &[(&str, &str)]) {
+    use Who::*;
+    let path = "/api/v1/graphql";
+    p.each(
+        "POST",
+        path,
+        &[
+            (Read, json!({"query": "{ workers { bad_frames } }"}), 200),
+            (Read, NONE, 400),
+            (Nobody, json!({"query": "{ status { version } }"}), 401),
+        ],
+    )
+    .await;
+    let mut subscribe = upgrade.to_vec();
+    subscribe.push(("sec-websocket-protocol", "graphql-transport-ws"));
+    p.admin("GET", path, &subscribe, vec![], 101).await;
+    p.admin("GET", path, &subscribe[..1], vec![], 400).await;
 }
 
 async fn tenant_routes(p: &mut Probe<'_>) {

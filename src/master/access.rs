@@ -305,6 +305,9 @@ pub static ROUTES: &[(Method, &str, Role)] = &[
     (Method::GET, "/api/v1/tenants", Role::Read),
     // The binary client API is a GET that dispatches.
     (Method::GET, "/api/v1/stream", Role::App),
+    // GraphQL reads only: a query or a subscription (a WebSocket on GET).
+    (Method::POST, "/api/v1/graphql", Role::Read),
+    (Method::GET, "/api/v1/graphql", Role::Read),
     (
         Method::POST,
         "/api/v1/tenants/{type}/{id}/events",
@@ -407,7 +410,8 @@ pub fn required(method: &Method, route: &str) -> Role {
 pub fn audited(method: &Method, route: &str) -> bool {
     let reads = method == Method::GET || method == Method::HEAD;
     let dispatch = method == Method::POST && route == "/api/v1/tenants/{type}/{id}/events";
-    !reads && !dispatch
+    let graphql = route == "/api/v1/graphql";
+    !reads && !dispatch && !graphql
 }
 
 /// `type:id` when `path` names a tenant.
@@ -441,6 +445,9 @@ mod tests {
             (Method::GET, "/api/v1/join-tokens", Role::Admin),
             (Method::GET, "/api/v1/audit", Role::Admin),
             (Method::GET, "/api/v1/stream", Role::App),
+            // GraphQL reads only: a query or a subscription (a WebSocket on GET).
+            (Method::POST, "/api/v1/graphql", Role::Read),
+            (Method::GET, "/api/v1/graphql", Role::Read),
             (Method::POST, &format!("{t}/events"), Role::App),
             (Method::PUT, &format!("{t}/kv/{{scope}}/{{key}}"), Role::App),
             (

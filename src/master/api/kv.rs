@@ -14,10 +14,10 @@ use std::sync::Arc;
 /// `GET .../kv` query.
 #[derive(serde::Deserialize)]
 pub(super) struct FindQuery {
-    scope: Option<String>,
-    pattern: Option<String>,
-    limit: Option<u32>,
-    after: Option<String>,
+    pub(super) scope: Option<String>,
+    pub(super) pattern: Option<String>,
+    pub(super) limit: Option<u32>,
+    pub(super) after: Option<String>,
 }
 
 pub(super) async fn find_kv(

@@ -47,7 +47,7 @@ pub(super) async fn traffic(State(state): State<Arc<ApiState>>) -> Json<Traffic>
 
 #[derive(Deserialize)]
 pub(super) struct ListQuery {
-    limit: Option<u32>,
+    pub(super) limit: Option<u32>,
 }
 
 pub(super) async fn tenants(
@@ -104,66 +104,97 @@ fn reason(r: DisconnectReason) -> &'static str {
     }
 }
 
-fn worker_event(e: HubEvent) -> Event {
-    let data = match e {
-        HubEvent::Connected { worker, .. } => json!({"worker": worker, "state": "connected"}),
-        HubEvent::Disconnected {
-            worker, reason: r, ..
-        } => {
-            json!({"worker": worker, "state": "disconnected", "reason": reason(r)})
-        }
-    };
-    Event::default().event("worker").data(data.to_string())
+/// One thing the console says, whichever way it is carried (server-sent
+/// events here, a GraphQL subscription in [`super::graphql`]).
+pub(super) enum ConsoleItem {
+    /// First: how many worker slots there are.
+    Hello { workers: u32 },
+    /// A dispatch was answered.
+    Dispatch(Arc<crate::rest::ConsoleEntry>),
+    /// A worker came or went.
+    Worker(HubEvent),
+    /// This many items were skipped: the reader fell behind.
+    Lagged(u64),
 }
 
-fn lagged(skipped: u64) -> Event {
-    Event::default()
-        .event("lagged")
-        .data(json!({ "skipped": skipped }).to_string())
+impl ConsoleItem {
+    /// Its name (the SSE event's) and its data, as JSON.
+    pub(super) fn named(&self) -> (&'static str, serde_json::Value) {
+        match self {
+            ConsoleItem::Hello { workers } => ("hello", json!({ "workers": workers })),
+            ConsoleItem::Dispatch(entry) => (
+                "dispatch",
+                serde_json::to_value(&**entry).unwrap_or_default(),
+            ),
+            ConsoleItem::Worker(HubEvent::Connected { worker, .. }) => {
+                ("worker", json!({"worker": worker, "state": "connected"}))
+            }
+            ConsoleItem::Worker(HubEvent::Disconnected {
+                worker, reason: r, ..
+            }) => (
+                "worker",
+                json!({"worker": worker, "state": "disconnected", "reason": reason(*r)}),
+            ),
+            ConsoleItem::Lagged(skipped) => ("lagged", json!({ "skipped": skipped })),
+        }
+    }
+}
+
+/// The console as `caller` may read it: hello, then dispatches and worker
+/// changes as they happen, bounded by the broadcast channels (a reader
+/// that falls behind is told how much it missed), until the caller's
+/// token is revoked.
+pub(super) fn console_items(
+    state: Arc<ApiState>,
+    caller: Caller,
+) -> impl Stream<Item = ConsoleItem> + Send + 'static {
+    let dispatches = state.console.subscribe();
+    let workers = state.hub.subscribe();
+    let revocations = state.access.revocations();
+    let hello = ConsoleItem::Hello {
+        workers: state.workers,
+    };
+    let next = futures::stream::unfold(
+        (dispatches, workers, revocations),
+        move |(mut dispatches, mut workers, mut revocations)| {
+            let (state, caller) = (Arc::clone(&state), caller.clone());
+            async move {
+                loop {
+                    let item = tokio::select! {
+                        // The console ends with its token.
+                        Ok(()) = revocations.changed() => {
+                            if state.access.in_force(&caller) {
+                                continue;
+                            }
+                            tracing::info!(token = %caller.name, "a console closed: its token was revoked");
+                            return None;
+                        }
+                        d = dispatches.recv() => match d {
+                            Ok(entry) => ConsoleItem::Dispatch(entry),
+                            Err(RecvError::Lagged(n)) => ConsoleItem::Lagged(n),
+                            Err(RecvError::Closed) => return None,
+                        },
+                        w = workers.recv() => match w {
+                            Ok(e) => ConsoleItem::Worker(e),
+                            Err(RecvError::Lagged(n)) => ConsoleItem::Lagged(n),
+                            Err(RecvError::Closed) => return None,
+                        },
+                    };
+                    return Some((item, (dispatches, workers, revocations)));
+                }
+            }
+        },
+    );
+    futures::stream::StreamExt::chain(futures::stream::once(async move { hello }), next)
 }
 
 pub(super) async fn console(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let dispatches = state.console.subscribe();
-    let workers = state.hub.subscribe();
-    let revocations = state.access.revocations();
-    let hello = Event::default()
-        .event("hello")
-        .data(json!({ "workers": state.workers }).to_string());
-    let next = futures::stream::unfold(
-        (dispatches, workers, revocations),
-        move |(mut dispatches, mut workers, mut revocations)| {
-            let (state, caller) = (Arc::clone(&state), caller.clone());
-            async move {
-                let event = tokio::select! {
-                    // The console ends with its token.
-                    Ok(()) = revocations.changed() => {
-                        if state.access.in_force(&caller) {
-                            return Some((Ok(Event::default().comment("")), (dispatches, workers, revocations)));
-                        }
-                        tracing::info!(token = %caller.name, "a console closed: its token was revoked");
-                        return None;
-                    }
-                    d = dispatches.recv() => match d {
-                        Ok(entry) => Event::default()
-                            .event("dispatch")
-                            .data(serde_json::to_string(&*entry).unwrap_or_default()),
-                        Err(RecvError::Lagged(n)) => lagged(n),
-                        Err(RecvError::Closed) => return None,
-                    },
-                    w = workers.recv() => match w {
-                        Ok(e) => worker_event(e),
-                        Err(RecvError::Lagged(n)) => lagged(n),
-                        Err(RecvError::Closed) => return None,
-                    },
-                };
-                Some((Ok(event), (dispatches, workers, revocations)))
-            }
-        },
-    );
-    let stream =
-        futures::stream::StreamExt::chain(futures::stream::once(async move { Ok(hello) }), next);
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    let events = futures::stream::StreamExt::map(console_items(state, caller), |item| {
+        let (name, data) = item.named();
+        Ok(Event::default().event(name).data(data.to_string()))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
 }

@@ -12,6 +12,8 @@
 //! GET    /api/v1/console                       server-sent events: dispatches, workers
 //! GET    /api/v1/tenants?limit=                                 -> 200 LiveTenantList
 //! GET    /api/v1/stream            WebSocket: StreamRequest frames -> StreamAnswer frames
+//! POST   /api/v1/graphql                        GraphQL queries (the REST reads' twins)
+//! GET    /api/v1/graphql                        WebSocket: GraphQL subscriptions (the console)
 //! POST   /api/v1/tenants/{type}/{id}/events     DispatchRequest -> 200 Dispatched | 202 Accepted
 //! POST   /api/v1/tenants/{type}/{id}/scripts    ScriptRequest   -> 200 ScriptResult
 //! DELETE /api/v1/tenants/{type}/{id}/vm                         -> 200 Dropped
@@ -69,6 +71,8 @@
 //!
 //! - [`contract`]: the OpenAPI 3.1 document of every route, built from the
 //!   `rest` types and a table of operations;
+//! - [`graphql`]: `/api/v1/graphql`, queries twinning the REST reads and
+//!   the live console as a subscription;
 //! - `schedules`: a tenant's schedules and pending timers over REST;
 //! - `stream`: `GET /api/v1/stream`;
 //! - `stream_frames`: the binary client API's hot frames, read and written
@@ -83,6 +87,7 @@ mod catalogue;
 pub mod contract;
 pub mod error;
 pub(crate) mod extract;
+pub mod graphql;
 mod kv;
 mod live;
 mod routes;

@@ -8,8 +8,8 @@
 //! role without a route, fails it.
 
 use super::{
-    ApiError, ApiState, MAX_FILTER_BYTES, access, auth, catalogue, contract, kv, live, schedules,
-    stream, system, tenants, vars,
+    ApiError, ApiState, MAX_FILTER_BYTES, access, auth, catalogue, contract, graphql, kv, live,
+    schedules, stream, system, tenants, vars,
 };
 use axum::Router;
 use axum::http::{Method, StatusCode};
@@ -70,6 +70,8 @@ fn v1_routes(r: Routes) -> Routes {
         .add(M::GET, "/api/v1/console", live::console)
         .add(M::GET, "/api/v1/tenants", live::tenants)
         .add(M::GET, "/api/v1/stream", stream::upgrade)
+        .add(M::POST, "/api/v1/graphql", graphql::query)
+        .add(M::GET, "/api/v1/graphql", graphql::subscribe)
         .add(
             M::POST,
             "/api/v1/tenants/{type}/{id}/events",

@@ -62,6 +62,8 @@ pub fn to_json() -> String {
 pub fn document() -> OpenApi {
     let mut schemas = Schemas::default();
     schemas.of::<ErrorBody>();
+    // What the console's `dispatch` events carry (GraphQL's too).
+    schemas.of::<crate::rest::ConsoleEntry>();
     let mut paths = PathsBuilder::new();
     for op in operations(&mut schemas) {
         let (method, route) = (op.method.clone(), op.route);

@@ -141,6 +141,25 @@ fn live(s: &mut Schemas) -> Vec<Op> {
         )
         .answer(101, "Switching to the WebSocket.", Content::Empty)
         .errors(&[400]),
+        Op::new(
+            M::POST,
+            "/api/v1/graphql",
+            "A GraphQL query: the REST reads' twins, with the same fields.",
+        )
+        .body(Content::Raw("application/json"))
+        .answer(
+            200,
+            "The GraphQL response (`data`, `errors`).",
+            Content::Raw("application/graphql-response+json"),
+        )
+        .errors(&[400]),
+        Op::new(
+            M::GET,
+            "/api/v1/graphql",
+            "GraphQL subscriptions over a WebSocket (graphql-transport-ws): the live console.",
+        )
+        .answer(101, "Switching to the WebSocket.", Content::Empty)
+        .errors(&[400]),
     ]
 }
 
