@@ -22,8 +22,8 @@
 //! With `--no-default-features --features client`, only floor 1 builds:
 //! an application gets the REST client without wasmtime, mlua or sled.
 //!
-//! `../shared/DESIGN.md` (in the repository's parent) is the contract this
-//! crate builds to; the README's tour shows it running.
+//! `docs/architecture.md` tells how the processes divide the work and how
+//! an event travels; the README's tour shows it running.
 //!
 //! Modules:
 //!

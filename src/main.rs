@@ -3,7 +3,7 @@
 
 // The binary, not the library, picks the allocator: an application that
 // embeds the client keeps its own. glibc's malloc was slow where one
-// runtime thread frees what another allocated (README, "mimalloc").
+// runtime thread frees what another allocated (docs/decisions.md, "mimalloc").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
