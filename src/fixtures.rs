@@ -4,7 +4,7 @@
 use std::path::Path;
 
 /// A shipped filter from `filters/dist`.
-pub fn dist(name: &str) -> Vec<u8> {
+pub(crate) fn dist(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("filters/dist")
         .join(format!("{name}.wasm"));
@@ -12,7 +12,7 @@ pub fn dist(name: &str) -> Vec<u8> {
 }
 
 /// A module from `filters/fixtures`.
-pub fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("filters/fixtures")
         .join(name);

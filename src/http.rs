@@ -18,13 +18,13 @@ use crate::tls::TlsClient;
 /// and latency matters more than packets), speaking `https://` URLs with
 /// the given TLS settings. Cheap to clone.
 #[derive(Clone)]
-pub struct HttpClient {
+pub(crate) struct HttpClient {
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl HttpClient {
     /// HTTP/1.1 with pooled keep-alive connections.
-    pub fn http1(tls: Option<&TlsClient>) -> Self {
+    pub(crate) fn http1(tls: Option<&TlsClient>) -> Self {
         HttpClient {
             http: Client::builder(TokioExecutor::new()).build(Self::connector(tls, false)),
         }
@@ -34,7 +34,7 @@ impl HttpClient {
     /// TLS): one connection, multiplexed, reopened by the next call when it
     /// breaks.
     #[cfg(feature = "server")]
-    pub fn http2(tls: Option<&TlsClient>) -> Self {
+    pub(crate) fn http2(tls: Option<&TlsClient>) -> Self {
         HttpClient {
             http: Client::builder(TokioExecutor::new())
                 .http2_only(true)
@@ -74,13 +74,13 @@ impl HttpClient {
     /// failure with all its causes ("client error (Connect): tcp connect
     /// error: Connection refused ..."), for a person to read.
     #[cfg(feature = "server")]
-    pub async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+    pub(crate) async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
         let (status, _, bytes) = self.exchange_with_headers(req).await?;
         Ok((status, bytes))
     }
 
     /// [`HttpClient::exchange`], keeping the answer's headers.
-    pub async fn exchange_with_headers(
+    pub(crate) async fn exchange_with_headers(
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), String> {
@@ -90,7 +90,7 @@ impl HttpClient {
     /// [`HttpClient::exchange_with_headers`], saying on failure whether
     /// the request can have reached the server: what a caller needs to
     /// know before it sends the request again elsewhere.
-    pub async fn exchange_once(
+    pub(crate) async fn exchange_once(
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ExchangeError> {
@@ -113,7 +113,7 @@ impl HttpClient {
 
 /// Why an exchange got no answer.
 #[derive(Debug, Clone)]
-pub struct ExchangeError {
+pub(crate) struct ExchangeError {
     /// The transport failure with all its causes.
     pub message: String,
     /// True when no connection was made, so the server cannot have seen

@@ -36,6 +36,10 @@
 //! - `uri`: percent-encoding of one URI component (a path segment or a
 //!   query value), shared by the REST client and the worker's DB client.
 
+// Every public item says what it is and how it fails; what is public only
+// to its neighbours says so.
+#![warn(missing_docs, unreachable_pub)]
+
 #[cfg(feature = "server")]
 pub mod author;
 #[cfg(feature = "server")]

@@ -32,7 +32,9 @@ pub const ADMIN_TOKEN_NAME: &str = "admin-token";
 /// Who asked: a token's name and role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The token's name, as the audit log shows it.
     pub name: String,
+    /// What it may do.
     pub role: Role,
     /// The SHA-256 of a minted token (`None`: the admin token), by which
     /// [`Access::in_force`] tells whether it was revoked since. Never

@@ -25,6 +25,7 @@ pub const PARENT_ENV: &str = "MESHPLAY_PARENT_PID";
 pub struct Credentials {
     /// `None` when absent or not a number.
     pub id: Option<u32>,
+    /// The worker's token; never logged.
     pub token: String,
 }
 

@@ -13,6 +13,7 @@ pub struct ByteBudget {
 }
 
 impl ByteBudget {
+    /// A budget of `max`.
     pub fn new(max: usize) -> Self {
         ByteBudget {
             used: AtomicUsize::new(0),

@@ -24,6 +24,7 @@ pub enum Batched<M> {
 /// How a batch ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BatchEnd {
+    /// Everything queued was written and flushed.
     Flushed,
     /// An item asked to close; what came before it was flushed.
     Close,

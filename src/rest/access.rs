@@ -78,6 +78,7 @@ pub struct JoinedWorker {
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JoinTokenInfo {
     #[serde(flatten)]
+    /// The token as listed.
     pub info: TokenInfo,
     /// The workers holding a slot through it now.
     pub workers: Vec<JoinedWorker>,
@@ -87,6 +88,7 @@ pub struct JoinTokenInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct JoinTokenList {
+    /// Every join token, revoked ones too.
     pub tokens: Vec<JoinTokenInfo>,
 }
 

@@ -392,8 +392,11 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PluginInfo {
+    /// Its name (its folder's, or the upload's).
     pub name: String,
+    /// Its version, from its manifest.
     pub version: String,
+    /// What it does, from its manifest.
     pub description: String,
     /// The events it handles.
     pub events: Vec<String>,
@@ -401,6 +404,7 @@ pub struct PluginInfo {
     pub operations: Vec<OperationInfo>,
     /// The filters it applies, in order.
     pub filters: Vec<String>,
+    /// Where it comes from.
     pub source: Source,
 }
 
@@ -408,7 +412,9 @@ pub struct PluginInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct OperationInfo {
+    /// The operation's name.
     pub name: String,
+    /// What it does.
     pub description: String,
 }
 
@@ -416,11 +422,13 @@ pub struct OperationInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct FilterInfo {
+    /// Its name (its module's file name without `.wasm`).
     pub name: String,
     /// SHA-256 of the module, hex.
     pub sha256: String,
     /// Module size in bytes.
     pub size: usize,
+    /// Where it comes from.
     pub source: Source,
 }
 

@@ -69,5 +69,6 @@ pub struct StreamError {
     /// The HTTP status the same request gets from REST.
     pub status: u16,
     #[serde(flatten)]
+    /// Its code and message.
     pub detail: ErrorDetail,
 }

@@ -11,7 +11,9 @@ use tokio::net::TcpStream;
 /// A TCP connection, plain or under TLS.
 #[derive(Debug)]
 pub enum Stream {
+    /// Plain TCP.
     Plain(TcpStream),
+    /// TLS over TCP.
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 

@@ -146,7 +146,7 @@ fn is_crate_source(p: &Path) -> bool {
 }
 
 /// A folder with a `Cargo.toml` that builds a `cdylib`: a filter crate.
-pub fn is_filter_crate(dir: &Path) -> bool {
+pub(super) fn is_filter_crate(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|m| m.contains("cdylib"))
 }
 

@@ -93,7 +93,7 @@ pub(super) async fn authorize(
 /// The longest path or tenant an audit entry keeps, in bytes; longer ones
 /// are cut (at a character boundary) and end in `...`, so that refused
 /// requests with huge paths cannot make each entry huge.
-pub const MAX_AUDIT_FIELD: usize = 512;
+pub(super) const MAX_AUDIT_FIELD: usize = 512;
 
 /// `text`, cut to at most `max` bytes.
 fn bounded(mut text: String, max: usize) -> String {

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Requests of one connection running at once.
-pub const MAX_IN_FLIGHT: usize = 4096;
+pub(super) const MAX_IN_FLIGHT: usize = 4096;
 
 /// Room for one request's frame: the REST body limit plus its envelope.
 const MAX_FRAME_BYTES: usize = MAX_BODY_BYTES + 4096;

@@ -34,14 +34,23 @@ const AUDIT_PAGE: usize = 1000;
 /// What a copy moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Copied {
+    /// Tenants' KV records.
     pub kv: u64,
+    /// Global KV entries.
     pub global: u64,
+    /// Tenant states.
     pub tenant_states: u64,
+    /// Catalogue entries (plugins and filters).
     pub catalogue: u64,
+    /// API, join and session tokens.
     pub tokens: u64,
+    /// Plugin variables.
     pub vars: u64,
+    /// Audit log entries.
     pub audit: u64,
+    /// Pending timers.
     pub timers: u64,
+    /// Schedules.
     pub schedules: u64,
 }
 

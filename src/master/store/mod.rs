@@ -101,6 +101,7 @@ where
 /// What an owner's delete of a global entry did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GlobalDelete {
+    /// It was there and is gone.
     Deleted,
     /// There was no such entry.
     Missing,

@@ -68,8 +68,11 @@ impl Shape {
 /// Every type of the contract's component schemas: objects, enums, and
 /// the two scalars.
 pub struct Types {
+    /// An object type per object schema.
     pub objects: Vec<Object>,
+    /// An enum per string enum.
     pub enums: Vec<Enum>,
+    /// `Long` and `JSON`.
     pub scalars: Vec<Scalar>,
 }
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// The files of one sled store, synced after each of its flushes.
-pub struct FileSync {
+pub(super) struct FileSync {
     log: File,
     blobs: PathBuf,
     /// Blob files already synced, with the length they had then: a blob
@@ -34,7 +34,7 @@ impl FileSync {
     /// exists).
     ///
     /// Fails when the log cannot be opened.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub(super) fn open(dir: &Path) -> Result<Self, StoreError> {
         let io = |e: std::io::Error| StoreError::Backend(format!("sled log: {e}"));
         Ok(FileSync {
             log: File::open(dir.join("db")).map_err(io)?,
@@ -47,7 +47,7 @@ impl FileSync {
     ///
     /// Fails when a sync fails: the writes waiting on it are then not
     /// acknowledged.
-    pub fn sync(&self) -> Result<(), StoreError> {
+    pub(super) fn sync(&self) -> Result<(), StoreError> {
         let io = |what: &str, e: std::io::Error| StoreError::Backend(format!("{what}: {e}"));
         self.log
             .sync_data()

@@ -19,7 +19,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 /// The timer trees.
-pub struct SledTimers {
+pub(super) struct SledTimers {
     timers: sled::Tree,
     due: sled::Tree,
     by_tenant: sled::Tree,
@@ -99,7 +99,7 @@ impl Trees<'_> {
 
 impl SledTimers {
     /// Opens (or creates) the trees in `db`.
-    pub fn open(db: &sled::Db, commit: GroupCommit) -> Result<Self, StoreError> {
+    pub(super) fn open(db: &sled::Db, commit: GroupCommit) -> Result<Self, StoreError> {
         Ok(SledTimers {
             timers: db.open_tree("timers")?,
             due: db.open_tree("timers_due")?,

@@ -12,19 +12,19 @@ use super::{HostState, Status, answer};
 use wasmtime::{Caller, Linker};
 
 /// A map: (lower-case name, value) in order, repeats allowed.
-pub type Fields = Vec<(String, Vec<u8>)>;
+pub(super) type Fields = Vec<(String, Vec<u8>)>;
 
 /// How many map types the ABI names (`HTTP_REQUEST_HEADERS` = 0 to
 /// `HTTP_CALL_RESPONSE_TRAILERS` = 7).
-pub const MAP_TYPES: usize = 8;
+pub(super) const MAP_TYPES: usize = 8;
 
 /// The most bytes of names and values one map may hold.
-pub const MAX_FIELDS_BYTES: usize = 256 * 1024;
+pub(super) const MAX_FIELDS_BYTES: usize = 256 * 1024;
 
 /// The map in the ABI's serialisation: the number of pairs, each pair's
 /// two lengths, then each name and value followed by a NUL (all integers
 /// little-endian u32).
-pub fn serialize(fields: &Fields) -> Vec<u8> {
+pub(super) fn serialize(fields: &Fields) -> Vec<u8> {
     if fields.is_empty() {
         return Vec::new();
     }
@@ -45,7 +45,7 @@ pub fn serialize(fields: &Fields) -> Vec<u8> {
 }
 
 /// A serialised map read back; `None` when the bytes do not hold one.
-pub fn parse(bytes: &[u8]) -> Option<Fields> {
+pub(super) fn parse(bytes: &[u8]) -> Option<Fields> {
     if bytes.len() <= 1 {
         // Empty, or the single 0x00 byte the ABI also allows.
         return Some(Vec::new());
@@ -110,7 +110,7 @@ fn put(
 }
 
 /// Adds the header-map functions to `linker`.
-pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_get_header_map_size",

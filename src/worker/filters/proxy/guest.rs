@@ -7,7 +7,7 @@ use wasmtime::{Caller, Memory, TypedFunc};
 
 /// What every host function needs of the instance, set once it exists.
 #[derive(Clone)]
-pub struct Guest {
+pub(super) struct Guest {
     pub memory: Memory,
     /// `proxy_on_memory_allocate`, or `malloc` where that is missing.
     pub alloc: TypedFunc<i32, i32>,
@@ -15,7 +15,7 @@ pub struct Guest {
 
 /// The most bytes one host call copies out of the guest (a header, a body,
 /// a shared value): a filter cannot make the host allocate without bound.
-pub const MAX_READ: usize = 4 * 1024 * 1024;
+pub(super) const MAX_READ: usize = 4 * 1024 * 1024;
 
 fn memory(caller: &Caller<'_, HostState>) -> Result<Memory, Status> {
     caller
@@ -27,7 +27,7 @@ fn memory(caller: &Caller<'_, HostState>) -> Result<Memory, Status> {
 }
 
 /// A copy of `len` bytes at `ptr`.
-pub fn read(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
+pub(super) fn read(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, Status> {
     let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
     if len > MAX_READ {
         return Err(Status::BadArgument);
@@ -42,7 +42,7 @@ pub fn read(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8
 }
 
 /// `bytes` written at `ptr`.
-pub fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> Result<(), Status> {
+pub(super) fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> Result<(), Status> {
     let memory = memory(caller)?;
     memory
         .write(caller, ptr as u32 as usize, bytes)
@@ -50,12 +50,12 @@ pub fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> Resu
 }
 
 /// A little-endian `u32` (a `size_t` or an id) written at `ptr`.
-pub fn write_u32(caller: &mut Caller<'_, HostState>, ptr: i32, v: u32) -> Result<(), Status> {
+pub(super) fn write_u32(caller: &mut Caller<'_, HostState>, ptr: i32, v: u32) -> Result<(), Status> {
     write(caller, ptr, &v.to_le_bytes())
 }
 
 /// A little-endian `u64` written at `ptr`.
-pub fn write_u64(caller: &mut Caller<'_, HostState>, ptr: i32, v: u64) -> Result<(), Status> {
+pub(super) fn write_u64(caller: &mut Caller<'_, HostState>, ptr: i32, v: u64) -> Result<(), Status> {
     write(caller, ptr, &v.to_le_bytes())
 }
 
@@ -66,7 +66,7 @@ pub fn write_u64(caller: &mut Caller<'_, HostState>, ptr: i32, v: u64) -> Result
 ///
 /// A trap inside the guest's allocator (its deadline, its memory cap) is
 /// the call's trap: it is the `Err` wasmtime unwinds with.
-pub fn give(
+pub(super) fn give(
     caller: &mut Caller<'_, HostState>,
     bytes: &[u8],
     ptr_at: i32,

@@ -45,7 +45,7 @@ fn buffer(state: &HostState, kind: i32) -> Result<&[u8], Status> {
 }
 
 /// The value of the property at `path` (segments split by NUL).
-pub fn property(state: &HostState, path: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn property(state: &HostState, path: &[u8]) -> Option<Vec<u8>> {
     let path: Vec<&[u8]> = path.split(|b| *b == 0).filter(|s| !s.is_empty()).collect();
     let text = match path.as_slice() {
         [b"plugin_name"] => state.plugin.clone()?,
@@ -74,7 +74,7 @@ fn metric_kind(kind: i32) -> Result<MetricKind, Status> {
 }
 
 /// Adds the functions to `linker`.
-pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_log", log)?;
     linker.func_wrap(
         "env",

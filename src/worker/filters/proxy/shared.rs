@@ -76,6 +76,7 @@ pub struct Metric {
     pub filter: Arc<str>,
     /// Its name, as the filter gave it.
     pub name: String,
+    /// Counter, gauge or histogram.
     pub kind: MetricKind,
     /// A counter's or gauge's value; a histogram's sum.
     pub value: i64,

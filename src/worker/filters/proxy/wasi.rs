@@ -30,14 +30,14 @@ fn errno(ok: bool) -> i32 {
 }
 
 /// Nanoseconds since the Unix epoch.
-pub fn unix_nanos() -> u64 {
+pub(super) fn unix_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Adds the WASI subset to `linker`.
-pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(WASI, "fd_write", fd_write)?;
     for name in ["environ_sizes_get", "args_sizes_get"] {
         linker.func_wrap(
