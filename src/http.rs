@@ -74,7 +74,10 @@ impl HttpClient {
     /// failure with all its causes ("client error (Connect): tcp connect
     /// error: Connection refused ..."), for a person to read.
     #[cfg(feature = "server")]
-    pub(crate) async fn exchange(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+    pub(crate) async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), String> {
         let (status, _, bytes) = self.exchange_with_headers(req).await?;
         Ok((status, bytes))
     }

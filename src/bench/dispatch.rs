@@ -120,12 +120,6 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
             "--direct needs the master this benchmark starts; drop --api-addr".into(),
         ));
     }
-    let load = |label: &str| LoadPlan {
-        label: label.into(),
-        concurrency: opts.concurrency,
-        duration: opts.duration,
-        progress: opts.progress,
-    };
     let (client, local) = match &opts.target {
         Some(c) => (c.clone(), None),
         None => {
@@ -134,31 +128,66 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
             (c, Some(m))
         }
     };
-    let tenants = opts.tenants;
-
     // Every tenant's VM exists before anything is timed.
-    for n in 0..u64::from(tenants) {
-        if let Err(kind) = via_rest(&client, n, tenants).await {
+    for n in 0..u64::from(opts.tenants) {
+        if let Err(kind) = via_rest(&client, n, opts.tenants).await {
             return Err(BenchError::Target(format!("warm-up event failed: {kind}")));
         }
     }
+    let measured = measure(&opts, &client, local.as_ref()).await?;
+    let limits = match opts.baseline {
+        true => Some(limits(&opts).await?),
+        false => None,
+    };
+    let checks = checks(&measured, limits.as_ref());
+    let figures = figures(measured, limits);
+    if let Some(m) = local {
+        m.stop().await;
+    }
+    Ok(Report {
+        bench: "dispatch".into(),
+        params: params(&opts),
+        figures,
+        checks,
+    })
+}
 
-    let mut figures = Vec::new();
-    let mut checks = Vec::new();
+/// The load of one figure.
+fn load(opts: &DispatchOptions, label: &str) -> LoadPlan {
+    LoadPlan {
+        label: label.into(),
+        concurrency: opts.concurrency,
+        duration: opts.duration,
+        progress: opts.progress,
+    }
+}
+
+/// What Meshplay did: REST always, the binary stream and the hub directly
+/// when asked.
+struct Measured {
+    rest: Figure,
+    binary: Option<Figure>,
+    direct: Option<Figure>,
+}
+
+async fn measure(
+    opts: &DispatchOptions,
+    client: &ApiClient,
+    local: Option<&InProcess>,
+) -> Result<Measured, BenchError> {
+    let tenants = opts.tenants;
     let rest_client = client.clone();
-    let rest = drive(&load("dispatch/rest"), move |n| {
+    let rest = drive(&load(opts, "dispatch/rest"), move |n| {
         let c = rest_client.clone();
         async move { via_rest(&c, n, tenants).await }
     })
     .await;
-    let rest = Figure::new("dispatch/rest", &rest);
-
     let binary = if opts.binary {
-        let stream = StreamClient::connect(&client)
+        let stream = StreamClient::connect(client)
             .await
             .map_err(|e| BenchError::Target(format!("cannot open the stream: {e}")))?;
         let stream = Arc::new(stream);
-        let b = drive(&load("dispatch/binary"), move |n| {
+        let b = drive(&load(opts, "dispatch/binary"), move |n| {
             let stream = Arc::clone(&stream);
             async move { via_stream(&stream, n, tenants).await }
         })
@@ -167,12 +196,11 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
     } else {
         None
     };
-
-    let direct = match (&local, opts.direct) {
+    let direct = match (local, opts.direct) {
         (Some(m), true) => {
             let hub = Arc::clone(&m.master.hub);
             let workers = m.workers;
-            let d = drive(&load("dispatch/direct"), move |n| {
+            let d = drive(&load(opts, "dispatch/direct"), move |n| {
                 let hub = Arc::clone(&hub);
                 async move { via_hub(&hub, workers, n, tenants).await }
             })
@@ -181,89 +209,108 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
         }
         _ => None,
     };
+    Ok(Measured {
+        rest: Figure::new("dispatch/rest", &rest),
+        binary,
+        direct,
+    })
+}
 
-    let limits = if opts.baseline {
-        let frame = codec::encode(&message(1, 1, tenants))
-            .map_err(|e| BenchError::Target(e.to_string()))?;
-        let ws = baseline::ws_echo(&load("baseline/ws-echo"), opts.workers as usize, frame).await?;
-        // The REST request's own body, so the echo carries what REST does.
-        let body = serde_json::to_vec(&request(1)).expect("a request serialises");
-        let http = baseline::http1_echo(&load("baseline/http1-echo"), body).await?;
-        let luau = tokio::task::spawn_blocking({
-            let d = opts.duration.min(Duration::from_secs(2));
-            move || baseline::luau_call(d)
-        })
-        .await
-        .map_err(|e| BenchError::Target(e.to_string()))??;
-        Some((
-            Figure::new("baseline/ws-echo", &ws),
-            Figure::new("baseline/luau-call", &luau),
-            Figure::new("baseline/http1-echo", &http),
-        ))
-    } else {
-        None
-    };
+/// The raw limits measured beside it, in the same run.
+struct Limits {
+    ws: Figure,
+    luau: Figure,
+    http: Figure,
+}
 
-    if let Some((_, _, http)) = &limits {
+async fn limits(opts: &DispatchOptions) -> Result<Limits, BenchError> {
+    let frame = codec::encode(&message(1, 1, opts.tenants))
+        .map_err(|e| BenchError::Target(e.to_string()))?;
+    let ws = baseline::ws_echo(
+        &load(opts, "baseline/ws-echo"),
+        opts.workers as usize,
+        frame,
+    )
+    .await?;
+    // The REST request's own body, so the echo carries what REST does.
+    let body = serde_json::to_vec(&request(1)).expect("a request serialises");
+    let http = baseline::http1_echo(&load(opts, "baseline/http1-echo"), body).await?;
+    let luau = tokio::task::spawn_blocking({
+        let d = opts.duration.min(Duration::from_secs(2));
+        move || baseline::luau_call(d)
+    })
+    .await
+    .map_err(|e| BenchError::Target(e.to_string()))??;
+    Ok(Limits {
+        ws: Figure::new("baseline/ws-echo", &ws),
+        luau: Figure::new("baseline/luau-call", &luau),
+        http: Figure::new("baseline/http1-echo", &http),
+    })
+}
+
+/// The targets, each held against its limit.
+fn checks(m: &Measured, limits: Option<&Limits>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    if let Some(l) = limits {
         checks.push(Check::ratio_at_least(
             "rest throughput / http1-echo throughput",
-            rest.rate,
-            http.rate,
+            m.rest.rate,
+            l.http.rate,
             0.5,
         ));
     }
-    if let (Some(d), Some((ws, luau, _))) = (&direct, &limits) {
+    if let (Some(d), Some(l)) = (&m.direct, limits) {
         checks.push(Check::ratio_at_least(
             "direct throughput / ws-echo throughput",
             d.rate,
-            ws.rate,
+            l.ws.rate,
             0.5,
         ));
-        let bound = 2.0 * (ws.p50_us + luau.p50_us);
+        let bound = 2.0 * (l.ws.p50_us + l.luau.p50_us);
         checks.push(Check {
             name: "direct p50 / (ws-echo p50 + luau call p50)".into(),
-            value: d.p50_us / (ws.p50_us + luau.p50_us).max(1e-9),
+            value: d.p50_us / (l.ws.p50_us + l.luau.p50_us).max(1e-9),
             target: "<= 2".into(),
             met: d.p50_us <= bound,
         });
     }
-    match (&direct, &limits) {
-        (Some(d), _) => {
-            checks.push(Check::ratio_at_least(
-                "rest throughput / direct throughput",
-                rest.rate,
-                d.rate,
-                0.4,
-            ));
-            figures.push(rest.against(d));
-        }
-        (None, Some((_, _, http))) => figures.push(rest.against(http)),
-        (None, None) => figures.push(rest),
+    if let Some(d) = &m.direct {
+        checks.push(Check::ratio_at_least(
+            "rest throughput / direct throughput",
+            m.rest.rate,
+            d.rate,
+            0.4,
+        ));
     }
-    if let Some(b) = binary {
+    checks
+}
+
+/// Every figure, each beside the limit it is read against.
+fn figures(m: Measured, limits: Option<Limits>) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    figures.push(match (&m.direct, &limits) {
+        (Some(d), _) => m.rest.against(d),
+        (None, Some(l)) => m.rest.against(&l.http),
+        (None, None) => m.rest,
+    });
+    for figure in [m.binary, m.direct].into_iter().flatten() {
         figures.push(match &limits {
-            Some((ws, _, _)) => b.against(ws),
-            None => b,
+            Some(l) => figure.against(&l.ws),
+            None => figure,
         });
     }
-    if let Some(d) = direct {
-        figures.push(match &limits {
-            Some((ws, _, _)) => d.against(ws),
-            None => d,
-        });
+    if let Some(l) = limits {
+        figures.extend([l.ws, l.luau, l.http]);
     }
-    if let Some((ws, luau, http)) = limits {
-        figures.push(ws);
-        figures.push(luau);
-        figures.push(http);
-    }
-    if let Some(m) = local {
-        m.stop().await;
-    }
-    let params = BTreeMap::from([
+    figures
+}
+
+/// The run's parameters, as the report shows them.
+fn params(opts: &DispatchOptions) -> BTreeMap<String, String> {
+    BTreeMap::from([
         ("workers".to_string(), opts.workers.to_string()),
         ("concurrency".to_string(), opts.concurrency.to_string()),
-        ("tenants".to_string(), tenants.to_string()),
+        ("tenants".to_string(), opts.tenants.to_string()),
         ("duration".to_string(), format!("{:?}", opts.duration)),
         (
             "runtime_threads".to_string(),
@@ -278,11 +325,5 @@ pub async fn run(opts: DispatchOptions) -> Result<Report, BenchError> {
                 .as_ref()
                 .map_or("in-process master".to_string(), |c| c.addr().to_string()),
         ),
-    ]);
-    Ok(Report {
-        bench: "dispatch".into(),
-        params,
-        figures,
-        checks,
-    })
+    ])
 }

@@ -148,120 +148,120 @@ fn record_table(lua: &Lua, r: KvRecord) -> mlua::Result<Table> {
 
 fn kv_table(lua: &Lua, ctx: &MasterCall) -> mlua::Result<Table> {
     let kv = lua.create_table()?;
-
-    let c = ctx.clone();
-    kv.set(
-        "get",
-        lua.create_async_function(move |lua, (key, s): (String, Option<String>)| {
-            let c = c.clone();
-            async move {
-                let op = KvOp::Get {
-                    scope: scope(s),
-                    key,
-                };
-                match c.kv("kv.get", op).await? {
-                    KvReply::Record(Some(r)) => to_lua(&lua, &r.value),
-                    KvReply::Record(None) => Ok(Value::Nil),
-                    _ => Err(unexpected("kv.get")),
-                }
-            }
-        })?,
-    )?;
-
-    let c = ctx.clone();
-    kv.set(
-        "set",
-        lua.create_async_function(
-            move |lua, (key, value, s): (String, Value, Option<String>)| {
-                let c = c.clone();
-                async move {
-                    let value = to_json(&lua, "kv.set", value)?;
-                    let op = KvOp::Set {
-                        scope: scope(s),
-                        key,
-                        value,
-                    };
-                    match c.kv("kv.set", op).await? {
-                        KvReply::Stored(_) => Ok(true),
-                        _ => Err(unexpected("kv.set")),
-                    }
-                }
-            },
-        )?,
-    )?;
-
-    let c = ctx.clone();
-    kv.set(
-        "delete",
-        lua.create_async_function(move |_, (key, s): (String, Option<String>)| {
-            let c = c.clone();
-            async move {
-                match c
-                    .kv(
-                        "kv.delete",
-                        KvOp::Delete {
-                            scope: scope(s),
-                            key,
-                        },
-                    )
-                    .await?
-                {
-                    KvReply::Deleted(existed) => Ok(existed),
-                    _ => Err(unexpected("kv.delete")),
-                }
-            }
-        })?,
-    )?;
-
-    let c = ctx.clone();
-    kv.set(
-        "find",
-        lua.create_async_function(
-            move |lua,
-                  (pattern, s, limit, after): (
-                String,
-                Option<String>,
-                Option<u32>,
-                Option<String>,
-            )| {
-                let c = c.clone();
-                async move {
-                    let op = KvOp::Find {
-                        scope: scope(s),
-                        pattern,
-                        limit,
-                        after,
-                    };
-                    match c.kv("kv.find", op).await? {
-                        KvReply::Found { records, next } => {
-                            let list = lua.create_table()?;
-                            for r in records {
-                                list.push(record_table(&lua, r)?)?;
-                            }
-                            Ok((list, next))
-                        }
-                        _ => Err(unexpected("kv.find")),
-                    }
-                }
-            },
-        )?,
-    )?;
-
-    let c = ctx.clone();
-    kv.set(
-        "list_scopes",
-        lua.create_async_function(move |_, ()| {
-            let c = c.clone();
-            async move {
-                match c.kv("kv.list_scopes", KvOp::ListScopes {}).await? {
-                    KvReply::Scopes(s) => Ok(s),
-                    _ => Err(unexpected("kv.list_scopes")),
-                }
-            }
-        })?,
-    )?;
+    kv.set("get", kv_get(lua, ctx.clone())?)?;
+    kv.set("set", kv_set(lua, ctx.clone())?)?;
+    kv.set("delete", kv_delete(lua, ctx.clone())?)?;
+    kv.set("find", kv_find(lua, ctx.clone())?)?;
+    kv.set("list_scopes", kv_list_scopes(lua, ctx.clone())?)?;
     kv.set_readonly(true);
     Ok(kv)
+}
+
+/// `kv.get(key, scope?)`: the value, or nil.
+fn kv_get(lua: &Lua, c: MasterCall) -> mlua::Result<mlua::Function> {
+    lua.create_async_function(move |lua, (key, s): (String, Option<String>)| {
+        let c = c.clone();
+        async move {
+            let op = KvOp::Get {
+                scope: scope(s),
+                key,
+            };
+            match c.kv("kv.get", op).await? {
+                KvReply::Record(Some(r)) => to_lua(&lua, &r.value),
+                KvReply::Record(None) => Ok(Value::Nil),
+                _ => Err(unexpected("kv.get")),
+            }
+        }
+    })
+}
+
+/// `kv.set(key, value, scope?)`: true, once the value is stored.
+fn kv_set(lua: &Lua, c: MasterCall) -> mlua::Result<mlua::Function> {
+    lua.create_async_function(
+        move |lua, (key, value, s): (String, Value, Option<String>)| {
+            let c = c.clone();
+            async move {
+                let value = to_json(&lua, "kv.set", value)?;
+                let op = KvOp::Set {
+                    scope: scope(s),
+                    key,
+                    value,
+                };
+                match c.kv("kv.set", op).await? {
+                    KvReply::Stored(_) => Ok(true),
+                    _ => Err(unexpected("kv.set")),
+                }
+            }
+        },
+    )
+}
+
+/// `kv.delete(key, scope?)`: whether there was a value.
+fn kv_delete(lua: &Lua, c: MasterCall) -> mlua::Result<mlua::Function> {
+    lua.create_async_function(move |_, (key, s): (String, Option<String>)| {
+        let c = c.clone();
+        async move {
+            match c
+                .kv(
+                    "kv.delete",
+                    KvOp::Delete {
+                        scope: scope(s),
+                        key,
+                    },
+                )
+                .await?
+            {
+                KvReply::Deleted(existed) => Ok(existed),
+                _ => Err(unexpected("kv.delete")),
+            }
+        }
+    })
+}
+
+/// `kv.find(pattern, scope?, limit?, after?)`: a page of records and the `after` of the next.
+fn kv_find(lua: &Lua, c: MasterCall) -> mlua::Result<mlua::Function> {
+    lua.create_async_function(
+        move |lua,
+              (pattern, s, limit, after): (
+            String,
+            Option<String>,
+            Option<u32>,
+            Option<String>,
+        )| {
+            let c = c.clone();
+            async move {
+                let op = KvOp::Find {
+                    scope: scope(s),
+                    pattern,
+                    limit,
+                    after,
+                };
+                match c.kv("kv.find", op).await? {
+                    KvReply::Found { records, next } => {
+                        let list = lua.create_table()?;
+                        for r in records {
+                            list.push(record_table(&lua, r)?)?;
+                        }
+                        Ok((list, next))
+                    }
+                    _ => Err(unexpected("kv.find")),
+                }
+            }
+        },
+    )
+}
+
+/// `kv.list_scopes()`: the tenant's scopes.
+fn kv_list_scopes(lua: &Lua, c: MasterCall) -> mlua::Result<mlua::Function> {
+    lua.create_async_function(move |_, ()| {
+        let c = c.clone();
+        async move {
+            match c.kv("kv.list_scopes", KvOp::ListScopes {}).await? {
+                KvReply::Scopes(s) => Ok(s),
+                _ => Err(unexpected("kv.list_scopes")),
+            }
+        }
+    })
 }
 
 fn entry_value(lua: &Lua, e: Option<GlobalEntry>) -> mlua::Result<Value> {

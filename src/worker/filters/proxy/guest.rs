@@ -42,7 +42,11 @@ pub(super) fn read(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result
 }
 
 /// `bytes` written at `ptr`.
-pub(super) fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> Result<(), Status> {
+pub(super) fn write(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    bytes: &[u8],
+) -> Result<(), Status> {
     let memory = memory(caller)?;
     memory
         .write(caller, ptr as u32 as usize, bytes)
@@ -50,12 +54,20 @@ pub(super) fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) 
 }
 
 /// A little-endian `u32` (a `size_t` or an id) written at `ptr`.
-pub(super) fn write_u32(caller: &mut Caller<'_, HostState>, ptr: i32, v: u32) -> Result<(), Status> {
+pub(super) fn write_u32(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    v: u32,
+) -> Result<(), Status> {
     write(caller, ptr, &v.to_le_bytes())
 }
 
 /// A little-endian `u64` written at `ptr`.
-pub(super) fn write_u64(caller: &mut Caller<'_, HostState>, ptr: i32, v: u64) -> Result<(), Status> {
+pub(super) fn write_u64(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    v: u64,
+) -> Result<(), Status> {
     write(caller, ptr, &v.to_le_bytes())
 }
 

@@ -75,6 +75,15 @@ fn metric_kind(kind: i32) -> Result<MetricKind, Status> {
 
 /// Adds the functions to `linker`.
 pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    define_logging(linker)?;
+    define_buffers(linker)?;
+    define_stream(linker)?;
+    define_shared_data(linker)?;
+    define_metrics(linker)
+}
+
+/// Logging, its level, and the clock.
+fn define_logging(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_log", log)?;
     linker.func_wrap(
         "env",
@@ -99,7 +108,11 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             answer(write_u64(&mut caller, time_at, unix_nanos()))
         },
     )?;
+    Ok(())
+}
 
+/// The call's buffers (the body): read, replace, measure.
+fn define_buffers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_get_buffer_bytes",
@@ -171,7 +184,11 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             )
         },
     )?;
+    Ok(())
+}
 
+/// What a filter decides of its stream (go on, stop, answer), the properties it reads, and the context calls.
+fn define_stream(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_continue_stream",
@@ -200,6 +217,26 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             }
         },
     )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_effective_context",
+        |mut caller: Caller<'_, HostState>, context: i32| -> i32 {
+            if context == ROOT || context == STREAM {
+                caller.data_mut().effective = context;
+                Status::Ok as i32
+            } else {
+                Status::BadArgument as i32
+            }
+        },
+    )?;
+    // Nothing waits for a context to finish: the call ends, and its
+    // instance with it.
+    linker.func_wrap("env", "proxy_done", || -> i32 { Status::Ok as i32 })?;
+    Ok(())
+}
+
+/// Shared data: `proxy_get_shared_data` and `proxy_set_shared_data`.
+fn define_shared_data(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_get_shared_data",
@@ -238,23 +275,11 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             answer(set)
         },
     )?;
+    Ok(())
+}
 
-    linker.func_wrap(
-        "env",
-        "proxy_set_effective_context",
-        |mut caller: Caller<'_, HostState>, context: i32| -> i32 {
-            if context == ROOT || context == STREAM {
-                caller.data_mut().effective = context;
-                Status::Ok as i32
-            } else {
-                Status::BadArgument as i32
-            }
-        },
-    )?;
-    // Nothing waits for a context to finish: the call ends, and its
-    // instance with it.
-    linker.func_wrap("env", "proxy_done", || -> i32 { Status::Ok as i32 })?;
-
+/// Metrics: define, increment, record, read.
+fn define_metrics(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_define_metric",
