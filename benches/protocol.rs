@@ -79,7 +79,7 @@ fn server_messages() -> Vec<(&'static str, ServerMessage)> {
         ),
         (
             "plugins_changed",
-            ServerMessage::PluginsChanged { revision: 9 },
+            ServerMessage::CatalogueChanged { revision: 9 },
         ),
         ("shutdown", ServerMessage::Shutdown { grace_ms: 5000 }),
     ]

@@ -13,7 +13,7 @@
 //!    know of plugins and filters (manifests, names, the Luau compile check,
 //!    the filter ABI check).
 //! 3. **Master and worker**, above and apart (they meet only through the
-//!    protocol): [`master`] (supervisor, shards, store, registry, REST API)
+//!    protocol): [`master`] (supervisor, shards, store, catalogue, REST API)
 //!    and [`worker`] (tenant VMs, the filter runtime).
 //! 4. **Command line** on top: [`cli`], with [`author`] (the plugin
 //!    author's loop: a master and a worker in one process) and

@@ -58,7 +58,7 @@ async fn the_guestbook_plugin_checks_cleans_and_keeps_entries() {
     assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
     assert_eq!(entries[0]["name"], "Ada");
 
-    // The capability registry shows what the plugin offers and applies.
+    // The catalogue shows what the plugin offers and applies.
     let list = c.plugins().await.unwrap();
     let gb = list.plugins.iter().find(|p| p.name == "guestbook").unwrap();
     let ops: Vec<&str> = gb.operations.iter().map(|o| o.name.as_str()).collect();

@@ -7,7 +7,7 @@
 //! events = ["sign"]         # event names it handles
 //! entry = "init.luau"       # optional, default init.luau
 //! operations = [            # optional: what it offers, for the
-//!   { name = "sign", description = "Sign the guestbook" },  # capability registry
+//!   { name = "sign", description = "Sign the guestbook" },  # catalogue
 //! ]
 //! emits_to = ["guild"]      # optional: tenant types events.emit_to may reach
 //! webhooks = ["sign"]       # optional: events that may also come from
@@ -55,7 +55,7 @@ pub struct Manifest {
     /// The entry file, among the plugin's files.
     #[serde(default = "default_entry")]
     pub entry: String,
-    /// What the plugin offers, for the master's capability registry.
+    /// What the plugin offers, for the master's catalogue.
     #[serde(default)]
     pub operations: Vec<Operation>,
     /// Filters that run, in order, before the handlers.

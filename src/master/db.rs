@@ -9,7 +9,7 @@
 //! otherwise). A malformed body is a 400 for that request only; the
 //! connection and its other streams carry on.
 
-use crate::master::registry::Registry;
+use crate::master::catalogue::Catalogue;
 use crate::master::shard;
 use crate::master::store::{self, GlobalDelete, Store, StoreError};
 use crate::mesophyll::auth::{Credentials, Refusal};
@@ -40,7 +40,7 @@ pub struct DbState {
     /// The shard count.
     pub workers: u32,
     /// The plugins and filters the workers run.
-    pub registry: Arc<Registry>,
+    pub catalogue: Arc<Catalogue>,
     /// Where KV operations are counted.
     pub metrics: Arc<crate::master::metrics::Metrics>,
     /// Plugin variables.
@@ -242,7 +242,7 @@ async fn catalogue(
     headers: HeaderMap,
 ) -> Result<Response, EndpointError> {
     caller(&state, &headers)?;
-    let snapshot = Registry::blocking(&state.registry, |r| r.snapshot()).await?;
+    let snapshot = Catalogue::blocking(&state.catalogue, |r| r.snapshot()).await?;
     Ok(ok(&snapshot))
 }
 

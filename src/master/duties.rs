@@ -9,7 +9,7 @@
 //! - the tokens and the joined workers' sessions ([`Access::reload`],
 //!   [`Joins::accept_stored_sessions`]), so the workers that follow it
 //!   are let in with the sessions they hold;
-//! - the catalogue's uploads ([`Registry::refresh`]), under a new revision;
+//! - the catalogue's uploads ([`Catalogue::refresh`]), under a new revision;
 //! - the near future of the timers ([`Timers::forget`]), read again.
 //!
 //! and lets them go each time it loses the lease: its timers and its NATS
@@ -20,10 +20,10 @@
 
 use crate::master::access::Access;
 use crate::master::api::ApiState;
+use crate::master::catalogue::Catalogue;
 use crate::master::joins::Joins;
 use crate::master::leadership::{LeaderGate, Leadership, Role};
 use crate::master::nats::Bridge;
-use crate::master::registry::Registry;
 use crate::master::timers::Timers;
 use crate::mesophyll::hub::{DisconnectReason, Hub};
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,7 @@ pub struct Duties {
     /// The joined workers' sessions, handed to the hub on taking over.
     pub joins: Arc<Joins>,
     /// The catalogue, caught up on taking over.
-    pub registry: Arc<Registry>,
+    pub catalogue: Arc<Catalogue>,
     /// The timers, fired only while leading.
     pub timers: Arc<Timers>,
     /// The hub, whose workers are let go on stepping down.
@@ -56,7 +56,7 @@ impl Duties {
     pub fn new(
         access: Arc<Access>,
         joins: Arc<Joins>,
-        registry: Arc<Registry>,
+        catalogue: Arc<Catalogue>,
         timers: Arc<Timers>,
         nats: Option<Arc<Bridge>>,
         api: Arc<ApiState>,
@@ -66,7 +66,7 @@ impl Duties {
             gate: api.leadership.clone(),
             access,
             joins,
-            registry,
+            catalogue,
             timers,
             nats,
             api,
@@ -114,7 +114,7 @@ impl Duties {
                 duties.access.reload()?;
                 duties.joins.accept_stored_sessions();
                 duties.timers.forget();
-                duties.registry.refresh()
+                duties.catalogue.refresh()
             })
             .await;
             match caught_up {

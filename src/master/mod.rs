@@ -3,7 +3,7 @@
 //!
 //! - [`datadir`]: writing the data directory (admin token, `endpoint.json`);
 //! - [`shard`]: which worker owns a tenant;
-//! - [`registry`]: the plugins and filters in force, checked through
+//! - [`catalogue`]: the plugins and filters in force, checked through
 //!   [`crate::catalogue`] (the master links no worker runtime);
 //! - [`store`]: the store (tenant KV, global KV, tenant states, uploads);
 //! - [`db`]: the DB endpoints workers call on the Mesophyll port;
@@ -35,6 +35,7 @@
 pub mod access;
 pub mod api;
 pub mod audit;
+pub mod catalogue;
 pub mod console;
 pub mod dashboard;
 pub mod datadir;
@@ -46,7 +47,6 @@ pub mod leadership;
 pub mod metrics;
 pub mod nats;
 pub mod port;
-pub mod registry;
 pub mod shard;
 pub mod standby;
 pub mod store;
@@ -58,7 +58,7 @@ pub mod webhooks;
 
 use crate::datadir::{DataDir, DataDirError, Endpoint};
 use crate::mesophyll::hub::{Hub, HubConfig};
-use registry::Registry;
+use catalogue::Catalogue;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -392,13 +392,13 @@ fn server_tls(
 
 /// The catalogue from the folders and the store's uploads; what could not
 /// be loaded is logged and left out.
-fn load_registry(config: &MasterConfig, store: &Arc<dyn Store>) -> Arc<Registry> {
-    let (registry, problems) =
-        Registry::load(&config.plugins_dir, &config.filters_dir, Arc::clone(store));
+fn load_catalogue(config: &MasterConfig, store: &Arc<dyn Store>) -> Arc<Catalogue> {
+    let (catalogue, problems) =
+        Catalogue::load(&config.plugins_dir, &config.filters_dir, Arc::clone(store));
     for p in &problems {
         tracing::error!("not loaded: {p}");
     }
-    Arc::new(registry)
+    Arc::new(catalogue)
 }
 
 /// Joins for the external workers' slots.
@@ -486,7 +486,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         .as_ref()
         .map_or_else(leadership::LeaderGate::sole, |l| l.gate());
     audit::keep(Arc::clone(&store), config.audit_retention, gate.clone());
-    let registry = load_registry(&config, &store);
+    let catalogue = load_catalogue(&config, &store);
     let metrics = Arc::new(metrics::Metrics::new(
         Arc::clone(&hub),
         config.workers,
@@ -505,7 +505,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         hub: Arc::clone(&hub),
         store: Arc::clone(&store),
         workers: config.workers,
-        registry: Arc::clone(&registry),
+        catalogue: Arc::clone(&catalogue),
         metrics: Arc::clone(&metrics),
     });
     serve_hub(
@@ -536,7 +536,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         access: Arc::clone(&access),
         joins: Arc::clone(&joins),
         store,
-        registry: Arc::clone(&registry),
+        catalogue: Arc::clone(&catalogue),
         state_turns: api::TenantTurns::default(),
         metrics,
         started: std::time::Instant::now(),
@@ -548,7 +548,7 @@ pub async fn start(config: MasterConfig) -> Result<Running, MasterError> {
         nats: nats.clone(),
         leadership: gate.clone(),
     });
-    let duties = duties::Duties::new(access, joins, registry, timers, nats, Arc::clone(&state));
+    let duties = duties::Duties::new(access, joins, catalogue, timers, nats, Arc::clone(&state));
     let leadership = duties.begin(leadership);
     let (api_stop, api_task) = serve_api(
         state,

@@ -143,7 +143,7 @@ mod tests {
                 tenant,
                 state: None,
             },
-            ServerMessage::PluginsChanged { revision: 12 },
+            ServerMessage::CatalogueChanged { revision: 12 },
             ServerMessage::ListTenants {
                 req_id: 10,
                 limit: 100,
@@ -393,7 +393,7 @@ mod properties {
                     }),
                 }
             ),
-            any::<u64>().prop_map(|r| ServerMessage::PluginsChanged { revision: r }),
+            any::<u64>().prop_map(|r| ServerMessage::CatalogueChanged { revision: r }),
             (any::<u64>(), any::<u32>()).prop_map(|(r, l)| ServerMessage::ListTenants {
                 req_id: r,
                 limit: l

@@ -364,7 +364,7 @@ pub struct FilterModule {
 /// `GET /db/catalogue`: every plugin and filter the workers run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CatalogueSnapshot {
-    /// Grows with every change; `PluginsChanged` carries the same number.
+    /// Grows with every change; `CatalogueChanged` carries the same number.
     pub revision: u64,
     /// The plugins.
     pub plugins: Vec<PluginBundle>,

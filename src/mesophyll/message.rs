@@ -162,8 +162,10 @@ pub enum ServerMessage {
         /// The new state.
         state: Option<TenantState>,
     },
-    /// The plugin/filter catalogue changed: reload it.
-    PluginsChanged {
+    /// The catalogue (plugins and filters) changed: reload it. Its name on
+    /// the wire is the one it had when it spoke of plugins alone.
+    #[serde(rename = "PluginsChanged")]
+    CatalogueChanged {
         /// Monotonic catalogue revision.
         revision: u64,
     },
@@ -493,6 +495,15 @@ pub struct LoadFigures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker of the last release still reads the renamed message.
+    #[test]
+    fn catalogue_changed_keeps_its_wire_name() {
+        let frame = rmp_serde::to_vec_named(&ServerMessage::CatalogueChanged { revision: 3 })
+            .expect("encodes");
+        let text = String::from_utf8_lossy(&frame);
+        assert!(text.contains("PluginsChanged"), "{text}");
+    }
 
     /// The hub sends every request with the id it registered: a message
     /// that keeps a different id is answered into the void (as

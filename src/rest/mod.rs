@@ -387,8 +387,8 @@ pub enum Source {
     Uploaded,
 }
 
-/// A plugin as `GET /api/v1/plugins` shows it: one entry of the capability
-/// registry.
+/// A plugin as `GET /api/v1/plugins` shows it: one entry of the
+/// catalogue in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PluginInfo {
@@ -432,7 +432,7 @@ pub struct FilterInfo {
     pub source: Source,
 }
 
-/// `GET /api/v1/plugins`: the capability registry.
+/// `GET /api/v1/plugins`: the catalogue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PluginList {

@@ -487,7 +487,7 @@ impl Handler for Worker {
                 tracing::info!(%plugin, "plugin variables changed");
                 self.reload_vars(req_id, outbox);
             }
-            ServerMessage::PluginsChanged { revision } => {
+            ServerMessage::CatalogueChanged { revision } => {
                 tracing::info!(revision, "the catalogue changed");
                 self.wanted.fetch_max(revision, Ordering::SeqCst);
                 self.reload_catalogue();

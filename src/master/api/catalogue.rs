@@ -1,9 +1,9 @@
-//! Plugins and filters: listed from the registry, changed through it, and
-//! every change announced to the workers (`PluginsChanged`).
+//! Plugins and filters: listed from the catalogue, changed through it, and
+//! every change announced to the workers (`CatalogueChanged`).
 
 use super::extract::Payload;
 use super::{ApiError, ApiState};
-use crate::master::registry::Registry;
+use crate::master::catalogue::Catalogue;
 use crate::mesophyll::message::ServerMessage;
 use crate::rest::{
     Changed, Deployed, Deployment, FilterList, MAX_DEPLOY_BYTES, PluginList, PluginUpload,
@@ -16,9 +16,9 @@ pub(super) async fn list_plugins(
     State(state): State<Arc<ApiState>>,
 ) -> Result<Json<PluginList>, ApiError> {
     Ok(Json(PluginList {
-        revision: state.registry.revision(),
+        revision: state.catalogue.revision(),
         // Listing compiles every plugin's Luau: off the async threads.
-        plugins: Registry::blocking(&state.registry, |r| r.plugins()).await?,
+        plugins: Catalogue::blocking(&state.catalogue, |r| r.plugins()).await?,
     }))
 }
 
@@ -26,8 +26,8 @@ pub(super) async fn list_filters(
     State(state): State<Arc<ApiState>>,
 ) -> Result<Json<FilterList>, ApiError> {
     Ok(Json(FilterList {
-        revision: state.registry.revision(),
-        filters: Registry::blocking(&state.registry, |r| r.filters()).await?,
+        revision: state.catalogue.revision(),
+        filters: Catalogue::blocking(&state.catalogue, |r| r.filters()).await?,
     }))
 }
 
@@ -35,7 +35,7 @@ pub(super) async fn list_filters(
 fn announce(state: &ApiState, revision: u64) {
     let told = state
         .hub
-        .broadcast(&ServerMessage::PluginsChanged { revision });
+        .broadcast(&ServerMessage::CatalogueChanged { revision });
     tracing::info!(revision, workers = told, "catalogue changed");
 }
 
@@ -51,7 +51,7 @@ pub(super) async fn put_plugin(
     Payload(upload): Payload<PluginUpload>,
 ) -> Result<Json<Changed>, ApiError> {
     let revision = state
-        .registry
+        .catalogue
         .put_plugin(&name, upload.manifest, upload.files)
         .await?;
     Ok(changed(&state, revision))
@@ -61,7 +61,7 @@ pub(super) async fn delete_plugin(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
 ) -> Result<Json<Changed>, ApiError> {
-    let revision = state.registry.delete_plugin(&name).await?;
+    let revision = state.catalogue.delete_plugin(&name).await?;
     Ok(changed(&state, revision))
 }
 
@@ -70,7 +70,7 @@ pub(super) async fn put_filter(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Changed>, ApiError> {
-    let revision = state.registry.put_filter(&name, body.to_vec()).await?;
+    let revision = state.catalogue.put_filter(&name, body.to_vec()).await?;
     Ok(changed(&state, revision))
 }
 
@@ -78,7 +78,7 @@ pub(super) async fn delete_filter(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
 ) -> Result<Json<Changed>, ApiError> {
-    let revision = state.registry.delete_filter(&name).await?;
+    let revision = state.catalogue.delete_filter(&name).await?;
     Ok(changed(&state, revision))
 }
 
@@ -87,7 +87,7 @@ pub(super) async fn deploy(
     State(state): State<Arc<ApiState>>,
     Payload(deployment): Payload<Deployment, MAX_DEPLOY_BYTES>,
 ) -> Result<Json<Deployed>, ApiError> {
-    let deployed = state.registry.deploy(deployment).await?;
+    let deployed = state.catalogue.deploy(deployment).await?;
     announce(&state, deployed.revision);
     Ok(Json(deployed))
 }
@@ -97,7 +97,7 @@ pub(super) async fn plugin_source(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
 ) -> Result<Json<PluginUpload>, ApiError> {
-    let found = Registry::blocking(&state.registry, move |r| r.source_of(&name)).await?;
+    let found = Catalogue::blocking(&state.catalogue, move |r| r.source_of(&name)).await?;
     found.map(Json).ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::NOT_FOUND,

@@ -1,9 +1,9 @@
 //! The API's error answer: a status and `{"error": {"code", "message"}}`,
 //! with a stable code for programs. Every failure below the API (the hub,
-//! the workers' tenant code, the registry, the store) maps to one here.
+//! the workers' tenant code, the catalogue, the store) maps to one here.
 
+use crate::master::catalogue::CatalogueError;
 use crate::master::db;
-use crate::master::registry::RegistryError;
 use crate::master::store::StoreError;
 use crate::mesophyll::hub::HubError;
 use crate::mesophyll::message::{ErrorKind, RemoteError};
@@ -152,14 +152,14 @@ impl From<db::EndpointError> for ApiError {
     }
 }
 
-impl From<RegistryError> for ApiError {
-    fn from(e: RegistryError) -> Self {
+impl From<CatalogueError> for ApiError {
+    fn from(e: CatalogueError) -> Self {
         match e {
-            RegistryError::Invalid(m) => ApiError::bad_request(m),
-            RegistryError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
-            RegistryError::FromFolder(m) => ApiError::new(StatusCode::CONFLICT, "from_folder", m),
-            RegistryError::InUse(m) => ApiError::new(StatusCode::CONFLICT, "in_use", m),
-            RegistryError::Store(e) => e.into(),
+            CatalogueError::Invalid(m) => ApiError::bad_request(m),
+            CatalogueError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            CatalogueError::FromFolder(m) => ApiError::new(StatusCode::CONFLICT, "from_folder", m),
+            CatalogueError::InUse(m) => ApiError::new(StatusCode::CONFLICT, "in_use", m),
+            CatalogueError::Store(e) => e.into(),
         }
     }
 }

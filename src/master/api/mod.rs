@@ -42,7 +42,7 @@
 //! ```
 //!
 //! A catalogue change is stored, then broadcast to the workers
-//! (`PluginsChanged`); they reload without restarting.
+//! (`CatalogueChanged`); they reload without restarting.
 //!
 //! One file per concern: [`error`] (the error answer and its codes),
 //! `routes` (which handler answers each route), `auth` (the bearer token,
@@ -101,8 +101,8 @@ mod vars;
 pub use error::ApiError;
 
 use crate::master::access::Access;
+use crate::master::catalogue::Catalogue;
 use crate::master::metrics::Metrics;
-use crate::master::registry::Registry;
 use crate::master::store::Store;
 use crate::master::supervisor::Supervisor;
 use crate::mesophyll::hub::Hub;
@@ -129,7 +129,7 @@ pub struct ApiState {
     /// The store, for tenant state and KV browsing.
     pub store: Arc<dyn Store>,
     /// Plugins and filters.
-    pub registry: Arc<Registry>,
+    pub catalogue: Arc<Catalogue>,
     /// One state change per tenant at a time.
     pub state_turns: TenantTurns,
     /// What `/metrics` shows.

@@ -8,7 +8,7 @@
 //! an orchestrator wants it.
 
 use super::{ApiError, ApiState};
-use crate::master::registry::Registry;
+use crate::master::catalogue::Catalogue;
 use crate::mesophyll::message::PROTOCOL_VERSION;
 use crate::rest::{
     Health, LastMinute, Readiness, Status, Version, WorkerInfo, WorkerState, Workers,
@@ -76,7 +76,7 @@ pub(super) async fn metrics(
 
 pub(super) async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<Status>, ApiError> {
     let (plugins, filters) =
-        Registry::blocking(&state.registry, |r| Ok((r.plugins()?, r.filters()?))).await?;
+        Catalogue::blocking(&state.catalogue, |r| Ok((r.plugins()?, r.filters()?))).await?;
     let views = state.hub.workers();
     let restarts = (0..state.workers)
         .filter_map(|id| state.supervisor.status(id))

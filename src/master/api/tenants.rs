@@ -179,11 +179,11 @@ async fn deliver(
             format!("worker {worker} answered something that is not a result list: {e}"),
         )
     })?;
-    let registry = &state.registry;
+    let catalogue = &state.catalogue;
     state
         .metrics
         .dispatched("ok", &outcomes, started.elapsed(), |p| {
-            registry.has_plugin(p)
+            catalogue.has_plugin(p)
         });
     if watched.is_some() {
         let request_id = request.map(request_label);

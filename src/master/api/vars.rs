@@ -33,7 +33,7 @@ impl From<VarsError> for ApiError {
 
 async fn manifest(state: &ApiState, plugin: &str) -> Result<Manifest, ApiError> {
     let name = plugin.to_owned();
-    crate::master::registry::Registry::blocking(&state.registry, move |r| r.manifest(&name))
+    crate::master::catalogue::Catalogue::blocking(&state.catalogue, move |r| r.manifest(&name))
         .await?
         .ok_or_else(|| {
             ApiError::new(

@@ -172,7 +172,7 @@ async fn admit(
         return Err(rate_limited("address"));
     }
     let tenant = crate::master::api::extract::tenant(kind, id)?;
-    if !state.registry.takes_webhook(event) {
+    if !state.catalogue.takes_webhook(event) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -368,7 +368,7 @@ impl Hub {
     }
 
     /// Sends `msg` without waiting for an answer (fire-and-forget dispatch,
-    /// `PluginsChanged`, `Shutdown`). Fails as [`Hub::request`] does, minus
+    /// `CatalogueChanged`, `Shutdown`). Fails as [`Hub::request`] does, minus
     /// the deadline.
     pub fn send(&self, worker: u32, msg: &ServerMessage) -> Result<(), HubError> {
         let conn = self.connection(worker)?;

@@ -1,5 +1,5 @@
-//! The registry: the master's authority over which plugins and filters are
-//! in force, and the capability registry the API lists. It holds what was
+//! The catalogue in force: the master's authority over which plugins and
+//! filters run, and what the API lists of them. It holds what was
 //! read from `--plugins` and `--filters` at start, plus what was uploaded
 //! through the API (kept in the store, so uploads survive restarts).
 //!
@@ -12,8 +12,8 @@
 //! [`crate::catalogue`] checks the workers run: a plugin must parse and
 //! compile, a filter must compile (on a plain engine that never runs it)
 //! and follow the ABI. Each change bumps the revision; the caller
-//! broadcasts `PluginsChanged` and the workers fetch
-//! [`Registry::snapshot`].
+//! broadcasts `CatalogueChanged` and the workers fetch
+//! [`Catalogue::snapshot`].
 //!
 //! Modules:
 //!
@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a catalogue change was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
+pub enum CatalogueError {
     /// The upload is not acceptable; the message says why.
     #[error("{0}")]
     Invalid(String),
@@ -70,7 +70,7 @@ struct Uploaded {
 }
 
 /// The plugins and filters in force, and the one place that changes them.
-pub struct Registry {
+pub struct Catalogue {
     folder_plugins: Vec<PluginBundle>,
     folder_filters: Vec<FilterModule>,
     store: Arc<dyn Store>,
@@ -116,7 +116,7 @@ fn webhooks_of(bundle: &PluginBundle) -> Vec<String> {
         .unwrap_or_default()
 }
 
-impl Registry {
+impl Catalogue {
     /// Reads the folders (a broken plugin or filter is skipped and reported
     /// in the second value) and starts at a revision above any earlier run's.
     pub fn load(
@@ -143,7 +143,7 @@ impl Registry {
                 Err(e) => problems.push(format!("filter {}: {e}", m.name)),
             }
         }
-        let registry = Registry {
+        let catalogue = Catalogue {
             folder_plugins,
             folder_filters,
             store,
@@ -152,10 +152,10 @@ impl Registry {
             changes: tokio::sync::Mutex::new(()),
             plugin_names: Default::default(),
         };
-        if let Err(e) = registry.read_names() {
+        if let Err(e) = catalogue.read_names() {
             problems.push(format!("cannot read the uploaded plugins: {e}"));
         }
-        (registry, problems)
+        (catalogue, problems)
     }
 
     /// Reads the names of the plugins in force (and their webhooks) from
@@ -191,13 +191,13 @@ impl Registry {
     /// Runs the read `f` on a blocking thread: listings read every upload
     /// from the store, and `plugins` compiles every plugin's Luau.
     pub async fn blocking<T: Send + 'static>(
-        registry: &Arc<Registry>,
-        f: impl FnOnce(&Registry) -> Result<T, StoreError> + Send + 'static,
+        catalogue: &Arc<Catalogue>,
+        f: impl FnOnce(&Catalogue) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let registry = Arc::clone(registry);
-        tokio::task::spawn_blocking(move || f(&registry))
+        let catalogue = Arc::clone(catalogue);
+        tokio::task::spawn_blocking(move || f(&catalogue))
             .await
-            .map_err(|e| StoreError::Backend(format!("registry task: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("catalogue task: {e}")))?
     }
 
     /// Whether plugin `name` is in force.
@@ -358,9 +358,9 @@ impl Registry {
         name: &str,
         manifest: String,
         files: BTreeMap<String, String>,
-    ) -> Result<u64, RegistryError> {
+    ) -> Result<u64, CatalogueError> {
         let (bundle, plugin) =
-            named_plugin(name, manifest, files).map_err(RegistryError::Invalid)?;
+            named_plugin(name, manifest, files).map_err(CatalogueError::Invalid)?;
         let _one_change_at_a_time = self.changes.lock().await;
         // A plugin whose filter is missing would fail every event it gets;
         // better to say so now, to the one who uploads it.
@@ -371,7 +371,7 @@ impl Registry {
             .iter()
             .find(|f| !snapshot.filters.iter().any(|m| m.name == f.name))
         {
-            return Err(RegistryError::Invalid(format!(
+            return Err(CatalogueError::Invalid(format!(
                 "the plugin uses filter {:?}, which is not in the catalogue; upload it first",
                 missing.name
             )));
@@ -389,13 +389,13 @@ impl Registry {
 
     /// Accepts filter `name` if it compiles and follows the ABI; returns the
     /// new revision.
-    pub async fn put_filter(&self, name: &str, bytes: Vec<u8>) -> Result<u64, RegistryError> {
-        check_name(name).map_err(RegistryError::Invalid)?;
+    pub async fn put_filter(&self, name: &str, bytes: Vec<u8>) -> Result<u64, CatalogueError> {
+        check_name(name).map_err(CatalogueError::Invalid)?;
         let checker = self.checker.clone();
         let (checked, bytes) = tokio::task::spawn_blocking(move || (checker.check(&bytes), bytes))
             .await
-            .map_err(|e| RegistryError::Invalid(format!("validation failed: {e}")))?;
-        checked.map_err(|e| RegistryError::Invalid(e.to_string()))?;
+            .map_err(|e| CatalogueError::Invalid(format!("validation failed: {e}")))?;
+        checked.map_err(|e| CatalogueError::Invalid(e.to_string()))?;
         let _one_change_at_a_time = self.changes.lock().await;
         self.store
             .catalogue_put(&format!("{FILTER}{name}"), bytes)
@@ -409,7 +409,7 @@ impl Registry {
         what: &str,
         name: &str,
         in_folder: bool,
-    ) -> Result<u64, RegistryError> {
+    ) -> Result<u64, CatalogueError> {
         if self
             .store
             .catalogue_delete(&format!("{prefix}{name}"))
@@ -418,15 +418,15 @@ impl Registry {
             return Ok(self.bump());
         }
         if in_folder {
-            return Err(RegistryError::FromFolder(format!(
+            return Err(CatalogueError::FromFolder(format!(
                 "{what} {name:?} comes from the {what}s folder; remove it there"
             )));
         }
-        Err(RegistryError::NotFound(format!("no {what} {name:?}")))
+        Err(CatalogueError::NotFound(format!("no {what} {name:?}")))
     }
 
     /// Removes uploaded plugin `name`; returns the new revision.
-    pub async fn delete_plugin(&self, name: &str) -> Result<u64, RegistryError> {
+    pub async fn delete_plugin(&self, name: &str) -> Result<u64, CatalogueError> {
         let in_folder = self.folder_plugins.iter().any(|b| b.name == name);
         let _one_change_at_a_time = self.changes.lock().await;
         let revision = self.delete(PLUGIN, "plugin", name, in_folder).await?;
@@ -437,7 +437,7 @@ impl Registry {
     }
 
     /// Removes uploaded filter `name`; returns the new revision.
-    pub async fn delete_filter(&self, name: &str) -> Result<u64, RegistryError> {
+    pub async fn delete_filter(&self, name: &str) -> Result<u64, CatalogueError> {
         let in_folder = self.folder_filters.iter().any(|f| f.name == name);
         let _one_change_at_a_time = self.changes.lock().await;
         // Deleting an upload that shadows a folder filter brings the folder
@@ -450,7 +450,7 @@ impl Registry {
                 .map(|p| p.name)
                 .collect();
             if !users.is_empty() {
-                return Err(RegistryError::InUse(format!(
+                return Err(CatalogueError::InUse(format!(
                     "filter {name:?} is used by plugin(s) {}; change or remove them first",
                     users.join(", ")
                 )));

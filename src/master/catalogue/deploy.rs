@@ -9,22 +9,22 @@
 //! deployment or none of it. A refusal lists every problem found, not the
 //! first.
 
-use super::{FILTER, PLUGIN, Registry, RegistryError, named_plugin, webhooks_of};
+use super::{Catalogue, CatalogueError, FILTER, PLUGIN, named_plugin, webhooks_of};
 use crate::catalogue::plugin;
 use crate::mesophyll::db::PluginBundle;
 use crate::rest::{Deployed, Deployment, PluginUpload};
 use std::collections::BTreeSet;
 
-impl Registry {
+impl Catalogue {
     /// Applies `deployment` whole, or nothing of it; returns the new
     /// revision and what changed.
     ///
-    /// Fails with [`RegistryError::Invalid`] naming every plugin that does
+    /// Fails with [`CatalogueError::Invalid`] naming every plugin that does
     /// not build, filter that does not check, removal of something that is
     /// not an upload, and plugin left without a filter it uses; with
-    /// [`RegistryError::Store`] when the store fails (nothing is then
+    /// [`CatalogueError::Store`] when the store fails (nothing is then
     /// applied).
-    pub async fn deploy(&self, deployment: Deployment) -> Result<Deployed, RegistryError> {
+    pub async fn deploy(&self, deployment: Deployment) -> Result<Deployed, CatalogueError> {
         let mut problems = Vec::new();
         let bundles = self.built(&deployment, &mut problems);
         self.checked_filters(&deployment, &mut problems).await;
@@ -99,7 +99,7 @@ impl Registry {
             }
         }
         if !problems.is_empty() {
-            return Err(RegistryError::Invalid(problems.join("; ")));
+            return Err(CatalogueError::Invalid(problems.join("; ")));
         }
         self.apply(deployment, bundles, plugins).await
     }
@@ -141,7 +141,7 @@ impl Registry {
         deployment: Deployment,
         bundles: Vec<PluginBundle>,
         in_force: Vec<PluginBundle>,
-    ) -> Result<Deployed, RegistryError> {
+    ) -> Result<Deployed, CatalogueError> {
         let mut puts = Vec::new();
         for b in &bundles {
             puts.push((
