@@ -99,7 +99,7 @@ impl HttpClient {
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ExchangeError> {
         let res = self.http.request(req).await.map_err(|e| ExchangeError {
             unsent: e.is_connect(),
-            message: crate::report::chain(&e),
+            message: crate::causes::chain(&e),
         })?;
         let (parts, body) = res.into_parts();
         let bytes = body
@@ -107,7 +107,7 @@ impl HttpClient {
             .await
             .map_err(|e| ExchangeError {
                 unsent: false,
-                message: crate::report::chain(&e),
+                message: crate::causes::chain(&e),
             })?
             .to_bytes();
         Ok((parts.status, parts.headers, bytes))

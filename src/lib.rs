@@ -27,12 +27,13 @@
 //!
 //! Modules:
 //!
+//! - [`causes`]: how errors are worded for people: an error and every
+//!   cause behind it;
 //! - [`clock`]: wall-clock time as the rest of Meshplay stores and shows
 //!   it;
 //! - `fixtures`: the repository's example filters and misbehaving modules,
 //!   for unit tests (`.wat` fixtures are assembled on the fly);
 //! - `http`: one HTTP exchange as both of our HTTP clients make it;
-//! - [`report`]: how errors are worded for people;
 //! - `uri`: percent-encoding of one URI component (a path segment or a
 //!   query value), shared by the REST client and the worker's DB client.
 
@@ -46,6 +47,7 @@ pub mod author;
 pub mod bench;
 #[cfg(feature = "catalogue")]
 pub mod catalogue;
+pub mod causes;
 #[cfg(feature = "server")]
 pub mod cli;
 pub mod client;
@@ -59,7 +61,6 @@ mod http;
 #[cfg(feature = "server")]
 pub mod master;
 pub mod mesophyll;
-pub mod report;
 pub mod rest;
 pub mod tls;
 mod uri;

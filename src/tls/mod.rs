@@ -22,14 +22,14 @@
 //! Modules:
 //!
 //! - `pinned`: the certificate check behind `Trust::Pinned`;
-//! - `stream`: one stream type for a client connection with or without TLS,
-//!   so the WebSocket clients (the uplink, the binary client API) have one
-//!   type to run over whichever the master speaks.
+//! - `connection`: one type for a client's connection with or without
+//!   TLS, so the WebSocket clients (the uplink, the binary client API) have
+//!   one type to run over whichever the master speaks.
 
+mod connection;
 mod pinned;
-mod stream;
 
-pub use stream::Stream;
+pub use connection::Connection;
 
 use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
@@ -140,12 +140,12 @@ impl TlsClient {
     ///
     /// Fails when the handshake does, or the master's certificate is not
     /// trusted (the error says why: unknown issuer, wrong name, ...).
-    pub async fn handshake(&self, tcp: TcpStream, host: &str) -> std::io::Result<Stream> {
+    pub async fn handshake(&self, tcp: TcpStream, host: &str) -> std::io::Result<Connection> {
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let connector = tokio_rustls::TlsConnector::from(self.config());
         let tls = connector.connect(name, tcp).await?;
-        Ok(Stream::Tls(Box::new(tls)))
+        Ok(Connection::Tls(Box::new(tls)))
     }
 }
 
@@ -163,12 +163,12 @@ pub fn host_of(authority: &str) -> &str {
 /// `tls` is given.
 ///
 /// Fails when the TCP connection or the handshake does.
-pub async fn connect(authority: &str, tls: Option<&TlsClient>) -> std::io::Result<Stream> {
+pub async fn connect(authority: &str, tls: Option<&TlsClient>) -> std::io::Result<Connection> {
     let tcp = TcpStream::connect(authority).await?;
     tcp.set_nodelay(true)?;
     match tls {
         Some(tls) => tls.handshake(tcp, host_of(authority)).await,
-        None => Ok(Stream::Plain(tcp)),
+        None => Ok(Connection::Plain(tcp)),
     }
 }
 

@@ -199,16 +199,16 @@ pub async fn run(config: UplinkConfig, handler: Arc<dyn Handler>) -> Result<(), 
         let master = config.masters.current();
         let mut delay = None;
         let mut reached = false;
-        let ended = session(&config, &master, &handler, &bad_frames, &mut reached).await;
+        let ended = connection(&config, &master, &handler, &bad_frames, &mut reached).await;
         if reached {
             misses = 0;
         }
         match ended {
             Ok(()) => tracing::warn!(%master, "connection to the master ended"),
-            Err(SessionError::Fatal(e)) => return Err(e),
-            Err(SessionError::Closed) => return Ok(()),
-            Err(SessionError::Retry(e)) => tracing::warn!(%master, "master unreachable: {e}"),
-            Err(SessionError::NotLeader(leader)) => {
+            Err(ConnectionEnd::Fatal(e)) => return Err(e),
+            Err(ConnectionEnd::Closed) => return Ok(()),
+            Err(ConnectionEnd::Retry(e)) => tracing::warn!(%master, "master unreachable: {e}"),
+            Err(ConnectionEnd::NotLeader(leader)) => {
                 tracing::info!(%master, leader = leader.as_deref().unwrap_or("unknown"), "that master stands by");
                 // A takeover takes a lease's time, not a back-off's.
                 let poll = Backoff::standby_poll();
@@ -250,10 +250,13 @@ pub async fn run(config: UplinkConfig, handler: Arc<dyn Handler>) -> Result<(), 
     }
 }
 
-enum SessionError {
+/// How one connection to a master ended.
+enum ConnectionEnd {
+    /// The worker must stop (refused for good).
     Fatal(UplinkError),
     /// The handler closed the connection on purpose.
     Closed,
+    /// It broke; the worker connects again.
     Retry(String),
     /// A standby master, naming the leader's hub when it knows it.
     NotLeader(Option<String>),
@@ -262,7 +265,10 @@ enum SessionError {
 /// The next heartbeat frame, with the handler's load figures. Too many or
 /// too long filter metrics for a frame: the beat still goes, without them,
 /// rather than the worker dying of it.
-fn heartbeat_frame(handler: &dyn Handler, bad_frames: &BadFrames) -> Result<Vec<u8>, SessionError> {
+fn heartbeat_frame(
+    handler: &dyn Handler,
+    bad_frames: &BadFrames,
+) -> Result<Vec<u8>, ConnectionEnd> {
     let load = handler.load();
     let beat = |filter_metrics| ClientMessage::Heartbeat {
         in_flight: load.in_flight,
@@ -276,7 +282,7 @@ fn heartbeat_frame(handler: &dyn Handler, bad_frames: &BadFrames) -> Result<Vec<
     };
     codec::encode(&beat(load.filter_metrics.clone())).or_else(|e| {
         tracing::warn!("the heartbeat is sent without its filter metrics: {e}");
-        codec::encode(&beat(Vec::new())).map_err(|e| SessionError::Retry(e.to_string()))
+        codec::encode(&beat(Vec::new())).map_err(|e| ConnectionEnd::Retry(e.to_string()))
     })
 }
 
@@ -285,47 +291,47 @@ fn heartbeat_frame(handler: &dyn Handler, bad_frames: &BadFrames) -> Result<Vec<
 fn upgrade_request(
     config: &UplinkConfig,
     master: &str,
-) -> Result<tungstenite::handshake::client::Request, SessionError> {
+) -> Result<tungstenite::handshake::client::Request, ConnectionEnd> {
     let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     let mut request = format!("{scheme}://{master}/ws")
         .into_client_request()
-        .map_err(|e| SessionError::Retry(e.to_string()))?;
+        .map_err(|e| ConnectionEnd::Retry(e.to_string()))?;
     let headers = request.headers_mut();
     headers.insert(WORKER_ID_HEADER, HeaderValue::from(config.worker_id));
     headers.insert(
         WORKER_TOKEN_HEADER,
         HeaderValue::from_str(&config.token)
-            .map_err(|_| SessionError::Fatal(UplinkError::Refused(401)))?,
+            .map_err(|_| ConnectionEnd::Fatal(UplinkError::Refused(401)))?,
     );
     Ok(request)
 }
 
 /// What a failed upgrade means: refused for good (401, 404), a standby
 /// naming the leader (503), or worth another try.
-fn upgrade_refusal(e: tungstenite::Error) -> SessionError {
+fn upgrade_refusal(e: tungstenite::Error) -> ConnectionEnd {
     match e {
         tungstenite::Error::Http(resp) if resp.status() == 401 || resp.status() == 404 => {
-            SessionError::Fatal(UplinkError::Refused(resp.status().as_u16()))
+            ConnectionEnd::Fatal(UplinkError::Refused(resp.status().as_u16()))
         }
-        tungstenite::Error::Http(resp) if resp.status() == 503 => SessionError::NotLeader(
+        tungstenite::Error::Http(resp) if resp.status() == 503 => ConnectionEnd::NotLeader(
             resp.headers()
                 .get(LEADER_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         ),
-        other => SessionError::Retry(other.to_string()),
+        other => ConnectionEnd::Retry(other.to_string()),
     }
 }
 
 /// One connection to `master`, served until it ends; `reached` is set
 /// once the master said `Hello`.
-async fn session(
+async fn connection(
     config: &UplinkConfig,
     master: &str,
     handler: &Arc<dyn Handler>,
     bad_frames: &BadFrames,
     reached: &mut bool,
-) -> Result<(), SessionError> {
+) -> Result<(), ConnectionEnd> {
     let request = upgrade_request(config, master)?;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(crate::mesophyll::codec::READ_BUFFER_BYTES)
@@ -334,21 +340,21 @@ async fn session(
     let opening = async {
         let tcp = crate::tls::connect(master, config.tls.as_ref())
             .await
-            .map_err(|e| SessionError::Retry(e.to_string()))?;
+            .map_err(|e| ConnectionEnd::Retry(e.to_string()))?;
         let (socket, _) =
             tokio_tungstenite::client_async_with_config(request, tcp, Some(ws_config))
                 .await
                 .map_err(upgrade_refusal)?;
         let (sink, mut stream) = socket.split();
         let welcome = hello(&mut stream).await?;
-        Ok::<_, SessionError>((sink, stream, welcome))
+        Ok::<_, ConnectionEnd>((sink, stream, welcome))
     };
     // A master that accepts TCP and then says nothing (wedged, or a
     // half-open socket) must not hold the worker forever.
     let (mut sink, mut stream, welcome) = tokio::time::timeout(config.connect_timeout, opening)
         .await
         .map_err(|_| {
-            SessionError::Retry(format!(
+            ConnectionEnd::Retry(format!(
                 "no Hello within {:?} of connecting",
                 config.connect_timeout
             ))
@@ -376,7 +382,7 @@ async fn session(
                     Some(Ok(Message::Text(_))) => bad_frames.note("master", "text frame"),
                     Some(Ok(Message::Close(_))) | None => return Ok(()),
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(SessionError::Retry(e.to_string())),
+                    Some(Err(e)) => return Err(ConnectionEnd::Retry(e.to_string())),
                 }
             }
             Some(out) = rx.recv() => {
@@ -392,9 +398,9 @@ async fn session(
                     Ok(BatchEnd::Close) => {
                         let _ = sink.send(Message::Close(None)).await;
                         let _ = sink.close().await;
-                        return Err(SessionError::Closed);
+                        return Err(ConnectionEnd::Closed);
                     }
-                    Err(e) => return Err(SessionError::Retry(e.to_string())),
+                    Err(e) => return Err(ConnectionEnd::Retry(e.to_string())),
                 }
             }
             _ = heartbeat.tick() => {
@@ -403,7 +409,7 @@ async fn session(
                 // is wedged or the link is half-open (writes still succeed
                 // into the kernel's buffer), so leave for a new connection.
                 if last_from_master.elapsed() > timeout {
-                    return Err(SessionError::Retry(format!(
+                    return Err(ConnectionEnd::Retry(format!(
                         "nothing from the master for {:?}",
                         last_from_master.elapsed()
                     )));
@@ -412,7 +418,7 @@ async fn session(
                 sink.feed(Message::Binary(frame.into()))
                     .await
                     .and(sink.send(Message::Ping(Vec::new().into())).await)
-                    .map_err(|e| SessionError::Retry(e.to_string()))?;
+                    .map_err(|e| ConnectionEnd::Retry(e.to_string()))?;
             }
         }
     }
@@ -433,7 +439,7 @@ pub struct Welcome {
 }
 
 /// Waits for the master's `Hello`; everything else waits for it.
-async fn hello<S>(stream: &mut S) -> Result<Welcome, SessionError>
+async fn hello<S>(stream: &mut S) -> Result<Welcome, ConnectionEnd>
 where
     S: futures::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
@@ -449,7 +455,7 @@ where
                     ..
                 }) => {
                     if protocol != PROTOCOL_VERSION {
-                        return Err(SessionError::Fatal(UplinkError::ProtocolMismatch {
+                        return Err(ConnectionEnd::Fatal(UplinkError::ProtocolMismatch {
                             theirs: protocol,
                             ours: PROTOCOL_VERSION,
                         }));
@@ -461,11 +467,11 @@ where
                         max_event_hops: max_event_hops.unwrap_or(DEFAULT_MAX_EVENT_HOPS),
                     });
                 }
-                _ => return Err(SessionError::Retry("first frame was not Hello".into())),
+                _ => return Err(ConnectionEnd::Retry("first frame was not Hello".into())),
             },
             Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(SessionError::Retry(e.to_string())),
-            None => return Err(SessionError::Retry("closed before Hello".into())),
+            Some(Err(e)) => return Err(ConnectionEnd::Retry(e.to_string())),
+            None => return Err(ConnectionEnd::Retry("closed before Hello".into())),
         }
     }
 }

@@ -273,7 +273,7 @@ fn classify(target: &Target, e: &hyper_util::client::legacy::Error) -> FetchErro
         }
         source = err.source();
     }
-    FetchError::Network(format!("{}: {}", target.origin(), crate::report::chain(e)))
+    FetchError::Network(format!("{}: {}", target.origin(), crate::causes::chain(e)))
 }
 
 fn timed_out(request: &FetchRequest) -> FetchError {
@@ -317,7 +317,7 @@ async fn read(
             FetchError::Network(format!(
                 "{}: the body broke off: {}",
                 request.target.origin(),
-                crate::report::chain(&e)
+                crate::causes::chain(&e)
             ))
         })?;
         if let Some(data) = frame.data_ref() {

@@ -31,7 +31,7 @@ impl From<tokio_postgres::Error> for StoreError {
         match e.as_db_error() {
             Some(db) if db.code().code() == FENCED => StoreError::Fenced(db.message().to_owned()),
             Some(db) => StoreError::Backend(format!("postgres: {}", db.message())),
-            None => StoreError::Backend(format!("postgres: {}", crate::report::chain(&e))),
+            None => StoreError::Backend(format!("postgres: {}", crate::causes::chain(&e))),
         }
     }
 }

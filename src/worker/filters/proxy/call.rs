@@ -102,8 +102,8 @@ enum Outcome {
     Failed(String),
 }
 
-/// The stream callbacks of an instance, looked up once.
-struct Stream {
+/// The HTTP callbacks of an instance (proxy-wasm's "stream"), looked up once.
+struct HttpCallbacks {
     create: TypedFunc<(i32, i32), ()>,
     headers: Option<TypedFunc<(i32, i32, i32), i32>>,
     body: Option<TypedFunc<(i32, i32, i32), i32>>,
@@ -117,7 +117,7 @@ struct Stream {
 /// context would keep.
 pub struct Rooted {
     store: Store<HostState>,
-    stream: Stream,
+    stream: HttpCallbacks,
     started: Result<(), String>,
     timeout: Duration,
     /// Streams run so far: every one after the first gets a deadline of
@@ -176,7 +176,7 @@ impl Rooted {
         store.set_epoch_deadline(deadline_ticks(timeout));
         store.epoch_deadline_trap();
         let config_len = store.data().config.len() as i32;
-        let started = (|| -> wasmtime::Result<(Stream, Result<(), String>)> {
+        let started = (|| -> wasmtime::Result<(HttpCallbacks, Result<(), String>)> {
             let instance = pre.instantiate(&mut store)?;
             let memory = instance
                 .get_memory(&mut store, "memory")
@@ -185,7 +185,7 @@ impl Rooted {
                 .or_else(|| export(&instance, &mut store, "malloc"))
                 .ok_or_else(|| wasmtime::Error::msg("no allocator export"))?;
             store.data_mut().guest = Some(Guest { memory, alloc });
-            let stream = Stream {
+            let stream = HttpCallbacks {
                 create: export(&instance, &mut store, "proxy_on_context_create")
                     .ok_or_else(|| wasmtime::Error::msg("no proxy_on_context_create export"))?,
                 headers: export(&instance, &mut store, "proxy_on_request_headers"),
