@@ -31,6 +31,8 @@
 //! - `pager`: a page of tenant states filled up to a byte budget, the same
 //!   way on every backend (`super::Store::tenant_states_page`);
 //! - [`postgres`]: the PostgreSQL backend (`--store postgres://...`);
+//! - `records`: what the stores write of tokens and audit entries, in
+//!   types of their own, so that a REST field is not a format change;
 //! - `sled_store`: the sled backend;
 //! - [`timers`]: what the store keeps of timers and schedules, and the
 //!   `TimerStore` each backend implements for them;
@@ -41,6 +43,7 @@ pub mod copy;
 pub mod keys;
 mod pager;
 pub mod postgres;
+pub(crate) mod records;
 mod sled_store;
 pub mod timers;
 pub mod url;
@@ -300,19 +303,20 @@ impl std::fmt::Debug for StoredVar {
 
 /// An API token as the store keeps it: what is listed, and the SHA-256 of
 /// the secret (never the secret).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+///
+/// The stores write it as a `TokenRecord`, a type of their own (`records`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredToken {
     /// What is listed.
     pub info: TokenInfo,
     /// Hex SHA-256 of the bearer token.
     pub sha256: String,
     /// For a joined worker's session: the slot it holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionGrant>,
 }
 
 /// What a joined worker's session token holds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionGrant {
     /// The slot (worker id).
     pub slot: u32,

@@ -37,6 +37,7 @@
 
 use super::keys::{decode, encode, prefix_end};
 use super::pager::Pager;
+use super::records::{AuditRecord, TokenRecord};
 use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken, StoredVar};
 use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry, TenantStatesPage};
 use crate::mesophyll::message::{Tenant, TenantState};
@@ -489,7 +490,9 @@ impl Store for PostgresStore {
 
     fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
         let rows = self.wait(self.query("SELECT token FROM tokens ORDER BY id", &[]))?;
-        rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
+        rows.iter()
+            .map(|r| decode::<TokenRecord>(r.get::<_, &[u8]>(0)).map(StoredToken::from))
+            .collect()
     }
 
     fn put_token<'a>(&'a self, token: &'a StoredToken) -> StoreFuture<'a, ()> {
@@ -497,7 +500,7 @@ impl Store for PostgresStore {
             self.query(
                 "INSERT INTO tokens VALUES ($1, $2)
                  ON CONFLICT (id) DO UPDATE SET token = excluded.token",
-                &[&token.info.id, &encode(token)],
+                &[&token.info.id, &encode(&TokenRecord::from(token))],
             )
             .await?;
             Ok(())
@@ -544,7 +547,7 @@ impl Store for PostgresStore {
             entry.seq = seq as u64;
             self.query(
                 "INSERT INTO audit VALUES ($1, $2)",
-                &[&seq, &encode(&entry)],
+                &[&seq, &encode(&AuditRecord::from(&entry))],
             )
             .await?;
             Ok(entry)
@@ -566,6 +569,8 @@ impl Store for PostgresStore {
             "SELECT entry FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
             &[&after, &(limit.min(i64::MAX as usize) as i64)],
         ))?;
-        rows.iter().map(|r| decode(r.get::<_, &[u8]>(0))).collect()
+        rows.iter()
+            .map(|r| decode::<AuditRecord>(r.get::<_, &[u8]>(0)).map(AuditEntry::from))
+            .collect()
     }
 }

@@ -12,6 +12,7 @@ use super::keys::{
     tenant_prefix,
 };
 use super::pager::Pager;
+use super::records::{AuditRecord, TokenRecord};
 use super::{GlobalDelete, Store, StoreError, StoreFuture, StoredToken, StoredVar};
 use crate::mesophyll::db::{GlobalEntry, KvRecord, TenantStateEntry, TenantStatesPage};
 use crate::mesophyll::message::{Tenant, TenantState};
@@ -368,13 +369,16 @@ impl Store for SledStore {
     }
 
     fn tokens(&self) -> Result<Vec<StoredToken>, StoreError> {
-        self.tokens.iter().map(|item| decode(&item?.1)).collect()
+        self.tokens
+            .iter()
+            .map(|item| decode::<TokenRecord>(&item?.1).map(StoredToken::from))
+            .collect()
     }
 
     fn put_token<'a>(&'a self, token: &'a StoredToken) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.tokens
-                .insert(token.info.id.as_bytes(), encode(token))?;
+                .insert(token.info.id.as_bytes(), encode(&TokenRecord::from(token)))?;
             self.commit.durable().await
         })
     }
@@ -413,7 +417,9 @@ impl Store for SledStore {
     fn audit_append(&self, mut entry: AuditEntry) -> StoreFuture<'_, AuditEntry> {
         Box::pin(async move {
             entry.seq = self.db.generate_id()?;
-            self.audit.insert(entry.seq.to_be_bytes(), encode(&entry))?;
+            let record = AuditRecord::from(&entry);
+            self.audit
+                .insert(entry.seq.to_be_bytes(), encode(&record))?;
             self.commit.durable().await?;
             Ok(entry)
         })
@@ -424,7 +430,7 @@ impl Store for SledStore {
         self.audit
             .range(from.to_be_bytes()..)
             .take(limit)
-            .map(|item| decode(&item?.1))
+            .map(|item| decode::<AuditRecord>(&item?.1).map(AuditEntry::from))
             .collect()
     }
 
