@@ -11,8 +11,9 @@
 //! Exit codes: 0 success; 1 an error (printed to stderr); 2 bad usage; 3 the
 //! request went through but at least one plugin answered with an error.
 //!
-//! One file per command group: `serve` (the master, and the hidden worker
-//! mode), `join` (`meshplay worker`), `workers`, `status`, `tenants`
+//! One file per command group: `serve` (the master), `child` (the hidden
+//! worker mode its workers run in), `worker` (`meshplay worker`, on
+//! another machine), `workers`, `status`, `tenants`
 //! (dispatch, scripts, drops), `bulk` (`dispatch-many`), `kv`, `vars`,
 //! `schedules`, `catalogue` (plugins and filters), `access` (tokens, join
 //! tokens, the audit log), `store`, `config`, `echo_server`, `bench`, and
@@ -29,10 +30,10 @@ mod author;
 mod bench;
 mod bulk;
 mod catalogue;
+mod child;
 mod config;
 mod deploy;
 mod echo_server;
-mod join;
 mod kv;
 mod runtime;
 mod schedules;
@@ -42,6 +43,7 @@ mod status;
 mod store;
 mod tenants;
 mod vars;
+mod worker;
 mod workers;
 
 use crate::client::{ApiClient, ApiClientError};
@@ -60,7 +62,7 @@ pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    worker: serve::WorkerArgs,
+    worker: child::WorkerArgs,
     /// How log lines are written to stderr: `text` for people, `json` (one
     /// object a line) for a log pipeline. `serve` passes it on to its
     /// workers.
@@ -160,7 +162,7 @@ enum Command {
     JoinToken(access::JoinTokenCommand),
     /// Run a worker on this machine for a master elsewhere: it joins with a
     /// join token and serves the slot it is given.
-    Worker(join::JoinArgs),
+    Worker(worker::JoinArgs),
     /// The audit log: every change made through the API, allowed or refused.
     Audit {
         /// How many of the latest entries.
@@ -345,7 +347,7 @@ fn init_tracing(
 async fn run(cli: Cli, logbook: crate::author::logbook::Logbook) -> Result<ExitCode, CliError> {
     let Some(command) = cli.command else {
         if cli.worker.worker {
-            return serve::run_worker(cli.worker).await;
+            return child::run_worker(cli.worker).await;
         }
         return Err(CliError::Usage(
             "no command given; try `meshplay serve` or `meshplay --help`".into(),
@@ -376,7 +378,7 @@ async fn run(cli: Cli, logbook: crate::author::logbook::Logbook) -> Result<ExitC
         Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         Command::Tokens(t) => access::tokens(t).await,
         Command::JoinToken(t) => access::join_tokens(t).await,
-        Command::Worker(args) => join::worker(args).await,
+        Command::Worker(args) => worker::worker(args).await,
         Command::Audit { limit, client: c } => access::audit(&c, limit).await,
         Command::Store(s) => store::store(s).await,
         Command::Completions { shell } => {

@@ -1,8 +1,9 @@
-//! What a tenant's Luau code sees of the host: the `meshplay`, `log`,
-//! `time`, `filters` and `http` globals (`kv` and `global_kv` are in
-//! [`crate::worker::kv`], `http` in [`crate::worker::egress::script`],
-//! `json`, `base64` and `crypto` in [`crate::worker::stdlib`]). `plugins/README.md` documents them for plugin authors;
-//! keep the two in step.
+//! The `meshplay`, `log`, `time` and `filters` globals of a tenant's Luau
+//! code, and the index of the rest of what it sees of the host: `kv` and
+//! `global_kv` in [`crate::worker::kv`], `http` in
+//! [`crate::worker::egress::script`], `json`, `base64` and `crypto` in
+//! [`crate::worker::stdlib`]. `plugins/README.md` documents them all for
+//! plugin authors; keep the two in step.
 //!
 //! Every host function that waits (`time.sleep`) waits at most until the
 //! running call's deadline, so an awaited host call cannot stretch a script

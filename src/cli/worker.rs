@@ -14,7 +14,8 @@
 //! `--worker-id`).
 
 use super::CliError;
-use super::serve::{run_worker_session, signals, worker_config};
+use super::child::{run_worker_session, worker_config};
+use super::serve::signals;
 use crate::mesophyll::addresses::Addresses;
 use crate::mesophyll::backoff::Backoff;
 use crate::mesophyll::join::{self, JoinRequest};
@@ -59,11 +60,11 @@ pub(super) struct JoinArgs {
     vm_memory_mb: usize,
     /// The longest a tenant may hold this worker's thread without yielding
     /// (as `serve --vm-hold-ms`).
-    #[arg(long, default_value_t = super::serve::DEFAULT_HOLD_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(long, default_value_t = super::child::DEFAULT_HOLD_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     vm_hold_ms: u64,
     /// The Luau heap all of this worker's VMs may hold together, in MiB
     /// (as `serve --worker-memory-mb`).
-    #[arg(long, default_value_t = super::serve::DEFAULT_WORKER_MEMORY_MB, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, default_value_t = super::child::DEFAULT_WORKER_MEMORY_MB, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     worker_memory_mb: usize,
     /// Linear memory cap of each WASM filter instance, in MiB.
     #[arg(long, default_value_t = 16)]
@@ -178,7 +179,7 @@ pub(super) async fn worker(args: JoinArgs) -> Result<ExitCode, CliError> {
         connect_timeout: CONNECT_TIMEOUT,
         tls,
     };
-    let limits = super::serve::WorkerLimits {
+    let limits = super::child::WorkerLimits {
         vm_memory_mb: args.vm_memory_mb,
         vm_hold_ms: args.vm_hold_ms,
         worker_memory_mb: args.worker_memory_mb,
