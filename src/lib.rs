@@ -7,8 +7,9 @@
 //!    correlation, the hub and the worker's uplink, the DB endpoints'
 //!    operations); [`rest`], the REST API's bodies; [`datadir`], where a
 //!    running master says where it is; [`client`], the typed REST client;
-//!    [`tls`], TLS for every client connection; [`hostname`](mod@hostname),
-//!    this machine's name.
+//!    [`tls`], TLS for every client connection; [`wire`], the WebSocket
+//!    plumbing the protocol and the client API share (batched writes,
+//!    backoff); [`hostname`](mod@hostname), this machine's name.
 //! 2. **Catalogue**, beside the protocol: [`catalogue`], what both sides
 //!    know of plugins and filters (manifests, names, the Luau compile check,
 //!    the filter ABI check).
@@ -64,5 +65,6 @@ pub mod mesophyll;
 pub mod rest;
 pub mod tls;
 mod uri;
+pub mod wire;
 #[cfg(feature = "server")]
 pub mod worker;

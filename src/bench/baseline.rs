@@ -14,7 +14,7 @@
 //! - [`luau_call`]: one call of the echo handler in a plain mlua state.
 
 use crate::bench::load::{LoadPlan, Measured, drive, spin};
-use crate::mesophyll::writer::{Batched, write_batch};
+use crate::wire::writer::{Batched, write_batch};
 use axum::serve::ListenerExt;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};

@@ -17,7 +17,7 @@ use super::CliError;
 use super::child::{run_worker_session, worker_config};
 use super::serve::signals;
 use crate::mesophyll::addresses::Addresses;
-use crate::mesophyll::backoff::Backoff;
+use crate::wire::backoff::Backoff;
 use crate::mesophyll::join::{self, JoinRequest};
 use crate::mesophyll::message::PROTOCOL_VERSION;
 use crate::mesophyll::uplink::{CONNECT_TIMEOUT, UplinkConfig, UplinkError};

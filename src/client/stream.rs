@@ -31,7 +31,7 @@
 
 use super::{ApiClient, ApiClientError, DispatchOutcome};
 use crate::mesophyll::message::Tenant;
-use crate::mesophyll::writer::{Batched, drain};
+use crate::wire::writer::{Batched, drain};
 use crate::rest::{DispatchRequest, StreamAnswer, StreamRequest};
 use futures::{SinkExt, StreamExt};
 use hyper::StatusCode;

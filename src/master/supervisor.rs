@@ -29,7 +29,7 @@
 
 use crate::master::datadir::fresh_token;
 use crate::mesophyll::auth::{PARENT_ENV, TOKEN_ENV};
-use crate::mesophyll::backoff::Backoff;
+use crate::wire::backoff::Backoff;
 use crate::mesophyll::hub::{DisconnectReason, Hub, HubEvent};
 use crate::mesophyll::message::ServerMessage;
 use crate::rest::WorkerState;

@@ -7,12 +7,10 @@
 //! - [`answers`]: the answer frames, payloads copied in and out whole;
 //! - [`auth`]: how a worker proves who it is;
 //! - [`bad_frames`]: undecodable frames, counted and dropped;
-//! - [`writer`]: queued frames written in batches, one flush each;
 //! - [`budget`]: the byte budget of every queue between processes;
 //! - [`correlation`]: request ids matched to waiting callers, with deadlines;
 //! - [`hub`]: the master's side (WebSocket server, auth, liveness);
 //! - [`uplink`]: the worker's side (connect, reconnect, heartbeat);
-//! - [`backoff`]: the jittered exponential backoff both sides use;
 //! - [`db`]: the DB endpoints' operations and answers;
 //! - [`db_client`]: the worker's HTTP/2 client for them;
 //! - [`join`]: how a worker from elsewhere gets a slot and a session;
@@ -28,8 +26,6 @@ pub mod addresses;
 pub mod answers;
 #[cfg(feature = "server")]
 pub mod auth;
-#[cfg(feature = "server")]
-pub mod backoff;
 #[cfg(feature = "server")]
 pub mod bad_frames;
 #[cfg(feature = "server")]
@@ -50,5 +46,3 @@ pub mod timers;
 #[cfg(feature = "server")]
 pub mod uplink;
 pub mod webhook;
-#[cfg(feature = "client")]
-pub mod writer;

@@ -6,7 +6,7 @@
 use super::LOAD_DEADLINE;
 use super::services::Services;
 use crate::mesophyll::addresses::Addresses;
-use crate::mesophyll::backoff::Backoff;
+use crate::wire::backoff::Backoff;
 use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::{ErrorKind, RemoteError};
 use crate::mesophyll::uplink::UplinkError;

@@ -24,7 +24,7 @@ use super::tenants::{Delivered, dispatch_to};
 use super::{ApiError, ApiState};
 use crate::master::access::Caller;
 use crate::mesophyll::message::Packed;
-use crate::mesophyll::writer::{Batched, drain};
+use crate::wire::writer::{Batched, drain};
 use crate::rest::{
     DispatchRequest, ErrorDetail, MAX_BODY_BYTES, StreamAnswer, StreamError, StreamRequest,
 };

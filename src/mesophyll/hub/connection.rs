@@ -10,7 +10,7 @@ use crate::mesophyll::budget::ByteBudget;
 use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
 use crate::mesophyll::correlation::Correlation;
 use crate::mesophyll::message::{ClientMessage, LoadFigures, PROTOCOL_VERSION, ServerMessage};
-use crate::mesophyll::writer::{Batched, write_batch};
+use crate::wire::writer::{Batched, write_batch};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};

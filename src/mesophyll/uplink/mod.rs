@@ -12,7 +12,7 @@
 use crate::mesophyll::addresses::{Addresses, LEADER_HEADER};
 use crate::mesophyll::answers;
 use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
-use crate::mesophyll::backoff::Backoff;
+use crate::wire::backoff::Backoff;
 use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::budget::ByteBudget;
 use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
@@ -21,7 +21,7 @@ use crate::mesophyll::message::{
     RemoteError, ServerMessage,
 };
 use crate::mesophyll::packed::Packed;
-use crate::mesophyll::writer::{BatchEnd, Batched, write_batch};
+use crate::wire::writer::{BatchEnd, Batched, write_batch};
 use crate::tls::TlsClient;
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
