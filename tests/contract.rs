@@ -16,11 +16,7 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_of_every_route_is_in_the_contract() {
     let m = Master::start(Opts::default()).await;
-    let read = m
-        .client
-        .create_token(Role::Read, Some("reader"))
-        .await
-        .unwrap();
+    let read = m.mint(Role::Read, "reader").await;
     let tokens = Tokens {
         admin: m.admin_token(),
         read: read.token,

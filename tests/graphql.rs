@@ -115,12 +115,7 @@ async fn rest(m: &Master, token: &str, path: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_answers_what_its_rest_twin_answers() {
     let m = Master::start(Opts::default()).await;
-    let token = m
-        .client
-        .create_token(Role::Read, Some("reader"))
-        .await
-        .unwrap()
-        .token;
+    let token = m.mint(Role::Read, "reader").await.token;
     let (t, id) = ("user", "graph");
     m.client
         .dispatch(t, id, &event("incr", json!({"by": 3})))
@@ -236,21 +231,13 @@ async fn every_query_answers_what_its_rest_twin_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_roles_are_refused_as_in_rest() {
     let m = Master::start(Opts::default()).await;
-    let read = m
-        .client
-        .create_token(Role::Read, Some("reader"))
-        .await
-        .unwrap();
+    let read = m.mint(Role::Read, "reader").await;
     let join = m
         .client
         .create_join_token(Some(60), Some("join"))
         .await
         .unwrap();
-    let revoked = m
-        .client
-        .create_token(Role::App, Some("gone"))
-        .await
-        .unwrap();
+    let revoked = m.mint(Role::App, "gone").await;
     m.client.revoke_token(&revoked.info.id).await.unwrap();
     let query = "{ workers { bad_frames } }";
     for (who, token) in [
@@ -350,11 +337,7 @@ const CONSOLE: &str = "subscription { console { kind hello { workers } \
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_subscription_sees_dispatches_and_workers_restart() {
     let m = Master::start(Opts::default()).await;
-    let read = m
-        .client
-        .create_token(Role::Read, Some("watcher"))
-        .await
-        .unwrap();
+    let read = m.mint(Role::Read, "watcher").await;
     let mut socket = subscriptions(&m, &read.token).await;
     let subscribe =
         |id: &str| json!({"id": id, "type": "subscribe", "payload": {"query": CONSOLE}});

@@ -31,8 +31,8 @@
 
 use super::{ApiClient, ApiClientError, DispatchOutcome};
 use crate::mesophyll::message::Tenant;
-use crate::wire::writer::{Batched, drain};
 use crate::rest::{DispatchRequest, StreamAnswer, StreamRequest};
+use crate::wire::writer::{Batched, drain};
 use futures::{SinkExt, StreamExt};
 use hyper::StatusCode;
 use std::collections::HashMap;

@@ -29,10 +29,10 @@
 
 use crate::master::datadir::fresh_token;
 use crate::mesophyll::auth::{PARENT_ENV, TOKEN_ENV};
-use crate::wire::backoff::Backoff;
 use crate::mesophyll::hub::{DisconnectReason, Hub, HubEvent};
 use crate::mesophyll::message::ServerMessage;
 use crate::rest::WorkerState;
+use crate::wire::backoff::Backoff;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};

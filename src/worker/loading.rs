@@ -6,10 +6,10 @@
 use super::LOAD_DEADLINE;
 use super::services::Services;
 use crate::mesophyll::addresses::Addresses;
-use crate::wire::backoff::Backoff;
 use crate::mesophyll::db_client::{DbClient, DbClientError};
 use crate::mesophyll::message::{ErrorKind, RemoteError};
 use crate::mesophyll::uplink::UplinkError;
+use crate::wire::backoff::Backoff;
 
 /// Calls `load` until it succeeds, with backoff; refused credentials are
 /// fatal.

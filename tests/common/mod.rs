@@ -20,7 +20,7 @@ use meshplay::client::ApiClient;
 use meshplay::datadir::{DataDir, Endpoint};
 use meshplay::master::shard;
 use meshplay::mesophyll::message::Tenant;
-use meshplay::rest::{WorkerInfo, WorkerState};
+use meshplay::rest::{CreatedToken, WorkerInfo, WorkerState};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -280,6 +280,11 @@ impl Master {
 
     pub fn admin_token(&self) -> String {
         DataDir::at(self.dir.path()).admin_token().unwrap()
+    }
+
+    /// A token minted with `role`, named `name`.
+    pub async fn mint(&self, role: meshplay::rest::Role, name: &str) -> CreatedToken {
+        self.client.create_token(role, Some(name)).await.unwrap()
     }
 
     /// Runs the CLI against this master; returns (exit code, stdout, stderr).

@@ -24,10 +24,10 @@ use super::tenants::{Delivered, dispatch_to};
 use super::{ApiError, ApiState};
 use crate::master::access::Caller;
 use crate::mesophyll::message::Packed;
-use crate::wire::writer::{Batched, drain};
 use crate::rest::{
     DispatchRequest, ErrorDetail, MAX_BODY_BYTES, StreamAnswer, StreamError, StreamRequest,
 };
+use crate::wire::writer::{Batched, drain};
 use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};

@@ -12,7 +12,6 @@
 use crate::mesophyll::addresses::{Addresses, LEADER_HEADER};
 use crate::mesophyll::answers;
 use crate::mesophyll::auth::{WORKER_ID_HEADER, WORKER_TOKEN_HEADER};
-use crate::wire::backoff::Backoff;
 use crate::mesophyll::bad_frames::BadFrames;
 use crate::mesophyll::budget::ByteBudget;
 use crate::mesophyll::codec::{self, MAX_FRAME_BYTES};
@@ -21,8 +20,9 @@ use crate::mesophyll::message::{
     RemoteError, ServerMessage,
 };
 use crate::mesophyll::packed::Packed;
-use crate::wire::writer::{BatchEnd, Batched, write_batch};
 use crate::tls::TlsClient;
+use crate::wire::backoff::Backoff;
+use crate::wire::writer::{BatchEnd, Batched, write_batch};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
