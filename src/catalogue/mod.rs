@@ -1,8 +1,8 @@
 //! The catalogue: what the master and the workers both know of plugins and
 //! filters, and nothing of how either runs them.
 //!
-//! It sits beside [`crate::mesophyll`], below [`crate::master`] and
-//! [`crate::worker`]: the master checks an upload here before it accepts
+//! It sits beside [`crate::mesophyll`], below the master and the worker,
+//! which both use it: the master checks an upload here before it accepts
 //! it, and a worker builds what it runs from what passed the same checks.
 //!
 //! - [`name`]: what a plugin or filter may be called;

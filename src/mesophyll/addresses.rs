@@ -1,7 +1,7 @@
 //! The masters a worker may talk to, and which of them it talks to now.
 //!
-//! With standby masters ([`crate::master::leadership`]) one of several
-//! masters leads, and only the leader takes workers: a standby refuses the
+//! With standby masters (`serve --standby`: several masters on one
+//! PostgreSQL) one of them leads, and only the leader takes workers: a standby refuses the
 //! upgrade, joins and DB calls with `503` and code `not_leader`, naming the
 //! leader's hub in the [`LEADER_HEADER`] header. A worker started with
 //! several addresses (`worker --join URL,URL`) keeps them in a [`Addresses`]:

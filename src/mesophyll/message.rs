@@ -262,7 +262,7 @@ pub struct LiveTenant {
 }
 
 /// The egress settings a master hands its workers in `Hello` (`serve
-/// --egress-*`); see `crate::worker::egress` for what each one bounds.
+/// --egress-*`); docs/operations.md says what each one bounds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EgressPolicy {
     /// `false` (`--no-egress`): every fetch is refused `egress_denied`.
