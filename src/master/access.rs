@@ -395,6 +395,12 @@ pub static ROUTES: &[(Method, &str, Role)] = &[
 /// ([`ROUTES`]); `admin` for a route the table does not know, so that a
 /// route added without a line is closed rather than open.
 pub fn required(method: &Method, route: &str) -> Role {
+    listed(method, route).unwrap_or(Role::Admin)
+}
+
+/// The role [`ROUTES`] lists for `method` on `route`, if it lists one
+/// (the open routes have none).
+pub fn listed(method: &Method, route: &str) -> Option<Role> {
     // The router answers HEAD with the GET handler.
     let method = if method == Method::HEAD {
         &Method::GET
@@ -404,7 +410,7 @@ pub fn required(method: &Method, route: &str) -> Role {
     ROUTES
         .iter()
         .find(|(m, r, _)| m == method && *r == route)
-        .map_or(Role::Admin, |(_, _, role)| *role)
+        .map(|(_, _, role)| *role)
 }
 
 /// Whether the answer to `method` on the matched `route` goes to the audit

@@ -24,7 +24,7 @@
 
 mod operations;
 
-use crate::master::access::ROUTES;
+use crate::master::access;
 use crate::rest::{ErrorBody, Role};
 use axum::http::{Method, header};
 use axum::response::IntoResponse;
@@ -120,8 +120,15 @@ fn http_method(method: &Method) -> HttpMethod {
 }
 
 /// The component schemas the operations refer to, each once.
-#[derive(Default)]
 pub struct Schemas(Vec<(String, RefOr<Schema>)>);
+
+impl Default for Schemas {
+    /// Starts with `Value` (any JSON): a type generic over its payload
+    /// refers to the payload by that name without registering it.
+    fn default() -> Self {
+        Schemas(vec![("Value".into(), serde_json::Value::schema())])
+    }
+}
 
 impl Schemas {
     /// A reference to `T`'s schema, which (with every schema it refers
@@ -133,10 +140,6 @@ impl Schemas {
             if !self.0.iter().any(|(n, _)| *n == name) {
                 self.0.push((name, schema));
             }
-        }
-        // A type generic over its payload refers to the payload as `Value`.
-        if !self.0.iter().any(|(n, _)| n == "Value") {
-            self.0.push(("Value".into(), serde_json::Value::schema()));
         }
         RefOr::Ref(Ref::from_schema_name(T::name()))
     }
@@ -183,14 +186,6 @@ impl Op {
         (&self.method, self.route)
     }
 
-    /// The statuses it may answer with.
-    pub fn statuses(&self) -> Vec<u16> {
-        // `DEFAULT` (0) stands for any status.
-        let mut all: Vec<u16> = self.answers.iter().map(|(s, _, _)| *s).collect();
-        all.extend(self.all_errors());
-        all
-    }
-
     /// It takes a body.
     pub fn body(mut self, content: Content) -> Self {
         self.body = Some(content);
@@ -224,10 +219,7 @@ impl Op {
 
     /// The role its route needs, when it is an `/api/v1` route.
     fn role(&self) -> Option<Role> {
-        ROUTES
-            .iter()
-            .find(|(m, r, _)| *m == self.method && *r == self.route)
-            .map(|(_, _, role)| *role)
+        access::listed(&self.method, self.route)
     }
 
     /// Its error statuses: its own, and those of every route behind a
