@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::api::upload;
 use common::{Master, Opts, event, scrape};
 use hmac::{Hmac, KeyInit, Mac};
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use meshplay::client::DispatchOutcome;
 use meshplay::rest::VarChange;
 use serde_json::{Value, json};
@@ -35,18 +35,7 @@ async fn post(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> (u16, hyper::HeaderMap, String) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let mut req = hyper::Request::builder()
-        .method("POST")
-        .uri(format!("http://{}{path}", m.endpoint.api_addr));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = client
-        .request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
+    let res = common::request(m.endpoint.api_addr, "POST", path, headers, body).await;
     let (parts, body) = res.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
     (

@@ -3,9 +3,8 @@
 //! and validates each answer's status and JSON body against it, and
 //! [`ask`] sends a request as raw as a client in any language does.
 
-use super::Master;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use super::{Master, request};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -152,24 +151,14 @@ pub async fn ask(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Answer {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(format!("http://{}{path}", m.endpoint.api_addr));
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut all = Vec::new();
     if !body.is_empty() {
-        req = req.header("content-type", "application/json");
+        all.push(("content-type", "application/json"));
     }
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let res = client
-        .request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
+    all.extend(auth.as_deref().map(|a| ("authorization", a)));
+    all.extend_from_slice(headers);
+    let res = request(m.endpoint.api_addr, method, path, &all, body).await;
     let status = res.status().as_u16();
     let content_type = res
         .headers()

@@ -372,6 +372,29 @@ pub fn tenants_on(kind: &str, worker: u32, workers: u32, n: usize) -> Vec<Tenant
         .collect()
 }
 
+/// One HTTP/1.1 request with exactly these headers and body, as a client
+/// in any language sends it; the answer with its body unread.
+pub async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> hyper::Response<hyper::body::Incoming> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    client
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap()
+}
+
 /// A raw HTTP request, for what the typed client will not send (bad bodies,
 /// missing tokens). Returns the status and the body parsed as JSON (or the
 /// body as a JSON string when it is not JSON).
@@ -383,19 +406,10 @@ pub async fn raw(
     content_type: &str,
     body: Vec<u8>,
 ) -> (u16, serde_json::Value) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", content_type);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let res = client
-        .request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", content_type)];
+    headers.extend(auth.as_deref().map(|a| ("authorization", a)));
+    let res = request(addr, method, path, &headers, body).await;
     let status = res.status().as_u16();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     let json = serde_json::from_slice(&bytes)
