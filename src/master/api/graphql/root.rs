@@ -19,7 +19,7 @@
 //! ```
 
 use super::super::{ApiError, ApiState, catalogue, kv, live, schedules, system, tenants};
-use super::types::{Shape, shape_of};
+use super::types::{Shape, named};
 use async_graphql::ErrorExtensions;
 use async_graphql::dynamic::{
     Field, FieldFuture, InputValue, Object, ResolverContext, TypeRef, ValueAccessor,
@@ -89,10 +89,10 @@ pub fn query(schemas: &Map<String, Value>) -> Object {
 fn kv_page(root: &Root<'_>) -> Field {
     let field = tenant_field(root, "kv", "KvPage", |s, (kind, id), args| async move {
         let query = kv::FindQuery {
-            scope: args.string("scope")?,
-            pattern: args.string("pattern")?,
+            scope: args.string("scope"),
+            pattern: args.string("pattern"),
             limit: args.int("limit")?.map(|n| n as u32),
-            after: args.string("after")?,
+            after: args.string("after"),
         };
         Ok(kv::find_kv(State(s), Path((kind, id)), Query(query))
             .await?
@@ -164,8 +164,7 @@ impl Root<'_> {
         Fut: Future<Output = Result<T, ApiError>> + Send + 'static,
         T: Serialize,
     {
-        let reference = serde_json::json!({ "$ref": format!("#/components/schemas/{ty}") });
-        let (shape, _) = shape_of(&reference, self.schemas);
+        let shape = named(ty, self.schemas);
         let resolver = shape.clone();
         Field::new(
             name,
@@ -196,12 +195,12 @@ impl Args {
         Ok(Args(args))
     }
 
-    fn string(&self, name: &str) -> Result<Option<String>, ApiError> {
-        Ok(self.0.get(name).and_then(Value::as_str).map(str::to_owned))
+    fn string(&self, name: &str) -> Option<String> {
+        self.0.get(name).and_then(Value::as_str).map(str::to_owned)
     }
 
     fn required(&self, name: &str) -> Result<String, ApiError> {
-        self.string(name)?
+        self.string(name)
             .ok_or_else(|| ApiError::bad_request(format!("{name} is required")))
     }
 

@@ -17,30 +17,26 @@ use async_graphql::dynamic::{SubscriptionField, SubscriptionFieldFuture, TypeRef
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The most subscriptions one WebSocket holds at once; one more is
 /// refused with `too_many_subscriptions`.
 pub const MAX_SUBSCRIPTIONS: usize = 4;
 
-/// How many subscriptions a connection holds now.
-#[derive(Clone, Default)]
-pub struct Held(Arc<AtomicUsize>);
+/// The subscriptions a connection may still start: one permit each,
+/// given back when the subscription ends.
+#[derive(Clone)]
+pub struct Held(Arc<Semaphore>);
 
-/// Counts one subscription while it lives.
-struct Holding(Arc<AtomicUsize>);
-
-impl Drop for Holding {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+impl Default for Held {
+    fn default() -> Self {
+        Held(Arc::new(Semaphore::new(MAX_SUBSCRIPTIONS)))
     }
 }
 
 impl Held {
-    fn take(&self) -> Option<Holding> {
-        let taken = self.0.fetch_add(1, Ordering::SeqCst);
-        let holding = Holding(Arc::clone(&self.0));
-        (taken < MAX_SUBSCRIPTIONS).then_some(holding)
+    fn take(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.0).try_acquire_owned().ok()
     }
 }
 

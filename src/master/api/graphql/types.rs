@@ -159,7 +159,7 @@ fn field_of(name: &str, schema: &Value, required: bool, all: &Map<String, Value>
 }
 
 /// What a property's schema holds, and whether it may be null.
-pub fn shape_of(schema: &Value, all: &Map<String, Value>) -> (Shape, bool) {
+fn shape_of(schema: &Value, all: &Map<String, Value>) -> (Shape, bool) {
     if let Some(r) = schema["$ref"].as_str() {
         let name = r.trim_start_matches("#/components/schemas/");
         return (named(name, all), false);
@@ -199,7 +199,7 @@ pub fn shape_of(schema: &Value, all: &Map<String, Value>) -> (Shape, bool) {
 }
 
 /// The shape of the component schema `name`.
-fn named(name: &str, all: &Map<String, Value>) -> Shape {
+pub fn named(name: &str, all: &Map<String, Value>) -> Shape {
     let schema = &all[name];
     if schema["enum"].is_array() {
         Shape::Leaf(name.into())
