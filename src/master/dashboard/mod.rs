@@ -18,9 +18,20 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-const INDEX: &str = include_str!("index.html");
-const SCRIPT: &str = include_str!("app.js");
-const STYLE: &str = include_str!("app.css");
+/// The page and its assets: path, content type, body.
+pub const ASSETS: [(&str, &str, &str); 3] = [
+    ("/", "text/html; charset=utf-8", include_str!("index.html")),
+    (
+        "/dashboard/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("app.js"),
+    ),
+    (
+        "/dashboard/app.css",
+        "text/css; charset=utf-8",
+        include_str!("app.css"),
+    ),
+];
 
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
@@ -42,19 +53,11 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     )
 }
 
-/// `/`, `/dashboard/app.js` and `/dashboard/app.css`, with any state.
+/// Each of [`ASSETS`] at its path, with any state.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
-        )
-        .route(
-            "/dashboard/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route(
-            "/dashboard/app.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
-        )
+    ASSETS
+        .into_iter()
+        .fold(Router::new(), |router, (path, content_type, body)| {
+            router.route(path, get(move || async move { asset(content_type, body) }))
+        })
 }
