@@ -1,10 +1,11 @@
 //! The masters a worker may talk to, and which of them it talks to now.
 //!
 //! With standby masters (`serve --standby`: several masters on one
-//! PostgreSQL) one of them leads, and only the leader takes workers: a standby refuses the
-//! upgrade, joins and DB calls with `503` and code `not_leader`, naming the
-//! leader's hub in the [`LEADER_HEADER`] header. A worker started with
-//! several addresses (`worker --join URL,URL`) keeps them in a [`Addresses`]:
+//! PostgreSQL) one of them leads, and only the leader takes workers: a
+//! standby refuses the upgrade, joins and DB calls with `503` and code
+//! `not_leader`, naming the leader's hub in the [`LEADER_HEADER`] header.
+//! A worker started with several addresses (`worker --join URL,URL`)
+//! keeps them in an [`Addresses`]:
 //! the uplink moves to the next one when the one it talks to fails, and
 //! straight to the named leader when a standby names one of the list. The
 //! DB client reads the current one on every call, so both follow the same
